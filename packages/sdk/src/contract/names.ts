@@ -1,0 +1,58 @@
+import { z } from 'zod';
+
+/** A bundle's content address: the sha256 of its bytes, as 64 lowercase hex digits. */
+export const bundleHash = z
+  .string()
+  .regex(/^[0-9a-f]{64}$/, 'must be a sha256 digest: 64 lowercase hex characters');
+
+/** Tenant slugs appear in URLs, token scopes and `tenant/name` references. */
+export const tenantSlug = z
+  .string()
+  .min(1)
+  .max(63)
+  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner dashes (at most 63)');
+
+/** Workflow names: like slugs, plus `.` and `_`, so existing job names fit. */
+export const workflowName = z
+  .string()
+  .min(1)
+  .max(100)
+  .regex(/^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$/, 'must be lowercase letters, digits, ".", "_" and "-" (at most 100)');
+
+export const uuid = z.uuid();
+
+/** A workflow named either by its id or as `tenant/name`. */
+export const workflowRef = z.union([
+  uuid,
+  z
+    .string()
+    .regex(/^[^/]+\/[^/]+$/, 'must be a workflow id or "tenant/name"')
+    .transform((ref, ctx) => {
+      const [tenant = '', name = ''] = ref.split('/');
+      const t = tenantSlug.safeParse(tenant);
+      const n = workflowName.safeParse(name);
+      if (!t.success || !n.success) {
+        ctx.addIssue({ code: 'custom', message: `"${ref}" is not a valid tenant/name reference` });
+        return z.NEVER;
+      }
+      return `${t.data}/${n.data}`;
+    }),
+]);
+
+/** Version numbers count 1, 2, 3… per workflow. */
+export const versionNumber = z.number().int().min(1).max(2_147_483_647);
+
+export const commitMessage = z.string().max(1000);
+
+export const timestamp = z.string().describe('ISO-8601 timestamp');
+
+/**
+ * Token scopes: `admin` does everything; `orchestrator` resolves, spawns and reads
+ * everything; `tenant:<slug>` sees only that tenant's workflows, versions and bundles.
+ */
+export const tokenScope = z.union([
+  z.literal('admin'),
+  z.literal('orchestrator'),
+  z.templateLiteral(['tenant:', z.string().regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/)]),
+]);
+export type TokenScope = z.infer<typeof tokenScope>;

@@ -1,0 +1,114 @@
+/**
+ * The registry's configuration: one zod schema over the environment, parsed once at
+ * start-up. Nothing else in the server reads process.env.
+ */
+import path from 'node:path';
+import { z } from 'zod';
+
+const MiB = 1024 * 1024;
+
+const optionalString = z
+  .string()
+  .optional()
+  .transform((v) => (v === undefined || v.trim() === '' ? undefined : v.trim()));
+
+const httpUrl = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
+
+const envSchema = z
+  .object({
+    HOST: z.string().default('127.0.0.1'),
+    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+    SWARM_DATA_DIR: z.string().default('./.swarm'),
+    SWARM_PUBLIC_URL: httpUrl.optional(),
+    SWARM_ADMIN_TOKEN: optionalString.pipe(
+      z.string().min(24, 'must be at least 24 characters (use a random value)').optional(),
+    ),
+    /** Key for the registry's own signed download URLs (fs driver); generated into the data dir if unset. */
+    SWARM_URL_SIGNING_KEY: optionalString.pipe(z.string().min(32).optional()),
+    SWARM_MAX_BUNDLE_BYTES: z.coerce.number().int().positive().default(512 * MiB),
+    SWARM_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(7 * 24 * 3600).default(900),
+    SWARM_DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
+    S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
+    S3_PUBLIC_ENDPOINT: optionalString.pipe(httpUrl.optional()),
+    S3_ACCESS_KEY: optionalString,
+    S3_SECRET_KEY: optionalString,
+    S3_BUCKET: z
+      .string()
+      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name')
+      .default('swarm-bundles'),
+    S3_REGION: z.string().default('us-east-1'),
+  })
+  .superRefine((env, ctx) => {
+    if (env.S3_ENDPOINT && (!env.S3_ACCESS_KEY || !env.S3_SECRET_KEY)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['S3_ACCESS_KEY'],
+        message: 'S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set',
+      });
+    }
+  });
+
+export type S3Config = {
+  endpoint: string;
+  publicEndpoint: string;
+  accessKey: string;
+  secretKey: string;
+  bucket: string;
+  region: string;
+};
+
+export type Config = {
+  host: string;
+  port: number;
+  dataDir: string;
+  /** Base URL of the API as VMs and clients reach it; defaults to http://HOST:PORT. */
+  publicUrl: string | undefined;
+  adminToken: string | undefined;
+  urlSigningKey: string | undefined;
+  maxBundleBytes: number;
+  urlTtlSeconds: number;
+  dbPoolSize: number;
+  logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
+  /** Unset: start the embedded PostgreSQL in the data directory. */
+  databaseUrl: string | undefined;
+  /** Unset: store bundles on the local filesystem in the data directory. */
+  s3: S3Config | undefined;
+};
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
+  const parsed = envSchema.safeParse(env);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
+    throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+  }
+  const e = parsed.data;
+  return {
+    host: e.HOST,
+    port: e.PORT,
+    dataDir: path.resolve(e.SWARM_DATA_DIR),
+    publicUrl: e.SWARM_PUBLIC_URL,
+    adminToken: e.SWARM_ADMIN_TOKEN,
+    urlSigningKey: e.SWARM_URL_SIGNING_KEY,
+    maxBundleBytes: e.SWARM_MAX_BUNDLE_BYTES,
+    urlTtlSeconds: e.SWARM_URL_TTL_SECONDS,
+    dbPoolSize: e.SWARM_DB_POOL_SIZE,
+    logLevel: e.LOG_LEVEL,
+    databaseUrl: e.DATABASE_URL,
+    s3: e.S3_ENDPOINT
+      ? {
+          endpoint: e.S3_ENDPOINT,
+          publicEndpoint: e.S3_PUBLIC_ENDPOINT ?? e.S3_ENDPOINT,
+          accessKey: e.S3_ACCESS_KEY ?? '',
+          secretKey: e.S3_SECRET_KEY ?? '',
+          bucket: e.S3_BUCKET,
+          region: e.S3_REGION,
+        }
+      : undefined,
+  };
+}

@@ -1,0 +1,234 @@
+/**
+ * The registry's schema. Constraints do the guarding: whatever a bug in the service
+ * layer tries, the database refuses duplicate names, versions out of sequence,
+ * malformed hashes and dangling references. drizzle-kit generates drizzle/ from this.
+ */
+import { relations, sql } from 'drizzle-orm';
+import {
+  type AnyPgColumn,
+  bigint,
+  check,
+  foreignKey,
+  index,
+  integer,
+  jsonb,
+  pgTable,
+  pgView,
+  primaryKey,
+  text,
+  timestamp,
+  unique,
+  uuid,
+} from 'drizzle-orm/pg-core';
+
+const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
+const HASH_RE = `'^[0-9a-f]{64}$'`;
+const SLUG_RE = `'^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'`;
+const NAME_RE = `'^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$'`;
+
+export const tenants = pgTable(
+  'tenants',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    slug: text('slug').notNull().unique(),
+    createdAt: createdAt(),
+  },
+  (t) => [check('tenants_slug_format', sql`${t.slug} ~ ${sql.raw(SLUG_RE)} and length(${t.slug}) <= 63`)],
+);
+
+export const workflows = pgTable(
+  'workflows',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    name: text('name').notNull(),
+    /**
+     * The one active version. Null until the first activation. The composite key
+     * below makes it impossible to activate another workflow's version.
+     */
+    activeVersionId: uuid('active_version_id'),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    unique('workflows_tenant_name_unique').on(t.tenantId, t.name),
+    check('workflows_name_format', sql`${t.name} ~ ${sql.raw(NAME_RE)} and length(${t.name}) <= 100`),
+    foreignKey({
+      name: 'workflows_active_version_fk',
+      columns: [t.id, t.activeVersionId],
+      foreignColumns: activeVersionTarget(),
+    }),
+  ],
+);
+
+/** Declared as a function with its type spelled out, which breaks the workflows ⇄ versions type cycle. */
+function activeVersionTarget(): [AnyPgColumn, AnyPgColumn] {
+  return [workflowVersions.workflowId, workflowVersions.id];
+}
+
+/**
+ * Bundles known to the registry, keyed by content address. A row exists only after
+ * the object was stored and verified, so every version's bundle is known to exist;
+ * the size lives here so resolving a version needs no round trip to the store, and
+ * garbage collection can find bundles no version references.
+ */
+export const bundles = pgTable(
+  'bundles',
+  {
+    hash: text('hash').primaryKey(),
+    size: bigint('size', { mode: 'number' }).notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    check('bundles_hash_format', sql`${t.hash} ~ ${sql.raw(HASH_RE)}`),
+    check('bundles_size_nonnegative', sql`${t.size} >= 0`),
+  ],
+);
+
+/** Immutable versions: numbered 1, 2, 3… per workflow, never updated after insert. */
+export const workflowVersions = pgTable(
+  'workflow_versions',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    workflowId: uuid('workflow_id')
+      .notNull()
+      .references(() => workflows.id),
+    version: integer('version').notNull(),
+    bundleHash: text('bundle_hash')
+      .notNull()
+      .references(() => bundles.hash),
+    message: text('message'),
+    /** Name of the API token that registered the version (audit). */
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+  },
+  (t) => [
+    unique('workflow_versions_workflow_version_unique').on(t.workflowId, t.version),
+    // Target of workflows_active_version_fk: pins an active version to its workflow.
+    unique('workflow_versions_workflow_id_unique').on(t.workflowId, t.id),
+    check('workflow_versions_version_positive', sql`${t.version} >= 1`),
+    check('workflow_versions_hash_format', sql`${t.bundleHash} ~ ${sql.raw(HASH_RE)}`),
+    index('workflow_versions_bundle_hash_idx').on(t.bundleHash),
+  ],
+);
+
+/**
+ * Every change of a workflow's active version, for audit and rollback: who moved it,
+ * from which version to which, and why. Append-only.
+ */
+export const workflowActivations = pgTable(
+  'workflow_activations',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    workflowId: uuid('workflow_id')
+      .notNull()
+      .references(() => workflows.id),
+    fromVersionId: uuid('from_version_id').references(() => workflowVersions.id),
+    toVersionId: uuid('to_version_id')
+      .notNull()
+      .references(() => workflowVersions.id),
+    actor: text('actor').notNull(),
+    message: text('message'),
+    createdAt: createdAt(),
+  },
+  (t) => [index('workflow_activations_workflow_idx').on(t.workflowId, t.createdAt)],
+);
+
+/**
+ * API tokens minted by admins. Only the sha256 of the token is stored: tokens are
+ * 256-bit random values, so a fast hash is enough and a database dump reveals none.
+ * A tenant-scoped token names its tenant; other scopes must not.
+ */
+export const apiTokens = pgTable(
+  'api_tokens',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    name: text('name').notNull(),
+    scope: text('scope', { enum: ['admin', 'orchestrator', 'tenant'] }).notNull(),
+    tenantId: uuid('tenant_id').references(() => tenants.id),
+    tokenHash: text('token_hash').notNull().unique(),
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [
+    check('api_tokens_scope_known', sql`${t.scope} in ('admin', 'orchestrator', 'tenant')`),
+    check('api_tokens_tenant_scope', sql`(${t.scope} = 'tenant') = (${t.tenantId} is not null)`),
+    check('api_tokens_hash_format', sql`${t.tokenHash} ~ ${sql.raw(HASH_RE)}`),
+  ],
+);
+
+/** One run of a workflow version in a VM. Filled by the spawn path. */
+export const executions = pgTable(
+  'executions',
+  {
+    id: uuid('id').primaryKey().defaultRandom(),
+    workflowId: uuid('workflow_id')
+      .notNull()
+      .references(() => workflows.id),
+    versionId: uuid('version_id')
+      .notNull()
+      .references(() => workflowVersions.id),
+    status: text('status', { enum: ['pending', 'booting', 'running', 'succeeded', 'failed'] })
+      .notNull()
+      .default('pending'),
+    exitCode: integer('exit_code'),
+    failureReason: text('failure_reason'),
+    createdAt: createdAt(),
+    startedAt: timestamp('started_at', { withTimezone: true, mode: 'date' }),
+    finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }),
+  },
+  (t) => [
+    check('executions_status_known', sql`${t.status} in ('pending', 'booting', 'running', 'succeeded', 'failed')`),
+    // Both must point at the same workflow: a version of another workflow is refused.
+    foreignKey({
+      name: 'executions_version_of_workflow_fk',
+      columns: [t.workflowId, t.versionId],
+      foreignColumns: [workflowVersions.workflowId, workflowVersions.id],
+    }),
+    index('executions_workflow_created_idx').on(t.workflowId, t.createdAt),
+  ],
+);
+
+/** What the boot agent reported, ordered per execution by sequence number. */
+export const executionEvents = pgTable(
+  'execution_events',
+  {
+    executionId: uuid('execution_id')
+      .notNull()
+      .references(() => executions.id),
+    seq: integer('seq').notNull(),
+    type: text('type').notNull(),
+    data: jsonb('data').$type<Record<string, unknown>>().notNull().default({}),
+    createdAt: createdAt(),
+  },
+  (t) => [primaryKey({ columns: [t.executionId, t.seq] }), check('execution_events_seq_nonnegative', sql`${t.seq} >= 0`)],
+);
+
+/** The active version of each workflow with its bundle: what a spawn resolves. */
+export const activeWorkflowVersions = pgView('active_workflow_versions').as((qb) =>
+  qb
+    .select({
+      workflowId: sql<string>`${workflows.id}`.as('workflow_id'),
+      tenantId: sql<string>`${workflows.tenantId}`.as('tenant_id'),
+      workflowName: sql<string>`${workflows.name}`.as('workflow_name'),
+      versionId: sql<string>`${workflowVersions.id}`.as('version_id'),
+      version: sql<number>`${workflowVersions.version}`.as('version'),
+      bundleHash: sql<string>`${workflowVersions.bundleHash}`.as('bundle_hash'),
+      size: sql<number>`${bundles.size}`.mapWith(Number).as('size'),
+    })
+    .from(workflows)
+    .innerJoin(workflowVersions, sql`${workflowVersions.id} = ${workflows.activeVersionId}`)
+    .innerJoin(bundles, sql`${bundles.hash} = ${workflowVersions.bundleHash}`),
+);
+
+export const tenantsRelations = relations(tenants, ({ many }) => ({ workflows: many(workflows) }));
+export const workflowsRelations = relations(workflows, ({ one, many }) => ({
+  tenant: one(tenants, { fields: [workflows.tenantId], references: [tenants.id] }),
+  versions: many(workflowVersions),
+}));
+export const workflowVersionsRelations = relations(workflowVersions, ({ one }) => ({
+  workflow: one(workflows, { fields: [workflowVersions.workflowId], references: [workflows.id] }),
+  bundle: one(bundles, { fields: [workflowVersions.bundleHash], references: [bundles.hash] }),
+}));

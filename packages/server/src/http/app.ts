@@ -1,0 +1,80 @@
+/** The HTTP server: Fastify with tRPC at /trpc, the REST routes, downloads, health and metrics. */
+import { type FastifyTRPCPluginOptions, fastifyTRPCPlugin } from '@trpc/server/adapters/fastify';
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
+import type { Logger } from 'pino';
+import { RegistryError } from '../errors.js';
+import { authenticate } from '../services/auth.js';
+import type { Deps, Principal } from '../services/context.js';
+import { FsDriver } from '../storage/fs.js';
+import type { Context } from '../trpc/init.js';
+import { type AppRouter, createAppRouter } from '../trpc/router.js';
+import { blobRoutes } from './blobs.js';
+import { sendError } from './errors.js';
+import { healthRoutes } from './health.js';
+import { createMetrics } from './metrics.js';
+import { restRoutes } from './rest.js';
+
+/** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
+const TRPC_MAX_BODY_BYTES = 1024 * 1024;
+
+export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: Logger): Promise<FastifyInstance> {
+  const app = Fastify({
+    loggerInstance: logger as FastifyBaseLogger,
+    bodyLimit: TRPC_MAX_BODY_BYTES,
+    // Bundles are long uploads: no overall request timeout, but a connection that
+    // sends nothing for a minute is dropped (see docs/operations.md).
+    requestTimeout: 0,
+    connectionTimeout: 60_000,
+    keepAliveTimeout: 72_000,
+    routerOptions: { maxParamLength: 500 },
+  });
+  const metrics = createMetrics();
+
+  const principalCache = new WeakMap<FastifyRequest, Promise<Principal | null>>();
+  const resolvePrincipal = (request: FastifyRequest) => {
+    let p = principalCache.get(request);
+    if (!p) {
+      p = authenticate(deps, request.headers.authorization);
+      principalCache.set(request, p);
+    }
+    return p;
+  };
+  const principalOf = async (request: FastifyRequest): Promise<Principal> => {
+    const p = await resolvePrincipal(request);
+    if (!p) throw new RegistryError('UNAUTHORIZED', 'missing or invalid bearer token');
+    return p;
+  };
+
+  app.setErrorHandler((err, request, reply) => sendError(request, reply, err));
+  app.setNotFoundHandler((request, reply) =>
+    sendError(request, reply, new RegistryError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
+  );
+
+  app.addHook('onResponse', async (request, reply) => {
+    let route = request.routeOptions.url ?? 'unmatched';
+    if (route === '/trpc/*' && reply.statusCode !== 404) route = `/trpc/${request.url.slice(6).split('?')[0]}`;
+    metrics.requests.inc({ method: request.method, route, status: reply.statusCode });
+    metrics.latency.observe({ method: request.method, route }, reply.elapsedTime / 1000);
+  });
+
+  await app.register(healthRoutes, { deps });
+  app.get('/metrics', async (request, reply) => {
+    await principalOf(request);
+    return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+  });
+  await app.register(restRoutes, { deps, metrics, principalOf });
+  if (deps.store.driver instanceof FsDriver) await app.register(blobRoutes, { driver: deps.store.driver });
+
+  await app.register(fastifyTRPCPlugin, {
+    prefix: '/trpc',
+    trpcOptions: {
+      router: createAppRouter(deps),
+      maxBodySize: TRPC_MAX_BODY_BYTES,
+      createContext: ({ req }): Context => ({
+        principal: () => resolvePrincipal(req),
+        reportError: (err) => req.log.error({ err }, 'request failed'),
+      }),
+    } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions'],
+  });
+  return app;
+}

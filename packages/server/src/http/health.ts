@@ -1,0 +1,36 @@
+import type { FastifyInstance } from 'fastify';
+import { sql } from 'drizzle-orm';
+import type { Deps } from '../services/context.js';
+
+const CHECK_TIMEOUT_MS = 3000;
+
+function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
+  });
+  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
+}
+
+async function probe(fn: () => Promise<unknown>, what: string): Promise<string> {
+  try {
+    await withTimeout(fn(), what);
+    return 'ok';
+  } catch (err) {
+    return `down: ${(err as Error).message || (err as { code?: string }).code || 'unreachable'}`;
+  }
+}
+
+/** GET /healthz (no token needed): checks PostgreSQL and the object store; 503 names what is down. */
+export async function healthRoutes(app: FastifyInstance, { deps }: { deps: Deps }) {
+  app.get('/healthz', async (_request, reply) => {
+    const [database, storage] = await Promise.all([
+      probe(() => deps.db.execute(sql`select 1`), 'database'),
+      probe(() => deps.store.driver.check(), 'storage'),
+    ]);
+    const down = [database !== 'ok' && 'database', storage !== 'ok' && 'storage'].filter(Boolean);
+    return reply
+      .status(down.length ? 503 : 200)
+      .send({ status: down.length ? `unavailable: ${down.join(', ')}` : 'ok', checks: { database, storage } });
+  });
+}

@@ -1,0 +1,73 @@
+/**
+ * REST routes for callers that are not TypeScript (shell scripts, curl). They only
+ * validate, authorize and call the same services as the tRPC procedures.
+ */
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import { bundleHash, uploadQuery, workflowRef } from '@swarm/sdk/contract';
+import type { z } from 'zod';
+import { RegistryError, describeIssues } from '../errors.js';
+import { getBundle, uploadBundle } from '../services/bundles.js';
+import type { Deps, Principal } from '../services/context.js';
+import { resolveActive } from '../services/versions.js';
+import type { Metrics } from './metrics.js';
+
+/** Content types a bundle upload may declare; anything else is refused with 415. */
+export const BUNDLE_CONTENT_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream'];
+
+function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.output<T> {
+  const r = schema.safeParse(value);
+  if (!r.success) {
+    throw new RegistryError('BAD_REQUEST', `invalid ${what}: ${describeIssues(r.error.issues)}`);
+  }
+  return r.data;
+}
+
+export type RestOptions = {
+  deps: Deps;
+  metrics: Metrics;
+  principalOf: (request: FastifyRequest) => Promise<Principal>;
+};
+
+export async function restRoutes(app: FastifyInstance, { deps, metrics, principalOf }: RestOptions) {
+  // Bundle bodies are streamed by the route itself, never parsed or buffered.
+  app.removeAllContentTypeParsers();
+  app.addContentTypeParser(BUNDLE_CONTENT_TYPES, (_request, _payload, done) => done(null));
+
+  app.post('/internal/bundles', async (request, reply) => {
+    const principal = await principalOf(request);
+    const query = parse(uploadQuery, request.query, 'query');
+    const declared = request.headers['x-bundle-sha256'];
+    const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
+    const length = request.headers['content-length'];
+    try {
+      const result = await uploadBundle(deps, principal, {
+        workflow: query.workflow,
+        activate: query.activate,
+        message: query.message,
+        declaredHash,
+        declaredSize: length === undefined ? undefined : Number(length),
+        body: request.raw,
+        onBytes: (n) => metrics.uploadBytes.inc(n),
+      });
+      metrics.uploads.inc({ result: result.created ? 'created' : 'existing' });
+      if (result.stored) metrics.storedBytes.inc(result.size);
+      const { stored: _stored, ...body } = result;
+      return reply.status(result.created ? 201 : 200).send(body);
+    } catch (err) {
+      metrics.uploads.inc({ result: err instanceof RegistryError ? err.code : 'INTERNAL_SERVER_ERROR' });
+      throw err;
+    }
+  });
+
+  app.get<{ Params: { hash: string } }>('/internal/bundles/:hash', async (request) => {
+    const principal = await principalOf(request);
+    const hash = parse(bundleHash, request.params.hash, 'bundle hash');
+    return getBundle(deps, principal, { hash });
+  });
+
+  app.get<{ Params: { id: string } }>('/internal/workflow/:id/active', async (request) => {
+    const principal = await principalOf(request);
+    const workflow = parse(workflowRef, request.params.id, 'workflow (an id, or tenant%2Fname)');
+    return resolveActive(deps, principal, { workflow });
+  });
+}

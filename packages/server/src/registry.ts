@@ -1,0 +1,90 @@
+/**
+ * The composition root: from a Config to a listening registry. Starts the embedded
+ * PostgreSQL when DATABASE_URL is unset, migrates under an advisory lock, opens the
+ * object store (S3 or the local directory) and serves the API.
+ */
+import path from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import type { Logger } from 'pino';
+import type { Config } from './config.js';
+import { lockDataDir, readOrCreateSecret } from './data-dir.js';
+import { connectDatabase } from './db/client.js';
+import { type EmbeddedDatabase, startEmbeddedPostgres } from './db/embedded.js';
+import { migrateDatabase } from './db/migrate.js';
+import { buildApp } from './http/app.js';
+import { createLogger } from './logger.js';
+import { hashAdminToken } from './services/auth.js';
+import type { Deps } from './services/context.js';
+import { BundleStore } from './storage/bundle-store.js';
+import type { StorageDriver } from './storage/driver.js';
+import { FsDriver } from './storage/fs.js';
+import { S3Driver } from './storage/s3.js';
+
+export type RunningRegistry = {
+  /** Where the API listens. */
+  url: string;
+  /** The admin token, when the registry generated it (first start without SWARM_ADMIN_TOKEN). */
+  generatedAdminToken: string | undefined;
+  adminTokenFile: string | undefined;
+  app: FastifyInstance;
+  deps: Deps;
+  close(): Promise<void>;
+};
+
+export async function startRegistry(config: Config, logger: Logger = createLogger(config.logLevel)): Promise<RunningRegistry> {
+  const cleanups: Array<() => Promise<unknown>> = [];
+  const close = async () => {
+    for (const fn of cleanups.reverse()) await fn().catch((err) => logger.warn({ err }, 'shutdown step failed'));
+  };
+  try {
+    const usesDataDir = !config.databaseUrl || !config.s3 || !config.adminToken;
+    if (usesDataDir) cleanups.push(await lockDataDir(config.dataDir));
+
+    let databaseUrl = config.databaseUrl;
+    if (!databaseUrl) {
+      const embedded: EmbeddedDatabase = await startEmbeddedPostgres(config.dataDir, (msg) => logger.info(msg));
+      cleanups.push(() => embedded.stop());
+      databaseUrl = embedded.url;
+    }
+    await migrateDatabase(databaseUrl);
+    const database = connectDatabase(databaseUrl, { poolSize: config.dbPoolSize });
+    cleanups.push(() => database.close());
+
+    let adminToken = config.adminToken;
+    let generatedAdminToken: string | undefined;
+    let adminTokenFile: string | undefined;
+    if (!adminToken) {
+      adminTokenFile = path.join(config.dataDir, 'admin-token');
+      const secret = await readOrCreateSecret(adminTokenFile);
+      adminToken = secret.value;
+      if (secret.created) generatedAdminToken = adminToken;
+    }
+
+    // Port 0 (tests) is only known after listen; the fs driver's URLs need it, so they read it lazily.
+    let listenUrl = '';
+    const publicUrl = () => config.publicUrl ?? listenUrl;
+    let driver: StorageDriver;
+    if (config.s3) {
+      driver = new S3Driver(config.s3);
+    } else {
+      const signingKey = config.urlSigningKey ?? (await readOrCreateSecret(path.join(config.dataDir, 'url-signing-key'))).value;
+      driver = new FsDriver({ root: path.join(config.dataDir, 'store'), publicUrl, signingKey });
+    }
+    await driver.init();
+
+    const deps: Deps = {
+      db: database.db,
+      store: new BundleStore(driver),
+      config,
+      log: logger,
+    };
+    const app = await buildApp({ ...deps, adminTokenHash: hashAdminToken(adminToken) }, logger);
+    cleanups.push(() => app.close());
+    const address = await app.listen({ host: config.host, port: config.port });
+    listenUrl = address.replace('[::1]', 'localhost');
+    return { url: listenUrl, generatedAdminToken, adminTokenFile, app, deps, close };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

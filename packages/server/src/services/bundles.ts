@@ -1,0 +1,70 @@
+import type { Readable } from 'node:stream';
+import type { Bundle, UploadResult } from '@swarm/sdk/contract';
+import { bundles } from '../db/schema.js';
+import { RegistryError, notFound } from '../errors.js';
+import type { Deps, Principal } from './context.js';
+import { bundleVisibleTo, createVersion } from './versions.js';
+import { findWritableWorkflow } from './workflows.js';
+
+export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
+  const b = await bundleVisibleTo(deps, p, input.hash);
+  if (!b) throw notFound(`bundle ${input.hash}`);
+  const ttl = deps.config.urlTtlSeconds;
+  return {
+    hash: input.hash,
+    size: b.size,
+    url: await deps.store.downloadUrl(input.hash, ttl),
+    expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
+  };
+}
+
+export async function bundleExists(deps: Deps, p: Principal, input: { hash: string }): Promise<boolean> {
+  return (await bundleVisibleTo(deps, p, input.hash)) !== null;
+}
+
+export type UploadInput = {
+  workflow: string;
+  activate: boolean;
+  message?: string | undefined;
+  declaredHash?: string | undefined;
+  /** The request's Content-Length, when it declared one: refused early if over the cap. */
+  declaredSize?: number | undefined;
+  body: Readable;
+  onBytes?: (n: number) => void;
+};
+
+/**
+ * Stores a bundle from a stream and registers it as a new version of a workflow.
+ * The bytes reach their content address only once hashed and verified, and the
+ * version row only once the bytes are stored, so a failure at any step leaves no
+ * version without its bundle and no bundle under a wrong address.
+ */
+export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput): Promise<UploadResult & { stored: boolean }> {
+  const wf = await findWritableWorkflow(deps.db, p, input.workflow);
+  const max = deps.config.maxBundleBytes;
+  if (input.declaredSize !== undefined && input.declaredSize > max) {
+    throw new RegistryError('PAYLOAD_TOO_LARGE', `bundle of ${input.declaredSize} bytes exceeds the limit of ${max} bytes`, 'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller');
+  }
+  if (input.declaredSize === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
+  const alreadyStored = input.declaredHash !== undefined && (await deps.store.stat(input.declaredHash)) !== null;
+  const ingested = await deps.store.ingest(input.body, {
+    maxBytes: max,
+    declaredHash: input.declaredHash,
+    alreadyStored,
+    onBytes: input.onBytes,
+  });
+  const { version, created } = await deps.db.transaction(async (tx) => {
+    await tx.insert(bundles).values({ hash: ingested.hash, size: ingested.size }).onConflictDoNothing();
+    return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
+  });
+  return {
+    workflowId: wf.id,
+    versionId: version.id,
+    version: version.version,
+    bundleHash: version.bundleHash,
+    size: version.size,
+    created,
+    active: version.active,
+    stored: ingested.stored,
+  };
+}

@@ -1,0 +1,108 @@
+/**
+ * Content-addressed bundles on top of a storage driver. The one invariant: nothing is
+ * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash>. Uploads go
+ * to uploads/<random id>, are hashed in flight, and are moved to their address only
+ * after the hash is known (and matches what the caller declared).
+ */
+import { createHash, randomUUID } from 'node:crypto';
+import { type Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { RegistryError } from '../errors.js';
+import type { StorageDriver } from './driver.js';
+
+export const blobKey = (hash: string) => `blobs/sha256/${hash.slice(0, 2)}/${hash}`;
+export const UPLOADS_PREFIX = 'uploads/';
+
+export type IngestResult = { hash: string; size: number; /** false: the store already had these bytes */ stored: boolean };
+
+export type IngestOptions = {
+  maxBytes: number;
+  /** The hash the caller says the bytes have: a mismatch stores nothing. */
+  declaredHash?: string;
+  /** Bytes already at the declared address need only be hashed, not stored again. */
+  alreadyStored?: boolean;
+  onBytes?: (n: number) => void;
+};
+
+/** Counts and hashes the bytes that pass, and fails the stream once it exceeds its cap. */
+export class HashingMeter extends Transform {
+  private readonly hash = createHash('sha256');
+  bytes = 0;
+  constructor(
+    private readonly maxBytes: number,
+    private readonly onBytes?: (n: number) => void,
+  ) {
+    super();
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    this.bytes += chunk.length;
+    if (this.bytes > this.maxBytes) {
+      done(new RegistryError('PAYLOAD_TOO_LARGE', `bundle exceeds the limit of ${this.maxBytes} bytes`, 'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller'));
+      return;
+    }
+    this.hash.update(chunk);
+    this.onBytes?.(chunk.length);
+    done(null, chunk);
+  }
+  digest(): string {
+    return this.hash.digest('hex');
+  }
+}
+
+export class BundleStore {
+  constructor(readonly driver: StorageDriver) {}
+
+  async ingest(body: Readable, opts: IngestOptions): Promise<IngestResult> {
+    const meter = new HashingMeter(opts.maxBytes, opts.onBytes);
+    if (opts.alreadyStored && opts.declaredHash) {
+      await pipeline(body, meter, new Writable({ write: (_c, _e, cb) => cb() }));
+      const hash = this.checkDeclared(meter, opts.declaredHash);
+      return { hash, size: meter.bytes, stored: false };
+    }
+
+    const tempKey = `${UPLOADS_PREFIX}${randomUUID()}`;
+    const [piped, put] = await Promise.allSettled([
+      pipeline(body, meter),
+      this.driver.put(tempKey, meter).catch((err) => {
+        meter.destroy(err);
+        throw err;
+      }),
+    ]);
+    try {
+      if (piped.status === 'rejected') throw piped.reason;
+      if (put.status === 'rejected') throw put.reason;
+      const hash = this.checkDeclared(meter, opts.declaredHash);
+      const existing = await this.driver.stat(blobKey(hash));
+      if (existing?.size === meter.bytes) {
+        await this.driver.delete(tempKey);
+        return { hash, size: meter.bytes, stored: false };
+      }
+      await this.driver.move(tempKey, blobKey(hash));
+      return { hash, size: meter.bytes, stored: true };
+    } catch (err) {
+      await this.driver.delete(tempKey).catch(() => {});
+      throw err;
+    }
+  }
+
+  private checkDeclared(meter: HashingMeter, declared: string | undefined): string {
+    if (meter.bytes === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
+    const hash = meter.digest();
+    if (declared && declared !== hash) {
+      throw new RegistryError(
+        'UNPROCESSABLE_CONTENT',
+        `the body's sha256 is ${hash}, but X-Bundle-Sha256 declared ${declared}; nothing was stored`,
+        'the bundle changed or was truncated on the way; hash the file again and retry',
+      );
+    }
+    return hash;
+  }
+
+  stat(hash: string) {
+    return this.driver.stat(blobKey(hash));
+  }
+
+  downloadUrl(hash: string, ttlSeconds: number, endpoint?: string): Promise<string> {
+    return this.driver.presignGet(blobKey(hash), ttlSeconds, endpoint);
+  }
+}

@@ -1,0 +1,27 @@
+import type { Readable } from 'node:stream';
+
+export type ObjectInfo = { key: string; size: number; lastModified: Date };
+
+/**
+ * What the registry needs from an object store. Keys are '/'-separated paths.
+ * Every driver passes the same contract suite (packages/server/test/storage.contract.test.ts).
+ */
+export interface StorageDriver {
+  readonly kind: 'fs' | 's3';
+  /** Creates the bucket or directory if missing. */
+  init(): Promise<void>;
+  /** Proves the store answers; throws otherwise. */
+  check(): Promise<void>;
+  /** Stores a stream under key; resolves once every byte is stored. On failure nothing is left under key. */
+  put(key: string, body: Readable): Promise<void>;
+  stat(key: string): Promise<ObjectInfo | null>;
+  /** Reads an object, or `length` bytes of it from `offset`. */
+  get(key: string, range?: { offset: number; length?: number }): Promise<Readable>;
+  /** Publishes src under dst and removes src (rename, or server-side copy then delete). */
+  move(src: string, dst: string): Promise<void>;
+  /** Removes key; a missing key is not an error. */
+  delete(key: string): Promise<void>;
+  list(prefix: string): AsyncIterable<ObjectInfo>;
+  /** A URL that reads the object without credentials until it expires. */
+  presignGet(key: string, ttlSeconds: number, endpoint?: string): Promise<string>;
+}
