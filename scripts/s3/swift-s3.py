@@ -1,5 +1,5 @@
 #!/usr/bin/python3
-"""Run OpenStack Swift + s3api as a real, signature-checking S3 server for tests.
+"""Run OpenStack Swift + s3api as a real, signature-checking S3 test server.
 
 Usage:
     /usr/bin/python3 scripts/s3/swift-s3.py --data-dir DIR --port PORT \
@@ -13,11 +13,20 @@ on stdout; the launcher then runs until SIGTERM/SIGINT, when it stops all of
 its children and exits 0. If a child dies, it prints that child's log tail on
 stderr and exits 1. Readiness is awaited for at most 60 s.
 
-Layout of DIR:
+Layout of DIR (kept between runs: objects and the hash prefix/suffix in
+swift.conf survive a restart; rings and server configs are rewritten):
     etc/        swift.conf, {account,container,object}.ring.gz, *-server.conf
     devices/d1  the one storage device (a plain directory)
-    log/        proxy.log (access log: one line per client request),
+    log/        proxy.log                 access log, one line per client
+                                          request (swift's standard format;
+                                          the readiness probe adds a GET /)
+                proxy-subrequests.log     requests that middlewares (s3api,
+                                          slo, copy...) make inside the proxy
                 {proxy,account,container,object}-server.log, memcached.log
+
+memcached (optional) halves small-request latency. Without it the proxy's
+cache filter still has to stay (tempauth refuses requests without a memcache
+client) and points at a loopback port this launcher holds but never listens on.
 
 Internal mode (used by the launcher for its children):
     swift-s3.py --serve {proxy,account,container,object}-server --data-dir DIR
@@ -196,7 +205,8 @@ def check_port_free(port, what):
         try:
             s.bind((LOOPBACK, port))
         except OSError as e:
-            die('%s port %s:%d is not available: %s' % (what, LOOPBACK, port, e))
+            die('%s port %s:%d is not available: %s'
+                % (what, LOOPBACK, port, e))
 
 
 def ini_value(section, value):
@@ -299,7 +309,7 @@ def write_server_confs(data_dir, ports, account, user, secret,
                     ('memcache_servers', '%s:%s' % (LOOPBACK, memcached_port)),
                 ] + ([] if memcached_running else [
                     # no memcached: silence one error line per request
-                    ('log_level', 'CRITICAL'),
+                    ('set log_level', 'CRITICAL'),
                 ])),
                 ('filter:listing_formats',
                  [('use', 'egg:swift#listing_formats')]),

@@ -12,6 +12,7 @@ export type EmbeddedDatabase = { url: string; stop(): Promise<void> };
 
 export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) => void): Promise<EmbeddedDatabase> {
   const clusterDir = path.join(dataDir, 'postgres');
+  await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   const { value: password } = await readOrCreateSecret(path.join(dataDir, 'postgres-password'), 24);
   const port = await freeLoopbackPort();
   const asRoot = process.getuid?.() === 0;

@@ -3,7 +3,7 @@
  * point at the registry's own /store route and carry an HMAC of key and expiry.
  */
 import { createHmac, timingSafeEqual } from 'node:crypto';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
@@ -60,7 +60,7 @@ export class FsDriver implements StorageDriver {
     const file = this.file(key);
     const handle = await fs.open(file, 'r'); // fails with ENOENT before a stream exists
     const end = range?.length !== undefined ? range.offset + range.length - 1 : undefined;
-    return createReadStream('', { fd: handle.fd, start: range?.offset, end, autoClose: true });
+    return handle.createReadStream({ start: range?.offset, end });
   }
 
   async move(src: string, dst: string): Promise<void> {

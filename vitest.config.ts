@@ -1,0 +1,14 @@
+import { defineConfig } from 'vitest/config';
+
+export default defineConfig({
+  test: {
+    include: ['test/**/*.test.ts', 'packages/*/test/**/*.test.ts'],
+    // Starts PostgreSQL and the S3 server once for the whole run (unless DATABASE_URL / S3_ENDPOINT are given).
+    globalSetup: ['test/support/global-setup.ts'],
+    testTimeout: 60_000,
+    hookTimeout: 120_000,
+    // Two cores: two files at a time, each with its own database and bucket.
+    maxWorkers: 2,
+    reporters: ['default'],
+  },
+});
