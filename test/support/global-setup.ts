@@ -7,16 +7,12 @@ import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
+import type { ProvidedContext } from 'vitest';
 import type { TestProject } from 'vitest/node';
 import { freeLoopbackPort, startEmbeddedPostgres } from '../../packages/server/src/db/embedded.js';
 import { startSwiftS3 } from './swift.js';
 
-declare module 'vitest' {
-  export interface ProvidedContext {
-    databaseUrl: string;
-    s3: { endpoint: string; accessKey: string; secretKey: string; region: string; logFile: string | null };
-  }
-}
+import './provided.js';
 
 export default async function setup(project: TestProject) {
   const stops: Array<() => Promise<unknown>> = [];
@@ -32,7 +28,7 @@ export default async function setup(project: TestProject) {
     databaseUrl = pg.url;
   }
 
-  let s3 = process.env.S3_ENDPOINT
+  let s3: ProvidedContext['s3'] | undefined = process.env.S3_ENDPOINT
     ? {
         endpoint: process.env.S3_ENDPOINT,
         accessKey: process.env.S3_ACCESS_KEY ?? '',

@@ -9,6 +9,7 @@ import path from 'node:path';
 import { Writable } from 'node:stream';
 import postgres from 'postgres';
 import { inject } from 'vitest';
+import './provided.js';
 import { loadConfig } from '../../packages/server/src/config.js';
 import { createLogger } from '../../packages/server/src/logger.js';
 import { type RunningRegistry, startRegistry } from '../../packages/server/src/registry.js';

@@ -34,12 +34,12 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
   app.addContentTypeParser(BUNDLE_CONTENT_TYPES, (_request, _payload, done) => done(null));
 
   app.post('/internal/bundles', async (request, reply) => {
-    const principal = await principalOf(request);
-    const query = parse(uploadQuery, request.query, 'query');
-    const declared = request.headers['x-bundle-sha256'];
-    const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
-    const length = request.headers['content-length'];
     try {
+      const principal = await principalOf(request);
+      const query = parse(uploadQuery, request.query, 'query');
+      const declared = request.headers['x-bundle-sha256'];
+      const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
+      const length = request.headers['content-length'];
       const result = await uploadBundle(deps, principal, {
         workflow: query.workflow,
         activate: query.activate,
@@ -55,6 +55,9 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       return reply.status(result.created ? 201 : 200).send(body);
     } catch (err) {
       metrics.uploads.inc({ result: err instanceof RegistryError ? err.code : 'INTERNAL_SERVER_ERROR' });
+      // The rest of a refused body may still be on its way: do not let the client reuse
+      // this connection for its next request.
+      if (!request.raw.complete) reply.header('connection', 'close');
       throw err;
     }
   });

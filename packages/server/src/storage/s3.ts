@@ -2,7 +2,7 @@
  * The production store: any S3-compatible service (MinIO in production, Swift's s3api
  * in tests) through the minio client, path-style addressing, SigV4.
  */
-import type { Readable } from 'node:stream';
+import { PassThrough, type Readable } from 'node:stream';
 import * as Minio from 'minio';
 import type { S3Config } from '../config.js';
 import type { ObjectInfo, StorageDriver } from './driver.js';
@@ -57,14 +57,28 @@ export class S3Driver implements StorageDriver {
     if (!(await this.client.bucketExists(this.cfg.bucket))) throw new Error(`bucket ${this.cfg.bucket} does not exist`);
   }
 
-  async put(key: string, body: Readable): Promise<void> {
+  async put(key: string, body: Readable, size?: number): Promise<void> {
+    // The minio client pipes `body` without listening for its errors, so a failing
+    // source would hang the upload. Feed it through a stream we end ourselves, then
+    // throw away whatever reached the store.
+    const feed = new PassThrough();
+    let failure: unknown;
+    body.once('error', (err) => {
+      failure ??= err;
+      feed.end();
+    });
+    body.pipe(feed);
     try {
-      await this.client.putObject(this.cfg.bucket, key, body);
+      await this.client.putObject(this.cfg.bucket, key, feed, size);
     } catch (err) {
+      failure ??= err;
       body.destroy();
+    }
+    if (failure !== undefined) {
+      await this.delete(key).catch(() => {});
       // A failed multipart upload leaves its parts behind until aborted.
       await this.client.removeIncompleteUpload(this.cfg.bucket, key).catch(() => {});
-      throw err;
+      throw failure;
     }
   }
 
