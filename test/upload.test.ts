@@ -90,7 +90,6 @@ describe.each<StorageKind>(['fs', 's3'])('uploads to the %s store', (kind) => {
       method: 'POST',
       body: stream,
       headers: { 'content-type': 'application/octet-stream' },
-      // @ts-expect-error Node's fetch needs this for stream bodies
       duplex: 'half',
     });
     expect(res.status).toBe(201);
@@ -163,8 +162,7 @@ describe.each<StorageKind>(['fs', 's3'])('uploads to the %s store', (kind) => {
         method: 'POST',
         body: stream,
         headers: { 'content-type': 'application/gzip' },
-        // @ts-expect-error Node's fetch needs this for stream bodies
-        duplex: 'half',
+          duplex: 'half',
       }).catch((err: Error) => err);
       // The server may answer 413 and close before the client finishes sending.
       if (res instanceof Response) expect(res.status).toBe(413);

@@ -31,6 +31,9 @@ export async function createTestDatabase(): Promise<string> {
   return url.toString();
 }
 
+// Tests read response bodies loosely and assert on their fields.
+type JsonResponse = Omit<Response, 'json' | 'clone'> & { json(): Promise<any>; clone(): JsonResponse };
+
 export type TestRegistry = RunningRegistry & {
   adminToken: string;
   /** Every JSON log line the registry wrote. */
@@ -38,8 +41,8 @@ export type TestRegistry = RunningRegistry & {
   storage: StorageKind;
   bucket: string | undefined;
   client: (token?: string) => ReturnType<typeof createSwarmClient>;
-  /** fetch with the admin token (or the given one). */
-  fetch: (pathname: string, init?: RequestInit & { token?: string | null }) => Promise<Response>;
+  /** fetch with the admin token (or the given one); JSON bodies are untyped in tests. */
+  fetch: (pathname: string, init?: RequestInit & { token?: string | null }) => Promise<JsonResponse>;
   dataDir: string;
 };
 
@@ -80,7 +83,7 @@ export async function startTestRegistry(opts: { storage: StorageKind; env?: Reco
       const headers = new Headers(init.headers);
       const token = init.token === undefined ? adminToken : init.token;
       if (token !== null) headers.set('authorization', `Bearer ${token}`);
-      return fetch(`${registry.url}${pathname}`, { ...init, headers });
+      return fetch(`${registry.url}${pathname}`, { ...init, headers }) as Promise<JsonResponse>;
     },
     close: async () => {
       await closeRegistry();

@@ -1,13 +1,15 @@
-/** A loopback TCP proxy that a test can cut, to take a dependency "down" without stopping it. */
+/**
+ * A loopback TCP proxy that a test can cut, to take a dependency "down" without
+ * stopping it. Cut, it stops listening, so connections are refused as they would be
+ * by a stopped server, and open connections are dropped.
+ */
 import net from 'node:net';
 
-export type TcpProxy = { port: number; url: (base: string) => string; cut(): void; close(): Promise<void> };
+export type TcpProxy = { port: number; url: (base: string) => string; cut(): Promise<void>; restore(): Promise<void>; close(): Promise<void> };
 
 export async function startTcpProxy(target: { host: string; port: number }): Promise<TcpProxy> {
   const sockets = new Set<net.Socket>();
-  let up = true;
   const server = net.createServer((client) => {
-    if (!up) return client.destroy();
     const upstream = net.connect(target.port, target.host);
     for (const s of [client, upstream]) {
       sockets.add(s);
@@ -19,7 +21,14 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
     }
     client.pipe(upstream).pipe(client);
   });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const listen = (port: number) => new Promise<void>((resolve, reject) => server.once('error', reject).listen(port, '127.0.0.1', () => resolve()));
+  const stop = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      if (!server.listening) return resolve();
+      server.close(() => resolve());
+    });
+  await listen(0);
   const port = (server.address() as net.AddressInfo).port;
   return {
     port,
@@ -30,16 +39,9 @@ export async function startTcpProxy(target: { host: string; port: number }): Pro
       u.port = String(port);
       return u.toString().replace(/\/$/, '');
     },
-    /** Refuses new connections and drops open ones. */
-    cut: () => {
-      up = false;
-      for (const s of sockets) s.destroy();
-    },
-    close: () =>
-      new Promise<void>((resolve) => {
-        up = false;
-        for (const s of sockets) s.destroy();
-        server.close(() => resolve());
-      }),
+    cut: stop,
+    /** Listens again on the same port. */
+    restore: () => listen(port),
+    close: stop,
   };
 }

@@ -26,11 +26,15 @@ export function toSwarmError(err: unknown): SwarmError {
   return networkError(err);
 }
 
+const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+
 function networkError(err: unknown): SwarmError {
-  const e = err as { code?: string; message?: string; cause?: { code?: string } };
-  const code = e.code ?? e.cause?.code;
-  if (code === 'ECONNREFUSED' || code === 'ENOTFOUND' || code === 'UND_ERR_CONNECT_TIMEOUT' || code === 'ECONNRESET') {
-    return new SwarmError('NETWORK_ERROR', `cannot reach the registry (${code})`, 'is it running? check SWARM_URL', undefined, { cause: err });
+  // fetch wraps the socket error: TypeError('fetch failed') → cause → Error{code}.
+  let cur = err as { code?: unknown; cause?: unknown; message?: string } | undefined;
+  for (let depth = 0; cur && depth < 5; depth++, cur = cur.cause as typeof cur) {
+    if (typeof cur.code === 'string' && NETWORK_CODES.has(cur.code)) {
+      return new SwarmError('NETWORK_ERROR', `cannot reach the registry (${cur.code})`, 'is it running? check SWARM_URL', undefined, { cause: err });
+    }
   }
-  return new SwarmError('INTERNAL_ERROR', e.message ?? String(err), undefined, undefined, { cause: err });
+  return new SwarmError('INTERNAL_ERROR', (err as Error)?.message ?? String(err), undefined, undefined, { cause: err });
 }

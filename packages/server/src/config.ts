@@ -39,15 +39,6 @@ const envSchema = z
       .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name')
       .default('swarm-bundles'),
     S3_REGION: z.string().default('us-east-1'),
-  })
-  .superRefine((env, ctx) => {
-    if (env.S3_ENDPOINT && (!env.S3_ACCESS_KEY || !env.S3_SECRET_KEY)) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['S3_ACCESS_KEY'],
-        message: 'S3_ACCESS_KEY and S3_SECRET_KEY are required when S3_ENDPOINT is set',
-      });
-    }
   });
 
 export type S3Config = {
@@ -83,9 +74,13 @@ export class ConfigError extends Error {
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   const parsed = envSchema.safeParse(env);
-  if (!parsed.success) {
-    const problems = parsed.error.issues.map((i) => `  ${i.path.join('.') || '(env)'}: ${i.message}`);
-    throw new ConfigError(`invalid configuration:\n${problems.join('\n')}`);
+  const problems = parsed.success ? [] : parsed.error.issues.map((i) => `${i.path.join('.') || '(env)'}: ${i.message}`);
+  // Checked on the raw values so it is reported together with any other problem.
+  if (env.S3_ENDPOINT?.trim() && (!env.S3_ACCESS_KEY?.trim() || !env.S3_SECRET_KEY?.trim())) {
+    problems.push('S3_ACCESS_KEY, S3_SECRET_KEY: both are required when S3_ENDPOINT is set');
+  }
+  if (!parsed.success || problems.length) {
+    throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
   }
   const e = parsed.data;
   return {

