@@ -46,7 +46,10 @@ describe('embedded default', () => {
     expect(push.code, push.stderr).toBe(0);
     const pushed = JSON.parse(push.stdout);
 
-    const active = await (await fetch(`${a.url}/internal/workflow/acme%2Fhello/active`, { headers: { authorization: `Bearer ${token}` } })).json();
+    const active = (await (await fetch(`${a.url}/internal/workflow/acme%2Fhello/active`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+      bundleHash: string;
+      bundleUrl: string;
+    };
     expect(active).toMatchObject({ version: 1, bundleHash: pushed.bundleHash });
     const bytes = Buffer.from(await (await fetch(active.bundleUrl)).arrayBuffer());
     expect(createHash('sha256').update(bytes).digest('hex')).toBe(pushed.bundleHash);

@@ -50,7 +50,6 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
   const ingested = await deps.store.ingest(input.body, {
     maxBytes: max,
     declaredHash: input.declaredHash,
-    size: input.declaredSize,
     alreadyStored,
     onBytes: input.onBytes,
   });

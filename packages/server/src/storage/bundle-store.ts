@@ -19,8 +19,6 @@ export type IngestOptions = {
   maxBytes: number;
   /** The hash the caller says the bytes have: a mismatch stores nothing. */
   declaredHash?: string;
-  /** The body's length, when the caller declared it. */
-  size?: number | undefined;
   /** Bytes already at the declared address need only be hashed, not stored again. */
   alreadyStored?: boolean;
   onBytes?: (n: number) => void;
@@ -65,7 +63,7 @@ export class BundleStore {
     const tempKey = `${UPLOADS_PREFIX}${randomUUID()}`;
     const [piped, put] = await Promise.allSettled([
       pipeline(body, meter),
-      this.driver.put(tempKey, meter, opts.size).catch((err) => {
+      this.driver.put(tempKey, meter).catch((err) => {
         meter.destroy(err);
         throw err;
       }),

@@ -12,11 +12,8 @@ export interface StorageDriver {
   init(): Promise<void>;
   /** Proves the store answers; throws otherwise. */
   check(): Promise<void>;
-  /**
-   * Stores a stream under key; resolves once every byte is stored. On failure nothing
-   * is left under key. `size`, when known, lets the S3 driver send small objects in one request.
-   */
-  put(key: string, body: Readable, size?: number): Promise<void>;
+  /** Stores a stream under key; resolves once every byte is stored. On failure nothing is left under key. */
+  put(key: string, body: Readable): Promise<void>;
   stat(key: string): Promise<ObjectInfo | null>;
   /** Reads an object, or `length` bytes of it from `offset`. */
   get(key: string, range?: { offset: number; length?: number }): Promise<Readable>;

@@ -2,15 +2,15 @@
  * The production store: any S3-compatible service (MinIO in production, Swift's s3api
  * in tests) through the minio client, path-style addressing, SigV4.
  */
-import { PassThrough, type Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import * as Minio from 'minio';
 import type { S3Config } from '../config.js';
 import type { ObjectInfo, StorageDriver } from './driver.js';
 
 /**
- * The minio client buffers one part in memory while it uploads the previous one.
- * 8 MiB parts keep an upload's footprint near 16 MiB (the client's default for a
- * stream of unknown length would be 500+ MiB parts) and allow objects up to 80 GiB.
+ * Part size for uploads. The registry does its own multipart loop (see put) so that at
+ * most two parts are in memory: one being filled from the client, one being sent.
+ * 8 MiB parts allow objects up to 80 GiB (10,000 parts).
  */
 const PART_SIZE = 8 * 1024 * 1024;
 
@@ -26,7 +26,6 @@ function clientFor(endpoint: string, cfg: S3Config): Minio.Client {
     // Setting the region avoids a GetBucketLocation round trip before each presign.
     region: cfg.region,
     pathStyle: true,
-    partSize: PART_SIZE,
   });
 }
 
@@ -57,28 +56,58 @@ export class S3Driver implements StorageDriver {
     if (!(await this.client.bucketExists(this.cfg.bucket))) throw new Error(`bucket ${this.cfg.bucket} does not exist`);
   }
 
-  async put(key: string, body: Readable, size?: number): Promise<void> {
-    // The minio client pipes `body` without listening for its errors, so a failing
-    // source would hang the upload. Feed it through a stream we end ourselves, then
-    // throw away whatever reached the store.
-    const feed = new PassThrough();
-    let failure: unknown;
-    body.once('error', (err) => {
-      failure ??= err;
-      feed.end();
-    });
-    body.pipe(feed);
+  /**
+   * Streams `body` to the store. minio's own stream upload queues up to 16 parts when
+   * the store is slower than the client (128 MiB with 8 MiB parts), so the parts are
+   * cut and sent here: reading pauses while one part is in flight and the next is full.
+   * A body that fits in one part is sent with a single PUT.
+   */
+  async put(key: string, body: Readable): Promise<void> {
+    const { bucket } = this.cfg;
+    const buffers = [Buffer.allocUnsafe(PART_SIZE), Buffer.allocUnsafe(PART_SIZE)];
+    let current = 0;
+    let filled = 0;
+    let uploadId: string | undefined;
+    let inFlight: Promise<void> | undefined;
+    let nextPart = 1;
+    const parts: Array<{ part: number; etag: string }> = [];
+
+    const sendPart = async (data: Buffer, part: number) => {
+      uploadId ??= await this.client.initiateNewMultipartUpload(bucket, key, {});
+      const res = await this.client.uploadPart(
+        { bucketName: bucket, objectName: key, uploadID: uploadId, partNumber: part, headers: { 'Content-Length': data.length } },
+        data,
+      );
+      parts.push({ part, etag: res.etag });
+    };
+
     try {
-      await this.client.putObject(this.cfg.bucket, key, feed, size);
+      for await (const chunk of body as AsyncIterable<Buffer>) {
+        for (let offset = 0; offset < chunk.length; ) {
+          const n = chunk.copy(buffers[current]!, filled, offset);
+          filled += n;
+          offset += n;
+          if (filled < PART_SIZE) continue;
+          await inFlight;
+          inFlight = sendPart(buffers[current]!, nextPart++);
+          inFlight.catch(() => {}); // awaited below; this only silences the interim
+          current = 1 - current;
+          filled = 0;
+        }
+      }
+      await inFlight;
+      if (nextPart === 1) {
+        await this.client.putObject(bucket, key, buffers[current]!.subarray(0, filled));
+        return;
+      }
+      if (filled > 0) await sendPart(buffers[current]!.subarray(0, filled), nextPart++);
+      parts.sort((a, b) => a.part - b.part);
+      await this.client.completeMultipartUpload(bucket, key, uploadId!, parts);
     } catch (err) {
-      failure ??= err;
       body.destroy();
-    }
-    if (failure !== undefined) {
-      await this.delete(key).catch(() => {});
-      // A failed multipart upload leaves its parts behind until aborted.
-      await this.client.removeIncompleteUpload(this.cfg.bucket, key).catch(() => {});
-      throw failure;
+      await inFlight?.catch(() => {});
+      if (uploadId) await this.client.abortMultipartUpload(bucket, key, uploadId).catch(() => {});
+      throw err;
     }
   }
 
