@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# The whole test suite, on a fresh Debian/Ubuntu machine: installs what the tests need
+# (Swift with s3api from Debian for the S3 server, pnpm, the workspace's packages),
+# type-checks, then runs every test against real PostgreSQL and S3 servers it starts.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bash scripts/s3/install.sh
+
+PNPM_VERSION=12.4.2 # see docs/development.md: newer releases need builds not served here
+if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then
+  npm install -g "pnpm@$PNPM_VERSION" --no-audit --no-fund --loglevel=error
+fi
+pnpm install --frozen-lockfile
+pnpm typecheck
+
+report=$(mktemp -d)/vitest.json
+status=0
+pnpm exec vitest run --reporter=default --reporter=json --outputFile.json="$report" || status=$?
+if [ -s "$report" ]; then
+  node -e '
+    const r = require(process.argv[1]);
+    console.log(`${r.numPassedTests} passed, ${r.numFailedTests} failed, ${r.numPendingTests + r.numTodoTests} skipped`);
+  ' "$report"
+fi
+exit "$status"
