@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
 import { swarm } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
@@ -99,13 +100,14 @@ describe('swarm CLI', () => {
   });
 
   it('fails with one line and a non-zero exit', async () => {
+    const closedPort = await freeLoopbackPort();
     const cases: Array<[string[], Record<string, string>, number, RegExp]> = [
       [['workflows', 'list', 'nope'], env, 1, /^swarm: tenant "nope" not found\n$/],
       [['activate', 'acme/hello', 'x'], env, 2, /^swarm: version must be a version number/],
       [['push', path.join(work, 'missing'), '-w', 'acme/hello'], env, 2, /^swarm: .*missing does not exist\n$/],
       [['tenants', 'list'], { SWARM_URL: reg.url }, 1, /^swarm: no API token \(hint: set SWARM_TOKEN/],
       [['tenants', 'list'], { SWARM_URL: reg.url, SWARM_TOKEN: 'wrong' }, 1, /^swarm: missing or invalid bearer token\n$/],
-      [['tenants', 'list'], { SWARM_URL: 'http://127.0.0.1:9', SWARM_TOKEN: 'x' }, 1, /^swarm: cannot reach the registry/],
+      [['tenants', 'list'], { SWARM_URL: `http://127.0.0.1:${closedPort}`, SWARM_TOKEN: 'x' }, 1, /^swarm: cannot reach the registry \(ECONNREFUSED\)/],
       [['tenants', 'create', 'Bad Slug'], env, 1, /^swarm: invalid input: slug: /],
     ];
     for (const [args, e, code, stderr] of cases) {

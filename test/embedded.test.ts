@@ -19,7 +19,7 @@ describe('embedded default', () => {
     await fs.chmod(base, 0o711); // as root, the embedded PostgreSQL runs as "postgres"
   });
   afterAll(async () => {
-    for (const p of running) await p.stop('SIGKILL');
+    for (const p of running) await p.stop('SIGTERM');
     await fs.rm(base, { recursive: true, force: true });
   });
 
@@ -65,6 +65,13 @@ describe('embedded default', () => {
     const b = await start('b');
     expect((await fetch(`${b.url}/healthz`)).status).toBe(200);
     expect((await fetch(`${running[0]!.url}/healthz`)).status).toBe(200);
+  });
+
+  it('restarts after being killed with SIGKILL, taking over its orphaned PostgreSQL', async () => {
+    const b = running.pop()!;
+    await b.stop('SIGKILL');
+    const again = await start('b');
+    expect((await fetch(`${again.url}/healthz`)).status).toBe(200);
   });
 
   it('stops on SIGTERM and keeps its data across restarts, without printing the token again', async () => {

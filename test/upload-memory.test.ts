@@ -40,7 +40,7 @@ describe('a 200 MiB upload', () => {
     await c.call(() => c.trpc.tenants.create.mutate({ slug: 'big' }));
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'big', name: 'app' }));
   });
-  afterAll(() => server?.stop('SIGKILL'));
+  afterAll(() => server?.stop('SIGTERM'));
 
   it('grows the server by at most 64 MiB and stores the right bytes', async () => {
     const pid = server.child.pid!;

@@ -9,7 +9,9 @@ import os from 'node:os';
 import path from 'node:path';
 import type { ProvidedContext } from 'vitest';
 import type { TestProject } from 'vitest/node';
-import { freeLoopbackPort, startEmbeddedPostgres } from '../../packages/server/src/db/embedded.js';
+import { fileURLToPath } from 'node:url';
+import { freeLoopbackPort } from '../../packages/server/src/db/embedded.js';
+import { startService } from './service.js';
 import { startSwiftS3 } from './swift.js';
 
 import './provided.js';
@@ -23,7 +25,8 @@ export default async function setup(project: TestProject) {
 
   let databaseUrl = process.env.DATABASE_URL;
   if (!databaseUrl) {
-    const pg = await startEmbeddedPostgres(path.join(workDir, 'pg'), () => {});
+    const script = fileURLToPath(new URL('./postgres-server.ts', import.meta.url));
+    const pg = await startService('embedded PostgreSQL', process.execPath, ['--import', 'tsx', script, path.join(workDir, 'pg')]);
     stops.push(() => pg.stop());
     databaseUrl = pg.url;
   }
@@ -45,7 +48,7 @@ export default async function setup(project: TestProject) {
       secretKey: randomBytes(16).toString('hex'),
     });
     stops.push(() => swift.stop());
-    s3 = { endpoint: swift.endpoint, accessKey: swift.accessKey, secretKey: swift.secretKey, region: 'us-east-1', logFile: swift.logFile };
+    s3 = { endpoint: swift.url, accessKey: swift.accessKey, secretKey: swift.secretKey, region: 'us-east-1', logFile: swift.logFile };
   }
 
   project.provide('databaseUrl', databaseUrl);

@@ -5,15 +5,25 @@ import path from 'node:path';
 import lockfile from 'proper-lockfile';
 import { ConfigError } from './config.js';
 
+/** A lock not refreshed for this long belongs to a process that died. */
+const LOCK_STALE_MS = 10_000;
+
 /**
  * Refuses a second registry on the same data directory: the embedded PostgreSQL
- * cluster and the fs store belong to one process. proper-lockfile keeps the lock
- * fresh while we run, so a lock left by a killed process goes stale and is taken over.
+ * cluster and the fs store belong to one process. proper-lockfile refreshes the lock
+ * while we run; a lock left by a killed registry goes stale within LOCK_STALE_MS, and
+ * a start waits that long for it before giving up.
  */
-export async function lockDataDir(dataDir: string): Promise<() => Promise<void>> {
+export async function lockDataDir(dataDir: string, onCompromised: (err: Error) => void): Promise<() => Promise<void>> {
   await fs.mkdir(dataDir, { recursive: true, mode: 0o700 });
   try {
-    return await lockfile.lock(dataDir, { lockfilePath: path.join(dataDir, 'registry.lock'), stale: 15_000, update: 5_000 });
+    return await lockfile.lock(dataDir, {
+      lockfilePath: path.join(dataDir, 'registry.lock'),
+      stale: LOCK_STALE_MS,
+      update: LOCK_STALE_MS / 2,
+      retries: { retries: Math.ceil(LOCK_STALE_MS / 1000) + 2, factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+      onCompromised,
+    });
   } catch (err) {
     if ((err as { code?: string }).code === 'ELOCKED') {
       throw new ConfigError(

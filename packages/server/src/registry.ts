@@ -38,7 +38,11 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
   };
   try {
     const usesDataDir = !config.databaseUrl || !config.s3 || !config.adminToken;
-    if (usesDataDir) cleanups.push(await lockDataDir(config.dataDir));
+    if (usesDataDir) {
+      cleanups.push(
+        await lockDataDir(config.dataDir, (err) => logger.error({ err }, 'lost the data directory lock; another registry may start on it')),
+      );
+    }
 
     let databaseUrl = config.databaseUrl;
     if (!databaseUrl) {

