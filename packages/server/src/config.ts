@@ -27,6 +27,7 @@ const envSchema = z
     SWARM_URL_SIGNING_KEY: optionalString.pipe(z.string().min(32).optional()),
     SWARM_MAX_BUNDLE_BYTES: z.coerce.number().int().positive().default(512 * MiB),
     SWARM_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(7 * 24 * 3600).default(900),
+    SWARM_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
     SWARM_DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
@@ -61,6 +62,8 @@ export type Config = {
   maxBundleBytes: number;
   urlTtlSeconds: number;
   dbPoolSize: number;
+  /** On shutdown, requests still open after this long are cut off. */
+  shutdownGraceMs: number;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Unset: start the embedded PostgreSQL in the data directory. */
   databaseUrl: string | undefined;
@@ -93,6 +96,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBundleBytes: e.SWARM_MAX_BUNDLE_BYTES,
     urlTtlSeconds: e.SWARM_URL_TTL_SECONDS,
     dbPoolSize: e.SWARM_DB_POOL_SIZE,
+    shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     s3: e.S3_ENDPOINT

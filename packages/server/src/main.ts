@@ -36,8 +36,8 @@ try {
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
-    // In-flight requests finish; after 30 s the process exits regardless.
-    setTimeout(() => process.exit(1), 30_000).unref();
+    // In-flight requests get SWARM_SHUTDOWN_GRACE_SECONDS; the process exits regardless 20 s after that.
+    setTimeout(() => process.exit(1), config.shutdownGraceMs + 20_000).unref();
     registry.close().then(() => process.exit(0));
   };
   process.on('SIGINT', () => stop('SIGINT'));

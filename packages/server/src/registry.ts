@@ -83,7 +83,16 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       log: logger,
     };
     const app = await buildApp({ ...deps, adminTokenHash: hashAdminToken(adminToken) }, logger);
-    cleanups.push(() => app.close());
+    cleanups.push(async () => {
+      // Idle connections close at once and in-flight requests may finish; whatever is
+      // still open after the grace period is cut off.
+      const force = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
+      try {
+        await app.close();
+      } finally {
+        clearTimeout(force);
+      }
+    });
     const address = await app.listen({ host: config.host, port: config.port });
     listenUrl = address.replace('[::1]', 'localhost');
     return { url: listenUrl, generatedAdminToken, adminTokenFile, app, deps, close };
