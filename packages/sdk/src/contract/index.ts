@@ -1,2 +1,3 @@
 export * from './names.js';
 export * from './api.js';
+export * from './metadata.js';

@@ -1,0 +1,106 @@
+/**
+ * Where the metadata document comes from, highest precedence first: command-line flags,
+ * environment, the Firecracker MMDS (V2 session tokens), a JSON file. Each source fills
+ * what the ones above it left out; the result is validated against the SDK's schema.
+ */
+import fs from 'node:fs/promises';
+import { request } from 'undici';
+import { type VmMetadata, vmMetadata } from '../../sdk/src/contract/metadata.js';
+import { AgentError } from './errors.js';
+
+export type Partial = {
+  bundle?: { url?: unknown; hash?: unknown; size?: unknown };
+  workflow?: unknown;
+  execution?: { id?: unknown; agentToken?: unknown };
+  apiUrl?: unknown;
+  runtime?: { command?: unknown };
+  secrets?: unknown;
+};
+
+const bad = (message: string) => new AgentError('bad_metadata', message);
+const MMDS_TIMEOUT_MS = 1500;
+
+/** Flags and environment share names: --bundle-url and BUNDLE_URL, and so on. */
+export function fromVariables(v: Record<string, string | undefined>, runtime: string[] | undefined): Partial {
+  const size = v.BUNDLE_SIZE === undefined ? undefined : /^\d+$/.test(v.BUNDLE_SIZE) ? Number(v.BUNDLE_SIZE) : v.BUNDLE_SIZE;
+  let command: unknown = runtime?.length ? runtime : undefined;
+  if (command === undefined && v.SWARM_RUNTIME_CMD !== undefined) {
+    try {
+      command = JSON.parse(v.SWARM_RUNTIME_CMD);
+    } catch {
+      throw bad('SWARM_RUNTIME_CMD: must be a JSON array of strings, e.g. ["node","index.js"]');
+    }
+  }
+  return (
+    prune({
+    bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size }),
+    workflow: v.SWARM_WORKFLOW,
+    execution: prune({ id: v.SWARM_EXECUTION_ID, agentToken: v.SWARM_AGENT_TOKEN }),
+    apiUrl: v.SWARM_API_URL,
+    runtime: command === undefined ? undefined : { command },
+  }) ?? {}
+  );
+}
+
+/** Reads the MMDS document: PUT a session token, then GET the root as JSON with it. */
+export async function fromMmds(base: string): Promise<Partial | null> {
+  const opts = { headersTimeout: MMDS_TIMEOUT_MS, bodyTimeout: MMDS_TIMEOUT_MS, signal: AbortSignal.timeout(MMDS_TIMEOUT_MS * 2) };
+  let token: string;
+  try {
+    const res = await request(`${base}/latest/api/token`, { ...opts, method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '300' } });
+    token = (await res.body.text()).trim();
+    if (res.statusCode !== 200 || !token) return null;
+  } catch {
+    return null; // no metadata service here: not an error, other sources may suffice
+  }
+  const res = await request(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch((err: Error) => {
+    throw bad(`the metadata service at ${base} failed: ${err.message}`);
+  });
+  const text = await res.body.text();
+  if (res.statusCode !== 200) throw bad(`the metadata service at ${base} answered HTTP ${res.statusCode}`);
+  return parseJson(text, `metadata from ${base}`);
+}
+
+export async function fromFile(file: string, required: boolean): Promise<Partial | null> {
+  const text = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    if (err.code === 'ENOENT' && !required) return null;
+    throw bad(`cannot read metadata file ${file}: ${err.code ?? err.message}`);
+  });
+  return text === null ? null : parseJson(text, `metadata file ${file}`);
+}
+
+function parseJson(text: string, what: string): Partial {
+  try {
+    const v = JSON.parse(text) as unknown;
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new Error('not an object');
+    return v as Partial;
+  } catch (err) {
+    throw bad(`${what} is not a JSON object (${(err as Error).message})`);
+  }
+}
+
+/** Merges sources (highest precedence first) and validates the result. */
+export function resolveMetadata(sources: Array<Partial | null>): VmMetadata {
+  const merged: Partial = {};
+  for (const s of [...sources].reverse()) {
+    if (!s) continue;
+    for (const [k, v] of Object.entries(s)) {
+      const key = k as keyof Partial;
+      const prev = merged[key];
+      merged[key] = (isPlainObject(prev) && isPlainObject(v) && key !== 'secrets' ? { ...prev, ...v } : v) as never;
+    }
+  }
+  const parsed = vmMetadata.safeParse(merged);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw bad(`metadata ${issue.path.join('.') || '(document)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+
+function prune<T extends Record<string, unknown>>(o: T): Partial | undefined {
+  const entries = Object.entries(o).filter(([, v]) => v !== undefined);
+  return entries.length ? (Object.fromEntries(entries) as Partial) : undefined;
+}

@@ -1,0 +1,152 @@
+/**
+ * Unpacks a bundle into a fresh staging directory, then swaps it in with a rename: the
+ * target is either the complete new tree or untouched. node-tar parses the archive; the
+ * writer here creates nothing but regular files and directories, so no link, device or
+ * FIFO can ever appear, and no path can leave the staging directory.
+ */
+import { createReadStream, createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import path from 'node:path';
+import * as tar from 'tar';
+import { AgentError } from './errors.js';
+
+export type UnpackLimits = {
+  maxEntries: number;
+  maxBytes: number;
+  maxDepth: number;
+  /** Unpacked bytes per compressed byte; more is a decompression bomb. */
+  maxRatio: number;
+};
+
+export const DEFAULT_UNPACK_LIMITS: UnpackLimits = { maxEntries: 100_000, maxBytes: 4 * 1024 ** 3, maxDepth: 64, maxRatio: 200 };
+
+export type UnpackResult = { files: number; directories: number; bytes: number };
+
+const unsafe = (message: string) => new AgentError('unsafe_bundle', message);
+
+/** The entry's path relative to the bundle root, or a refusal naming it. */
+function safeRelativePath(raw: string, maxDepth: number): string {
+  if (raw.includes('\0')) throw unsafe(`entry "${raw.replace(/\0/g, '\\0')}" has a NUL in its path`);
+  if (raw.startsWith('/')) throw unsafe(`entry "${raw}" has an absolute path`);
+  const segments = raw.split('/').filter((s) => s !== '' && s !== '.');
+  if (segments.includes('..')) throw unsafe(`entry "${raw}" climbs out with ".."`);
+  if (segments.length > maxDepth) throw unsafe(`entry "${raw.slice(0, 200)}…" is nested deeper than ${maxDepth} levels`);
+  return segments.join('/');
+}
+
+async function isGzip(file: string): Promise<boolean> {
+  const handle = await fs.open(file, 'r');
+  try {
+    const { buffer, bytesRead } = await handle.read(Buffer.alloc(2), 0, 2, 0);
+    return bytesRead === 2 && buffer[0] === 0x1f && buffer[1] === 0x8b;
+  } finally {
+    await handle.close();
+  }
+}
+
+function extractInto(file: string, root: string, limits: UnpackLimits): Promise<UnpackResult> {
+  const result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
+  const writes: Array<Promise<void>> = [];
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const parser = new tar.Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
+    const source = createReadStream(file);
+    const fail = (err: unknown) => {
+      if (done) return;
+      done = true;
+      source.destroy();
+      parser.abort(err instanceof Error ? err : new Error(String(err)));
+      // Let writes already started settle before the caller removes the directory.
+      Promise.allSettled(writes).then(() => reject(err instanceof AgentError ? err : unsafe(`not a valid bundle: ${(err as Error).message}`)));
+    };
+    parser.on('entry', (entry: tar.ReadEntry) => {
+      if (done) return entry.resume();
+      try {
+        const rel = safeRelativePath(entry.path, limits.maxDepth);
+        if (result.files + result.directories >= limits.maxEntries) throw unsafe(`more than ${limits.maxEntries} entries`);
+        const abs = path.join(root, rel);
+        if (entry.type === 'Directory') {
+          result.directories++;
+          entry.resume();
+          writes.push(fs.mkdir(abs, { recursive: true, mode: 0o755 }).then(() => {}));
+          return;
+        }
+        if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
+          throw unsafe(`entry "${entry.path}" is a ${entry.type}; bundles may hold only regular files and directories`);
+        }
+        if (rel === '') throw unsafe('a file entry names the bundle root');
+        result.files++;
+        result.bytes += entry.size ?? 0;
+        if (result.bytes > limits.maxBytes) throw unsafe(`unpacked size exceeds ${limits.maxBytes} bytes`);
+        // Owner, setuid, setgid and sticky bits are never applied: executables get 0755, the rest 0644.
+        const mode = (entry.mode ?? 0) & 0o111 ? 0o755 : 0o644;
+        entry.pause();
+        writes.push(
+          fs
+            .mkdir(path.dirname(abs), { recursive: true, mode: 0o755 })
+            .then(
+              () =>
+                new Promise<void>((ok, bad) => {
+                  // O_EXCL: a second entry with the same path is refused, not silently merged.
+                  const out = createWriteStream(abs, { flags: 'wx', mode });
+                  out.on('error', (err: NodeJS.ErrnoException) =>
+                    bad(err.code === 'EEXIST' ? unsafe(`entry "${entry.path}" appears twice`) : err.code === 'ENOTDIR' || err.code === 'EISDIR' ? unsafe(`entry "${entry.path}" conflicts with another entry`) : err),
+                  );
+                  out.on('close', () => ok());
+                  entry.pipe(out);
+                }),
+            )
+            .catch((err) => {
+              entry.resume();
+              fail(err);
+            }),
+        );
+      } catch (err) {
+        entry.resume();
+        fail(err);
+      }
+    });
+    parser.on('ignoredEntry', (entry: tar.ReadEntry) => fail(unsafe(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
+    parser.on('error', fail);
+    parser.on('abort', fail);
+    parser.on('end', () => {
+      Promise.all(writes).then(
+        () => {
+          if (done) return;
+          if (result.files + result.directories === 0) return fail(unsafe('the archive holds no entries'));
+          done = true;
+          resolve(result);
+        },
+        fail,
+      );
+    });
+    source.on('error', fail);
+    source.pipe(parser);
+  });
+}
+
+/** Unpacks `file` (a gzip'd tar) to `target`, replacing what was there only on success. */
+export async function unpackBundle(file: string, target: string, limits: UnpackLimits = DEFAULT_UNPACK_LIMITS): Promise<UnpackResult> {
+  if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
+  const parent = path.dirname(target);
+  await fs.mkdir(parent, { recursive: true });
+  const staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.staging-`));
+  try {
+    const result = await extractInto(file, staging, limits);
+    await fs.chmod(staging, 0o755);
+    const old = `${staging}.old`;
+    const hadTarget = await fs.rename(target, old).then(
+      () => true,
+      (err: NodeJS.ErrnoException) => {
+        if (err.code === 'ENOENT') return false;
+        throw err;
+      },
+    );
+    await fs.rename(staging, target);
+    if (hadTarget) await fs.rm(old, { recursive: true, force: true });
+    return result;
+  } catch (err) {
+    await fs.rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
