@@ -1,0 +1,33 @@
+#!/bin/sh
+# /opt/swarm/boot.sh: the VM's boot hook. Brings up what the boot agent needs (kernel
+# file systems, its directories, the link-local address through which the metadata
+# service is reached) and then becomes the agent, so the VM's exit status is the
+# workflow's. POSIX sh: runs under busybox ash and dash.
+#
+# Settings (environment): SWARM_NODE (default: node on PATH), SWARM_BOOT_AGENT
+# (default /opt/swarm/boot-agent.mjs), SWARM_NET_DEV and SWARM_NET_ADDR (e.g. eth0 and
+# 169.254.169.15/24: configured only when given). Arguments are passed to the agent.
+set -eu
+
+agent=${SWARM_BOOT_AGENT:-/opt/swarm/boot-agent.mjs}
+node=${SWARM_NODE:-node}
+
+mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
+if [ "$(id -u)" = 0 ]; then
+  [ -r /proc/mounts ] || mount -t proc proc /proc
+  mounted /sys || mount -t sysfs sysfs /sys 2>/dev/null || true
+  mounted /dev || mount -t devtmpfs devtmpfs /dev 2>/dev/null || true
+  mkdir -p /run/swarm /var/cache/swarm/bundles /opt /tmp
+fi
+
+if [ -n "${SWARM_NET_ADDR:-}" ]; then
+  dev=${SWARM_NET_DEV:-eth0}
+  ip link set "$dev" up
+  ip addr add "$SWARM_NET_ADDR" dev "$dev"
+fi
+
+if [ ! -r "$agent" ]; then
+  echo "boot.sh: boot agent not found at $agent" >&2
+  exit 70
+fi
+exec "$node" "$agent" "$@"

@@ -1,0 +1,12 @@
+import { manyEntriesBundle, gzipBombFile, bundle, entryBytes } from '../support/fixtures.ts';
+let t = Date.now();
+const m = manyEntriesBundle(200_000);
+console.log('many', m.bytes.length, Date.now() - t, 'ms');
+t = Date.now();
+const b = await gzipBombFile('/tmp/probe/bomb.tgz');
+console.log('bomb', b.bytes.length, Date.now() - t, 'ms');
+t = Date.now();
+const deep = [];
+for (let i = 1; i <= 2000; i++) deep.push({ path: 'd/'.repeat(i), type: 'Directory' as const });
+const d = bundle(deep);
+console.log('deep', d.bytes.length, Date.now() - t, 'ms');

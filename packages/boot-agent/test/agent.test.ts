@@ -1,0 +1,185 @@
+/**
+ * The boot agent end to end against the real S3 server: a bundle pushed to the registry,
+ * fetched through a presigned URL, verified, cached, unpacked and run, with events to a
+ * recorder; a second run is a cache hit that sends no request to the store. Metadata
+ * comes from MMDS (V2 sessions), a file, or a workflow reference resolved through the API.
+ */
+import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { listBundleEntries, packDirectory } from '../../sdk/src/index.js';
+import { startMetadataService } from '../../sdk/src/orchestrator/index.js';
+import { type TestRegistry, startTestRegistry } from '../../../test/support/registry.js';
+import { type AgentSandbox, agentSandbox } from './support/run-agent.js';
+
+type Recorded = { executionId: string; seq: number; type: string; data: Record<string, unknown> };
+
+/** Stands in for the registry's event endpoint until the spawn path lands. */
+async function eventRecorder() {
+  const events: Recorded[] = [];
+  const server = http.createServer((req, res) => {
+    let body = '';
+    req.on('data', (c) => (body += c));
+    req.on('end', () => {
+      if (req.url === '/trpc/executions.appendEvent' && req.headers.authorization === 'Bearer agent-token-1') events.push(JSON.parse(body));
+      res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{"data":null}}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, events, close: () => new Promise((r) => server.close(r)) };
+}
+
+const SECRET = 'correct horse battery staple';
+const secretDigest = createHash('sha256').update(SECRET).digest('hex');
+
+describe('boot agent with the S3 store', () => {
+  let reg: TestRegistry;
+  let sandbox: AgentSandbox;
+  let recorder: Awaited<ReturnType<typeof eventRecorder>>;
+  let bundle: { url: string; hash: string; size: number };
+  const executionId = '6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b';
+
+  beforeAll(async () => {
+    reg = await startTestRegistry({ storage: 's3' });
+    sandbox = await agentSandbox();
+    recorder = await eventRecorder();
+    const src = path.join(sandbox.dir, 'src');
+    await fs.mkdir(path.join(src, 'lib'), { recursive: true });
+    await fs.writeFile(
+      path.join(src, 'index.js'),
+      `const { createHash } = require('node:crypto');
+const fs = require('node:fs');
+console.log('secret digest ' + createHash('sha256').update(process.env.API_KEY ?? '').digest('hex'));
+console.log('agent token visible: ' + (process.env.SWARM_AGENT_TOKEN !== undefined));
+fs.writeFileSync('out.txt', require('./lib/msg.js'));
+`,
+    );
+    await fs.writeFile(path.join(src, 'lib/msg.js'), 'module.exports = "written by the workflow";\n');
+    await fs.writeFile(path.join(src, 'swarm.json'), '{"entrypoint":["node","index.js"]}\n');
+    const file = path.join(sandbox.dir, 'bundle.tar.gz');
+    await fs.writeFile(file, packDirectory(src, await listBundleEntries(src)));
+    await fs.rm(src, { recursive: true });
+    const c = reg.client();
+    await c.call(() => c.trpc.tenants.create.mutate({ slug: 'acme' }));
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name: 'hello' }));
+    await c.uploadBundle(file, { workflow: 'acme/hello', activate: true });
+    await fs.rm(file);
+    const active = await c.resolveActive('acme/hello');
+    bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
+  });
+  afterAll(async () => {
+    await reg?.close();
+    await sandbox?.remove();
+    await recorder?.close();
+  });
+
+  const storeRequests = async () => {
+    const log = inject('s3').logFile;
+    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(bundle.hash)).length : null;
+  };
+
+  it('fetches from a presigned S3 URL, verifies, caches, unpacks and runs, reporting every step', async () => {
+    await fs.writeFile(
+      path.join(sandbox.dir, 'metadata.json'),
+      JSON.stringify({ apiUrl: recorder.url, execution: { id: executionId, agentToken: 'agent-token-1' }, secrets: { API_KEY: SECRET } }),
+    );
+    const before = await storeRequests();
+    const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash, '--bundle-size', String(bundle.size)]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toContain(`secret digest ${secretDigest}`);
+    expect(r.stdout).toContain('agent token visible: false');
+    expect(await fs.readFile(path.join(sandbox.workflowDir, 'out.txt'), 'utf8')).toBe('written by the workflow');
+    if (before !== null) expect(await storeRequests()).toBeGreaterThan(before);
+
+    const events = recorder.events.filter((e) => e.executionId === executionId);
+    expect(events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_miss', 'fetched', 'verified', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(events.find((e) => e.type === 'fetched')!.data).toMatchObject({ bytes: bundle.size, attempts: 1 });
+    expect(events.find((e) => e.type === 'unpacked')!.data).toMatchObject({ files: 3 });
+    expect(events.at(-1)!.data).toEqual({ code: 0 });
+    expect(JSON.stringify(recorder.events)).not.toContain(SECRET);
+    expect(r.stderr).not.toContain(SECRET);
+    expect(await fs.readdir(sandbox.cacheDir)).toEqual([`${bundle.hash}.tar.gz`]);
+  });
+
+  it('runs a second time from the cache without a request to the store', async () => {
+    const before = await storeRequests();
+    recorder.events.length = 0;
+    const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(recorder.events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_hit', 'unpacked', 'runtime_started', 'runtime_exited']);
+    if (before !== null) expect(await storeRequests()).toBe(before);
+  });
+
+  it('reads its metadata from a Firecracker MMDS V2 service', async () => {
+    const mmds = await startMetadataService({
+      bundle,
+      runtime: { command: ['node', '-e', 'console.log("from mmds", process.env.API_KEY === process.argv[1] ? "ok" : "bad")', SECRET] },
+      secrets: { API_KEY: SECRET },
+    });
+    try {
+      const noToken = await fetch(`${mmds.url}/`, { headers: { accept: 'application/json' } });
+      expect(noToken.status).toBe(401);
+      await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
+      const r = await sandbox.run([], { SWARM_MMDS_URL: mmds.url });
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toContain('from mmds ok');
+    } finally {
+      await mmds.close();
+    }
+  });
+
+  it('resolves the active version itself when given only a workflow and a token', async () => {
+    const r = await sandbox.run(['--workflow', 'acme/hello', '--api-url', reg.url], { SWARM_TOKEN: reg.adminToken });
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stderr).toContain(`cache hit ${bundle.hash.slice(0, 12)}`);
+  });
+
+  it('keeps running when the registry cannot take its events', async () => {
+    await fs.writeFile(
+      path.join(sandbox.dir, 'metadata.json'),
+      JSON.stringify({ apiUrl: 'http://127.0.0.1:1', execution: { id: executionId, agentToken: 'agent-token-1' } }),
+    );
+    const started = Date.now();
+    const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash, '--', 'node', '-e', 'process.exit(3)']);
+    expect(r.code).toBe(3);
+    expect(r.stderr).toContain('cannot report events');
+    expect(Date.now() - started).toBeLessThan(30_000); // generous: the point is "does not hang"
+  });
+
+  it('leaves nothing outside its cache and workflow directories', async () => {
+    const outside = (await sandbox.tree()).filter((p) => !/^(cache|workflow)\//.test(p));
+    expect(outside).toEqual(['metadata.json']);
+    expect((await sandbox.tree()).filter((p) => p.startsWith('cache/'))).toEqual(['cache/', `cache/${bundle.hash}.tar.gz`]);
+  });
+});
+
+describe('the built agent', () => {
+  it('is one self-contained file that runs on plain Node, and boot.sh execs it', async () => {
+    const pkg = path.resolve(import.meta.dirname, '..');
+    await new Promise<void>((resolve, reject) =>
+      spawn('pnpm', ['run', 'build'], { cwd: pkg, stdio: 'ignore' }).on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`build exited ${c}`)))),
+    );
+    const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-built-agent-'));
+    try {
+      await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
+      const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
+        let stdout = '';
+        const child = spawn('dash', [path.join(pkg, 'boot.sh'), '--help'], {
+          cwd: dir,
+          env: { PATH: process.env.PATH, SWARM_BOOT_AGENT: path.join(dir, 'boot-agent.mjs'), SWARM_NODE: process.execPath },
+        });
+        child.stdout.on('data', (c) => (stdout += c));
+        child.on('exit', (code) => resolve({ code, stdout }));
+      });
+      expect(out.code).toBe(0);
+      expect(out.stdout).toMatch(/Exit codes:[\s\S]*65 hash mismatch/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,1 @@
+export { renderMetadataFile, renderMmdsListing, startMetadataService, type MetadataService } from './mmds.js';
