@@ -4,7 +4,7 @@
  * writer here creates nothing but regular files and directories, so no link, device or
  * FIFO can ever appear, and no path can leave the staging directory.
  */
-import { createReadStream, createWriteStream } from 'node:fs';
+import fsSync, { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import * as tar from 'tar';
@@ -44,9 +44,28 @@ async function isGzip(file: string): Promise<boolean> {
   }
 }
 
+/** Entries up to this size are collected and written with one call; larger ones are streamed. */
+const SMALL_FILE = 1024 * 1024;
+
+/**
+ * Writes entries synchronously, one at a time, as the parser hands them over: memory
+ * stays at one chunk (or one small file) and at most one file descriptor is open, however
+ * many entries the archive holds. The agent does nothing else meanwhile.
+ */
 function extractInto(file: string, root: string, limits: UnpackLimits): Promise<UnpackResult> {
   const result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
-  const writes: Array<Promise<void>> = [];
+  const madeDirs = new Set<string>([root]);
+  const ensureDir = (dir: string) => {
+    if (madeDirs.has(dir)) return;
+    fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    madeDirs.add(dir);
+  };
+  const writeError = (entryPath: string, err: NodeJS.ErrnoException) =>
+    err.code === 'EEXIST'
+      ? unsafe(`entry "${entryPath}" appears twice`)
+      : err.code === 'ENOTDIR' || err.code === 'EISDIR'
+        ? unsafe(`entry "${entryPath}" conflicts with another entry`)
+        : err;
   return new Promise((resolve, reject) => {
     let done = false;
     const parser = new tar.Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
@@ -56,8 +75,7 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
       done = true;
       source.destroy();
       parser.abort(err instanceof Error ? err : new Error(String(err)));
-      // Let writes already started settle before the caller removes the directory.
-      Promise.allSettled(writes).then(() => reject(err instanceof AgentError ? err : unsafe(`not a valid bundle: ${(err as Error).message}`)));
+      reject(err instanceof AgentError ? err : unsafe(`not a valid bundle: ${(err as Error).message}`));
     };
     parser.on('entry', (entry: tar.ReadEntry) => {
       if (done) return entry.resume();
@@ -67,8 +85,8 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
         const abs = path.join(root, rel);
         if (entry.type === 'Directory') {
           result.directories++;
+          ensureDir(abs);
           entry.resume();
-          writes.push(fs.mkdir(abs, { recursive: true, mode: 0o755 }).then(() => {}));
           return;
         }
         if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
@@ -80,45 +98,39 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
         if (result.bytes > limits.maxBytes) throw unsafe(`unpacked size exceeds ${limits.maxBytes} bytes`);
         // Owner, setuid, setgid and sticky bits are never applied: executables get 0755, the rest 0644.
         const mode = (entry.mode ?? 0) & 0o111 ? 0o755 : 0o644;
-        entry.pause();
-        writes.push(
-          fs
-            .mkdir(path.dirname(abs), { recursive: true, mode: 0o755 })
-            .then(
-              () =>
-                new Promise<void>((ok, bad) => {
-                  // O_EXCL: a second entry with the same path is refused, not silently merged.
-                  const out = createWriteStream(abs, { flags: 'wx', mode });
-                  out.on('error', (err: NodeJS.ErrnoException) =>
-                    bad(err.code === 'EEXIST' ? unsafe(`entry "${entry.path}" appears twice`) : err.code === 'ENOTDIR' || err.code === 'EISDIR' ? unsafe(`entry "${entry.path}" conflicts with another entry`) : err),
-                  );
-                  out.on('close', () => ok());
-                  entry.pipe(out);
-                }),
-            )
-            .catch((err) => {
-              entry.resume();
-              fail(err);
-            }),
-        );
+        ensureDir(path.dirname(abs));
+        // 'wx' (O_EXCL): a second entry with the same path is refused, not merged.
+        if ((entry.size ?? 0) <= SMALL_FILE) {
+          const chunks: Buffer[] = [];
+          entry.on('data', (c: Buffer) => chunks.push(c));
+          entry.on('end', () => {
+            if (done) return;
+            try {
+              fsSync.writeFileSync(abs, Buffer.concat(chunks), { flag: 'wx', mode });
+            } catch (err) {
+              fail(writeError(entry.path, err as NodeJS.ErrnoException));
+            }
+          });
+        } else {
+          const fd = fsSync.openSync(abs, 'wx', mode);
+          entry.on('data', (c: Buffer) => {
+            if (!done) fsSync.writeSync(fd, c);
+          });
+          entry.on('end', () => fsSync.closeSync(fd));
+        }
       } catch (err) {
         entry.resume();
-        fail(err);
+        fail(err instanceof AgentError ? err : writeError(entry.path, err as NodeJS.ErrnoException));
       }
     });
     parser.on('ignoredEntry', (entry: tar.ReadEntry) => fail(unsafe(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
     parser.on('error', fail);
     parser.on('abort', fail);
     parser.on('end', () => {
-      Promise.all(writes).then(
-        () => {
-          if (done) return;
-          if (result.files + result.directories === 0) return fail(unsafe('the archive holds no entries'));
-          done = true;
-          resolve(result);
-        },
-        fail,
-      );
+      if (done) return;
+      if (result.files + result.directories === 0) return fail(unsafe('the archive holds no entries'));
+      done = true;
+      resolve(result);
     });
     source.on('error', fail);
     source.pipe(parser);
