@@ -80,6 +80,7 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       db: database.db,
       store: new BundleStore(driver),
       config,
+      publicUrl,
       log: logger,
     };
     const app = await buildApp({ ...deps, adminTokenHash: hashAdminToken(adminToken) }, logger);

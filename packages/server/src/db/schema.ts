@@ -175,6 +175,15 @@ export const executions = pgTable(
       .default('pending'),
     exitCode: integer('exit_code'),
     failureReason: text('failure_reason'),
+    /**
+     * The execution's agent token, hashed like API tokens: it lets the VM append this
+     * execution's events and nothing else, until it expires. Stored (not signed) so that
+     * every replica can check it without sharing a key.
+     */
+    agentTokenHash: text('agent_token_hash').unique(),
+    agentTokenExpiresAt: timestamp('agent_token_expires_at', { withTimezone: true, mode: 'date' }),
+    /** Who spawned it (token name), and which version was picked and why (e.g. "active"). */
+    spawnedBy: text('spawned_by'),
     createdAt: createdAt(),
     startedAt: timestamp('started_at', { withTimezone: true, mode: 'date' }),
     finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }),

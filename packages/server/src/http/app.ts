@@ -41,7 +41,7 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   };
   const principalOf = async (request: FastifyRequest): Promise<Principal> => {
     const p = await resolvePrincipal(request);
-    if (!p) throw new RegistryError('UNAUTHORIZED', 'missing or invalid bearer token');
+    if (!p || p.scope === 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid bearer token');
     return p;
   };
 

@@ -6,9 +6,14 @@ export function requireAdmin(p: Principal): void {
   if (p.scope !== 'admin') throw new RegistryError('FORBIDDEN', 'this needs an admin token');
 }
 
-/** Reading: admins and the orchestrator see everything, a tenant token only its tenant. */
+/** Reading: admins and the orchestrator see everything, a tenant token only its tenant, an agent token nothing. */
 export function assertCanRead(p: Principal, tenantId: string, what: string): void {
-  if (p.scope === 'tenant' && p.tenantId !== tenantId) throw notFound(what);
+  if ((p.scope === 'tenant' && p.tenantId !== tenantId) || p.scope === 'agent') throw notFound(what);
+}
+
+/** Spawning and reading executions: the orchestrator's job (and admins'). */
+export function requireOrchestrator(p: Principal): void {
+  if (p.scope !== 'admin' && p.scope !== 'orchestrator') throw new RegistryError('FORBIDDEN', 'this needs an orchestrator or admin token');
 }
 
 /** Changing a tenant's workflows: admins and that tenant's tokens; the orchestrator only reads. */

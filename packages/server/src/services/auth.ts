@@ -4,18 +4,25 @@
  * The bootstrap admin token from the environment is compared in constant time.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { and, desc, eq, isNull } from 'drizzle-orm';
+import { and, desc, eq, gt, isNull } from 'drizzle-orm';
 import type { ApiToken, CreatedApiToken, TokenScope } from '@swarm/sdk/contract';
-import { apiTokens, tenants } from '../db/schema.js';
+import { apiTokens, executions, tenants } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
 
 const TOKEN_PREFIX = 'swt_';
+/** Agent tokens: minted per execution by a spawn, stored hashed on the execution row. */
+const AGENT_TOKEN_PREFIX = 'swa_';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 export function generateToken(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
+}
+
+export function generateAgentToken(): { token: string; hash: string } {
+  const token = AGENT_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+  return { token, hash: sha256(token) };
 }
 
 /** Resolves an Authorization header to a principal, or null for anything not a live token. */
@@ -29,6 +36,14 @@ export async function authenticate(
   const hash = createHash('sha256').update(token).digest();
   if (timingSafeEqual(hash, deps.adminTokenHash)) {
     return { tokenId: null, name: 'admin (bootstrap)', scope: 'admin', tenantId: null };
+  }
+  if (token.startsWith(AGENT_TOKEN_PREFIX)) {
+    const [execution] = await deps.db
+      .select({ id: executions.id })
+      .from(executions)
+      .where(and(eq(executions.agentTokenHash, hash.toString('hex')), gt(executions.agentTokenExpiresAt, new Date())))
+      .limit(1);
+    return execution ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id } : null;
   }
   if (!token.startsWith(TOKEN_PREFIX)) return null;
   const [row] = await deps.db

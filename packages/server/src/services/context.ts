@@ -8,6 +8,8 @@ export type Deps = {
   db: Db;
   store: BundleStore;
   config: Config;
+  /** Base URL of the API as clients and VMs reach it (SWARM_PUBLIC_URL, else where it listens). */
+  publicUrl: () => string;
   log: Logger;
 };
 
@@ -16,6 +18,8 @@ export type Principal = {
   /** null for the bootstrap admin token from SWARM_ADMIN_TOKEN. */
   tokenId: string | null;
   name: string;
-  scope: 'admin' | 'orchestrator' | 'tenant';
+  scope: 'admin' | 'orchestrator' | 'tenant' | 'agent';
   tenantId: string | null;
+  /** For agent tokens: the one execution this principal may report on. */
+  executionId?: string;
 };

@@ -40,9 +40,17 @@ const mapErrors = t.middleware(async ({ next, ctx }) => {
 export const router = t.router;
 export const createCallerFactory = t.createCallerFactory;
 
-/** Every procedure needs a valid token: there is no public procedure. */
+/** Every procedure needs a valid API token: there is no public procedure. */
 export const authedProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next }) => {
   const principal = await ctx.principal();
-  if (!principal) throw new RegistryError('UNAUTHORIZED', 'missing or invalid bearer token');
+  // Agent tokens (one per execution, held by a VM) only report events: agentProcedure.
+  if (!principal || principal.scope === 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid bearer token');
+  return next({ ctx: { principal } });
+});
+
+/** For the boot agent's calls: needs the agent token of an execution. */
+export const agentProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next }) => {
+  const principal = await ctx.principal();
+  if (!principal || principal.scope !== 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid agent token');
   return next({ ctx: { principal } });
 });

@@ -1,6 +1,7 @@
 import type { Deps } from '../services/context.js';
 import { router } from './init.js';
 import { bundlesRouter } from './routers/bundles.js';
+import { executionsRouter } from './routers/executions.js';
 import { tenantsRouter } from './routers/tenants.js';
 import { tokensRouter } from './routers/tokens.js';
 import { versionsRouter } from './routers/versions.js';
@@ -13,6 +14,7 @@ export const createAppRouter = (deps: Deps) =>
     bundles: bundlesRouter(deps),
     versions: versionsRouter(deps),
     tokens: tokensRouter(deps),
+    executions: executionsRouter(deps),
   });
 
 /** The API's type, imported (as a type only) by the SDK's client. */

@@ -1,0 +1,74 @@
+/** Executions (one run of a workflow version in a VM) and the events its boot agent reports. */
+import { z } from 'zod';
+import { timestamp, uuid, versionNumber, workflowRef } from './names.js';
+import { secretName, vmMetadata } from './metadata.js';
+
+export const executionStatus = z.enum(['pending', 'booting', 'running', 'succeeded', 'failed']);
+export type ExecutionStatus = z.infer<typeof executionStatus>;
+
+export const eventType = z.enum([
+  'metadata_loaded',
+  'cache_hit',
+  'cache_miss',
+  'fetched',
+  'verified',
+  'unpacked',
+  'runtime_started',
+  'runtime_exited',
+  'failed',
+]);
+
+export const execution = z.object({
+  id: uuid,
+  workflowId: uuid,
+  versionId: uuid,
+  version: versionNumber,
+  status: executionStatus,
+  exitCode: z.number().int().nullable(),
+  failureReason: z.string().nullable(),
+  spawnedBy: z.string().nullable(),
+  createdAt: timestamp,
+  startedAt: timestamp.nullable(),
+  finishedAt: timestamp.nullable(),
+});
+export type Execution = z.infer<typeof execution>;
+
+export const executionEvent = z.object({
+  executionId: uuid,
+  seq: z.number().int().nonnegative(),
+  type: eventType,
+  data: z.record(z.string(), z.unknown()),
+  createdAt: timestamp,
+});
+export type ExecutionEvent = z.infer<typeof executionEvent>;
+
+const endpoint = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
+
+export const spawnInput = z.object({
+  workflow: workflowRef,
+  /** Passed through to the VM's metadata only: never stored, logged or put in events. */
+  secrets: z.record(secretName, z.string().max(64 * 1024)).default({}),
+  runtime: z.object({ command: z.array(z.string().min(1)).min(1) }).optional(),
+  /** The registry's API as this VM reaches it (default: SWARM_PUBLIC_URL). */
+  apiUrl: endpoint.optional(),
+  /** The object store as this VM reaches it: the bundle URL is signed for this address. */
+  storeEndpoint: endpoint.optional(),
+});
+
+export const spawnResult = z.object({ execution, metadata: vmMetadata });
+export type SpawnResult = z.infer<typeof spawnResult>;
+
+export const appendEventInput = z.object({
+  executionId: uuid,
+  seq: z.number().int().min(0).max(100_000),
+  type: eventType,
+  data: z.record(z.string(), z.unknown()).default({}),
+  at: z.string().optional(),
+});
+
+export const listExecutionsInput = z.object({
+  workflow: workflowRef,
+  limit: z.number().int().min(1).max(200).default(50),
+  /** Page after this execution (the previous page's last id). */
+  cursor: uuid.optional(),
+});

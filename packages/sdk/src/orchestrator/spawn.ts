@@ -1,0 +1,121 @@
+/**
+ * The orchestrator's side of a run: ask the registry for an execution (it picks the
+ * active version and mints the agent token), serve the VM its metadata over MMDS, start
+ * it through a driver, and wait for it to exit.
+ *
+ * Drivers: `process` runs the boot agent as a child process with its own cache and
+ * workflow directories (no VM: fast, for development and most tests); `qemu` boots a
+ * real microVM (see qemu.ts).
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { SwarmClient } from '../client.js';
+import type { Execution, VmMetadata } from '../contract/index.js';
+import { SwarmError } from '../errors.js';
+import { startMetadataService } from './mmds.js';
+
+export type Driver = 'process' | 'qemu';
+
+export type SpawnOptions = {
+  driver?: Driver;
+  secrets?: Record<string, string>;
+  runtime?: { command: string[] };
+  /** The boot agent file (dist/boot-agent.mjs); default SWARM_BOOT_AGENT. */
+  agentPath?: string;
+  /** Bundle cache shared across spawns (process driver); default: a fresh directory per spawn. */
+  cacheDir?: string;
+  /** Each line the VM prints (console or stdout/stderr). */
+  onOutput?: (line: string) => void;
+  /** Called once the registry has created the execution. */
+  onSpawned?: (execution: Execution) => void;
+  /** The VM is killed after this long. */
+  timeoutMs?: number;
+  /** Extra environment for the process driver's agent (e.g. fetch limits). */
+  agentEnv?: Record<string, string>;
+};
+
+export type SpawnOutcome = {
+  executionId: string;
+  /** The VM's (the workflow's, or the agent's failure) exit code. */
+  exitCode: number;
+  output: string;
+  durationMs: number;
+};
+
+export async function spawnWorkflow(client: SwarmClient, workflow: string, opts: SpawnOptions = {}): Promise<SpawnOutcome> {
+  const driver = opts.driver ?? 'process';
+  if (driver !== 'process') throw new SwarmError('INVALID_INPUT', `driver "${driver}" is not available here; use --driver process`);
+  const agentPath = opts.agentPath ?? process.env.SWARM_BOOT_AGENT;
+  if (!agentPath) throw new SwarmError('INVALID_INPUT', 'no boot agent', 'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to dist/boot-agent.mjs');
+  await fs.access(agentPath).catch(() => {
+    throw new SwarmError('INVALID_INPUT', `boot agent not found at ${agentPath}`, 'build it: pnpm --filter @swarm/boot-agent build');
+  });
+
+  const started = Date.now();
+  const { execution, metadata } = await client.call(() =>
+    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime }),
+  );
+  opts.onSpawned?.(execution);
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), `swarm-vm-${execution.id.slice(0, 8)}-`));
+  try {
+    const exit = await runProcessVm(metadata, agentPath, {
+      cacheDir: opts.cacheDir ?? path.join(work, 'cache'),
+      workflowDir: path.join(work, 'workflow'),
+      timeoutMs: opts.timeoutMs ?? 10 * 60_000,
+      onOutput: opts.onOutput,
+      env: opts.agentEnv ?? {},
+    });
+    return { executionId: execution.id, exitCode: exit.code, output: exit.output, durationMs: Date.now() - started };
+  } finally {
+    await fs.rm(work, { recursive: true, force: true });
+  }
+}
+
+/** The `process` driver: the boot agent as a child process, reading its metadata over MMDS like in a VM. */
+async function runProcessVm(
+  metadata: VmMetadata,
+  agentPath: string,
+  o: { cacheDir: string; workflowDir: string; timeoutMs: number; onOutput?: ((line: string) => void) | undefined; env: Record<string, string> },
+): Promise<{ code: number; output: string }> {
+  const mmds = await startMetadataService(metadata);
+  try {
+    return await new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [agentPath], {
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          SWARM_MMDS_URL: mmds.url,
+          SWARM_CACHE_DIR: o.cacheDir,
+          SWARM_WORKFLOW_DIR: o.workflowDir,
+          ...o.env,
+        },
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      let output = '';
+      let partial = '';
+      const onData = (chunk: Buffer) => {
+        const text = chunk.toString();
+        output += text;
+        const lines = (partial + text).split('\n');
+        partial = lines.pop()!;
+        for (const line of lines) o.onOutput?.(line);
+      };
+      child.stdout.on('data', onData);
+      child.stderr.on('data', onData);
+      const timer = setTimeout(() => child.kill('SIGKILL'), o.timeoutMs);
+      child.on('error', (err) => {
+        clearTimeout(timer);
+        reject(err);
+      });
+      child.on('close', (code, signal) => {
+        clearTimeout(timer);
+        if (partial) o.onOutput?.(partial);
+        resolve({ code: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0), output });
+      });
+    });
+  } finally {
+    await mmds.close();
+  }
+}

@@ -1,0 +1,38 @@
+import { appendEventInput, execution, executionEvent, listExecutionsInput, spawnInput, spawnResult, uuid } from '@swarm/sdk/contract';
+import { tracked } from '@trpc/server';
+import { z } from 'zod';
+import type { Deps } from '../../services/context.js';
+import { appendEvent, getExecution, listEvents, listExecutions, spawnExecution, watchEvents } from '../../services/executions.js';
+import { agentProcedure, authedProcedure, router } from '../init.js';
+
+const eventsInput = z.object({ id: uuid, afterSeq: z.number().int().min(-1).optional() });
+
+export const executionsRouter = (deps: Deps) =>
+  router({
+    /** Orchestrator: an execution of the active version, and the metadata document for its VM. */
+    spawn: authedProcedure
+      .input(spawnInput)
+      .output(spawnResult)
+      .mutation(({ ctx, input }) => spawnExecution(deps, ctx.principal, input)),
+    /** Boot agent (agent token): one progress event of its own execution. */
+    appendEvent: agentProcedure
+      .input(appendEventInput)
+      .output(z.object({ accepted: z.boolean() }))
+      .mutation(({ ctx, input }) => appendEvent(deps, ctx.principal, input)),
+    get: authedProcedure
+      .input(z.object({ id: uuid }))
+      .output(execution)
+      .query(({ ctx, input }) => getExecution(deps, ctx.principal, input)),
+    list: authedProcedure
+      .input(listExecutionsInput)
+      .output(z.array(execution))
+      .query(({ ctx, input }) => listExecutions(deps, ctx.principal, input)),
+    events: authedProcedure
+      .input(eventsInput)
+      .output(z.array(executionEvent))
+      .query(({ ctx, input }) => listEvents(deps, ctx.principal, input)),
+    /** Live events over SSE, resumable from the last seen sequence number. */
+    watch: authedProcedure.input(eventsInput).subscription(async function* ({ ctx, input, signal }) {
+      for await (const event of watchEvents(deps, ctx.principal, input, signal)) yield tracked(String(event.seq), event);
+    }),
+  });
