@@ -16,6 +16,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
 import { SwarmError, listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import { swarm } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
 const agentPath = path.resolve(import.meta.dirname, '../packages/boot-agent/dist/boot-agent.mjs');
@@ -121,6 +122,25 @@ describe('spawn with the process driver', () => {
     if (before !== null) expect(await countStoreRequests()).toBe(before);
   });
 
+  it('runs from the CLI: spawn --wait streams and exits with the code; spawn then logs -f follows', async () => {
+    const env = { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken, SWARM_BOOT_AGENT: agentPath };
+    const waited = await swarm(['spawn', 'acme/job', '--wait', '--secret', `API_KEY=${SECRET}`, '--cache-dir', cacheDir], env);
+    expect(waited.code, waited.stderr).toBe(0);
+    expect(waited.stdout).toContain(`v2 digest=${digest}`);
+
+    const started = await swarm(['spawn', 'acme/job', '--json'], env);
+    expect(started.code, started.stderr).toBe(0);
+    const { id } = JSON.parse(started.stdout) as { id: string };
+    const followed = await swarm(['logs', id, '-f', '--json'], env);
+    expect(followed.code, followed.stderr).toBe(0);
+    expect((JSON.parse(followed.stdout) as Array<{ type: string }>).map((e) => e.type).at(-1)).toBe('runtime_exited');
+    const shown = JSON.parse((await swarm(['executions', 'show', id, '--json'], env)).stdout);
+    expect(shown).toMatchObject({ id, status: 'succeeded', exitCode: 0 });
+    const listed = JSON.parse((await swarm(['executions', 'list', 'acme/job', '--json'], env)).stdout) as Array<{ id: string }>;
+    expect(listed[0]!.id).toBe(id);
+    expect(JSON.stringify(await eventsOf(id))).not.toContain(SECRET);
+  });
+
   it('refuses to run bytes replaced behind the registry: failed with hash_mismatch', async () => {
     const c = reg.client();
     const active = await c.resolveActive('acme/job');
@@ -136,7 +156,7 @@ describe('spawn with the process driver', () => {
   it('lists executions newest first, page by page', async () => {
     const c = reg.client();
     const all = await c.call(() => c.trpc.executions.list.query({ workflow: 'acme/job' }));
-    expect(all.length).toBe(4);
+    expect(all.length).toBe(6);
     expect(all.at(-1)!.id).toBe(firstExecution);
     const page1 = await c.call(() => c.trpc.executions.list.query({ workflow: 'acme/job', limit: 3 }));
     const page2 = await c.call(() => c.trpc.executions.list.query({ workflow: 'acme/job', limit: 3, cursor: page1.at(-1)!.id }));

@@ -12,7 +12,7 @@ export function swarm(args: string[], env: Record<string, string>): Promise<CliR
     execFile(
       path.join(root, 'node_modules/.bin/tsx'),
       [path.join(root, 'packages/sdk/src/cli/main.ts'), ...args],
-      { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 60_000 },
+      { env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 120_000 },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });

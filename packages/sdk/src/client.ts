@@ -5,10 +5,11 @@
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { type Readable, Transform } from 'node:stream';
-import { createTRPCClient, httpLink } from '@trpc/client';
+import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink } from '@trpc/client';
+import { EventSource } from 'eventsource';
 import { request } from 'undici';
 import type { AppRouter } from '../../server/src/trpc/router.js';
-import { type ActiveVersion, type UploadResult, bundleHash, uploadResult } from './contract/index.js';
+import { type ActiveVersion, type ExecutionEvent, type UploadResult, bundleHash, uploadResult } from './contract/index.js';
 import { SwarmError, toSwarmError } from './errors.js';
 import { sha256File } from './hash.js';
 
@@ -42,7 +43,21 @@ export function createSwarmClient(opts: SwarmClientOptions) {
   const base = opts.url.replace(/\/+$/, '');
   const authorization = `Bearer ${opts.token}`;
   const trpc = createTRPCClient<AppRouter>({
-    links: [httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }) })],
+    links: [
+      splitLink({
+        // Subscriptions (executions.watch) stream over SSE; Node 20 has no global EventSource.
+        condition: (op) => op.type === 'subscription',
+        true: httpSubscriptionLink({
+          url: `${base}/trpc`,
+          EventSource,
+          eventSourceOptions: {
+            fetch: (input: string | URL | Request, init?: RequestInit) =>
+              fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }),
+          },
+        }),
+        false: httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }) }),
+      }),
+    ],
   });
 
   const call = async <T>(fn: () => Promise<T>): Promise<T> => {
@@ -126,6 +141,27 @@ export function createSwarmClient(opts: SwarmClientOptions) {
     /** The active version of a workflow, with a download URL for its bundle. */
     resolveActive(workflow: string): Promise<ActiveVersion> {
       return call(() => trpc.versions.active.query({ workflow }));
+    },
+
+    /**
+     * Streams an execution's events as they happen, resuming after `afterSeq`; resolves
+     * when the execution has finished and every event was delivered.
+     */
+    watchExecution(id: string, onEvent: (e: ExecutionEvent) => void, opts: { afterSeq?: number; signal?: AbortSignal } = {}): Promise<void> {
+      return new Promise((resolve, reject) => {
+        const sub = trpc.executions.watch.subscribe(
+          { id, afterSeq: opts.afterSeq },
+          {
+            onData: (tracked) => onEvent(tracked.data),
+            onComplete: () => resolve(),
+            onError: (err) => reject(toSwarmError(err)),
+          },
+        );
+        opts.signal?.addEventListener('abort', () => {
+          sub.unsubscribe();
+          resolve();
+        });
+      });
     },
 
     /** Runs any tRPC call with errors normalised to SwarmError. */

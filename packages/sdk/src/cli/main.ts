@@ -3,14 +3,18 @@
  * `swarm`: the registry's command line. Every command takes --json (one JSON document
  * on stdout, nothing else) and exits non-zero with a one-line error on failure.
  */
+import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError, toSwarmError } from '../errors.js';
+import type { ExecutionEvent, VmMetadata } from '../contract/index.js';
+import { runVm, type VmOptions } from '../orchestrator/spawn.js';
 import { listBundleEntries, packDirectory } from '../pack.js';
 import { formatBytes, printTable } from './format.js';
 
@@ -200,6 +204,115 @@ tokens
   .action(async (id: string) => {
     const c = client();
     output(await c.call(() => c.trpc.tokens.revoke.mutate({ id })), (t) => console.log(`revoked token "${t.name}" (${t.id})`));
+  });
+
+/** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
+async function findAgent(given: string | undefined): Promise<string> {
+  const candidates = given ? [given] : process.env.SWARM_BOOT_AGENT ? [process.env.SWARM_BOOT_AGENT] : [
+    fileURLToPath(new URL('../../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+    fileURLToPath(new URL('../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+  ];
+  for (const c of candidates) if (await fs.access(c).then(() => true, () => false)) return c;
+  throw new SwarmError('INVALID_INPUT', `boot agent not found (${candidates.join(', ')})`, 'build it with `pnpm --filter @swarm/boot-agent build`, or pass --agent / SWARM_BOOT_AGENT');
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function parseSecrets(pairs: string[]): Record<string, string> {
+  const secrets: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new SwarmError('INVALID_INPUT', '--secret takes KEY=VALUE');
+    secrets[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return secrets;
+}
+
+program
+  .command('spawn <tenant/name>')
+  .description('run the active version in a VM; prints the execution id')
+  .addOption(new Option('--driver <driver>', 'how to run the VM').choices(['process', 'qemu']).default('process'))
+  .option('--secret <KEY=VALUE>', 'a secret for the workflow, passed only through the VM metadata (repeatable)', collect, [])
+  .option('--wait', "stream the workflow's output and exit with its exit code")
+  .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
+  .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
+  .action(async (workflow: string, o: { driver: 'process' | 'qemu'; secret: string[]; wait?: boolean; agent?: string; cacheDir?: string }) => {
+    const c = client();
+    const secrets = parseSecrets(o.secret);
+    const vm = { driver: o.driver, agentPath: o.driver === 'process' ? await findAgent(o.agent) : undefined, cacheDir: o.cacheDir };
+    const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets }));
+    if (!o.wait) {
+      // The VM outlives this command: a detached driver process gets the metadata (with
+      // its secrets) through a pipe, never a file.
+      const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+      child.stdin.end(JSON.stringify({ metadata, vm }));
+      child.unref();
+      output({ id: execution.id, status: execution.status, version: execution.version }, (e) => console.log(e.id));
+      return;
+    }
+    if (!globals().json) console.error(`execution ${execution.id} (version ${execution.version})`);
+    const exit = await runVm(metadata, { ...vm, onOutput: globals().json ? undefined : (line) => console.log(line) });
+    const final = await c.call(() => c.trpc.executions.get.query({ id: execution.id }));
+    output({ ...final, exitCode: exit.exitCode }, () => {});
+    process.exitCode = exit.exitCode;
+  });
+
+program
+  .command('__drive', { hidden: true })
+  .description('internal: runs one VM from metadata on stdin (used by spawn without --wait)')
+  .action(async () => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+    const { metadata, vm } = JSON.parse(Buffer.concat(chunks).toString()) as { metadata: VmMetadata; vm: VmOptions };
+    await runVm(metadata, vm);
+  });
+
+const executions = program.command('executions').description('inspect executions');
+executions
+  .command('list <tenant/name>')
+  .description("a workflow's executions, newest first")
+  .option('--limit <n>', 'how many', '20')
+  .action(async (workflow: string, o: { limit: string }) => {
+    const c = client();
+    output(await c.call(() => c.trpc.executions.list.query({ workflow, limit: Number(o.limit) })), (rows) =>
+      printTable(rows, [
+        ['ID', (e) => e.id],
+        ['VERSION', (e) => String(e.version)],
+        ['STATUS', (e) => e.status],
+        ['EXIT', (e) => (e.exitCode === null ? '-' : String(e.exitCode))],
+        ['CREATED', (e) => e.createdAt],
+        ['REASON', (e) => e.failureReason ?? ''],
+      ]),
+    );
+  });
+executions
+  .command('show <id>')
+  .description('one execution')
+  .action(async (id: string) => {
+    const c = client();
+    output(await c.call(() => c.trpc.executions.get.query({ id })), (e) => {
+      for (const [k, v] of Object.entries(e)) console.log(`${k.padEnd(14)} ${v ?? '-'}`);
+    });
+  });
+
+const formatEvent = (e: ExecutionEvent) => `${e.createdAt}  #${e.seq} ${e.type}${Object.keys(e.data).length ? ` ${JSON.stringify(e.data)}` : ''}`;
+
+program
+  .command('logs <execution-id>')
+  .description("an execution's events; -f follows them until it finishes")
+  .option('-f, --follow', 'keep streaming new events')
+  .action(async (id: string, o: { follow?: boolean }) => {
+    const c = client();
+    if (!o.follow) {
+      output(await c.call(() => c.trpc.executions.events.query({ id })), (events) => events.forEach((e) => console.log(formatEvent(e))));
+      return;
+    }
+    const seen: ExecutionEvent[] = [];
+    await c.watchExecution(id, (e) => {
+      seen.push(e);
+      if (!globals().json) console.log(formatEvent(e));
+    });
+    if (globals().json) output(seen, () => {});
   });
 
 function splitRef(ref: string): [string, string] {

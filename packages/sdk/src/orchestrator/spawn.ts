@@ -44,21 +44,18 @@ export type SpawnOutcome = {
   durationMs: number;
 };
 
-export async function spawnWorkflow(client: SwarmClient, workflow: string, opts: SpawnOptions = {}): Promise<SpawnOutcome> {
+export type VmOptions = Pick<SpawnOptions, 'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv'>;
+
+/** Boots one VM for an execution's metadata document and waits for it to exit. */
+export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise<{ exitCode: number; output: string }> {
   const driver = opts.driver ?? 'process';
-  if (driver !== 'process') throw new SwarmError('INVALID_INPUT', `driver "${driver}" is not available here; use --driver process`);
+  if (driver !== 'process') throw new SwarmError('INVALID_INPUT', `driver "${driver}" is not available; use --driver process`);
   const agentPath = opts.agentPath ?? process.env.SWARM_BOOT_AGENT;
-  if (!agentPath) throw new SwarmError('INVALID_INPUT', 'no boot agent', 'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to dist/boot-agent.mjs');
+  if (!agentPath) throw new SwarmError('INVALID_INPUT', 'no boot agent', 'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to its dist/boot-agent.mjs');
   await fs.access(agentPath).catch(() => {
     throw new SwarmError('INVALID_INPUT', `boot agent not found at ${agentPath}`, 'build it: pnpm --filter @swarm/boot-agent build');
   });
-
-  const started = Date.now();
-  const { execution, metadata } = await client.call(() =>
-    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime }),
-  );
-  opts.onSpawned?.(execution);
-  const work = await fs.mkdtemp(path.join(os.tmpdir(), `swarm-vm-${execution.id.slice(0, 8)}-`));
+  const work = await fs.mkdtemp(path.join(os.tmpdir(), `swarm-vm-${metadata.execution?.id.slice(0, 8) ?? 'run'}-`));
   try {
     const exit = await runProcessVm(metadata, agentPath, {
       cacheDir: opts.cacheDir ?? path.join(work, 'cache'),
@@ -67,10 +64,21 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
       onOutput: opts.onOutput,
       env: opts.agentEnv ?? {},
     });
-    return { executionId: execution.id, exitCode: exit.code, output: exit.output, durationMs: Date.now() - started };
+    return { exitCode: exit.code, output: exit.output };
   } finally {
     await fs.rm(work, { recursive: true, force: true });
   }
+}
+
+/** Spawns an execution of the workflow's active version and runs it to the end. */
+export async function spawnWorkflow(client: SwarmClient, workflow: string, opts: SpawnOptions = {}): Promise<SpawnOutcome> {
+  const started = Date.now();
+  const { execution, metadata } = await client.call(() =>
+    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime }),
+  );
+  opts.onSpawned?.(execution);
+  const exit = await runVm(metadata, opts);
+  return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 
 /** The `process` driver: the boot agent as a child process, reading its metadata over MMDS like in a VM. */
