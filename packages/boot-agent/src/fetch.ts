@@ -86,6 +86,9 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
         }
         const declared = Number(res.headers['content-length']);
         if (Number.isFinite(declared) && written + declared > limit) {
+          // undici reports a bare destroy() as an 'error' event ("Request aborted"); unheard, it would
+          // crash the agent (exit 1, a .partial-* file left in the cache) instead of refusing below.
+          res.body.on('error', () => {});
           res.body.destroy();
           throw new AgentError(opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle', `the store offers ${written + declared} bytes, more than the expected ${limit}`);
         }

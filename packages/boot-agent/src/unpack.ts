@@ -48,18 +48,22 @@ async function isGzip(file: string): Promise<boolean> {
 const SMALL_FILE = 1024 * 1024;
 
 /**
- * Writes entries synchronously, one at a time, as the parser hands them over: memory
+ * Checks (and with `write`, writes) entries synchronously, one at a time, as the parser hands them over: memory
  * stays at one chunk (or one small file) and at most one file descriptor is open, however
  * many entries the archive holds. The agent does nothing else meanwhile.
  */
-function extractInto(file: string, root: string, limits: UnpackLimits): Promise<UnpackResult> {
+function extractInto(file: string, root: string, limits: UnpackLimits, write: boolean): Promise<UnpackResult> {
   const result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
   const madeDirs = new Set<string>([root]);
   const ensureDir = (dir: string) => {
     if (madeDirs.has(dir)) return;
-    fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    if (write) fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
     madeDirs.add(dir);
   };
+  // The dry run finds duplicates and file/directory clashes by name; the writing pass
+  // also has the file system's word for it (O_EXCL, ENOTDIR).
+  const files = new Set<string>();
+  let openFd: number | undefined;
   const writeError = (entryPath: string, err: NodeJS.ErrnoException) =>
     err.code === 'EEXIST'
       ? unsafe(`entry "${entryPath}" appears twice`)
@@ -74,6 +78,8 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
       if (done) return;
       done = true;
       source.destroy();
+      if (openFd !== undefined) fsSync.closeSync(openFd);
+      openFd = undefined;
       parser.abort(err instanceof Error ? err : new Error(String(err)));
       reject(err instanceof AgentError ? err : unsafe(`not a valid bundle: ${(err as Error).message}`));
     };
@@ -85,6 +91,7 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
         const abs = path.join(root, rel);
         if (entry.type === 'Directory') {
           result.directories++;
+          if (files.has(rel)) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
           ensureDir(abs);
           entry.resume();
           return;
@@ -98,7 +105,14 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
         if (result.bytes > limits.maxBytes) throw unsafe(`unpacked size exceeds ${limits.maxBytes} bytes`);
         // Owner, setuid, setgid and sticky bits are never applied: executables get 0755, the rest 0644.
         const mode = (entry.mode ?? 0) & 0o111 ? 0o755 : 0o644;
+        if (files.has(rel)) throw unsafe(`entry "${entry.path}" appears twice`);
+        if (madeDirs.has(abs) || [...ancestors(rel)].some((a) => files.has(a))) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
+        files.add(rel);
         ensureDir(path.dirname(abs));
+        if (!write) {
+          entry.resume();
+          return;
+        }
         // 'wx' (O_EXCL): a second entry with the same path is refused, not merged.
         if ((entry.size ?? 0) <= SMALL_FILE) {
           const chunks: Buffer[] = [];
@@ -113,10 +127,20 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
           });
         } else {
           const fd = fsSync.openSync(abs, 'wx', mode);
+          openFd = fd;
           entry.on('data', (c: Buffer) => {
-            if (!done) fsSync.writeSync(fd, c);
+            if (done) return;
+            try {
+              fsSync.writeSync(fd, c);
+            } catch (err) {
+              fail(err);
+            }
           });
-          entry.on('end', () => fsSync.closeSync(fd));
+          entry.on('end', () => {
+            if (openFd !== fd) return;
+            openFd = undefined;
+            fsSync.closeSync(fd);
+          });
         }
       } catch (err) {
         entry.resume();
@@ -137,14 +161,25 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
   });
 }
 
-/** Unpacks `file` (a gzip'd tar) to `target`, replacing what was there only on success. */
+/** "a/b/c" → "a", "a/b". */
+function* ancestors(rel: string): Generator<string> {
+  for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) yield rel.slice(0, i);
+}
+
+/**
+ * Unpacks `file` (a gzip'd tar) to `target`, replacing what was there only on success.
+ * A first pass only reads and checks every entry, so a bundle that would be refused
+ * writes nothing at all (the file is local and verified; reading it twice costs one
+ * more gunzip); the second pass writes.
+ */
 export async function unpackBundle(file: string, target: string, limits: UnpackLimits = DEFAULT_UNPACK_LIMITS): Promise<UnpackResult> {
   if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
   const parent = path.dirname(target);
   await fs.mkdir(parent, { recursive: true });
   const staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.staging-`));
   try {
-    const result = await extractInto(file, staging, limits);
+    await extractInto(file, staging, limits, false);
+    const result = await extractInto(file, staging, limits, true);
     await fs.chmod(staging, 0o755);
     const old = `${staging}.old`;
     const hadTarget = await fs.rename(target, old).then(

@@ -61,8 +61,13 @@ export function headerBlocks(e: TarEntry): Buffer {
     devmin: e.devmin ?? 0,
   };
   const header = Buffer.alloc(BLOCK);
-  const needPax = new Header(data).encode(header);
-  return needPax ? Buffer.concat([new Pax({ path: e.path, linkpath: e.linkpath, size, mtime: MTIME }).encode(), header]) : header;
+  if (Buffer.byteLength(e.path) <= 100) {
+    if (!new Header(data).encode(header)) return header;
+  }
+  // Too long for ustar: the path goes in a PAX extended header, the ustar header gets a stand-in
+  // (as GNU tar and node-tar write it). Encoding the long path into ustar is also quadratic in node-tar.
+  new Header({ ...data, path: e.path.slice(-99).replace(/^\/+/, '') || 'long' }).encode(header);
+  return Buffer.concat([new Pax({ path: e.path, mtime: MTIME }).encode(), header]);
 }
 
 const padding = (n: number) => Buffer.alloc((BLOCK - (n % BLOCK)) % BLOCK);
@@ -119,21 +124,24 @@ export async function gzipBombFile(file: string, size = 1024 ** 3): Promise<Blob
     yield padding(size);
     yield END_OF_ARCHIVE;
   }
-  await pipeline(Readable.from(tar()), zlib.createGzip({ level: 1 }), createWriteStream(file));
+  await pipeline(Readable.from(tar()), zlib.createGzip({ level: 6 }), createWriteStream(file));
   const bytes = await fs.readFile(file);
   return { file, bytes, hash: sha256(bytes) };
 }
 
-/** A valid bundle with an incompressible file in it (so a download can be cut in the middle). */
-export function bigBundle(code = 0, bytes = 256 * 1024): Blob {
+/** `bytes` of deterministic, incompressible noise (a sha512 chain). */
+export function noise(bytes = 256 * 1024): Buffer {
   const parts: Buffer[] = [];
   let seed = Buffer.from('swarm');
   for (let made = 0; made < bytes; made += seed.length) {
     seed = createHash('sha512').update(seed).digest();
     parts.push(seed);
   }
-  return bundle([manifest(code), { path: 'data/noise.bin', body: Buffer.concat(parts).subarray(0, bytes) }]);
+  return Buffer.concat(parts).subarray(0, bytes);
 }
+
+/** A valid bundle holding `data/noise.bin` (incompressible, so a download can be cut in the middle). */
+export const bigBundle = (code = 0, bytes = 256 * 1024): Blob => bundle([manifest(code), { path: 'data/noise.bin', body: noise(bytes) }]);
 
 // ---------------------------------------------------------------------------------------
 // Loopback HTTP servers
@@ -203,7 +211,7 @@ export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 export type Sandbox = AgentSandbox & {
   /** The agent's run with bundle flags. */
-  fetch(url: string, hash: string, extra?: string[], env?: Record<string, string>): ReturnType<AgentSandbox['run']>;
+  fetch(url: string, hash: string, extra?: string[], env?: Record<string, string>, timeoutMs?: number): ReturnType<AgentSandbox['run']>;
 };
 
 /**
@@ -215,8 +223,8 @@ export async function sandbox(): Promise<Sandbox> {
   const sb = await agentSandbox();
   await fs.writeFile(path.join(sb.dir, 'metadata.json'), '{}\n');
   return Object.assign(sb, {
-    fetch: (url: string, hash: string, extra: string[] = [], env: Record<string, string> = {}) =>
-      sb.run(['--bundle-url', url, '--bundle-hash', hash, ...extra], env),
+    fetch: (url: string, hash: string, extra: string[] = [], env: Record<string, string> = {}, timeoutMs?: number) =>
+      sb.run(['--bundle-url', url, '--bundle-hash', hash, ...extra], env, timeoutMs),
   });
 }
 
