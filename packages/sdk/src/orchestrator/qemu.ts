@@ -50,7 +50,10 @@ export type QemuVmOptions = {
   metadataPort: number;
   forwards?: GuestForward[];
   forwardMode?: ForwardMode;
-  /** An ext4 image (see `createCacheDrive`), attached as virtio-blk and mounted at /var/cache/swarm. */
+  /**
+   * An ext4 image (see `createCacheDrive`), attached as virtio-blk and mounted at
+   * /var/cache/swarm. One VM at a time: QEMU locks the file, a second VM fails to start.
+   */
   cacheDrive?: string;
   memoryMiB?: number;
   cpus?: number;
@@ -235,7 +238,7 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
   if (opts.cacheDrive) {
     const drive = path.resolve(opts.cacheDrive);
     await fs.access(drive, fsConstants.R_OK | fsConstants.W_OK);
-    args.push('-drive', `file=${drive.replaceAll(',', ',,')},if=none,id=cache,format=raw,cache=unsafe`, '-device', 'virtio-blk-pci,drive=cache');
+    args.push('-drive', `file=${drive.replaceAll(',', ',,')},if=none,id=cache,format=raw`, '-device', 'virtio-blk-pci,drive=cache');
   }
   const outcome = await launch(qemu, args, {
     timeoutMs: opts.timeoutMs ?? 180_000,

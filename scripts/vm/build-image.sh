@@ -1,0 +1,277 @@
+#!/usr/bin/env bash
+# Builds the QEMU boot image for the swarm boot agent: a Debian cloud kernel and an
+# uncompressed newc initramfs holding busybox, the virtio modules, the host's Node, the
+# boot agent and an /init that runs the agent once and powers the VM off.
+#
+# Usage: scripts/vm/build-image.sh [OUT_DIR]          (default: .swarm/vm)
+#
+# Output (all under OUT_DIR):
+#   vmlinuz              the kernel (from linux-image-<ver>-cloud-amd64)
+#   initramfs.cpio       the initramfs (uncompressed newc)
+#   image.inputs         fingerprint of everything the image was built from
+#   deb/, kernel-pkg/    the downloaded kernel package and its unpacked tree
+#   rootfs/              the initramfs staging tree (only while building)
+#
+# Idempotent and fast when nothing changed: packages are installed only when missing,
+# the kernel package is downloaded only when the wanted version is not already in deb/,
+# the boot agent is rebuilt only when its sources are newer than its dist file, and the
+# initramfs is rebuilt only when the fingerprint of its inputs changed.
+#
+# Network: apt-get talks to the configured Debian mirror (package installs and the one
+# kernel package download); nothing else is downloaded.
+#
+# The VM's /init (see the heredoc below) prints, on the serial console:
+#   SWARM_INIT uptime=<s>     as soon as it runs
+#   SWARM_AGENT_START         just before it runs /opt/swarm/boot.sh
+#   SWARM_EXIT=<code>         boot.sh's exit code (the workflow's, or the agent's own)
+# and then powers off. Kernel command line settings it understands:
+#   swarm.probe=1             print SWARM_EXIT=0 and power off at once (acceleration probe)
+#   swarm.net_addr=A/N        the guest address instead of 169.254.169.15/24
+#   swarm.<name>=<value>      exported as SWARM_<NAME>=<value> to boot.sh and the agent
+#                             (e.g. swarm.fetch_attempts=2); values cannot contain spaces
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
+OUT=${1:-.swarm/vm}
+mkdir -p "$OUT"
+OUT=$(cd "$OUT" && pwd)
+# One build at a time per output directory (bounded wait).
+exec 9>"$OUT/.lock"
+flock -w 900 9 || { echo "build-image: $OUT is locked by another build" >&2; exit 1; }
+AGENT_PKG="$ROOT/packages/boot-agent"
+AGENT_JS="$AGENT_PKG/dist/boot-agent.mjs"
+BOOT_SH="$AGENT_PKG/boot.sh"
+MODULES="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk"
+started=$(date +%s%N)
+
+log() { echo "build-image: $*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+# --- 1. host packages -------------------------------------------------------------
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
+missing=()
+command -v qemu-system-x86_64 >/dev/null 2>&1 || missing+=(qemu-system-x86)
+installed busybox-static || missing+=(busybox-static)
+command -v mkfs.ext4 >/dev/null 2>&1 || missing+=(e2fsprogs)
+command -v cpio >/dev/null 2>&1 || missing+=(cpio)
+if [ ${#missing[@]} -gt 0 ]; then
+  [ "$(id -u)" -eq 0 ] || die "need root to apt-get install ${missing[*]}"
+  log "installing ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  if ! apt-get install -y --no-install-recommends "${missing[@]}" >&2; then
+    apt-get update >&2
+    apt-get install -y --no-install-recommends "${missing[@]}" >&2
+  fi
+fi
+BUSYBOX=/bin/busybox
+[ -x "$BUSYBOX" ] || die "$BUSYBOX missing after installing busybox-static"
+if ldd "$BUSYBOX" >/dev/null 2>&1; then die "$BUSYBOX is not statically linked"; fi
+
+# --- 2. kernel package --------------------------------------------------------------
+mkdir -p "$OUT/deb"
+kpkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+  sed -n 's/^ *Depends: \(linux-image-[0-9][^ ]*-cloud-amd64\)$/\1/p' | head -n 1 || true)
+if [ -n "$kpkg" ]; then
+  deb=$(ls "$OUT/deb/${kpkg}"_*_amd64.deb 2>/dev/null | head -n 1 || true)
+  if [ -z "$deb" ]; then
+    log "downloading $kpkg"
+    (cd "$OUT/deb" && apt-get download "$kpkg" >&2) || {
+      apt-get update >&2
+      (cd "$OUT/deb" && apt-get download "$kpkg" >&2)
+    }
+    deb=$(ls "$OUT/deb/${kpkg}"_*_amd64.deb | head -n 1)
+  fi
+else
+  # No package lists (offline): use a kernel package downloaded earlier, if any.
+  deb=$(ls -t "$OUT"/deb/linux-image-*-cloud-amd64_*_amd64.deb 2>/dev/null | head -n 1 || true)
+  [ -n "$deb" ] || die "cannot resolve linux-image-cloud-amd64 with apt-cache (run apt-get update)"
+fi
+debname=$(basename "$deb")
+if [ "$(cat "$OUT/kernel-pkg.deb" 2>/dev/null)" != "$debname" ] || [ ! -d "$OUT/kernel-pkg/boot" ]; then
+  log "unpacking $debname"
+  rm -rf "$OUT/kernel-pkg"
+  dpkg -x "$deb" "$OUT/kernel-pkg"
+  echo "$debname" > "$OUT/kernel-pkg.deb"
+fi
+vmlinuz_src=$(ls "$OUT"/kernel-pkg/boot/vmlinuz-* | head -n 1)
+KVER=${vmlinuz_src##*/vmlinuz-}
+MODDIR=
+for d in "$OUT/kernel-pkg/lib/modules/$KVER" "$OUT/kernel-pkg/usr/lib/modules/$KVER"; do
+  if [ -d "$d" ]; then MODDIR=$d; break; fi
+done
+[ -n "$MODDIR" ] || die "no modules directory for $KVER in $debname"
+
+# --- 3. boot agent ------------------------------------------------------------------
+# The agent bundles packages/boot-agent/src and, from packages/sdk/src, the client, the
+# contract, errors and hashing (see the imports of boot-agent/src/*.ts).
+SDK="$ROOT/packages/sdk/src"
+if [ ! -f "$AGENT_JS" ] || [ -n "$(find "$AGENT_PKG/src" "$AGENT_PKG/package.json" "$SDK/client.ts" "$SDK/contract" \
+     "$SDK/errors.ts" "$SDK/hash.ts" -type f -newer "$AGENT_JS" -print -quit 2>/dev/null)" ]; then
+  log "building the boot agent"
+  if command -v pnpm >/dev/null 2>&1; then
+    (cd "$ROOT" && pnpm --filter @swarm/boot-agent build >&2)
+  else
+    (cd "$ROOT" && npx -y pnpm@12.4.2 --filter @swarm/boot-agent build >&2)
+  fi
+fi
+[ -f "$AGENT_JS" ] || die "boot agent build produced no $AGENT_JS"
+
+# --- 4. initramfs -------------------------------------------------------------------
+NODE_BIN=$(readlink -f "$(command -v node)")
+node_libs=$(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+fingerprint=$(
+  {
+    echo "kernel $debname"
+    echo "busybox $(dpkg-query -W -f='${Version}' busybox-static)"
+    echo "node $NODE_BIN $(stat -c '%s %Y' "$NODE_BIN")"
+    for lib in $node_libs; do echo "lib $lib $(stat -L -c '%s %Y' "$lib")"; done
+    echo "agent $(sha256sum < "$AGENT_JS")"
+    echo "boot.sh $(sha256sum < "$BOOT_SH")"
+    echo "builder $(sha256sum < "${BASH_SOURCE[0]}")"
+  }
+)
+
+sizes() {
+  local k i
+  k=$(stat -c %s "$OUT/vmlinuz"); i=$(stat -c %s "$OUT/initramfs.cpio")
+  echo "image: $OUT/vmlinuz ($((k / 1024)) KiB) + $OUT/initramfs.cpio ($((i / 1024 / 1024)) MiB) = $(((k + i) / 1024 / 1024)) MiB (kernel $KVER)"
+}
+
+if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio" ] && [ "$(cat "$OUT/image.inputs" 2>/dev/null)" = "$fingerprint" ]; then
+  log "up to date"
+  sizes
+  exit 0
+fi
+
+log "assembling the initramfs"
+RFS="$OUT/rootfs"
+rm -rf "$RFS"
+mkdir -p "$RFS"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,etc,lib/modules,opt/swarm,var/cache/swarm,opt/workflow}
+chmod 1777 "$RFS/tmp"
+
+# busybox and its applets (never overwriting a file already placed)
+cp "$BUSYBOX" "$RFS/bin/busybox"
+for applet in $("$BUSYBOX" --list-full); do
+  [ -e "$RFS/$applet" ] || [ -L "$RFS/$applet" ] || ln -s /bin/busybox "$RFS/$applet"
+done
+
+# kernel modules, decompressed (busybox insmod cannot read .ko.xz/.ko.zst)
+for m in $MODULES; do
+  f=$(find "$MODDIR" -name "$m.ko" -o -name "$m.ko.xz" -o -name "$m.ko.zst" -o -name "$m.ko.gz" | head -n 1)
+  if [ -z "$f" ]; then
+    if grep -q "/$m.ko\$" "$MODDIR/modules.builtin" 2>/dev/null; then continue; fi
+    die "module $m not found in $MODDIR"
+  fi
+  case $f in
+    *.xz) xz -dc "$f" > "$RFS/lib/modules/$m.ko" ;;
+    *.zst) zstd -qdc "$f" > "$RFS/lib/modules/$m.ko" ;;
+    *.gz) gzip -dc "$f" > "$RFS/lib/modules/$m.ko" ;;
+    *) cp "$f" "$RFS/lib/modules/$m.ko" ;;
+  esac
+done
+
+# Node, its libraries and the dynamic loader, at the paths ldd names
+cp "$NODE_BIN" "$RFS/usr/bin/node"
+for lib in $node_libs; do
+  mkdir -p "$RFS$(dirname "$lib")"
+  cp -L "$lib" "$RFS$lib"
+done
+
+# the agent and its boot hook
+cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
+cp "$BOOT_SH" "$RFS/opt/swarm/boot.sh"
+chmod 755 "$RFS/opt/swarm/boot.sh"
+
+# minimal /etc (so user and host lookups in the guest find something)
+echo 'root:x:0:0:root:/root:/bin/sh' > "$RFS/etc/passwd"
+echo 'root:x:0:' > "$RFS/etc/group"
+printf '127.0.0.1 localhost\n' > "$RFS/etc/hosts"
+
+# the kernel opens /dev/console before /init runs: it must exist in the archive
+if [ "$(id -u)" -eq 0 ]; then
+  mknod -m 600 "$RFS/dev/console" c 5 1
+  mknod -m 666 "$RFS/dev/null" c 1 3
+fi
+
+cat > "$RFS/init" <<'INIT'
+#!/bin/sh
+# /init of the swarm VM: bring up what the boot agent needs, run /opt/swarm/boot.sh once,
+# report its exit code on the console and power off. Every wait here is bounded.
+export PATH=/usr/bin:/bin:/usr/sbin:/sbin HOME=/root
+mount -t devtmpfs devtmpfs /dev 2>/dev/null
+exec </dev/console >/dev/console 2>&1
+mount -t proc proc /proc
+mount -t sysfs sysfs /sys
+mkdir -p /run /tmp
+echo "SWARM_INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+
+finish() {
+  sync
+  grep -q ' /var/cache/swarm ' /proc/mounts && umount /var/cache/swarm
+  echo "SWARM_EXIT=$1"
+  poweroff -f
+  sleep 5
+  exit "$1" # PID 1 exiting panics the kernel; with panic=-1 and -no-reboot QEMU ends
+}
+
+probe=
+net_addr=169.254.169.15/24
+set -f
+for arg in $(cat /proc/cmdline); do
+  case $arg in
+    swarm.probe=1) probe=1 ;;
+    swarm.net_addr=*) net_addr=${arg#*=} ;;
+    swarm.*=*)
+      name=${arg%%=*}
+      name=${name#swarm.}
+      case $name in
+        '' | *[!A-Za-z0-9_]*) echo "init: ignoring $arg" ;;
+        *) export "SWARM_$(echo "$name" | tr a-z A-Z)=${arg#*=}" ;;
+      esac
+      ;;
+  esac
+done
+set +f
+[ -n "$probe" ] && finish 0
+
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
+  [ -f "/lib/modules/$m.ko" ] || continue # built into this kernel
+  insmod "/lib/modules/$m.ko" || echo "init: insmod $m failed"
+done
+
+i=0
+while [ ! -e /sys/class/net/eth0 ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i + 1)); done
+ip link set lo up
+if [ -e /sys/class/net/eth0 ]; then
+  ip link set eth0 up
+  ip addr add "$net_addr" dev eth0 || echo "init: cannot set $net_addr on eth0"
+else
+  echo "init: no eth0"
+fi
+
+# the bundle cache drive: ext4 on the first virtio disk, when one is attached
+if [ -e /sys/block/vda ]; then
+  i=0
+  while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+  mkdir -p /var/cache/swarm
+  if mount -t ext4 -o noatime /dev/vda /var/cache/swarm; then
+    echo "init: cache drive mounted at /var/cache/swarm"
+  else
+    echo "init: cannot mount /dev/vda (ext4) on /var/cache/swarm; running without a cache drive"
+  fi
+fi
+
+echo "SWARM_AGENT_START"
+SWARM_NODE=/usr/bin/node SWARM_BOOT_AGENT=/opt/swarm/boot-agent.mjs /bin/sh /opt/swarm/boot.sh
+finish $?
+INIT
+chmod 755 "$RFS/init"
+
+(cd "$RFS" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+  cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) > "$OUT/initramfs.cpio.tmp"
+mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
+rm -rf "$RFS"
+cp "$vmlinuz_src" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
+printf '%s\n' "$fingerprint" > "$OUT/image.inputs"
+log "built in $((($(date +%s%N) - started) / 1000000)) ms"
+sizes
