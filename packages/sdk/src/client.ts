@@ -102,6 +102,8 @@ export function createSwarmClient(opts: SwarmClientOptions) {
   }
 
   return {
+    /** The registry's base URL. */
+    url: base,
     /** The registry's whole tRPC API, fully typed. */
     trpc,
 

@@ -14,7 +14,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError, toSwarmError } from '../errors.js';
 import type { ExecutionEvent, VmMetadata } from '../contract/index.js';
-import { runVm, type VmOptions } from '../orchestrator/spawn.js';
+import { runVm, type VmOptions, vmEndpoints } from '../orchestrator/spawn.js';
 import { listBundleEntries, packDirectory } from '../pack.js';
 import { formatBytes, printTable } from './format.js';
 
@@ -236,11 +236,22 @@ program
   .option('--wait', "stream the workflow's output and exit with its exit code")
   .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
   .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
-  .action(async (workflow: string, o: { driver: 'process' | 'qemu'; secret: string[]; wait?: boolean; agent?: string; cacheDir?: string }) => {
+  .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
+  .option('--cache-drive <file>', 'qemu: ext4 cache drive image kept between boots (scripts/vm/make-cache-drive.sh)')
+  .option('--image-dir <dir>', 'qemu: kernel and initramfs from scripts/vm/build-image.sh', '.swarm/vm')
+  .action(async (workflow: string, o: { driver: 'process' | 'qemu'; secret: string[]; wait?: boolean; agent?: string; cacheDir?: string; storeUrl?: string; cacheDrive?: string; imageDir: string }) => {
     const c = client();
     const secrets = parseSecrets(o.secret);
-    const vm = { driver: o.driver, agentPath: o.driver === 'process' ? await findAgent(o.agent) : undefined, cacheDir: o.cacheDir };
-    const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets }));
+    const { forwards, ...endpoints } = vmEndpoints(c.url, { driver: o.driver, storeUrl: o.storeUrl });
+    const vm: VmOptions = {
+      driver: o.driver,
+      agentPath: o.driver === 'process' ? await findAgent(o.agent) : undefined,
+      cacheDir: o.cacheDir,
+      cacheDrive: o.cacheDrive,
+      imageDir: o.imageDir,
+      forwards,
+    };
+    const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, ...endpoints }));
     if (!o.wait) {
       // The VM outlives this command: a detached driver process gets the metadata (with
       // its secrets) through a pipe, never a file.

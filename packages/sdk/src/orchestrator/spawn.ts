@@ -15,6 +15,7 @@ import type { SwarmClient } from '../client.js';
 import type { Execution, VmMetadata } from '../contract/index.js';
 import { SwarmError } from '../errors.js';
 import { startMetadataService } from './mmds.js';
+import { type GuestForward, type QemuVmResult, bootQemuVm } from './qemu.js';
 
 export type Driver = 'process' | 'qemu';
 
@@ -34,7 +35,21 @@ export type SpawnOptions = {
   timeoutMs?: number;
   /** Extra environment for the process driver's agent (e.g. fetch limits). */
   agentEnv?: Record<string, string>;
+  /** qemu: the object store as this host reaches it (S3_ENDPOINT); unset with the registry's fs store. */
+  storeUrl?: string;
+  /** qemu: an ext4 cache drive (createCacheDrive) mounted at /var/cache/swarm, for cache hits across boots. */
+  cacheDrive?: string;
+  /** qemu: directory with vmlinuz and initramfs.cpio (scripts/vm/build-image.sh; default .swarm/vm). */
+  imageDir?: string;
+  /** qemu: measured boot timings of the VM. */
+  onTimings?: (timings: QemuVmResult['timings']) => void;
 };
+
+/** Where a qemu guest reaches the registry and the store: link-local addresses forwarded to loopback. */
+const GUEST_API_ADDRESS = '169.254.169.21';
+const GUEST_STORE_ADDRESS = '169.254.169.20';
+
+const portOf = (u: URL) => Number(u.port || (u.protocol === 'https:' ? 443 : 80));
 
 export type SpawnOutcome = {
   executionId: string;
@@ -44,12 +59,47 @@ export type SpawnOutcome = {
   durationMs: number;
 };
 
-export type VmOptions = Pick<SpawnOptions, 'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv'>;
+export type VmOptions = Pick<SpawnOptions, 'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'cacheDrive' | 'imageDir' | 'onTimings'> & {
+  /** qemu: guest ports forwarded to host loopback ports (the API and the store, as spawn addressed them). */
+  forwards?: GuestForward[];
+};
+
+/**
+ * The endpoints a VM uses, for executions.spawn: the process driver runs on the host and
+ * uses the host's addresses; a qemu guest reaches the API and the store through
+ * link-local addresses forwarded to loopback, and its bundle URL must be signed for them.
+ */
+export function vmEndpoints(registryUrl: string, opts: Pick<SpawnOptions, 'driver' | 'storeUrl'>): { apiUrl?: string; storeEndpoint?: string; forwards: GuestForward[] } {
+  if ((opts.driver ?? 'process') === 'process') return { forwards: [] };
+  const api = new URL(registryUrl);
+  const forwards: GuestForward[] = [{ guestAddress: GUEST_API_ADDRESS, guestPort: portOf(api), hostPort: portOf(api) }];
+  const apiUrl = `http://${GUEST_API_ADDRESS}:${portOf(api)}`;
+  if (!opts.storeUrl) return { apiUrl, storeEndpoint: apiUrl, forwards };
+  const store = new URL(opts.storeUrl);
+  forwards.push({ guestAddress: GUEST_STORE_ADDRESS, guestPort: portOf(store), hostPort: portOf(store) });
+  return { apiUrl, storeEndpoint: `http://${GUEST_STORE_ADDRESS}:${portOf(store)}`, forwards };
+}
 
 /** Boots one VM for an execution's metadata document and waits for it to exit. */
 export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise<{ exitCode: number; output: string }> {
   const driver = opts.driver ?? 'process';
-  if (driver !== 'process') throw new SwarmError('INVALID_INPUT', `driver "${driver}" is not available; use --driver process`);
+  if (driver === 'qemu') {
+    const mmds = await startMetadataService(metadata);
+    try {
+      const vm = await bootQemuVm({
+        imageDir: opts.imageDir,
+        metadataPort: mmds.port,
+        forwards: opts.forwards ?? [],
+        cacheDrive: opts.cacheDrive,
+        timeoutMs: opts.timeoutMs,
+        onLine: opts.onOutput,
+      });
+      opts.onTimings?.(vm.timings);
+      return { exitCode: vm.exitCode, output: vm.console };
+    } finally {
+      await mmds.close();
+    }
+  }
   const agentPath = opts.agentPath ?? process.env.SWARM_BOOT_AGENT;
   if (!agentPath) throw new SwarmError('INVALID_INPUT', 'no boot agent', 'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to its dist/boot-agent.mjs');
   await fs.access(agentPath).catch(() => {
@@ -73,11 +123,12 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
 /** Spawns an execution of the workflow's active version and runs it to the end. */
 export async function spawnWorkflow(client: SwarmClient, workflow: string, opts: SpawnOptions = {}): Promise<SpawnOutcome> {
   const started = Date.now();
+  const { forwards, ...endpoints } = vmEndpoints(client.url, opts);
   const { execution, metadata } = await client.call(() =>
-    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime }),
+    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints }),
   );
   opts.onSpawned?.(execution);
-  const exit = await runVm(metadata, opts);
+  const exit = await runVm(metadata, { ...opts, forwards });
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 
