@@ -10,10 +10,10 @@
  * adds (e.g. the registry API or the object store as 169.254.169.20:<port>). No DNS, no
  * route out, no IPv6.
  *
- * Acceleration: TCG (software emulation) unless asked otherwise — `accel: 'kvm'` (or
- * SWARM_QEMU_ACCEL=kvm) forces KVM; `'auto'` uses KVM only when /dev/kvm is usable AND a
- * probe boot (`swarm.probe=1`: /init powers off at once) finishes within 30 s, once per
- * process. Nested KVM guests have been seen to hang during boot, hence TCG by default.
+ * Acceleration (`accel`, or SWARM_QEMU_ACCEL): `'auto'` (the default) uses KVM only when
+ * /dev/kvm is usable AND a probe boot (`swarm.probe=1`: /init powers off at once)
+ * finishes within 10 s, once per process — nested KVM guests have been seen to hang
+ * during boot — and TCG (software emulation) otherwise; `'kvm'` and `'tcg'` force one.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { constants as fsConstants } from 'node:fs';
@@ -185,7 +185,7 @@ async function kvmUsable(opts: { kernel: string; initrd: string; qemu: string })
     '-kernel', opts.kernel, '-initrd', opts.initrd,
     '-append', 'console=ttyS0 panic=-1 quiet swarm.probe=1',
   ];
-  const outcome = await launch(opts.qemu, args, { timeoutMs: 30_000, exitGraceMs: 5_000 }).catch(() => null);
+  const outcome = await launch(opts.qemu, args, { timeoutMs: 10_000, exitGraceMs: 5_000 }).catch(() => null);
   return outcome?.exitCode === 0;
 }
 
@@ -217,7 +217,7 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
       throw new Error(`forwardMode 'exec' needs ${busybox} (apt-get install busybox-static), or use forwardMode 'chardev'`);
     });
   }
-  const requested = opts.accel ?? (process.env.SWARM_QEMU_ACCEL as QemuAccel | undefined) ?? 'tcg';
+  const requested = opts.accel ?? (process.env.SWARM_QEMU_ACCEL as QemuAccel | undefined) ?? 'auto';
   if (!['tcg', 'kvm', 'auto'].includes(requested)) throw new TypeError(`accel: tcg, kvm or auto, not "${requested}"`);
   const accel: 'tcg' | 'kvm' =
     requested === 'auto' ? ((await (kvmProbe ??= kvmUsable({ kernel, initrd, qemu }))) ? 'kvm' : 'tcg') : requested;
