@@ -7,7 +7,6 @@
  * Least recently used files are evicted past the size cap.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 
@@ -30,10 +29,21 @@ export class BundleCache {
   /** The cached file for `hash` if it is there and its bytes still hash to it; a bad file is removed. */
   async lookup(hash: string): Promise<{ file: string; bytes: number } | 'corrupt' | null> {
     const file = this.pathFor(hash);
-    const st = await fs.stat(file).catch(() => null);
-    if (!st?.isFile()) return null;
-    if ((await sha256File(file)) !== hash) {
-      await fs.rm(file, { force: true });
+    const handle = await fs.open(file, 'r').catch(() => null);
+    if (!handle) return null;
+    let st;
+    let actual;
+    try {
+      st = await handle.stat();
+      if (!st.isFile()) return null;
+      actual = await sha256Stream(handle.createReadStream({ autoClose: false, highWaterMark: 1024 * 1024 }));
+    } finally {
+      await handle.close();
+    }
+    if (actual !== hash) {
+      // Remove only the file we hashed: another agent may have renamed a good one into place meanwhile.
+      const now = await fs.stat(file).catch(() => null);
+      if (now?.ino === st.ino) await fs.rm(file, { force: true });
       return 'corrupt';
     }
     const now = new Date();
@@ -76,8 +86,8 @@ export class BundleCache {
   }
 }
 
-export async function sha256File(file: string): Promise<string> {
+async function sha256Stream(stream: AsyncIterable<unknown>): Promise<string> {
   const hash = createHash('sha256');
-  for await (const chunk of createReadStream(file, { highWaterMark: 1024 * 1024 })) hash.update(chunk as Buffer);
+  for await (const chunk of stream) hash.update(chunk as Buffer);
   return hash.digest('hex');
 }
