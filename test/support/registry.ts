@@ -46,11 +46,17 @@ export type TestRegistry = RunningRegistry & {
   dataDir: string;
 };
 
-export async function startTestRegistry(opts: { storage: StorageKind; env?: Record<string, string>; databaseUrl?: string }): Promise<TestRegistry> {
+export async function startTestRegistry(opts: {
+  storage: StorageKind;
+  env?: Record<string, string>;
+  databaseUrl?: string;
+  /** Share a bucket with another registry (replicas); default: a fresh one. */
+  bucket?: string;
+}): Promise<TestRegistry> {
   const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-registry-'));
   const adminToken = `test-admin-${randomBytes(16).toString('hex')}`;
   const s3 = inject('s3');
-  const bucket = opts.storage === 's3' ? `swarm-test-${uid()}` : undefined;
+  const bucket = opts.storage === 's3' ? (opts.bucket ?? `swarm-test-${uid()}`) : undefined;
   const env: Record<string, string> = {
     HOST: '127.0.0.1',
     PORT: '0',

@@ -17,6 +17,9 @@ export type EventType =
   | 'failed';
 
 const SEND_TIMEOUT_MS = 2000;
+/** Attempts per event; a 4xx answer is final. */
+const SEND_ATTEMPTS = 3;
+const FLUSH_TIMEOUT_MS = 10_000;
 
 export class EventReporter {
   private seq = 0;
@@ -30,26 +33,43 @@ export class EventReporter {
     const { apiUrl, executionId, agentToken } = this.target;
     const event = { executionId, seq: this.seq++, type, data, at: new Date().toISOString() };
     this.queue = this.queue.then(async () => {
-      try {
-        const res = await request(`${apiUrl}/trpc/executions.appendEvent`, {
-          method: 'POST',
-          headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
-          body: JSON.stringify(event),
-          headersTimeout: SEND_TIMEOUT_MS,
-          bodyTimeout: SEND_TIMEOUT_MS,
-          signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
-        });
-        await res.body.dump();
-        if (res.statusCode >= 400) throw new Error(`HTTP ${res.statusCode}`);
-      } catch (err) {
-        if (!this.warned) process.stderr.write(`swarm-boot-agent: cannot report events (${(err as Error).message}); carrying on\n`);
-        this.warned = true;
+      // A slow registry (a busy machine) must not lose an event: a lost runtime_exited
+      // leaves the execution running for ever. The registry accepts a sequence number
+      // once, so a retry after a timeout that did reach it is harmless.
+      // Once an event could not be delivered at all, the registry is taken to be down:
+      // later events get one attempt each, so a dead registry still delays nothing.
+      const attempts = this.warned ? 1 : SEND_ATTEMPTS;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const res = await request(`${apiUrl}/trpc/executions.appendEvent`, {
+            method: 'POST',
+            headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
+            body: JSON.stringify(event),
+            headersTimeout: SEND_TIMEOUT_MS,
+            bodyTimeout: SEND_TIMEOUT_MS,
+            signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
+          });
+          await res.body.dump();
+          if (res.statusCode >= 400) throw Object.assign(new Error(`HTTP ${res.statusCode}`), { final: res.statusCode < 500 });
+          return;
+        } catch (err) {
+          if (attempt < attempts && !(err as { final?: boolean }).final) {
+            await new Promise((r) => setTimeout(r, 250 * attempt));
+            continue;
+          }
+          if (!this.warned) process.stderr.write(`swarm-boot-agent: cannot report events (${(err as Error).message}); carrying on\n`);
+          this.warned = true;
+          return;
+        }
       }
     });
   }
 
-  /** Waits for queued events, at most `timeoutMs`. */
-  async flush(timeoutMs = 3000): Promise<void> {
+  /**
+   * Waits for queued events, at most `timeoutMs`: long enough for the final event's
+   * retries on a slow registry; a registry that refuses connections fails at once.
+   */
+  async flush(timeoutMs = FLUSH_TIMEOUT_MS): Promise<void> {
     await Promise.race([this.queue, new Promise((r) => setTimeout(r, timeoutMs).unref())]);
   }
 }

@@ -28,7 +28,13 @@ const envSchema = z
     SWARM_MAX_BUNDLE_BYTES: z.coerce.number().int().positive().default(512 * MiB),
     SWARM_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(7 * 24 * 3600).default(900),
     SWARM_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
+    /** A connection that sends nothing for this long (mid-request included) is closed. */
+    SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
     SWARM_DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+    /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
+    SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
+    /** Executions still pending or booting after this long are marked failed ("abandoned"). */
+    SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
     S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
@@ -62,8 +68,17 @@ export type Config = {
   maxBundleBytes: number;
   urlTtlSeconds: number;
   dbPoolSize: number;
+  /**
+   * Objects under uploads/ older than this are left over from a crashed upload and are
+   * removed at start-up; younger ones may be another replica's upload in flight.
+   */
+  uploadSweepAfterMs: number;
+  /** An execution still pending or booting this long after it was spawned is abandoned. */
+  executionTimeoutMs: number;
   /** On shutdown, requests still open after this long are cut off. */
   shutdownGraceMs: number;
+  /** A connection with no traffic for this long is closed, even in the middle of an upload. */
+  idleTimeoutMs: number;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Unset: start the embedded PostgreSQL in the data directory. */
   databaseUrl: string | undefined;
@@ -96,7 +111,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBundleBytes: e.SWARM_MAX_BUNDLE_BYTES,
     urlTtlSeconds: e.SWARM_URL_TTL_SECONDS,
     dbPoolSize: e.SWARM_DB_POOL_SIZE,
+    uploadSweepAfterMs: e.SWARM_UPLOAD_SWEEP_AFTER_SECONDS * 1000,
+    executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
+    idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     s3: e.S3_ENDPOINT

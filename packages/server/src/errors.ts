@@ -56,7 +56,8 @@ export function toRegistryError(err: unknown): RegistryError {
   const code = typeof e?.code === 'string' ? e.code : undefined;
   if (code === '23505') return new RegistryError('CONFLICT', 'already exists');
   if (code === '23503') return new RegistryError('NOT_FOUND', 'a referenced record does not exist');
-  if (code === '23514' || code === '22P02' || code === '22001') {
+  // 22021/22P05: a NUL character (or one the encoding cannot hold) in text or jsonb.
+  if (code === '23514' || code === '22P02' || code === '22001' || code === '22021' || code === '22P05') {
     return new RegistryError('BAD_REQUEST', 'invalid value');
   }
   if ((code && UNAVAILABLE_SQLSTATE.test(code)) || (code && NETWORK_ERRNO.has(code)) || code === 'CONNECTION_CLOSED' || code === 'CONNECT_TIMEOUT' || code === 'CONNECTION_DESTROYED') {

@@ -15,6 +15,7 @@ import { buildApp } from './http/app.js';
 import { createLogger } from './logger.js';
 import { hashAdminToken } from './services/auth.js';
 import type { Deps } from './services/context.js';
+import { reapAbandonedExecutions } from './services/executions.js';
 import { BundleStore } from './storage/bundle-store.js';
 import type { StorageDriver } from './storage/driver.js';
 import { FsDriver } from './storage/fs.js';
@@ -83,15 +84,21 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       publicUrl,
       log: logger,
     };
+    await sweepUploads(deps);
+    cleanups.push(startExecutionReaper(deps));
     const app = await buildApp({ ...deps, adminTokenHash: hashAdminToken(adminToken) }, logger);
     cleanups.push(async () => {
       // Idle connections close at once and in-flight requests may finish; whatever is
       // still open after the grace period is cut off.
       const force = setTimeout(() => app.server.closeAllConnections(), config.shutdownGraceMs);
+      // A keep-alive connection whose request finishes during the grace period goes idle;
+      // close it then, or shutdown would wait out the whole grace period for it.
+      const idle = setInterval(() => app.server.closeIdleConnections(), 100);
       try {
         await app.close();
       } finally {
         clearTimeout(force);
+        clearInterval(idle);
       }
     });
     const address = await app.listen({ host: config.host, port: config.port });
@@ -101,4 +108,43 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
     await close();
     throw err;
   }
+}
+
+/**
+ * Removes temporary upload objects that a crash (SIGKILL, power loss) left under
+ * uploads/, once older than SWARM_UPLOAD_SWEEP_AFTER_SECONDS so that other replicas'
+ * uploads in flight are never touched. A failure is logged, not fatal: the next start
+ * sweeps again.
+ */
+export async function sweepUploads(deps: Deps): Promise<void> {
+  try {
+    const swept = await deps.store.sweepUploads(deps.config.uploadSweepAfterMs);
+    deps.log.info(swept, 'swept leftover uploads');
+  } catch (err) {
+    deps.log.warn({ err }, 'could not sweep leftover uploads');
+  }
+}
+
+/**
+ * Every so often, marks executions stuck in pending or booting for longer than
+ * SWARM_EXECUTION_TIMEOUT_SECONDS as failed ("abandoned"). Returns the stop function.
+ */
+export function startExecutionReaper(deps: Deps): () => Promise<void> {
+  const timeoutMs = deps.config.executionTimeoutMs;
+  const intervalMs = Math.min(60_000, Math.max(1_000, timeoutMs / 2));
+  let running: Promise<void> | undefined;
+  const timer = setInterval(() => {
+    if (running) return;
+    running = reapAbandonedExecutions(deps, timeoutMs)
+      .then((n) => {
+        if (n) deps.log.warn({ count: n, timeoutSeconds: timeoutMs / 1000 }, 'marked abandoned executions failed');
+      })
+      .catch((err) => deps.log.warn({ err }, 'could not reap abandoned executions'))
+      .finally(() => (running = undefined));
+  }, intervalMs);
+  timer.unref();
+  return async () => {
+    clearInterval(timer);
+    await running;
+  };
 }

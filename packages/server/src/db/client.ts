@@ -14,6 +14,10 @@ export function connectDatabase(url: string, opts: { poolSize: number }): Databa
     max: opts.poolSize,
     // Fail fast when PostgreSQL is down instead of queueing requests for ever.
     connect_timeout: 5,
+    // Seconds to wait before reconnecting after a failed connection. postgres.js's default
+    // grows to 10–20 s after a few failures, and queries wait for it: a request would hang
+    // that long while PostgreSQL is down, and for as long again after it is back.
+    backoff: (retries: number) => Math.min(0.05 * 2 ** retries, 0.5),
     idle_timeout: 30,
     onnotice: () => {},
     connection: { application_name: 'swarm-registry' },

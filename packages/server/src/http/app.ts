@@ -22,9 +22,9 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     loggerInstance: logger as FastifyBaseLogger,
     bodyLimit: TRPC_MAX_BODY_BYTES,
     // Bundles are long uploads: no overall request timeout, but a connection that
-    // sends nothing for a minute is dropped (see docs/operations.md).
+    // sends nothing for SWARM_IDLE_TIMEOUT_SECONDS is dropped (see docs/operations.md).
     requestTimeout: 0,
-    connectionTimeout: 60_000,
+    connectionTimeout: deps.config.idleTimeoutMs,
     keepAliveTimeout: 72_000,
     routerOptions: { maxParamLength: 500 },
   });

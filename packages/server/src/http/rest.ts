@@ -53,7 +53,15 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       if (result.stored) metrics.storedBytes.inc(result.size);
       const { stored: _stored, ...body } = result;
       return reply.status(result.created ? 201 : 200).send(body);
-    } catch (err) {
+    } catch (thrown) {
+      // The client went away mid-body (it closed the connection, or stalled past
+      // SWARM_IDLE_TIMEOUT_SECONDS): Node fails the body with "aborted"/ECONNRESET. That is
+      // the client's doing, not a backing service being down: no 503, no error in the logs.
+      const e = thrown as { code?: unknown; message?: unknown };
+      const err =
+        !request.raw.complete && e?.code === 'ECONNRESET' && e.message === 'aborted'
+          ? new RegistryError('BAD_REQUEST', 'the connection closed before the whole bundle arrived; nothing was stored')
+          : thrown;
       metrics.uploads.inc({ result: err instanceof RegistryError ? err.code : 'INTERNAL_SERVER_ERROR' });
       // The rest of a refused body may still be on its way: do not let the client reuse
       // this connection for its next request.

@@ -77,6 +77,25 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
   };
 }
 
+/**
+ * Marks executions that never got past pending or booting within `timeoutMs` of being
+ * spawned as failed ("abandoned"): their VM never started, or died before reporting.
+ * Time is the database's, so replicas with skewed clocks agree. Returns how many.
+ */
+export async function reapAbandonedExecutions(deps: Pick<Deps, 'db'>, timeoutMs: number): Promise<number> {
+  const rows = await deps.db
+    .update(executions)
+    .set({ status: 'failed', failureReason: 'abandoned', finishedAt: sql`now()` })
+    .where(
+      and(
+        or(eq(executions.status, 'pending'), eq(executions.status, 'booting')),
+        sql`${executions.createdAt} < now() - make_interval(secs => ${timeoutMs / 1000})`,
+      ),
+    )
+    .returning({ id: executions.id });
+  return rows.length;
+}
+
 /** Where each event moves the execution; events never move it backwards. */
 const NEXT_STATUS: Partial<Record<ExecutionEvent['type'], ExecutionRow['status']>> = {
   metadata_loaded: 'booting',

@@ -98,6 +98,27 @@ export class BundleStore {
     return hash;
   }
 
+  /**
+   * Removes what crashed uploads left under uploads/: objects (and, on S3, unfinished
+   * multipart uploads) older than `olderThanMs`. Younger ones are left alone: they may be
+   * uploads in flight on this or another replica. Bounded to `limit` removals per call.
+   */
+  async sweepUploads(olderThanMs: number, limit = 10_000): Promise<{ objects: number; multipart: number; kept: number }> {
+    const before = new Date(Date.now() - olderThanMs);
+    let objects = 0;
+    let kept = 0;
+    for await (const o of this.driver.list(UPLOADS_PREFIX)) {
+      if (o.lastModified >= before) {
+        kept++;
+        continue;
+      }
+      await this.driver.delete(o.key);
+      if (++objects >= limit) break;
+    }
+    const multipart = (await this.driver.abortIncompleteUploads?.(UPLOADS_PREFIX, before)) ?? 0;
+    return { objects, multipart, kept };
+  }
+
   stat(hash: string) {
     return this.driver.stat(blobKey(hash));
   }

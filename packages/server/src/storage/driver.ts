@@ -22,6 +22,11 @@ export interface StorageDriver {
   /** Removes key; a missing key is not an error. */
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
+  /**
+   * Aborts multipart uploads under prefix started before `before` (stores that have them:
+   * a crash mid-upload leaves one behind, holding its parts); returns how many.
+   */
+  abortIncompleteUploads?(prefix: string, before: Date): Promise<number>;
   /** A URL that reads the object without credentials until it expires. */
   presignGet(key: string, ttlSeconds: number, endpoint?: string): Promise<string>;
 }

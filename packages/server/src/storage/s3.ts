@@ -146,6 +146,28 @@ export class S3Driver implements StorageDriver {
     }
   }
 
+  async abortIncompleteUploads(prefix: string, before: Date): Promise<number> {
+    const { bucket } = this.cfg;
+    let aborted = 0;
+    let keyMarker = '';
+    let uploadIdMarker = '';
+    // Bounded: at most 100 pages of (up to) 1000 uploads.
+    for (let page = 0; page < 100; page++) {
+      // Delimiter '/': upload keys have no further '/', and Swift's s3api takes an empty
+      // delimiter literally (rolling every key up into one common prefix).
+      const res = await this.client.listIncompleteUploadsQuery(bucket, prefix, keyMarker, uploadIdMarker, '/');
+      for (const u of res.uploads) {
+        if (u.initiated >= before) continue;
+        await this.client.abortMultipartUpload(bucket, u.key, u.uploadId);
+        aborted++;
+      }
+      if (!res.isTruncated) break;
+      keyMarker = res.nextKeyMarker;
+      uploadIdMarker = res.nextUploadIdMarker;
+    }
+    return aborted;
+  }
+
   /**
    * SigV4 signs the Host header, so the URL is signed for the address the downloader
    * will use: `endpoint` when given (a VM's view of the store), else S3_PUBLIC_ENDPOINT.

@@ -31,8 +31,17 @@ export const executionsRouter = (deps: Deps) =>
       .input(eventsInput)
       .output(z.array(executionEvent))
       .query(({ ctx, input }) => listEvents(deps, ctx.principal, input)),
-    /** Live events over SSE, resumable from the last seen sequence number. */
-    watch: authedProcedure.input(eventsInput).subscription(async function* ({ ctx, input, signal }) {
-      for await (const event of watchEvents(deps, ctx.principal, input, signal)) yield tracked(String(event.seq), event);
-    }),
+    /**
+     * Live events over SSE, resumable from the last seen sequence number. When the stream
+     * breaks (a quiet execution outlives SWARM_IDLE_TIMEOUT_SECONDS, a proxy drops it) the
+     * client reconnects with `lastEventId`, the seq of the last event it got: resume after
+     * it instead of replaying the stream from the start.
+     */
+    watch: authedProcedure
+      .input(eventsInput.extend({ lastEventId: z.string().regex(/^\d+$/).optional() }))
+      .subscription(async function* ({ ctx, input, signal }) {
+        const { lastEventId, ...rest } = input;
+        const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
+        for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
+      }),
   });
