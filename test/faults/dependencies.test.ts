@@ -489,7 +489,7 @@ describe('two replicas on one database and one bucket', () => {
     expect(await listKeys(driver, 'uploads/')).toEqual([]);
   });
 
-  it('concurrent compare-and-set activations across replicas: exactly one wins each round', async () => {
+  it('concurrent compare-and-set activations across replicas: exactly one wins each round, and both resolve the winner at once', async () => {
     const ca = a.client();
     const cb = b.client();
     let active: number | null = null;
@@ -507,6 +507,9 @@ describe('two replicas on one database and one bucket', () => {
       const winner = (won[0] as PromiseFulfilledResult<{ version: number }>).value.version;
       const now = await ca.call(() => ca.trpc.workflows.get.query({ workflow: WF }));
       expect(now.activeVersion).toBe(winner);
+      // No replica caches the active version: the other one resolves the new one at once.
+      expect((await cb.resolveActive(WF)).version).toBe(winner);
+      expect((await ca.resolveActive(WF)).version).toBe(winner);
       active = winner;
     }
     const [row] = await sql<{ n: string }[]>`select count(*) as n from workflow_activations`;
