@@ -113,7 +113,7 @@ describe('spawn with the process driver', () => {
   it('boots from the cache the second time, without a request to the store', async () => {
     const countStoreRequests = async () => {
       const log = inject('s3').logFile;
-      return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes('/blobs/sha256/')).length : null;
+      return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(`/${reg.bucket}/blobs/sha256/`)).length : null;
     };
     const before = await countStoreRequests();
     const out = await spawnWorkflow(await orchestrator(), 'acme/job', { agentPath, cacheDir });

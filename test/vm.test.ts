@@ -95,7 +95,7 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
 
   const storeRequests = async () => {
     const log = inject('s3').logFile;
-    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes('/blobs/sha256/')).length : null;
+    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(`/${reg.bucket}/blobs/sha256/`)).length : null;
   };
 
   it('boots, fetches from S3 through the VM’s own store address, verifies and runs; secrets stay out of everything', async () => {

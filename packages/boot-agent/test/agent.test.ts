@@ -79,7 +79,7 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
 
   const storeRequests = async () => {
     const log = inject('s3').logFile;
-    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(bundle.hash)).length : null;
+    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(`/${reg.bucket}/`) && l.includes(bundle.hash)).length : null;
   };
 
   it('fetches from a presigned S3 URL, verifies, caches, unpacks and runs, reporting every step', async () => {
