@@ -1,5 +1,10 @@
 /**
- * Downloads a bundle to a file while hashing it. Bounded in every direction: connect and
+ * Downloads a bundle to a file while hashing it, over Node's own http/https client:
+ * undici 7 (the last line for Node 20) crashes the process with an uncatchable
+ * AssertionError when a server closes the connection while the body is paused by
+ * backpressure (nodejs/undici#5360, fixed only in undici 8, which needs Node 22), and
+ * a download written to disk is paused by backpressure all the time.
+ * Bounded in every direction: connect and
  * idle timeouts, a minimum transfer rate (a trickling server is abandoned), a byte cap
  * (a server sending more is cut off), a bounded number of attempts with backoff on 5xx
  * and connection resets, resuming with Range where the server allows it. Redirects are
@@ -7,7 +12,8 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { Agent, request } from 'undici';
+import http from 'node:http';
+import https from 'node:https';
 import { AgentError } from './errors.js';
 
 export type FetchOptions = {
@@ -39,11 +45,10 @@ export type FetchResult = { hash: string; bytes: number; attempts: number; resum
 
 const MAX_REDIRECTS = 3;
 const fetchFailed = (msg: string, retryable = false) => new AgentError('fetch_failed', msg, retryable);
-const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'UND_ERR_SOCKET', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT', 'UND_ERR_CLOSED']);
+const RETRYABLE_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'EPIPE', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH']);
 
 /** Downloads into `file` (created or truncated); resolves with the sha256 of what was written. */
 export async function downloadTo(file: string, opts: FetchOptions): Promise<FetchResult> {
-  const dispatcher = new Agent({ connect: { timeout: opts.connectTimeoutMs }, headersTimeout: opts.idleTimeoutMs, bodyTimeout: opts.idleTimeoutMs });
   const limit = opts.expectedSize ?? opts.maxBytes;
   const handle = await fs.open(file, 'w');
   let hash: Hash = createHash('sha256');
@@ -56,11 +61,7 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
         let url = opts.url;
         let res;
         for (let hop = 0; ; hop++) {
-          res = await request(url, {
-            dispatcher,
-            method: 'GET',
-            headers: rangeStart > 0 ? { range: `bytes=${rangeStart}-` } : {},
-          }).catch((err: { code?: string; message: string }) => {
+          res = await get(url, rangeStart > 0 ? { range: `bytes=${rangeStart}-` } : {}, opts).catch((err: { code?: string; message: string }) => {
             throw fetchFailed(`cannot reach the store: ${err.code ?? err.message}`, true);
           });
           if (res.statusCode < 300 || res.statusCode >= 400) break;
@@ -86,8 +87,7 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
         }
         const declared = Number(res.headers['content-length']);
         if (Number.isFinite(declared) && written + declared > limit) {
-          // undici reports a bare destroy() as an 'error' event ("Request aborted"); unheard, it would
-          // crash the agent (exit 1, a .partial-* file left in the cache) instead of refusing below.
+          // A destroyed response may still emit 'error'; unheard, it would crash the agent.
           res.body.on('error', () => {});
           res.body.destroy();
           throw new AgentError(opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle', `the store offers ${written + declared} bytes, more than the expected ${limit}`);
@@ -113,14 +113,35 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
     }
   } finally {
     await handle.close();
-    await dispatcher.close();
   }
+}
+
+type Response = { statusCode: number; headers: http.IncomingHttpHeaders; body: http.IncomingMessage };
+
+/** One GET on a fresh connection, with a connect timeout and an idle (no byte) timeout. */
+function get(url: string, headers: Record<string, string>, o: Pick<FetchOptions, 'connectTimeoutMs' | 'idleTimeoutMs'>): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const u = new URL(url);
+    const timeoutError = (what: string) => Object.assign(new Error(`${what} timeout`), { code: 'ETIMEDOUT' });
+    const req = (u.protocol === 'https:' ? https : http).get(u, { headers, agent: false }, (res) => {
+      clearTimeout(connectTimer);
+      resolve({ statusCode: res.statusCode ?? 0, headers: res.headers, body: res });
+    });
+    const connectTimer = setTimeout(() => req.destroy(timeoutError('connect')), o.connectTimeoutMs);
+    req.on('socket', (socket) => socket.once('connect', () => clearTimeout(connectTimer)));
+    // Socket inactivity, before the headers and while the body streams.
+    req.setTimeout(o.idleTimeoutMs, () => req.destroy(timeoutError('idle')));
+    req.on('error', (err) => {
+      clearTimeout(connectTimer);
+      reject(err);
+    });
+  });
 }
 
 function toAgentError(err: unknown): AgentError {
   if (err instanceof AgentError) return err;
   const code = (err as { code?: string }).code ?? '';
-  return fetchFailed(`download interrupted: ${code || (err as Error).message}`, RETRYABLE_CODES.has(code) || code.startsWith('UND_ERR'));
+  return fetchFailed(`download interrupted: ${code || (err as Error).message}`, RETRYABLE_CODES.has(code));
 }
 
 /** Streams the body through `inspect` into `write`, enforcing the byte cap and the minimum rate. */

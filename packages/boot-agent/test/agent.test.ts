@@ -158,6 +158,34 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
   });
 });
 
+describe('a store that closes the connection after each response', () => {
+  it('is read to the end, with backpressure, without crashing the agent', async () => {
+    // undici 7 crashed here (uncatchable AssertionError, nodejs/undici#5360): HTTP/1.0-style
+    // servers close after the body while a download written to disk is paused.
+    const body = (await import('node:crypto')).randomBytes(16 * 1024 * 1024);
+    const hash = createHash('sha256').update(body).digest('hex');
+    const server = (await import('node:net')).createServer((sock) => {
+      sock.once('data', () => {
+        sock.write(`HTTP/1.1 200 OK\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n`);
+        sock.end(body);
+      });
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const sb = await agentSandbox();
+    try {
+      await fs.writeFile(path.join(sb.dir, 'metadata.json'), '{}');
+      const url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/b.tgz`;
+      const r = await sb.run(['--bundle-url', url, '--bundle-hash', hash, '--bundle-size', String(body.length)]);
+      expect(r.stderr).toContain(`fetched and verified ${hash.slice(0, 12)}`);
+      // Random bytes are no bundle: refused after the download, cleanly.
+      expect(r.code, r.stderr).toBe(66);
+    } finally {
+      await sb.remove();
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 describe('the built agent', () => {
   it('is one self-contained file that runs on plain Node, and boot.sh execs it', async () => {
     const pkg = path.resolve(import.meta.dirname, '..');
