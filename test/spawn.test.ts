@@ -14,25 +14,15 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
-import { SwarmError, listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
+import { SwarmError } from '../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import { bundleOf } from './support/bundles.js';
 import { swarm } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
 const agentPath = path.resolve(import.meta.dirname, '../packages/boot-agent/dist/boot-agent.mjs');
 const SECRET = `s3cr3t-${Date.now()}-do-not-leak`;
 const digest = createHash('sha256').update(SECRET).digest('hex');
-
-async function bundleOf(dir: string, files: Record<string, string>): Promise<string> {
-  await fs.rm(dir, { recursive: true, force: true });
-  for (const [name, text] of Object.entries(files)) {
-    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fs.writeFile(path.join(dir, name), text);
-  }
-  const file = `${dir}.tar.gz`;
-  await fs.writeFile(file, packDirectory(dir, await listBundleEntries(dir)));
-  return file;
-}
 
 const program = (label: string) => `const { createHash } = require('node:crypto');
 require('node:fs').writeFileSync('result.txt', '${label}');

@@ -13,9 +13,9 @@ import { promisify } from 'node:util';
 import fc from 'fast-check';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { listBundleEntries, packDirectory } from '../../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../../packages/sdk/src/orchestrator/index.js';
 import { createAppRouter } from '../../packages/server/src/trpc/router.js';
+import { bundleOf } from '../support/bundles.js';
 import { rawRequest } from '../support/raw-http.js';
 import { type TestRegistry, bundleBytes, sha256, startTestRegistry } from '../support/registry.js';
 
@@ -111,16 +111,6 @@ async function dumpAllTables(): Promise<string> {
     parts.push(`${table_name}: ${rows.map((r) => r.j).join('\n')}`);
   }
   return parts.join('\n');
-}
-
-async function bundleOf(dir: string, files: Record<string, string>): Promise<string> {
-  for (const [name, text] of Object.entries(files)) {
-    await fs.mkdir(path.dirname(path.join(dir, name)), { recursive: true });
-    await fs.writeFile(path.join(dir, name), text);
-  }
-  const file = `${dir}.tar.gz`;
-  await fs.writeFile(file, packDirectory(dir, await listBundleEntries(dir)));
-  return file;
 }
 
 /** A valid input for each procedure, aimed at tenant acme's resources. */
