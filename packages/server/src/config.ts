@@ -30,9 +30,15 @@ const envSchema = z
     SWARM_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
     /** A connection that sends nothing for this long (mid-request included) is closed. */
     SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
-    SWARM_DB_POOL_SIZE: z.coerce.number().int().min(1).max(200).default(10),
+    // At least 2: gc holds a bundle's lock on one connection while it updates the row on another.
+    SWARM_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
     /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
     SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
+    /**
+     * gc deletes a stored bundle only once it is this old (and no live version uses it),
+     * and orphaned objects only once they were written this long ago.
+     */
+    SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
     /** Executions still pending or booting after this long are marked failed ("abandoned"). */
     SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
@@ -75,6 +81,7 @@ export type Config = {
   uploadSweepAfterMs: number;
   /** An execution still pending or booting this long after it was spawned is abandoned. */
   executionTimeoutMs: number;
+  gcGraceMs: number;
   /** On shutdown, requests still open after this long are cut off. */
   shutdownGraceMs: number;
   /** A connection with no traffic for this long is closed, even in the middle of an upload. */
@@ -113,6 +120,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dbPoolSize: e.SWARM_DB_POOL_SIZE,
     uploadSweepAfterMs: e.SWARM_UPLOAD_SWEEP_AFTER_SECONDS * 1000,
     executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
+    gcGraceMs: e.SWARM_GC_GRACE_SECONDS * 1000,
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
     idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,

@@ -39,7 +39,7 @@ export function describeIssues(issues: ReadonlyArray<{ path: PropertyKey[]; mess
   return issues.map((i) => (i.path.length ? `${i.path.map(String).join('.')}: ${i.message}` : i.message)).join('; ');
 }
 
-export const notFound = (what: string) => new RegistryError('NOT_FOUND', `${what} not found`);
+export const notFound = (what: string, hint?: string) => new RegistryError('NOT_FOUND', `${what} not found`, hint);
 
 /** SQLSTATE classes that mean "the database is not there", not "your request is wrong". */
 const UNAVAILABLE_SQLSTATE = /^(08|53|57P0[1-3])/;

@@ -13,7 +13,7 @@ import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError, toSwarmError } from '../errors.js';
-import type { ExecutionEvent, VmMetadata } from '../contract/index.js';
+import { type ExecutionEvent, parseDuration, type ReleaseState, type VmMetadata } from '../contract/index.js';
 import { runVm, type VmOptions, vmEndpoints } from '../orchestrator/spawn.js';
 import { listBundleEntries, packDirectory } from '../pack.js';
 import { formatBytes, printTable } from './format.js';
@@ -138,7 +138,7 @@ program
     const c = client();
     output(await c.call(() => c.trpc.workflows.versions.query({ workflow })), (rows) =>
       printTable(rows, [
-        ['VERSION', (v) => `${v.version}${v.active ? ' *' : ''}`],
+        ['VERSION', (v) => `${v.version}${v.active ? ' active' : v.canary ? ' canary' : v.prunedAt ? ' pruned' : ''}`],
         ['HASH', (v) => v.bundleHash.slice(0, 12)],
         ['SIZE', (v) => formatBytes(v.size)],
         ['CREATED', (v) => v.createdAt],
@@ -172,6 +172,107 @@ program
       console.log(`bundle  sha256:${a.bundleHash} (${formatBytes(a.size)})`);
       console.log(`url     ${a.bundleUrl}`);
       console.log(`expires ${a.expiresAt}`);
+    });
+  });
+
+const describeRelease = (r: ReleaseState) =>
+  `${r.workflow}: active version ${r.activeVersion ?? 'none'}${r.canary ? `, canary version ${r.canary.version} at ${r.canary.weight}% of spawns` : ', no canary'}`;
+
+program
+  .command('rollback <tenant/name>')
+  .description('make the previously active version active again (or the one named with --to)')
+  .option('--to <version>', 'roll back to this version instead')
+  .option('-m, --message <msg>', 'why (kept in the history)')
+  .action(async (workflow: string, o: { to?: string; message?: string }) => {
+    const c = client();
+    const to = o.to === undefined ? undefined : parseVersion(o.to, '--to');
+    output(await c.call(() => c.trpc.releases.rollback.mutate({ workflow, to, message: o.message })), (r) =>
+      console.log(`rolled back ${describeRelease(r)}`),
+    );
+  });
+
+program
+  .command('canary <tenant/name> [version]')
+  .description('send a share of spawns to another version (--weight), or end the canary (--clear)')
+  .option('--weight <percent>', 'share of spawns that get the canary, 1–99')
+  .option('--clear', 'end the canary: every spawn gets the active version')
+  .option('-m, --message <msg>', 'why (kept in the history)')
+  .action(async (workflow: string, version: string | undefined, o: { weight?: string; clear?: boolean; message?: string }) => {
+    const c = client();
+    if (o.clear) {
+      if (version !== undefined || o.weight !== undefined) throw new SwarmError('INVALID_INPUT', '--clear takes no version or --weight');
+      output(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow, message: o.message })), (r) => console.log(describeRelease(r)));
+      return;
+    }
+    if (version === undefined || o.weight === undefined) {
+      throw new SwarmError('INVALID_INPUT', 'a canary needs a version and --weight', `e.g. swarm canary ${workflow} 4 --weight 10, or --clear`);
+    }
+    if (!/^\d{1,2}$/.test(o.weight) || Number(o.weight) < 1) throw new SwarmError('INVALID_INPUT', `--weight must be a percentage from 1 to 99, not "${o.weight}"`);
+    const input = { workflow, version: parseVersion(version, 'version'), weight: Number(o.weight), message: o.message };
+    output(await c.call(() => c.trpc.releases.setCanary.mutate(input)), (r) => console.log(describeRelease(r)));
+  });
+
+program
+  .command('promote <tenant/name>')
+  .description('make the canary the active version')
+  .option('-m, --message <msg>', 'why (kept in the history)')
+  .action(async (workflow: string, o: { message?: string }) => {
+    const c = client();
+    output(await c.call(() => c.trpc.releases.promote.mutate({ workflow, message: o.message })), (r) => console.log(`promoted ${describeRelease(r)}`));
+  });
+
+program
+  .command('history <tenant/name>')
+  .description('every activation, rollback, promotion and canary change, newest first')
+  .option('-n, --limit <n>', 'at most this many entries', '100')
+  .action(async (workflow: string, o: { limit: string }) => {
+    const c = client();
+    const limit = parseCount(o.limit, '--limit');
+    output(await c.call(() => c.trpc.releases.history.query({ workflow, limit })), (rows) =>
+      printTable(rows, [
+        ['WHEN', (h) => h.createdAt],
+        ['WHAT', (h) => h.kind],
+        ['FROM', (h) => (h.fromVersion === null ? '-' : String(h.fromVersion))],
+        ['TO', (h) => (h.toVersion === null ? '-' : `${h.toVersion}${h.weight === null ? '' : ` (${h.weight}%)`}`)],
+        ['BY', (h) => h.actor],
+        ['MESSAGE', (h) => h.message ?? ''],
+      ]),
+    );
+  });
+
+program
+  .command('diff <tenant/name> <from> <to>')
+  .description("files added (+), removed (-) and changed (M) between two versions' bundles")
+  .action(async (workflow: string, from: string, to: string) => {
+    const c = client();
+    const input = { workflow, from: parseVersion(from, 'from'), to: parseVersion(to, 'to') };
+    output(await c.call(() => c.trpc.releases.diff.query(input)), (d) => {
+      for (const f of d.added) console.log(`+ ${f.path} (${formatBytes(f.size)})`);
+      for (const f of d.removed) console.log(`- ${f.path} (${formatBytes(f.size)})`);
+      for (const f of d.changed) console.log(`M ${f.path} (${formatBytes(f.from.size)} → ${formatBytes(f.to.size)})`);
+      console.log(`version ${d.fromVersion} → ${d.toVersion}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`);
+    });
+  });
+
+program
+  .command('gc')
+  .description('retire old versions and delete bundles nothing uses any more (admin)')
+  .option('--dry-run', 'only report what would be removed')
+  .option('--keep <n>', 'keep the newest N versions of each workflow (active and canary are always kept)', '10')
+  .option('--older-than <age>', 'only retire versions older than this: 30d, 12h, 90m, 45s', '0s')
+  .action(async (o: { dryRun?: boolean; keep: string; olderThan: string }) => {
+    const c = client();
+    const olderThanSeconds = parseDuration(o.olderThan);
+    if (olderThanSeconds === null) throw new SwarmError('INVALID_INPUT', `--older-than must be a duration like 30d, 12h, 90m or 45s, not "${o.olderThan}"`);
+    const input = { dryRun: o.dryRun ?? false, keep: parseCount(o.keep, '--keep'), olderThanSeconds };
+    output(await c.call(() => c.trpc.gc.run.mutate(input)), (r) => {
+      const verb = r.dryRun ? 'would prune' : 'pruned';
+      for (const v of r.prunedVersions) console.log(`${verb} ${v.workflow} version ${v.version}`);
+      console.log(
+        `${r.dryRun ? 'dry run: ' : ''}${r.prunedVersions.length} versions ${verb}, ${r.deletedBundles} bundles and ${r.orphanObjects} orphaned objects ${r.dryRun ? 'would be ' : ''}deleted, ` +
+          `${r.sweptUploads} interrupted uploads swept, ${formatBytes(r.bytesFreed)} ${r.dryRun ? 'would be ' : ''}freed` +
+          (r.keptForGrace ? `; ${r.keptForGrace} kept as younger than the grace period` : ''),
+      );
     });
   });
 
@@ -230,16 +331,17 @@ function parseSecrets(pairs: string[]): Record<string, string> {
 
 program
   .command('spawn <tenant/name>')
-  .description('run the active version in a VM; prints the execution id')
+  .description('run the active version (or, at its weight, the canary) in a VM; prints the execution id')
   .addOption(new Option('--driver <driver>', 'how to run the VM').choices(['process', 'qemu']).default('process'))
   .option('--secret <KEY=VALUE>', 'a secret for the workflow, passed only through the VM metadata (repeatable)', collect, [])
   .option('--wait', "stream the workflow's output and exit with its exit code")
+  .option('--routing-key <key>', 'with a canary: the same key always gets the same version')
   .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
   .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
   .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
   .option('--cache-drive <file>', 'qemu: ext4 cache drive image kept between boots (scripts/vm/make-cache-drive.sh)')
   .option('--image-dir <dir>', 'qemu: kernel and initramfs from scripts/vm/build-image.sh', '.swarm/vm')
-  .action(async (workflow: string, o: { driver: 'process' | 'qemu'; secret: string[]; wait?: boolean; agent?: string; cacheDir?: string; storeUrl?: string; cacheDrive?: string; imageDir: string }) => {
+  .action(async (workflow: string, o: { driver: 'process' | 'qemu'; secret: string[]; wait?: boolean; routingKey?: string; agent?: string; cacheDir?: string; storeUrl?: string; cacheDrive?: string; imageDir: string }) => {
     const c = client();
     const secrets = parseSecrets(o.secret);
     const { forwards, ...endpoints } = vmEndpoints(c.url, { driver: o.driver, storeUrl: o.storeUrl });
@@ -251,17 +353,17 @@ program
       imageDir: o.imageDir,
       forwards,
     };
-    const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, ...endpoints }));
+    const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
     if (!o.wait) {
       // The VM outlives this command: a detached driver process gets the metadata (with
       // its secrets) through a pipe, never a file.
       const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
       child.stdin.end(JSON.stringify({ metadata, vm }));
       child.unref();
-      output({ id: execution.id, status: execution.status, version: execution.version }, (e) => console.log(e.id));
+      output({ id: execution.id, status: execution.status, version: execution.version, versionReason: execution.versionReason }, (e) => console.log(e.id));
       return;
     }
-    if (!globals().json) console.error(`execution ${execution.id} (version ${execution.version})`);
+    if (!globals().json) console.error(`execution ${execution.id} (version ${execution.version}, ${execution.versionReason})`);
     const exit = await runVm(metadata, { ...vm, onOutput: globals().json ? undefined : (line) => console.log(line) });
     const final = await c.call(() => c.trpc.executions.get.query({ id: execution.id }));
     output({ ...final, exitCode: exit.exitCode }, () => {});
@@ -288,7 +390,7 @@ executions
     output(await c.call(() => c.trpc.executions.list.query({ workflow, limit: Number(o.limit) })), (rows) =>
       printTable(rows, [
         ['ID', (e) => e.id],
-        ['VERSION', (e) => String(e.version)],
+        ['VERSION', (e) => `${e.version}${e.versionReason === 'canary' ? ' canary' : ''}`],
         ['STATUS', (e) => e.status],
         ['EXIT', (e) => (e.exitCode === null ? '-' : String(e.exitCode))],
         ['CREATED', (e) => e.createdAt],
@@ -330,6 +432,11 @@ function splitRef(ref: string): [string, string] {
   const m = /^([^/]+)\/([^/]+)$/.exec(ref);
   if (!m) throw new SwarmError('INVALID_INPUT', `"${ref}" is not of the form tenant/name`);
   return [m[1]!, m[2]!];
+}
+
+function parseCount(s: string, what: string): number {
+  if (!/^[1-9]\d{0,5}$/.test(s)) throw new SwarmError('INVALID_INPUT', `${what} must be a positive whole number, not "${s}"`);
+  return Number(s);
 }
 
 function parseVersion(s: string, what: string): number {

@@ -26,6 +26,8 @@ export const workflow = z.object({
   name: workflowName,
   /** The active version's number, or null before the first activation. */
   activeVersion: versionNumber.nullable(),
+  /** A canary taking `weight` percent of spawns, if one is set. */
+  canary: z.object({ version: versionNumber, weight: z.number().int().min(1).max(99) }).nullable(),
   createdAt: timestamp,
 });
 export type Workflow = z.infer<typeof workflow>;
@@ -41,6 +43,9 @@ export const workflowVersion = z.object({
   createdBy: z.string(),
   createdAt: timestamp,
   active: z.boolean(),
+  canary: z.boolean(),
+  /** Set when gc retired the version; its bundle may be gone from the store. */
+  prunedAt: timestamp.nullable(),
 });
 export type WorkflowVersion = z.infer<typeof workflowVersion>;
 

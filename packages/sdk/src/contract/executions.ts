@@ -27,6 +27,9 @@ export const execution = z.object({
   exitCode: z.number().int().nullable(),
   failureReason: z.string().nullable(),
   spawnedBy: z.string().nullable(),
+  /** Why this version ran: the workflow's `active` version or its `canary`. */
+  versionReason: z.enum(['active', 'canary']),
+  routingKey: z.string().nullable(),
   createdAt: timestamp,
   startedAt: timestamp.nullable(),
   finishedAt: timestamp.nullable(),
@@ -53,6 +56,11 @@ export const spawnInput = z.object({
   apiUrl: endpoint.optional(),
   /** The object store as this VM reaches it: the bundle URL is signed for this address. */
   storeEndpoint: endpoint.optional(),
+  /**
+   * With a canary, the same routing key (a customer id, a request id…) always picks the
+   * same version; without one the choice is random at the canary's weight.
+   */
+  routingKey: z.string().min(1).max(200).optional(),
 });
 
 export const spawnResult = z.object({ execution, metadata: vmMetadata });

@@ -49,6 +49,13 @@ export const workflows = pgTable(
      * below makes it impossible to activate another workflow's version.
      */
     activeVersionId: uuid('active_version_id'),
+    /**
+     * A canary: spawns pick this version for `canary_weight` percent of executions, the
+     * active version for the rest. Both set or both null; pinned to this workflow like
+     * the active version.
+     */
+    canaryVersionId: uuid('canary_version_id'),
+    canaryWeight: integer('canary_weight'),
     createdAt: createdAt(),
   },
   (t) => [
@@ -59,6 +66,15 @@ export const workflows = pgTable(
       columns: [t.id, t.activeVersionId],
       foreignColumns: activeVersionTarget(),
     }),
+    foreignKey({
+      name: 'workflows_canary_version_fk',
+      columns: [t.id, t.canaryVersionId],
+      foreignColumns: activeVersionTarget(),
+    }),
+    check('workflows_canary_complete', sql`(${t.canaryVersionId} is null) = (${t.canaryWeight} is null)`),
+    check('workflows_canary_weight_range', sql`${t.canaryWeight} between 1 and 99`),
+    // A canary of the active version would be a no-op that hides a mistake.
+    check('workflows_canary_not_active', sql`${t.canaryVersionId} is distinct from ${t.activeVersionId}`),
   ],
 );
 
@@ -69,9 +85,11 @@ function activeVersionTarget(): [AnyPgColumn, AnyPgColumn] {
 
 /**
  * Bundles known to the registry, keyed by content address. A row exists only after
- * the object was stored and verified, so every version's bundle is known to exist;
+ * the object was stored and verified, so every live version's bundle is known to exist;
  * the size lives here so resolving a version needs no round trip to the store, and
- * garbage collection can find bundles no version references.
+ * garbage collection can find bundles no live version references. When gc removes the
+ * object, the row stays (pruned versions still name the hash) with `deleted_at` set;
+ * uploading the same bytes again clears it.
  */
 export const bundles = pgTable(
   'bundles',
@@ -79,6 +97,7 @@ export const bundles = pgTable(
     hash: text('hash').primaryKey(),
     size: bigint('size', { mode: 'number' }).notNull(),
     createdAt: createdAt(),
+    deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
     check('bundles_hash_format', sql`${t.hash} ~ ${sql.raw(HASH_RE)}`),
@@ -86,7 +105,11 @@ export const bundles = pgTable(
   ],
 );
 
-/** Immutable versions: numbered 1, 2, 3… per workflow, never updated after insert. */
+/**
+ * Immutable versions: numbered 1, 2, 3… per workflow. Number, bundle and message never
+ * change; only `pruned_at` is set once, by gc, when the version is retired (the row stays
+ * so history, executions and numbering keep making sense).
+ */
 export const workflowVersions = pgTable(
   'workflow_versions',
   {
@@ -102,6 +125,7 @@ export const workflowVersions = pgTable(
     /** Name of the API token that registered the version (audit). */
     createdBy: text('created_by').notNull(),
     createdAt: createdAt(),
+    prunedAt: timestamp('pruned_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
     unique('workflow_versions_workflow_version_unique').on(t.workflowId, t.version),
@@ -114,9 +138,13 @@ export const workflowVersions = pgTable(
 );
 
 /**
- * Every change of a workflow's active version, for audit and rollback: who moved it,
- * from which version to which, and why. Append-only.
+ * The release history, append-only: every change of a workflow's active version
+ * (`activate`, `rollback`, `promote`) and of its canary (`canary`, `canary_clear`), with
+ * who, when, from which version to which, and why. For canary rows "from" is the
+ * previous canary; a cleared canary has no "to". Rollback reads this table.
  */
+export const RELEASE_KINDS = ['activate', 'rollback', 'promote', 'canary', 'canary_clear'] as const;
+
 export const workflowActivations = pgTable(
   'workflow_activations',
   {
@@ -125,14 +153,20 @@ export const workflowActivations = pgTable(
       .notNull()
       .references(() => workflows.id),
     fromVersionId: uuid('from_version_id').references(() => workflowVersions.id),
-    toVersionId: uuid('to_version_id')
-      .notNull()
-      .references(() => workflowVersions.id),
+    toVersionId: uuid('to_version_id').references(() => workflowVersions.id),
+    kind: text('kind', { enum: RELEASE_KINDS }).notNull().default('activate'),
+    /** The canary's share of spawns in percent, on `canary` rows. */
+    weight: integer('weight'),
     actor: text('actor').notNull(),
     message: text('message'),
     createdAt: createdAt(),
   },
-  (t) => [index('workflow_activations_workflow_idx').on(t.workflowId, t.createdAt)],
+  (t) => [
+    index('workflow_activations_workflow_idx').on(t.workflowId, t.createdAt),
+    check('workflow_activations_kind_known', sql`${t.kind} in ('activate', 'rollback', 'promote', 'canary', 'canary_clear')`),
+    check('workflow_activations_to_present', sql`(${t.kind} = 'canary_clear') = (${t.toVersionId} is null)`),
+    check('workflow_activations_weight', sql`(${t.kind} = 'canary') = (${t.weight} is not null)`),
+  ],
 );
 
 /**
@@ -182,14 +216,19 @@ export const executions = pgTable(
      */
     agentTokenHash: text('agent_token_hash').unique(),
     agentTokenExpiresAt: timestamp('agent_token_expires_at', { withTimezone: true, mode: 'date' }),
-    /** Who spawned it (token name), and which version was picked and why (e.g. "active"). */
+    /** Who spawned it (token name). */
     spawnedBy: text('spawned_by'),
+    /** Why this version was picked: the workflow's `active` version or its `canary`. */
+    versionReason: text('version_reason', { enum: ['active', 'canary'] }).notNull().default('active'),
+    /** The caller's routing key, when it gave one: the same key always picks the same version. */
+    routingKey: text('routing_key'),
     createdAt: createdAt(),
     startedAt: timestamp('started_at', { withTimezone: true, mode: 'date' }),
     finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
     check('executions_status_known', sql`${t.status} in ('pending', 'booting', 'running', 'succeeded', 'failed')`),
+    check('executions_version_reason_known', sql`${t.versionReason} in ('active', 'canary')`),
     // Both must point at the same workflow: a version of another workflow is refused.
     foreignKey({
       name: 'executions_version_of_workflow_fk',

@@ -1,9 +1,8 @@
 import type { Readable } from 'node:stream';
 import type { Bundle, UploadResult } from '@swarm/sdk/contract';
-import { bundles } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
-import { bundleVisibleTo, createVersion } from './versions.js';
+import { bundleVisibleTo, claimStoredBundle, createVersion } from './versions.js';
 import { findWritableWorkflow } from './workflows.js';
 
 export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
@@ -54,7 +53,7 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     onBytes: input.onBytes,
   });
   const { version, created } = await deps.db.transaction(async (tx) => {
-    await tx.insert(bundles).values({ hash: ingested.hash, size: ingested.size }).onConflictDoNothing();
+    await claimStoredBundle(tx, deps, ingested);
     return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
   });
   return {

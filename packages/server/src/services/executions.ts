@@ -6,11 +6,12 @@
 import { and, asc, desc, eq, gt, lt, or, sql } from 'drizzle-orm';
 import type { Execution, ExecutionEvent, SpawnResult } from '@swarm/sdk/contract';
 import type { DbOrTx } from '../db/client.js';
-import { activeWorkflowVersions, executionEvents, executions } from '../db/schema.js';
+import { activeWorkflowVersions, bundles, executionEvents, executions, workflowVersions, workflows } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
+import { chooseRelease } from './releases.js';
 import { findWorkflow } from './workflows.js';
 
 /** How long a VM may report on its execution. */
@@ -27,6 +28,8 @@ const toExecution = (r: ExecutionRow, version: number): Execution => ({
   exitCode: r.exitCode,
   failureReason: r.failureReason,
   spawnedBy: r.spawnedBy,
+  versionReason: r.versionReason,
+  routingKey: r.routingKey,
   createdAt: r.createdAt.toISOString(),
   startedAt: r.startedAt?.toISOString() ?? null,
   finishedAt: r.finishedAt?.toISOString() ?? null,
@@ -38,37 +41,54 @@ export type SpawnInput = {
   runtime?: { command: string[] } | undefined;
   apiUrl?: string | undefined;
   storeEndpoint?: string | undefined;
+  routingKey?: string | undefined;
 };
 
 export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
   requireOrchestrator(p);
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const agent = generateAgentToken();
-  const { row, active } = await deps.db.transaction(async (tx) => {
-    // The version is picked here, at spawn time, through the view: a later activation does not change it.
-    const [active] = await tx.select().from(activeWorkflowVersions).where(eq(activeWorkflowVersions.workflowId, wf.id));
-    if (!active) {
+  const { row, picked } = await deps.db.transaction(async (tx) => {
+    // The version is picked here, at spawn time: a later activation does not change it.
+    // FOR SHARE: spawns run side by side, but not beside a release change or gc's pruning.
+    const [release] = await tx
+      .select({ canaryVersionId: workflows.canaryVersionId, canaryWeight: workflows.canaryWeight })
+      .from(workflows)
+      .where(eq(workflows.id, wf.id))
+      .for('share');
+    const reason = chooseRelease(wf.id, release?.canaryWeight ?? null, input.routingKey);
+    const [picked] =
+      reason === 'canary'
+        ? await tx
+            .select({ versionId: workflowVersions.id, version: workflowVersions.version, bundleHash: bundles.hash, size: bundles.size })
+            .from(workflowVersions)
+            .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
+            .where(eq(workflowVersions.id, release!.canaryVersionId!))
+        : await tx.select().from(activeWorkflowVersions).where(eq(activeWorkflowVersions.workflowId, wf.id));
+    if (!picked) {
       throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
     }
     const [row] = await tx
       .insert(executions)
       .values({
         workflowId: wf.id,
-        versionId: active.versionId,
+        versionId: picked.versionId,
+        versionReason: reason,
+        routingKey: input.routingKey,
         agentTokenHash: agent.hash,
         agentTokenExpiresAt: new Date(Date.now() + AGENT_TOKEN_TTL_MS),
         spawnedBy: p.name,
       })
       .returning();
-    return { row: row!, active };
+    return { row: row!, picked: { ...picked, reason } };
   });
   const apiUrl = input.apiUrl ?? deps.publicUrl();
-  const url = await deps.store.downloadUrl(active.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
-  deps.log.info({ executionId: row.id, workflowId: wf.id, version: active.version }, 'execution spawned');
+  const url = await deps.store.downloadUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
+  deps.log.info({ executionId: row.id, workflowId: wf.id, version: picked.version, reason: picked.reason }, 'execution spawned');
   return {
-    execution: toExecution(row, active.version),
+    execution: toExecution(row, picked.version),
     metadata: {
-      bundle: { url, hash: active.bundleHash, size: active.size },
+      bundle: { url, hash: picked.bundleHash, size: picked.size },
       execution: { id: row.id, agentToken: agent.token },
       apiUrl,
       runtime: input.runtime,

@@ -3,21 +3,30 @@
  * their transaction, so version numbers stay gapless under concurrency and exactly one
  * of two racing compare-and-set activations wins.
  */
-import { desc, eq, sql } from 'drizzle-orm';
+import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { ActiveVersion, WorkflowVersion } from '@swarm/sdk/contract';
 import type { Tx } from '../db/client.js';
-import { activeWorkflowVersions, bundles, workflowActivations, workflowVersions, workflows } from '../db/schema.js';
+import { activeWorkflowVersions, bundles, workflowVersions, workflows } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
+import { lockWorkflow, releasableVersion, setActive } from './releases.js';
 import { findWorkflow, findWritableWorkflow, toWorkflowVersion } from './workflows.js';
 
 type Registered = { version: WorkflowVersion; created: boolean };
 
-async function lockWorkflow(tx: Tx, workflowId: string) {
-  const [row] = await tx.select().from(workflows).where(eq(workflows.id, workflowId)).for('update');
-  if (!row) throw notFound('workflow');
-  return row;
+/**
+ * Serializes everything that decides whether a stored bundle lives or goes: gc holds
+ * this lock while it deletes the object, a registration while it checks the object is
+ * there and references it. Transaction-scoped; the two-key form keeps it apart from the
+ * migration lock.
+ */
+export async function lockBundle(tx: Pick<Tx, 'execute'>, hash: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${BUNDLE_LOCK_SPACE}, ${bundleLockKey(hash)})`);
 }
+
+export const BUNDLE_LOCK_SPACE = 0x5357;
+/** The hash's first 32 bits as a signed int4: content hashes spread evenly over the key space. */
+export const bundleLockKey = (hash: string) => Number.parseInt(hash.slice(0, 8), 16) | 0;
 
 /**
  * Adds a version for a bundle already in the `bundles` table, unless the workflow's
@@ -38,7 +47,7 @@ export async function createVersion(
     .limit(1);
   let version = newest;
   let created = false;
-  if (newest?.bundleHash !== input.bundleHash) {
+  if (newest?.bundleHash !== input.bundleHash || newest.prunedAt) {
     [version] = await tx
       .insert(workflowVersions)
       .values({
@@ -51,21 +60,41 @@ export async function createVersion(
       .returning();
     created = true;
   }
-  let activeVersionId = wf.activeVersionId;
-  if (input.activate && activeVersionId !== version!.id) {
-    await setActive(tx, p, wf.id, activeVersionId, version!.id, input.message);
-    activeVersionId = version!.id;
+  let release = { activeVersionId: wf.activeVersionId, canaryVersionId: wf.canaryVersionId };
+  if (input.activate && release.activeVersionId !== version!.id) {
+    await setActive(tx, p, wf, version!.id, 'activate', input.message);
+    release = { activeVersionId: version!.id, canaryVersionId: wf.canaryVersionId === version!.id ? null : wf.canaryVersionId };
   }
   const [b] = await tx.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, input.bundleHash));
-  return { version: toWorkflowVersion(version!, b!.size, activeVersionId), created };
+  return { version: toWorkflowVersion(version!, b!.size, release), created };
 }
 
-async function setActive(tx: Tx, p: Principal, workflowId: string, from: string | null, to: string, message?: string) {
-  await tx.update(workflows).set({ activeVersionId: to }).where(eq(workflows.id, workflowId));
-  await tx.insert(workflowActivations).values({ workflowId, fromVersionId: from, toVersionId: to, actor: p.name, message });
+/**
+ * Inside a registration's transaction: makes sure the bundle's object is in the store and
+ * its row says so, under the bundle's lock, so a gc deleting the same bundle either
+ * finished before (then the object is missing and the caller must upload again) or
+ * starts after (then it sees the new version and keeps the bundle).
+ */
+export async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { hash: string; size: number }): Promise<void> {
+  await lockBundle(tx, bundle.hash);
+  const object = await deps.store.stat(bundle.hash);
+  if (object?.size !== bundle.size) {
+    throw new RegistryError(
+      'CONFLICT',
+      `bundle ${bundle.hash} was removed from the store by garbage collection while this request ran; nothing was registered`,
+      'upload the bundle again (swarm push retries this by itself)',
+    );
+  }
+  await tx
+    .insert(bundles)
+    .values({ hash: bundle.hash, size: bundle.size })
+    .onConflictDoUpdate({ target: bundles.hash, set: { deletedAt: null } });
 }
 
-/** Bundles a principal may name by hash: any for admin and orchestrator, else those its tenant's versions use. */
+/**
+ * Stored bundles a principal may name by hash: any for admin and orchestrator, else those
+ * its tenant's versions use. A bundle gc removed is not there.
+ */
 export async function bundleVisibleTo(deps: Pick<Deps, 'db'>, p: Principal, hash: string): Promise<{ size: number } | null> {
   const [row] =
     p.scope === 'tenant'
@@ -73,9 +102,12 @@ export async function bundleVisibleTo(deps: Pick<Deps, 'db'>, p: Principal, hash
           .select({ size: bundles.size })
           .from(bundles)
           .where(
-            sql`${bundles.hash} = ${hash} and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${p.tenantId})`,
+            sql`${bundles.hash} = ${hash} and ${bundles.deletedAt} is null and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${p.tenantId})`,
           )
-      : await deps.db.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, hash));
+      : await deps.db
+          .select({ size: bundles.size })
+          .from(bundles)
+          .where(and(eq(bundles.hash, hash), isNull(bundles.deletedAt)));
   return row ?? null;
 }
 
@@ -88,10 +120,14 @@ export async function registerVersion(
     throw new RegistryError('PRECONDITION_FAILED', `expected bundle ${input.expectedHash}, got ${input.bundleHash}`);
   }
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  if (!(await bundleVisibleTo(deps, p, input.bundleHash))) {
+  const visible = await bundleVisibleTo(deps, p, input.bundleHash);
+  if (!visible) {
     throw new RegistryError('NOT_FOUND', `bundle ${input.bundleHash} not found`, 'upload it first: swarm push, or POST /internal/bundles');
   }
-  return deps.db.transaction((tx) => createVersion(tx, p, { ...input, workflowId: wf.id }));
+  return deps.db.transaction(async (tx) => {
+    await claimStoredBundle(tx, deps, { hash: input.bundleHash, size: visible.size });
+    return createVersion(tx, p, { ...input, workflowId: wf.id });
+  });
 }
 
 export async function activateVersion(
@@ -113,16 +149,13 @@ export async function activateVersion(
         'someone else activated a version meanwhile; check `swarm versions` and retry with the right --expect',
       );
     }
-    const [target] = await tx
-      .select({ v: workflowVersions, size: bundles.size })
-      .from(workflowVersions)
-      .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
-      .where(sql`${workflowVersions.workflowId} = ${wf.id} and ${workflowVersions.version} = ${input.version}`);
-    if (!target) throw notFound(`version ${input.version} of workflow "${input.workflow}"`);
-    if (locked.activeVersionId !== target.v.id) {
-      await setActive(tx, p, wf.id, locked.activeVersionId, target.v.id, input.message);
+    const target = await releasableVersion(tx, wf, input.version);
+    if (locked.activeVersionId !== target.id) {
+      await setActive(tx, p, locked, target.id, 'activate', input.message);
     }
-    return toWorkflowVersion(target.v, target.size, target.v.id);
+    const [b] = await tx.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, target.bundleHash));
+    const canaryVersionId = locked.canaryVersionId === target.id ? null : locked.canaryVersionId;
+    return toWorkflowVersion(target, b!.size, { activeVersionId: target.id, canaryVersionId });
   });
 }
 

@@ -9,6 +9,7 @@ import type { Deps, Principal } from './context.js';
 import { findTenant } from './tenants.js';
 
 const activeVersion = alias(workflowVersions, 'active_version');
+const canaryVersion = alias(workflowVersions, 'canary_version');
 
 export type WorkflowRow = {
   id: string;
@@ -17,6 +18,9 @@ export type WorkflowRow = {
   name: string;
   activeVersionId: string | null;
   activeVersion: number | null;
+  canaryVersionId: string | null;
+  canaryVersion: number | null;
+  canaryWeight: number | null;
   createdAt: Date;
 };
 
@@ -27,6 +31,9 @@ const workflowColumns = {
   name: workflows.name,
   activeVersionId: workflows.activeVersionId,
   activeVersion: activeVersion.version,
+  canaryVersionId: workflows.canaryVersionId,
+  canaryVersion: canaryVersion.version,
+  canaryWeight: workflows.canaryWeight,
   createdAt: workflows.createdAt,
 };
 
@@ -36,8 +43,18 @@ export const toWorkflow = (r: WorkflowRow): Workflow => ({
   tenant: r.tenant,
   name: r.name,
   activeVersion: r.activeVersion,
+  canary: r.canaryVersion !== null && r.canaryWeight !== null ? { version: r.canaryVersion, weight: r.canaryWeight } : null,
   createdAt: r.createdAt.toISOString(),
 });
+
+/** The workflow joined with its active and canary versions' numbers. */
+const selectWorkflows = (db: DbOrTx) =>
+  db
+    .select(workflowColumns)
+    .from(workflows)
+    .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
+    .leftJoin(activeVersion, eq(activeVersion.id, workflows.activeVersionId))
+    .leftJoin(canaryVersion, eq(canaryVersion.id, workflows.canaryVersionId));
 
 /** `tenant/name` or a workflow id, as the principal may see it; anything else is "not found". */
 export async function findWorkflow(db: DbOrTx, p: Principal, ref: string): Promise<WorkflowRow> {
@@ -46,14 +63,16 @@ export async function findWorkflow(db: DbOrTx, p: Principal, ref: string): Promi
     slash === -1
       ? eq(workflows.id, ref)
       : and(eq(tenants.slug, ref.slice(0, slash)), eq(workflows.name, ref.slice(slash + 1)));
-  const [row] = await db
-    .select(workflowColumns)
-    .from(workflows)
-    .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
-    .leftJoin(activeVersion, eq(activeVersion.id, workflows.activeVersionId))
-    .where(where);
+  const [row] = await selectWorkflows(db).where(where);
   if (!row) throw notFound(`workflow "${ref}"`);
   assertCanRead(p, row.tenantId, `workflow "${ref}"`);
+  return row;
+}
+
+/** A workflow by id, without an access check: for services that already checked it. */
+export async function loadWorkflow(db: DbOrTx, id: string): Promise<WorkflowRow> {
+  const [row] = await selectWorkflows(db).where(eq(workflows.id, id));
+  if (!row) throw notFound(`workflow ${id}`);
   return row;
 }
 
@@ -72,7 +91,7 @@ export async function createWorkflow(deps: Deps, p: Principal, input: { tenant: 
     .onConflictDoNothing()
     .returning();
   if (!row) throw new RegistryError('CONFLICT', `workflow "${tenant.slug}/${input.name}" already exists`);
-  return toWorkflow({ ...row, tenant: tenant.slug, activeVersion: null });
+  return toWorkflow({ ...row, tenant: tenant.slug, activeVersion: null, canaryVersion: null });
 }
 
 export async function getWorkflow(deps: Deps, p: Principal, input: { workflow: string }): Promise<Workflow> {
@@ -81,11 +100,7 @@ export async function getWorkflow(deps: Deps, p: Principal, input: { workflow: s
 
 export async function listWorkflows(deps: Deps, p: Principal, input: { tenant: string }): Promise<Workflow[]> {
   const tenant = await findTenant(deps.db, p, input.tenant);
-  const rows = await deps.db
-    .select(workflowColumns)
-    .from(workflows)
-    .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
-    .leftJoin(activeVersion, eq(activeVersion.id, workflows.activeVersionId))
+  const rows = await selectWorkflows(deps.db)
     .where(eq(workflows.tenantId, tenant.id))
     .orderBy(asc(workflows.name));
   return rows.map(toWorkflow);
@@ -100,14 +115,13 @@ export async function listVersions(deps: Deps, p: Principal, input: { workflow: 
     .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
     .where(eq(workflowVersions.workflowId, wf.id))
     .orderBy(desc(workflowVersions.version));
-  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf.activeVersionId));
+  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf));
 }
 
-export function toWorkflowVersion(
-  v: typeof workflowVersions.$inferSelect,
-  size: number,
-  activeVersionId: string | null,
-): WorkflowVersion {
+/** Which versions a workflow currently releases: marks a version active or canary. */
+export type ReleasePointers = { activeVersionId: string | null; canaryVersionId: string | null };
+
+export function toWorkflowVersion(v: typeof workflowVersions.$inferSelect, size: number, release: ReleasePointers): WorkflowVersion {
   return {
     id: v.id,
     workflowId: v.workflowId,
@@ -117,6 +131,8 @@ export function toWorkflowVersion(
     message: v.message,
     createdBy: v.createdBy,
     createdAt: v.createdAt.toISOString(),
-    active: v.id === activeVersionId,
+    active: v.id === release.activeVersionId,
+    canary: v.id === release.canaryVersionId,
+    prunedAt: v.prunedAt?.toISOString() ?? null,
   };
 }

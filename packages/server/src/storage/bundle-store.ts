@@ -8,9 +8,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { type Readable, Transform, type TransformCallback, Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { RegistryError } from '../errors.js';
-import type { StorageDriver } from './driver.js';
+import type { ObjectInfo, StorageDriver } from './driver.js';
 
-export const blobKey = (hash: string) => `blobs/sha256/${hash.slice(0, 2)}/${hash}`;
+export const BLOBS_PREFIX = 'blobs/sha256/';
+export const blobKey = (hash: string) => `${BLOBS_PREFIX}${hash.slice(0, 2)}/${hash}`;
 export const UPLOADS_PREFIX = 'uploads/';
 
 export type IngestResult = { hash: string; size: number; /** false: the store already had these bytes */ stored: boolean };
@@ -121,6 +122,22 @@ export class BundleStore {
 
   stat(hash: string) {
     return this.driver.stat(blobKey(hash));
+  }
+
+  read(hash: string): Promise<Readable> {
+    return this.driver.get(blobKey(hash));
+  }
+
+  delete(hash: string): Promise<void> {
+    return this.driver.delete(blobKey(hash));
+  }
+
+  /** Every object under the content-address prefix, with the hash its key names. */
+  async *listBlobs(): AsyncIterable<ObjectInfo & { hash: string }> {
+    for await (const o of this.driver.list(BLOBS_PREFIX)) {
+      const hash = o.key.slice(o.key.lastIndexOf('/') + 1);
+      if (o.key === blobKey(hash)) yield { ...o, hash };
+    }
   }
 
   downloadUrl(hash: string, ttlSeconds: number, endpoint?: string): Promise<string> {

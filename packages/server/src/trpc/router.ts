@@ -2,6 +2,7 @@ import type { Deps } from '../services/context.js';
 import { router } from './init.js';
 import { bundlesRouter } from './routers/bundles.js';
 import { executionsRouter } from './routers/executions.js';
+import { gcRouter, releasesRouter } from './routers/releases.js';
 import { tenantsRouter } from './routers/tenants.js';
 import { tokensRouter } from './routers/tokens.js';
 import { versionsRouter } from './routers/versions.js';
@@ -15,6 +16,8 @@ export const createAppRouter = (deps: Deps) =>
     versions: versionsRouter(deps),
     tokens: tokensRouter(deps),
     executions: executionsRouter(deps),
+    releases: releasesRouter(deps),
+    gc: gcRouter(deps),
   });
 
 /** The API's type, imported (as a type only) by the SDK's client. */

@@ -1,0 +1,78 @@
+/**
+ * `swarm diff`: which files two versions' bundles add, remove and change, compared by
+ * the sha256 of each file's content. Both bundles are read from the store and listed
+ * with node-tar's parser; nothing is written anywhere.
+ */
+import { createHash } from 'node:crypto';
+import path from 'node:path';
+import * as tar from 'tar';
+import type { BundleFile, VersionDiff } from '@swarm/sdk/contract';
+import { RegistryError } from '../errors.js';
+import type { Deps, Principal } from './context.js';
+import { releasableVersion } from './releases.js';
+import { findWorkflow } from './workflows.js';
+
+/** Bounds on what one bundle may make the registry read: the boot agent's own limits. */
+const MAX_ENTRIES = 100_000;
+const MAX_UNPACKED_BYTES = 4 * 1024 ** 3;
+const MAX_RATIO = 200;
+
+export async function diffVersions(deps: Deps, p: Principal, input: { workflow: string; from: number; to: number }): Promise<VersionDiff> {
+  const wf = await findWorkflow(deps.db, p, input.workflow);
+  const [from, to] = await deps.db.transaction(async (tx) =>
+    Promise.all([releasableVersion(tx, wf, input.from), releasableVersion(tx, wf, input.to)]),
+  );
+  const [before, after] = await Promise.all([bundleFiles(deps, from.bundleHash), bundleFiles(deps, to.bundleHash)]);
+  const diff: VersionDiff = { fromVersion: input.from, toVersion: input.to, added: [], removed: [], changed: [], unchanged: 0 };
+  for (const [file, b] of before) {
+    const a = after.get(file);
+    if (!a) diff.removed.push(b);
+    else if (a.sha256 !== b.sha256) diff.changed.push({ path: file, from: b, to: a });
+    else diff.unchanged++;
+  }
+  for (const [file, a] of after) if (!before.has(file)) diff.added.push(a);
+  for (const list of [diff.added, diff.removed, diff.changed]) list.sort((x, y) => (x.path < y.path ? -1 : 1));
+  return diff;
+}
+
+/** Every regular file of a stored bundle, by normalised path, with its size and content hash. */
+async function bundleFiles(deps: Pick<Deps, 'store'>, hash: string): Promise<Map<string, BundleFile>> {
+  const source = await deps.store.read(hash);
+  const files = new Map<string, BundleFile>();
+  let entries = 0;
+  let bytes = 0;
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    const parser = new tar.Parser({ strict: true, maxDecompressionRatio: MAX_RATIO });
+    const fail = (err: Error) => {
+      if (settled) return;
+      settled = true;
+      source.destroy();
+      parser.abort(err);
+      reject(new RegistryError('UNPROCESSABLE_CONTENT', `bundle ${hash} cannot be listed: ${err.message}`));
+    };
+    parser.on('entry', (entry: tar.ReadEntry) => {
+      if (++entries > MAX_ENTRIES) return fail(new Error(`more than ${MAX_ENTRIES} entries`));
+      if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') return entry.resume();
+      const file = path.posix.normalize(entry.path).replace(/^(\.\/)+/, '');
+      const digest = createHash('sha256');
+      let size = 0;
+      entry.on('data', (chunk: Buffer) => {
+        digest.update(chunk);
+        size += chunk.length;
+        bytes += chunk.length;
+        if (bytes > MAX_UNPACKED_BYTES) fail(new Error(`more than ${MAX_UNPACKED_BYTES} bytes unpacked`));
+      });
+      entry.on('end', () => files.set(file, { path: file, size, sha256: digest.digest('hex') }));
+    });
+    parser.on('error', fail);
+    parser.on('abort', fail);
+    parser.on('end', () => {
+      if (settled) return;
+      settled = true;
+      resolve(files);
+    });
+    source.on('error', (err) => fail(err));
+    source.pipe(parser);
+  });
+}
