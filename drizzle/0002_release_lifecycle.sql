@@ -14,4 +14,4 @@ ALTER TABLE "workflow_activations" ADD CONSTRAINT "workflow_activations_to_prese
 ALTER TABLE "workflow_activations" ADD CONSTRAINT "workflow_activations_weight" CHECK (("workflow_activations"."kind" = 'canary') = ("workflow_activations"."weight" is not null));--> statement-breakpoint
 ALTER TABLE "workflows" ADD CONSTRAINT "workflows_canary_complete" CHECK (("workflows"."canary_version_id" is null) = ("workflows"."canary_weight" is null));--> statement-breakpoint
 ALTER TABLE "workflows" ADD CONSTRAINT "workflows_canary_weight_range" CHECK ("workflows"."canary_weight" between 1 and 99);--> statement-breakpoint
-ALTER TABLE "workflows" ADD CONSTRAINT "workflows_canary_not_active" CHECK ("workflows"."canary_version_id" is distinct from "workflows"."active_version_id");
+ALTER TABLE "workflows" ADD CONSTRAINT "workflows_canary_not_active" CHECK ("workflows"."canary_version_id" is null or "workflows"."canary_version_id" is distinct from "workflows"."active_version_id");

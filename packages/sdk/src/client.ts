@@ -121,22 +121,35 @@ export function createSwarmClient(opts: SwarmClientOptions) {
         hashed += n;
         o.onProgress?.({ phase: 'hash', bytes: hashed, total: st.size });
       });
+      // CONFLICT here means the registry's gc removed these bytes from the store while we
+      // registered them (nothing was registered): upload them again, once.
+      const gcRaced = (err: unknown) => err instanceof SwarmError && err.code === 'CONFLICT';
       if (await call(() => trpc.bundles.exists.query({ hash }))) {
-        const { version, created } = await call(() =>
+        const registered = await call(() =>
           trpc.versions.register.mutate({ workflow: o.workflow, bundleHash: hash, message: o.message, activate: o.activate ?? false }),
-        );
-        return {
-          workflowId: version.workflowId,
-          versionId: version.id,
-          version: version.version,
-          bundleHash: version.bundleHash,
-          size: version.size,
-          created,
-          active: version.active,
-          uploaded: false,
-        };
+        ).catch((err: unknown) => {
+          if (gcRaced(err)) return null;
+          throw err;
+        });
+        if (registered) {
+          const { version, created } = registered;
+          return {
+            workflowId: version.workflowId,
+            versionId: version.id,
+            version: version.version,
+            bundleHash: version.bundleHash,
+            size: version.size,
+            created,
+            active: version.active,
+            uploaded: false,
+          };
+        }
       }
-      const result = await postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
+      const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
+      const result = await post().catch((err: unknown) => {
+        if (gcRaced(err)) return post();
+        throw err;
+      });
       return { ...result, uploaded: true };
     },
 

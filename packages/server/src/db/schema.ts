@@ -74,7 +74,7 @@ export const workflows = pgTable(
     check('workflows_canary_complete', sql`(${t.canaryVersionId} is null) = (${t.canaryWeight} is null)`),
     check('workflows_canary_weight_range', sql`${t.canaryWeight} between 1 and 99`),
     // A canary of the active version would be a no-op that hides a mistake.
-    check('workflows_canary_not_active', sql`${t.canaryVersionId} is distinct from ${t.activeVersionId}`),
+    check('workflows_canary_not_active', sql`${t.canaryVersionId} is null or ${t.canaryVersionId} is distinct from ${t.activeVersionId}`),
   ],
 );
 

@@ -8,7 +8,8 @@
  * 2. Bundles no live version references and older than the grace period are deleted from
  *    the store; the row stays marked deleted while pruned versions name it.
  * 3. Objects under blobs/ without a live bundle row (a crash between storing and
- *    registering) and temporary upload objects, once older than the grace period.
+ *    registering), once older than the grace period, and temporary upload objects older
+ *    than SWARM_UPLOAD_SWEEP_AFTER_SECONDS, as the start-up sweep does.
  *
  * The race with uploads: deciding to delete a bundle and deleting its object happen under
  * the bundle's advisory lock (versions.lockBundle), held on a connection of its own across
@@ -47,7 +48,8 @@ export async function collectGarbage(deps: Deps, p: Principal, input: GcInput): 
   await deleteUnreferencedBundles(deps, input.dryRun, report, wouldPrune);
   await deleteOrphanObjects(deps, input.dryRun, report);
   if (!input.dryRun) {
-    const swept = await deps.store.sweepUploads(deps.config.gcGraceMs);
+    // The same age the start-up sweep uses: it must exceed the longest upload.
+    const swept = await deps.store.sweepUploads(deps.config.uploadSweepAfterMs);
     report.sweptUploads = swept.objects + swept.multipart;
   }
   deps.log.info({ ...report, prunedVersions: report.prunedVersions.length, actor: p.name }, 'gc finished');

@@ -88,7 +88,11 @@ export async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundl
   await tx
     .insert(bundles)
     .values({ hash: bundle.hash, size: bundle.size })
-    .onConflictDoUpdate({ target: bundles.hash, set: { deletedAt: null } });
+    // Bytes stored again after gc deleted them start a new grace period.
+    .onConflictDoUpdate({
+      target: bundles.hash,
+      set: { deletedAt: null, createdAt: sql`case when ${bundles.deletedAt} is null then ${bundles.createdAt} else now() end` },
+    });
 }
 
 /**
