@@ -84,7 +84,7 @@ describe('rollback', () => {
       ['activate', 1, 2],
       ['activate', null, 1],
     ]);
-    expect(h[1]).toMatchObject({ message: 'v3 is broken', actor: 'admin (bootstrap)' });
+    expect(h[1]!).toMatchObject({ message: 'v3 is broken', actor: 'admin (bootstrap)' });
     // Nothing earlier than version 1 was ever active.
     await refusedWithoutChange(ref, () => c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref })), 'PRECONDITION_FAILED');
   });
@@ -170,7 +170,7 @@ describe('canary', () => {
     expect(canary.length).toBeLessThan(90 + 40);
     // The VM gets the chosen version's bundle.
     const v2 = (await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }))).find((v) => v.version === 2)!;
-    expect(canary[0]!.metadata.bundle.hash).toBe(v2.bundleHash);
+    expect(canary[0]!.metadata.bundle?.hash).toBe(v2.bundleHash);
     const listed = await orch.call(() => orch.trpc.executions.get.query({ id: canary[0]!.execution.id }));
     expect(listed).toMatchObject({ version: 2, versionReason: 'canary', routingKey: null });
   });
@@ -287,7 +287,7 @@ describe('canary', () => {
 
 describe('diff', () => {
   it('lists files added, removed and changed by content between two versions', async () => {
-    const files = [
+    const files: Record<string, string>[] = [
       { 'main.sh': 'echo 1\n', 'lib/a.js': 'a', 'lib/b.js': 'b', 'old.txt': 'bye' },
       { 'main.sh': 'echo 1\n', 'lib/a.js': 'a2', 'lib/b.js': 'b', 'new/c.txt': 'hello' },
     ];
