@@ -75,16 +75,18 @@ export async function createVersion(
  * finished before (then the object is missing and the caller must upload again) or
  * starts after (then it sees the new version and keeps the bundle).
  */
+/** CONFLICT, which the SDK answers by uploading the bytes again. */
+const bundleCollected = (hash: string) =>
+  new RegistryError(
+    'CONFLICT',
+    `bundle ${hash} was removed from the store by garbage collection; nothing was registered`,
+    'upload the bundle again (swarm push and the SDK do this by themselves)',
+  );
+
 export async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { hash: string; size: number }): Promise<void> {
   await lockBundle(tx, bundle.hash);
   const object = await deps.store.stat(bundle.hash);
-  if (object?.size !== bundle.size) {
-    throw new RegistryError(
-      'CONFLICT',
-      `bundle ${bundle.hash} was removed from the store by garbage collection while this request ran; nothing was registered`,
-      'upload the bundle again (swarm push retries this by itself)',
-    );
-  }
+  if (object?.size !== bundle.size) throw bundleCollected(bundle.hash);
   await tx
     .insert(bundles)
     .values({ hash: bundle.hash, size: bundle.size })
@@ -126,6 +128,8 @@ export async function registerVersion(
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   const visible = await bundleVisibleTo(deps, p, input.bundleHash);
   if (!visible) {
+    const [deleted] = await deps.db.select({ at: bundles.deletedAt }).from(bundles).where(eq(bundles.hash, input.bundleHash));
+    if (deleted?.at) throw bundleCollected(input.bundleHash);
     throw new RegistryError('NOT_FOUND', `bundle ${input.bundleHash} not found`, 'upload it first: swarm push, or POST /internal/bundles');
   }
   return deps.db.transaction(async (tx) => {
