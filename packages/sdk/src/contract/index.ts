@@ -2,3 +2,4 @@ export * from './names.js';
 export * from './api.js';
 export * from './metadata.js';
 export * from './executions.js';
+export * from './doctor.js';

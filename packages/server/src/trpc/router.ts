@@ -3,6 +3,7 @@ import { router } from './init.js';
 import { bundlesRouter } from './routers/bundles.js';
 import { executionsRouter } from './routers/executions.js';
 import { tenantsRouter } from './routers/tenants.js';
+import { systemRouter } from './routers/system.js';
 import { tokensRouter } from './routers/tokens.js';
 import { versionsRouter } from './routers/versions.js';
 import { workflowsRouter } from './routers/workflows.js';
@@ -15,6 +16,7 @@ export const createAppRouter = (deps: Deps) =>
     versions: versionsRouter(deps),
     tokens: tokensRouter(deps),
     executions: executionsRouter(deps),
+    system: systemRouter(deps),
   });
 
 /** The API's type, imported (as a type only) by the SDK's client. */
