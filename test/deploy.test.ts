@@ -3,8 +3,7 @@
  * is executed here in the documented order, with the documented environment variable
  * names, against the test PostgreSQL and S3 server. The only substitutions: the test's
  * own env file for /etc/swarm/registry.env, a free port for 3000, and unique role and
- * database names for `swarm` (the PostgreSQL server is shared). The variable tables of
- * docs/deploy.md and README.md must list exactly the variables config.ts reads.
+ * database names for `swarm` (the PostgreSQL server is shared).
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -16,24 +15,17 @@ import * as Minio from 'minio';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { configVariables } from '../packages/server/src/config.js';
 import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
+import { type FencedBlock as Block, fencedBlocks, tableVariables } from './support/markdown.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const read = (file: string) => fs.readFile(path.join(root, file), 'utf8');
 
-type Block = { marker: string; lang: string; body: string };
-/** Every fenced block with a language, with the HTML comment right above it (if any). */
-function fencedBlocks(markdown: string): Block[] {
-  return [...markdown.matchAll(/(?:<!-- (.*?) -->\n)?```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ marker: m[1] ?? '', lang: m[2]!, body: m[3]! }));
-}
 const exercised = (blocks: Block[], name: string): string => {
   const found = blocks.filter((b) => b.marker.startsWith(`exercised: test/deploy.test.ts#${name}`));
   expect(found, `docs/deploy.md block #${name}`).toHaveLength(1);
   return found[0]!.body;
 };
-/** Backticked variable names in the first column of markdown table rows. */
-const tableVariables = (markdown: string) =>
-  new Set([...markdown.matchAll(/^\| ([^|]+) \|/gm)].flatMap((m) => [...m[1]!.matchAll(/`([A-Z][A-Z0-9_]+)`/g)].map((v) => v[1]!)));
 
 type Run = { code: number; stdout: string; stderr: string };
 function bash(script: string, env: Record<string, string>): Promise<Run> {
@@ -74,14 +66,6 @@ describe('docs/deploy.md', () => {
     expect(execStart).toBe(pkg.scripts.start);
     expect(unit).toContain('EnvironmentFile=/etc/swarm/registry.env');
     expect(unit).toContain('WorkingDirectory=/opt/swarm-registry');
-  });
-});
-
-describe('README.md', () => {
-  it('lists exactly the environment variables config.ts reads', async () => {
-    const readme = await read('README.md');
-    const config = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 5));
-    expect(tableVariables(config)).toEqual(new Set(configVariables));
   });
 });
 
