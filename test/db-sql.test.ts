@@ -104,6 +104,13 @@ describe('pnpm db:sql', () => {
     expect(await fs.readFile(path.join(dir, 'out/schema.sql'), 'utf8')).toBe(text);
   });
 
+  it('--help says what the options do', async () => {
+    const run = await dbSql(['--help'], dir);
+    expect(run.code).toBe(0);
+    expect(run.stdout).toContain('usage: pnpm db:sql [--prefix <digits>] [-o <file>]');
+    expect(run.stdout).toContain('write 016_workflow_bundles.sql in the current directory');
+  });
+
   it('refuses a prefix that is not digits', async () => {
     const run = await dbSql(['--prefix', '16a'], dir);
     expect(run.code).toBe(64);

@@ -19,8 +19,17 @@ const args = z.object({
 
 let options: z.infer<typeof args>;
 try {
-  const { values } = parseArgs({ options: { prefix: { type: 'string' }, output: { type: 'string', short: 'o' } }, strict: true, allowPositionals: false });
-  const parsed = args.safeParse(values);
+  const { values } = parseArgs({
+    options: { prefix: { type: 'string' }, output: { type: 'string', short: 'o' }, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+    allowPositionals: false,
+  });
+  if (values.help) {
+    console.log(`${usage}\n\nWrites the whole schema (every migration in drizzle/) as one idempotent SQL file.\n  --prefix 016   write 016_workflow_bundles.sql in the current directory\n  -o <file>      write to <file> (default without --prefix: stdout)`);
+    process.exit(0);
+  }
+  const { help: _help, ...rest } = values;
+  const parsed = args.safeParse(rest);
   if (!parsed.success) throw new Error(parsed.error.issues.map((i) => i.message).join('; '));
   options = parsed.data;
 } catch (err) {
