@@ -152,6 +152,31 @@ describe('swarm doctor with a broken dependency', () => {
     }
   });
 
+  it('fails the database checks when PostgreSQL is down (bootstrap admin token), and still checks the store', async () => {
+    const db = new URL(await createTestDatabase());
+    const proxy = await startTcpProxy({ host: db.hostname, port: Number(db.port) });
+    db.port = String(proxy.port);
+    const reg = await startTestRegistry({ storage: 's3', databaseUrl: db.toString(), env: { LOG_LEVEL: 'silent' } });
+    try {
+      await proxy.cut();
+      const { code, report } = await doctor(reg);
+      expect(code).toBe(1);
+      expect(statuses(report)).toEqual({
+        api: 'ok',
+        database: 'fail',
+        migrations: 'fail',
+        bucket: 'ok',
+        'store-roundtrip': 'ok',
+        'presigned-get': 'ok',
+        'clock-skew': 'ok',
+      });
+      expect(check(report, 'database').hint).toContain('DATABASE_URL');
+    } finally {
+      await reg.close();
+      await proxy.close();
+    }
+  });
+
   it('fails when the bucket is gone', async () => {
     const reg = await startTestRegistry({ storage: 's3', env: { LOG_LEVEL: 'silent' } });
     try {
