@@ -6,6 +6,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/s3/install.sh
+# test/deploy.test.ts runs docs/deploy.md's commands, which use psql and curl.
+if ! command -v psql >/dev/null || ! command -v curl >/dev/null; then
+  apt-get install -y --no-install-recommends postgresql-client curl || { apt-get update && apt-get install -y --no-install-recommends postgresql-client curl; }
+fi
 
 PNPM_VERSION=12.4.2 # see docs/development.md: newer releases need builds not served here
 if [ "$(pnpm --version 2>/dev/null || true)" != "$PNPM_VERSION" ]; then

@@ -137,6 +137,7 @@ function sampleInputs(): Record<string, unknown> {
     'executions.list': { workflow: 'acme/job' },
     'executions.events': { id: executionA },
     'executions.watch': { id: executionA },
+    'system.doctor': undefined,
   };
 }
 

@@ -54,6 +54,9 @@ const envSchema = z
     S3_REGION: z.string().default('us-east-1'),
   });
 
+/** The names of every environment variable the registry reads (docs/deploy.md and README.md list exactly these). */
+export const configVariables = Object.keys(envSchema.shape) as Array<keyof typeof envSchema.shape>;
+
 export type S3Config = {
   endpoint: string;
   publicEndpoint: string;

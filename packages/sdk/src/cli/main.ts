@@ -16,6 +16,7 @@ import { SwarmError, toSwarmError } from '../errors.js';
 import { type ExecutionEvent, parseDuration, type ReleaseState, type VmMetadata } from '../contract/index.js';
 import { runVm, type VmOptions, vmEndpoints } from '../orchestrator/spawn.js';
 import { listBundleEntries, packDirectory } from '../pack.js';
+import { formatDoctorLines, runDoctor } from './doctor.js';
 import { formatBytes, printTable } from './format.js';
 
 type GlobalOptions = { url: string; token?: string; json?: boolean };
@@ -426,6 +427,15 @@ program
       if (!globals().json) console.log(formatEvent(e));
     });
     if (globals().json) output(seen, () => {});
+  });
+
+program
+  .command('doctor')
+  .description("check the registry's database, migrations, object store, download path and clocks (admin); exits 1 if a check fails")
+  .action(async () => {
+    const report = await runDoctor(client());
+    output(report, (r) => formatDoctorLines(r.checks).forEach((line) => console.log(line)));
+    if (!report.ok) process.exitCode = 1;
   });
 
 function splitRef(ref: string): [string, string] {

@@ -3,3 +3,4 @@ export * from './api.js';
 export * from './metadata.js';
 export * from './executions.js';
 export * from './releases.js';
+export * from './doctor.js';

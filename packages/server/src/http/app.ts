@@ -12,10 +12,16 @@ import { blobRoutes } from './blobs.js';
 import { sendError } from './errors.js';
 import { healthRoutes } from './health.js';
 import { createMetrics } from './metrics.js';
+import { openApiRoutes } from './openapi.js';
 import { restRoutes } from './rest.js';
 
 /** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
 const TRPC_MAX_BODY_BYTES = 1024 * 1024;
+
+export type RouteEntry = { method: string; url: string };
+const routeTables = new WeakMap<FastifyInstance, RouteEntry[]>();
+/** Every route the app registered, as registered (test/openapi.test.ts checks the OpenAPI document against it). */
+export const registeredRoutes = (app: FastifyInstance): RouteEntry[] => routeTables.get(app) ?? [];
 
 export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: Logger): Promise<FastifyInstance> {
   const app = Fastify({
@@ -29,6 +35,11 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     routerOptions: { maxParamLength: 500 },
   });
   const metrics = createMetrics();
+  const routes: RouteEntry[] = [];
+  routeTables.set(app, routes);
+  app.addHook('onRoute', (r) => {
+    for (const method of [r.method].flat()) routes.push({ method, url: r.url });
+  });
 
   const principalCache = new WeakMap<FastifyRequest, Promise<Principal | null>>();
   const resolvePrincipal = (request: FastifyRequest) => {
@@ -58,6 +69,7 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   });
 
   await app.register(healthRoutes, { deps });
+  await app.register(openApiRoutes);
   app.get('/metrics', async (request, reply) => {
     await principalOf(request);
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());

@@ -1,20 +1,13 @@
 import type { FastifyInstance } from 'fastify';
 import { sql } from 'drizzle-orm';
 import type { Deps } from '../services/context.js';
+import { withTimeout } from '../timeout.js';
 
 const CHECK_TIMEOUT_MS = 3000;
 
-function withTimeout<T>(p: Promise<T>, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what} did not answer within ${CHECK_TIMEOUT_MS} ms`)), CHECK_TIMEOUT_MS);
-  });
-  return Promise.race([p, timeout]).finally(() => clearTimeout(timer));
-}
-
 async function probe(fn: () => Promise<unknown>, what: string): Promise<string> {
   try {
-    await withTimeout(fn(), what);
+    await withTimeout(fn(), what, CHECK_TIMEOUT_MS);
     return 'ok';
   } catch (err) {
     return `down: ${(err as Error).message || (err as { code?: string }).code || 'unreachable'}`;

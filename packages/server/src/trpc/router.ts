@@ -4,6 +4,7 @@ import { bundlesRouter } from './routers/bundles.js';
 import { executionsRouter } from './routers/executions.js';
 import { gcRouter, releasesRouter } from './routers/releases.js';
 import { tenantsRouter } from './routers/tenants.js';
+import { systemRouter } from './routers/system.js';
 import { tokensRouter } from './routers/tokens.js';
 import { versionsRouter } from './routers/versions.js';
 import { workflowsRouter } from './routers/workflows.js';
@@ -18,6 +19,7 @@ export const createAppRouter = (deps: Deps) =>
     executions: executionsRouter(deps),
     releases: releasesRouter(deps),
     gc: gcRouter(deps),
+    system: systemRouter(deps),
   });
 
 /** The API's type, imported (as a type only) by the SDK's client. */
