@@ -23,7 +23,15 @@ const FILES = 5000;
 const FILE_BYTES = 14 * 1024;
 export const AGENT = path.join(root, 'packages/boot-agent/dist/boot-agent.mjs');
 
-async function makeBundle(dir: string): Promise<string> {
+/** The node flags boot.sh gives the agent in the VM (its SWARM_NODE_FLAGS default), so the agent is measured as it runs there. */
+async function bootShNodeFlags(): Promise<string[]> {
+  const script = await fs.readFile(path.join(root, 'packages/boot-agent/boot.sh'), 'utf8');
+  const m = /\$\{SWARM_NODE_FLAGS-([^}]*)\}/.exec(script);
+  if (!m) throw new Error('packages/boot-agent/boot.sh no longer has ${SWARM_NODE_FLAGS-<default>}: update bench/boot-agent.ts');
+  return m[1]!.split(/\s+/).filter(Boolean);
+}
+
+export async function makeBundle(dir: string): Promise<string> {
   const src = path.join(dir, 'src');
   for (let d = 0; d < FILES / 100; d++) {
     await fs.mkdir(path.join(src, `pkg-${d}`), { recursive: true });
@@ -52,10 +60,10 @@ function sh(script: string, env: Record<string, string>): Promise<void> {
 }
 
 /** Runs the agent under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
-function runAgent(args: string[], env: Record<string, string>): Promise<{ seconds: number; maxRss: number }> {
+function runAgent(nodeFlags: string[], args: string[], env: Record<string, string>): Promise<{ seconds: number; maxRss: number }> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
-    const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, AGENT, ...args], {
+    const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, AGENT, ...args], {
       env: { PATH: process.env.PATH, SWARM_MMDS_URL: 'off', ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
@@ -94,6 +102,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     await fs.mkdir(d, { recursive: true });
     return d;
   };
+  const nodeFlags = await bootShNodeFlags();
   const agentArgs = ['--bundle-url', url, '--bundle-hash', hash, '--bundle-size', String(size), '--', 'true'];
   const base: number[] = [];
   const cold: number[] = [];
@@ -107,10 +116,10 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     const out = await fresh('baseline');
     base.push(await timed(() => sh('set -o pipefail; curl -sf "$URL" | tee >(sha256sum > "$OUT/../sum") | tar -xz -C "$OUT"', { URL: url, OUT: out })));
     const cache = await fresh('cache');
-    const c = await runAgent(agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: path.join(await fresh('wf'), 'workflow') });
+    const c = await runAgent(nodeFlags, agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: path.join(await fresh('wf'), 'workflow') });
     cold.push(c.seconds);
     coldRss.push(c.maxRss / MiB);
-    const w = await runAgent(agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: path.join(await fresh('wf'), 'workflow') });
+    const w = await runAgent(nodeFlags, agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: path.join(await fresh('wf'), 'workflow') });
     warm.push(w.seconds);
     warmRss.push(w.maxRss / MiB);
     floors.download.push(await timed(() => sh('curl -sf "$URL" > /dev/null', { URL: url })));
@@ -122,6 +131,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
   const notes = {
     bundleBytes: size,
     files: FILES,
+    nodeFlags,
     floorsSeconds: { download: summarize(floors.download).median, sha256: summarize(floors.sha256).median, gunzip: summarize(floors.gunzip).median },
   };
   const rows: Row[] = [];
