@@ -283,3 +283,39 @@ async function waitFor(check: () => Promise<boolean>, timeoutMs = 10_000): Promi
     await new Promise((r) => setTimeout(r, 100));
   }
 }
+
+describe('uploads with a declared hash go straight to their address on S3, published only once verified', () => {
+  let reg: TestRegistry;
+  beforeAll(async () => {
+    reg = await startTestRegistry({ storage: 's3', env: { SWARM_MAX_BUNDLE_BYTES: String(32 * 1024 * 1024) } });
+    const c = reg.client();
+    await c.call(() => c.trpc.tenants.create.mutate({ slug: 'acme' }));
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name: 'app' }));
+  });
+  afterAll(() => reg?.close());
+
+  const post = (body: Buffer, hash: string) =>
+    reg.fetch('/internal/bundles?workflow=acme/app', { method: 'POST', headers: { 'content-type': 'application/gzip', 'x-bundle-sha256': hash }, body });
+  // Whatever an upload left behind (temporary object, unfinished multipart upload) is what the sweep removes.
+  const leftovers = () => reg.deps.store.sweepUploads(0);
+
+  it('a body of several 8 MiB parts whose hash was declared wrongly: 422, nothing at the declared address, no unfinished upload left', async () => {
+    const body = bundleBytes('several-parts-mismatch', 9 * 1024 * 1024);
+    const declared = 'b'.repeat(64);
+    const res = await post(body, declared);
+    expect(res.status).toBe(422);
+    expect(await reg.deps.store.driver.stat(blobKey(declared))).toBeNull();
+    expect(await reg.deps.store.driver.stat(blobKey(sha256(body)))).toBeNull();
+    expect(await leftovers()).toEqual({ objects: 0, multipart: 0, kept: 0 });
+  });
+
+  it('a body of several parts with the right hash: stored once, at its address, with no temporary object', async () => {
+    const body = bundleBytes('several-parts', 17 * 1024 * 1024);
+    const res = await post(body, sha256(body));
+    expect(res.status).toBe(201);
+    expect(await reg.deps.store.driver.stat(blobKey(sha256(body)))).toMatchObject({ size: body.length });
+    expect(await leftovers()).toEqual({ objects: 0, multipart: 0, kept: 0 });
+    const again = await post(body, sha256(body));
+    expect(again.status).toBe(200);
+  });
+});

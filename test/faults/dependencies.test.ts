@@ -142,11 +142,20 @@ async function listKeys(driver: StorageDriver, prefix: string) {
   return keys;
 }
 
-type MultipartLister = { client: { listIncompleteUploadsQuery(b: string, p: string, k: string, u: string, d: string): Promise<{ uploads: Array<{ key: string }> }> } };
-/** Unfinished multipart uploads under uploads/ (what a crash mid-upload leaves on S3). */
-async function incompleteUploads(driver: S3Driver, bucket: string): Promise<number> {
-  const res = await (driver as unknown as MultipartLister).client.listIncompleteUploadsQuery(bucket, 'uploads/', '', '', '/');
-  return res.uploads.length;
+type MultipartLister = {
+  client: { listIncompleteUploadsQuery(b: string, p: string, k: string, u: string, d: string): Promise<{ uploads: Array<{ key: string }>; prefixes: Array<{ prefix: string }> }> };
+};
+/**
+ * Unfinished multipart uploads (what a crash mid-upload leaves on S3): under uploads/, and
+ * under blobs/ where uploads with a declared hash go straight to their address.
+ */
+async function incompleteUploads(driver: S3Driver, bucket: string, prefixes = ['uploads/', 'blobs/']): Promise<number> {
+  let n = 0;
+  for (const prefix of prefixes) {
+    const res = await (driver as unknown as MultipartLister).client.listIncompleteUploadsQuery(bucket, prefix, '', '', '/');
+    n += res.uploads.length + (res.prefixes.length ? await incompleteUploads(driver, bucket, res.prefixes.map((p) => p.prefix)) : 0);
+  }
+  return n;
 }
 
 function s3DriverFor(bucket: string, endpoint = inject('s3').endpoint): S3Driver {

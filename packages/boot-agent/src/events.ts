@@ -3,7 +3,7 @@
  * short timeout; a registry that is down delays nothing and never stops the workflow.
  * Secrets are never part of an event.
  */
-import { request } from 'undici';
+import { smallRequest } from './http.js';
 
 export type EventType =
   | 'metadata_loaded'
@@ -41,15 +41,12 @@ export class EventReporter {
       const attempts = this.warned ? 1 : SEND_ATTEMPTS;
       for (let attempt = 1; ; attempt++) {
         try {
-          const res = await request(`${apiUrl}/trpc/executions.appendEvent`, {
+          const res = await smallRequest(`${apiUrl}/trpc/executions.appendEvent`, {
             method: 'POST',
             headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
             body: JSON.stringify(event),
-            headersTimeout: SEND_TIMEOUT_MS,
-            bodyTimeout: SEND_TIMEOUT_MS,
-            signal: AbortSignal.timeout(SEND_TIMEOUT_MS),
+            timeoutMs: SEND_TIMEOUT_MS,
           });
-          await res.body.dump();
           if (res.statusCode >= 400) throw Object.assign(new Error(`HTTP ${res.statusCode}`), { final: res.statusCode < 500 });
           return;
         } catch (err) {

@@ -5,7 +5,6 @@
  */
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
-import { createSwarmClient } from '../../sdk/src/client.js';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter } from './events.js';
@@ -139,6 +138,9 @@ async function main(argv: string[]): Promise<number> {
     if (!bundle) {
       const token = metadata.execution?.agentToken ?? vars.SWARM_TOKEN;
       if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs a token (SWARM_AGENT_TOKEN or SWARM_TOKEN)');
+      // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
+      // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
+      const { createSwarmClient } = await import('../../sdk/src/client.js');
       const active = await createSwarmClient({ url: metadata.apiUrl!, token })
         .resolveActive(metadata.workflow!)
         .catch((err: Error) => {

@@ -4,7 +4,7 @@
  * what the ones above it left out; the result is validated against the SDK's schema.
  */
 import fs from 'node:fs/promises';
-import { request } from 'undici';
+import { smallRequest } from './http.js';
 import { type VmMetadata, vmMetadata } from '../../sdk/src/contract/metadata.js';
 import { AgentError } from './errors.js';
 
@@ -44,19 +44,19 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
 
 /** Reads the MMDS document: PUT a session token, then GET the root as JSON with it. */
 export async function fromMmds(base: string): Promise<Partial | null> {
-  const opts = { headersTimeout: MMDS_TIMEOUT_MS, bodyTimeout: MMDS_TIMEOUT_MS, signal: AbortSignal.timeout(MMDS_TIMEOUT_MS * 2) };
+  const opts = { timeoutMs: MMDS_TIMEOUT_MS * 2 };
   let token: string;
   try {
-    const res = await request(`${base}/latest/api/token`, { ...opts, method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '300' } });
-    token = (await res.body.text()).trim();
+    const res = await smallRequest(`${base}/latest/api/token`, { ...opts, method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '300' } });
+    token = res.text.trim();
     if (res.statusCode !== 200 || !token) return null;
   } catch {
     return null; // no metadata service here: not an error, other sources may suffice
   }
-  const res = await request(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch((err: Error) => {
+  const res = await smallRequest(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch((err: Error) => {
     throw bad(`the metadata service at ${base} failed: ${err.message}`);
   });
-  const text = await res.body.text();
+  const text = res.text;
   if (res.statusCode !== 200) throw bad(`the metadata service at ${base} answered HTTP ${res.statusCode}`);
   return parseJson(text, `metadata from ${base}`);
 }

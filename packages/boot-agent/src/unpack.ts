@@ -48,20 +48,21 @@ async function isGzip(file: string): Promise<boolean> {
 const SMALL_FILE = 1024 * 1024;
 
 /**
- * Checks (and with `write`, writes) entries synchronously, one at a time, as the parser hands them over: memory
- * stays at one chunk (or one small file) and at most one file descriptor is open, however
- * many entries the archive holds. The agent does nothing else meanwhile.
+ * Checks and writes entries synchronously, one at a time, as the parser hands them over:
+ * every check on an entry passes before any byte of it is written, memory stays at one
+ * chunk (or one small file) and at most one file descriptor is open, however many entries
+ * the archive holds. The agent does nothing else meanwhile.
  */
-function extractInto(file: string, root: string, limits: UnpackLimits, write: boolean): Promise<UnpackResult> {
+function extractInto(file: string, root: string, limits: UnpackLimits): Promise<UnpackResult> {
   const result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
   const madeDirs = new Set<string>([root]);
   const ensureDir = (dir: string) => {
     if (madeDirs.has(dir)) return;
-    if (write) fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
+    fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
     madeDirs.add(dir);
   };
-  // The dry run finds duplicates and file/directory clashes by name; the writing pass
-  // also has the file system's word for it (O_EXCL, ENOTDIR).
+  // Duplicates and file/directory clashes are found by name; writing also has the file
+  // system's word for it (O_EXCL, ENOTDIR).
   const files = new Set<string>();
   let openFd: number | undefined;
   const writeError = (entryPath: string, err: NodeJS.ErrnoException) =>
@@ -109,10 +110,6 @@ function extractInto(file: string, root: string, limits: UnpackLimits, write: bo
         if (madeDirs.has(abs) || [...ancestors(rel)].some((a) => files.has(a))) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
         files.add(rel);
         ensureDir(path.dirname(abs));
-        if (!write) {
-          entry.resume();
-          return;
-        }
         // 'wx' (O_EXCL): a second entry with the same path is refused, not merged.
         if ((entry.size ?? 0) <= SMALL_FILE) {
           const chunks: Buffer[] = [];
@@ -168,9 +165,12 @@ function* ancestors(rel: string): Generator<string> {
 
 /**
  * Unpacks `file` (a gzip'd tar) to `target`, replacing what was there only on success.
- * A first pass only reads and checks every entry, so a bundle that would be refused
- * writes nothing at all (the file is local and verified; reading it twice costs one
- * more gunzip); the second pass writes.
+ * One pass: entries are checked and written into a fresh staging directory beside the
+ * target, which is renamed into place once the whole archive passed, and removed when an
+ * entry is refused. A refused bundle may leave part of itself in the staging directory
+ * until then, never more than the caps allow (entries, declared sizes, decompression
+ * ratio), which bound an accepted bundle too: one gunzip instead of a checking pass and
+ * a writing pass.
  */
 export async function unpackBundle(file: string, target: string, limits: UnpackLimits = DEFAULT_UNPACK_LIMITS): Promise<UnpackResult> {
   if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
@@ -178,8 +178,7 @@ export async function unpackBundle(file: string, target: string, limits: UnpackL
   await fs.mkdir(parent, { recursive: true });
   const staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.staging-`));
   try {
-    await extractInto(file, staging, limits, false);
-    const result = await extractInto(file, staging, limits, true);
+    const result = await extractInto(file, staging, limits);
     await fs.chmod(staging, 0o755);
     const old = `${staging}.old`;
     const hadTarget = await fs.rename(target, old).then(

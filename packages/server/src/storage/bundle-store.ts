@@ -1,8 +1,11 @@
 /**
  * Content-addressed bundles on top of a storage driver. The one invariant: nothing is
- * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash>. Uploads go
- * to uploads/<random id>, are hashed in flight, and are moved to their address only
- * after the hash is known (and matches what the caller declared).
+ * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash>. Uploads are
+ * hashed in flight. When the caller declared the hash (the SDK always does) and the
+ * driver can hold an object back until it is verified (S3: a multipart upload is
+ * invisible until completed), the bytes go straight to their address and are published
+ * only if they hash to it. Otherwise they go to uploads/<random id> and are moved to
+ * their address once the hash is known: on S3 a copy, so those bytes are stored twice.
  */
 import { createHash, randomUUID } from 'node:crypto';
 import { type Readable, Transform, type TransformCallback, Writable } from 'node:stream';
@@ -10,8 +13,8 @@ import { pipeline } from 'node:stream/promises';
 import { RegistryError } from '../errors.js';
 import type { ObjectInfo, StorageDriver } from './driver.js';
 
-export const BLOBS_PREFIX = 'blobs/sha256/';
-export const blobKey = (hash: string) => `${BLOBS_PREFIX}${hash.slice(0, 2)}/${hash}`;
+export const BLOBS_PREFIX = 'blobs/';
+export const blobKey = (hash: string) => `${BLOBS_PREFIX}sha256/${hash.slice(0, 2)}/${hash}`;
 export const UPLOADS_PREFIX = 'uploads/';
 
 export type IngestResult = { hash: string; size: number; /** false: the store already had these bytes */ stored: boolean };
@@ -61,6 +64,8 @@ export class BundleStore {
       return { hash, size: meter.bytes, stored: false };
     }
 
+    if (opts.declaredHash && this.driver.putVerified) return this.ingestDeclared(body, meter, opts.declaredHash);
+
     const tempKey = `${UPLOADS_PREFIX}${randomUUID()}`;
     const [piped, put] = await Promise.allSettled([
       pipeline(body, meter),
@@ -86,6 +91,24 @@ export class BundleStore {
     }
   }
 
+  /** Straight to the declared address, published only once verified; bytes already there are not stored again. */
+  private async ingestDeclared(body: Readable, meter: HashingMeter, declared: string): Promise<IngestResult> {
+    const key = blobKey(declared);
+    const [piped, put] = await Promise.allSettled([
+      pipeline(body, meter),
+      this.driver.putVerified!(key, meter, async () => {
+        this.checkDeclared(meter, declared);
+        return (await this.driver.stat(key))?.size !== meter.bytes;
+      }).catch((err) => {
+        meter.destroy(err);
+        throw err;
+      }),
+    ]);
+    if (piped.status === 'rejected') throw piped.reason;
+    if (put.status === 'rejected') throw put.reason;
+    return { hash: declared, size: meter.bytes, stored: put.value };
+  }
+
   private checkDeclared(meter: HashingMeter, declared: string | undefined): string {
     if (meter.bytes === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
     const hash = meter.digest();
@@ -100,8 +123,9 @@ export class BundleStore {
   }
 
   /**
-   * Removes what crashed uploads left under uploads/: objects (and, on S3, unfinished
-   * multipart uploads) older than `olderThanMs`. Younger ones are left alone: they may be
+   * Removes what crashed uploads left: objects under uploads/ and, on S3, unfinished
+   * multipart uploads under uploads/ and blobs/ (uploads with a declared hash go straight
+   * to their address), older than `olderThanMs`. Younger ones are left alone: they may be
    * uploads in flight on this or another replica. Bounded to `limit` removals per call.
    */
   async sweepUploads(olderThanMs: number, limit = 10_000): Promise<{ objects: number; multipart: number; kept: number }> {
@@ -116,7 +140,8 @@ export class BundleStore {
       await this.driver.delete(o.key);
       if (++objects >= limit) break;
     }
-    const multipart = (await this.driver.abortIncompleteUploads?.(UPLOADS_PREFIX, before)) ?? 0;
+    let multipart = 0;
+    for (const prefix of [UPLOADS_PREFIX, BLOBS_PREFIX]) multipart += (await this.driver.abortIncompleteUploads?.(prefix, before)) ?? 0;
     return { objects, multipart, kept };
   }
 

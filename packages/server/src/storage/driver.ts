@@ -23,7 +23,14 @@ export interface StorageDriver {
   delete(key: string): Promise<void>;
   list(prefix: string): AsyncIterable<ObjectInfo>;
   /**
-   * Aborts multipart uploads under prefix started before `before` (stores that have them:
+   * Stores `body` under key only if `verify` (called once every byte arrived) resolves
+   * true, without a temporary object: nothing is readable under key before that, and
+   * nothing is left there when it resolves false or anything throws. Resolves whether the
+   * object was stored. Drivers without it get put-to-a-temporary-key, then move.
+   */
+  putVerified?(key: string, body: Readable, verify: () => Promise<boolean>): Promise<boolean>;
+  /**
+   * Aborts multipart uploads under prefix (and deeper) started before `before` (stores that have them:
    * a crash mid-upload leaves one behind, holding its parts); returns how many.
    */
   abortIncompleteUploads?(prefix: string, before: Date): Promise<number>;

@@ -63,6 +63,21 @@ export class S3Driver implements StorageDriver {
    * A body that fits in one part is sent with a single PUT.
    */
   async put(key: string, body: Readable): Promise<void> {
+    await this.upload(key, body);
+  }
+
+  /**
+   * Like put, but the object appears under `key` only if `verify` (called once every byte
+   * arrived) resolves true: the parts go straight to `key`'s multipart upload, which is
+   * completed after `verify` and aborted otherwise, and a body smaller than one part is
+   * PUT only after `verify`. Until completion a multipart upload is invisible to readers,
+   * so this stores the bytes once where put-then-copy would store them twice.
+   */
+  async putVerified(key: string, body: Readable, verify: () => Promise<boolean>): Promise<boolean> {
+    return this.upload(key, body, verify);
+  }
+
+  private async upload(key: string, body: Readable, verify?: () => Promise<boolean>): Promise<boolean> {
     const { bucket } = this.cfg;
     const buffers = [Buffer.allocUnsafe(PART_SIZE), Buffer.allocUnsafe(PART_SIZE)];
     let current = 0;
@@ -97,12 +112,18 @@ export class S3Driver implements StorageDriver {
       }
       await inFlight;
       if (nextPart === 1) {
+        if (verify && !(await verify())) return false;
         await this.client.putObject(bucket, key, buffers[current]!.subarray(0, filled));
-        return;
+        return true;
       }
       if (filled > 0) await sendPart(buffers[current]!.subarray(0, filled), nextPart++);
+      if (verify && !(await verify())) {
+        await this.client.abortMultipartUpload(bucket, key, uploadId!);
+        return false;
+      }
       parts.sort((a, b) => a.part - b.part);
       await this.client.completeMultipartUpload(bucket, key, uploadId!, parts);
+      return true;
     } catch (err) {
       body.destroy();
       await inFlight?.catch(() => {});
@@ -146,25 +167,29 @@ export class S3Driver implements StorageDriver {
     }
   }
 
-  async abortIncompleteUploads(prefix: string, before: Date): Promise<number> {
+  async abortIncompleteUploads(prefix: string, before: Date, depth = 0): Promise<number> {
     const { bucket } = this.cfg;
     let aborted = 0;
     let keyMarker = '';
     let uploadIdMarker = '';
+    const below = new Set<string>();
     // Bounded: at most 100 pages of (up to) 1000 uploads.
     for (let page = 0; page < 100; page++) {
-      // Delimiter '/': upload keys have no further '/', and Swift's s3api takes an empty
-      // delimiter literally (rolling every key up into one common prefix).
+      // Delimiter '/' (Swift's s3api takes an empty delimiter literally, rolling every key
+      // up into one common prefix): deeper keys (blobs/sha256/<hh>/<hash>) come back as
+      // common prefixes of keys with uploads in progress, listed in turn below.
       const res = await this.client.listIncompleteUploadsQuery(bucket, prefix, keyMarker, uploadIdMarker, '/');
       for (const u of res.uploads) {
         if (u.initiated >= before) continue;
         await this.client.abortMultipartUpload(bucket, u.key, u.uploadId);
         aborted++;
       }
+      for (const p of res.prefixes as unknown as Array<{ prefix: string }>) below.add(p.prefix);
       if (!res.isTruncated) break;
       keyMarker = res.nextKeyMarker;
       uploadIdMarker = res.nextUploadIdMarker;
     }
+    if (depth < 4) for (const p of below) aborted += await this.abortIncompleteUploads(p, before, depth + 1);
     return aborted;
   }
 
