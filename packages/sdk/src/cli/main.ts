@@ -4,19 +4,19 @@
  * on stdout, nothing else) and exits non-zero with a one-line error on failure.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError, toSwarmError } from '../errors.js';
 import type { ExecutionEvent, VmMetadata } from '../contract/index.js';
 import { runVm, type VmOptions, vmEndpoints } from '../orchestrator/spawn.js';
-import { listBundleEntries, packDirectory } from '../pack.js';
+import { packBundle } from '../pack.js';
+import { ALLOW_SECRET_FILES, registerBundleCommands } from './bundle-commands.js';
 import { formatBytes, printTable } from './format.js';
+import { createProgress } from './progress.js';
 
 type GlobalOptions = { url: string; token?: string; json?: boolean };
 
@@ -40,18 +40,6 @@ function client(): SwarmClient {
 function output<T>(value: T, human: (v: T) => void): void {
   if (globals().json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   else human(value);
-}
-
-/** Progress on stderr, only for a person at a terminal. */
-function progress(): ((line: string) => void) | undefined {
-  if (globals().json || !process.stderr.isTTY) return undefined;
-  let last = 0;
-  return (line: string) => {
-    const now = Date.now();
-    if (now - last < 100) return;
-    last = now;
-    process.stderr.write(`\r\x1b[K${line}`);
-  };
 }
 
 const tenants = program.command('tenants').description('manage tenants');
@@ -99,9 +87,10 @@ program
   .requiredOption('-w, --workflow <tenant/name>', 'workflow to add the version to')
   .option('--activate', 'make the new version active')
   .option('-m, --message <msg>', 'what changed (kept in the version history)')
-  .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string }) => {
+  .option(...ALLOW_SECRET_FILES)
+  .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
     const c = client();
-    const show = progress();
+    const progress = createProgress({ json: globals().json });
     const st = await fs.stat(source).catch(() => {
       throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
     });
@@ -111,16 +100,15 @@ program
       if (st.isDirectory()) {
         tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
         file = path.join(tmpDir, 'bundle.tar.gz');
-        show?.(`packing ${source}…`);
-        await pipeline(packDirectory(source, await listBundleEntries(source)), createWriteStream(file));
+        await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
       }
       const result = await c.uploadBundle(file, {
         workflow: o.workflow,
         activate: o.activate,
         message: o.message,
-        onProgress: show && ((p) => show(`${p.phase === 'hash' ? 'hashing' : 'uploading'} ${formatBytes(p.bytes)}${p.total ? ` / ${formatBytes(p.total)}` : ''}`)),
+        onProgress: (p) => progress?.update(p),
       });
-      if (show) process.stderr.write('\r\x1b[K');
+      progress?.end();
       const { uploaded, ...body } = result;
       output(body, (r) => {
         const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
@@ -130,6 +118,8 @@ program
       if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
     }
   });
+
+registerBundleCommands(program, { json: () => !!globals().json, output });
 
 program
   .command('versions <tenant/name>')
