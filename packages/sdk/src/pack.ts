@@ -1,7 +1,8 @@
 /**
  * Packs a directory into a bundle (tar.gz) deterministically, so the same tree gives the
  * same bytes, and so the same hash, on any machine and from any checkout:
- * - entries sorted by path (byte order of the UTF-8 names), directories before their contents;
+ * - entries sorted by their names in the archive (UTF-8 byte order; a directory's name ends
+ *   in `/`, so it comes right before its contents);
  * - no times at all (mtime, atime, ctime are left out of every header, pax headers included),
  *   no owner ids or names, modes normalised to 0644 (0755 for directories and for files
  *   with any execute bit), hard links stored as plain files;
@@ -41,11 +42,13 @@ export type ScanOptions = {
 export const GZIP_LEVEL = 6;
 const GZIP_BLOCK = 64 * 1024;
 
-const byPath = (a: { path: string }, b: { path: string }) => Buffer.compare(Buffer.from(a.path), Buffer.from(b.path));
+/** Archive order: byte order of the names as the tar stores them (a directory's ends in `/`). */
+const tarName = (e: BundleEntry) => Buffer.from(e.type === 'directory' ? `${e.path}/` : e.path);
+const byTarName = (a: BundleEntry, b: BundleEntry) => Buffer.compare(tarName(a), tarName(b));
 const inside = (root: string, p: string) => p.startsWith(root + path.sep);
 
 /**
- * What a bundle of `root` holds, sorted by path: directories and files, minus what the
+ * What a bundle of `root` holds, in archive order: directories and files, minus what the
  * defaults and `.swarmignore` exclude. A symlink to a file inside the tree is packed as
  * that file; a symlink leading outside the tree, to a directory, or to nothing is
  * refused (the boot agent accepts only files and directories, and following directory
@@ -103,7 +106,7 @@ export async function scanBundle(root: string, opts: ScanOptions = {}): Promise<
     }
   }
   await walk('');
-  entries.sort(byPath);
+  entries.sort(byTarName);
 
   if (!entries.some((e) => e.type === 'file')) {
     const why = ignored ? ` (.swarmignore and the defaults exclude ${ignored} ${ignored === 1 ? 'entry' : 'entries'})` : '';
