@@ -22,11 +22,11 @@ const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? o
 export function registerBundleCommands(program: Command, cli: CliContext): void {
   program
     .command('pack <dir>')
-    .description('pack a directory into a bundle file, deterministically (the bytes `swarm push <dir>` would upload)')
+    .description('pack a directory into a bundle file deterministically, as `swarm push <dir>` would: the same tree gives the same bytes anywhere (see docs/bundles.md)')
     .requiredOption('-o, --output <file>', 'where to write the .tar.gz')
     .option(...ALLOW_SECRET_FILES)
     .action(async (dir: string, o: { output: string; allowSecretFiles?: boolean }) => {
-      const progress = createProgress({ json: cli.json() });
+      const progress = await createProgress({ json: cli.json() });
       const r = await packBundle(dir, { out: o.output, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
       progress?.end();
       cli.output({ file: o.output, ...r }, (v) => {
@@ -43,7 +43,7 @@ export function registerBundleCommands(program: Command, cli: CliContext): void 
       const st = await fs.stat(source).catch(() => {
         throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
       });
-      const progress = createProgress({ json: cli.json() });
+      const progress = await createProgress({ json: cli.json() });
       let result: { kind: 'file' | 'directory'; hash: string; size: number; files?: number; directories?: number };
       if (st.isDirectory()) {
         result = { kind: 'directory', ...(await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) })) };

@@ -83,14 +83,14 @@ workflows
 
 program
   .command('push <path>')
-  .description('upload a bundle (a .tar.gz file, or a directory packed on the fly) as a new version')
+  .description('upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)')
   .requiredOption('-w, --workflow <tenant/name>', 'workflow to add the version to')
   .option('--activate', 'make the new version active')
   .option('-m, --message <msg>', 'what changed (kept in the version history)')
   .option(...ALLOW_SECRET_FILES)
   .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
     const c = client();
-    const progress = createProgress({ json: globals().json });
+    const progress = await createProgress({ json: globals().json });
     const st = await fs.stat(source).catch(() => {
       throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
     });

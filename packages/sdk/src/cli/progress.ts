@@ -4,7 +4,7 @@
  * fits the line and computes the ETA), plain lines when stderr is not a terminal (one
  * every 2 s while a phase runs, and one when it ends), nothing with --json.
  */
-import cliProgress from 'cli-progress';
+import type { SingleBar } from 'cli-progress';
 import { formatBytes } from './format.js';
 
 export type PhaseProgress = { phase: string; bytes: number; total: number | undefined };
@@ -22,11 +22,14 @@ const PLAIN_EVERY_MS = 2000;
 const rate = (bytes: number, ms: number) => `${formatBytes(ms > 0 ? Math.round((bytes * 1000) / ms) : bytes)}/s`;
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-export function createProgress(opts: { json?: boolean; stream?: NodeJS.WriteStream; now?: () => number }): ProgressReporter | undefined {
+export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WriteStream; now?: () => number }): Promise<ProgressReporter | undefined> {
   if (opts.json) return undefined;
   const stream = opts.stream ?? process.stderr;
   const now = opts.now ?? Date.now;
-  return stream.isTTY ? barReporter(stream, now) : plainReporter(stream, now);
+  if (!stream.isTTY) return plainReporter(stream, now);
+  // Loaded only for a terminal: other commands and scripts do not pay for it.
+  const { default: cliProgress } = await import('cli-progress');
+  return barReporter(stream, now, (options) => new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic));
 }
 
 function plainReporter(stream: NodeJS.WritableStream, now: () => number): ProgressReporter {
@@ -56,8 +59,10 @@ function plainReporter(stream: NodeJS.WritableStream, now: () => number): Progre
   };
 }
 
-function barReporter(stream: NodeJS.WriteStream, now: () => number): ProgressReporter {
-  let current: { name: string; bar: cliProgress.SingleBar; start: number } | undefined;
+type BarOptions = { stream: NodeJS.WriteStream; format: string; hideCursor: boolean; barsize: number };
+
+function barReporter(stream: NodeJS.WriteStream, now: () => number, newBar: (o: BarOptions) => SingleBar): ProgressReporter {
+  let current: { name: string; bar: SingleBar; start: number } | undefined;
   const payload = (p: PhaseProgress, start: number) => ({
     label: (LABELS[p.phase] ?? p.phase).padEnd(9),
     done: formatBytes(p.bytes),
@@ -72,10 +77,7 @@ function barReporter(stream: NodeJS.WriteStream, now: () => number): ProgressRep
     update(p) {
       if (current?.name !== p.phase) {
         end();
-        const bar = new cliProgress.SingleBar(
-          { stream, format: '{label} [{bar}] {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}', hideCursor: true, barsize: 30 },
-          cliProgress.Presets.shades_classic,
-        );
+        const bar = newBar({ stream, format: '{label} [{bar}] {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}', hideCursor: true, barsize: 30 });
         current = { name: p.phase, bar, start: now() };
         bar.start(Math.max(p.total ?? p.bytes, 1), 0, payload(p, current.start));
       }
