@@ -52,6 +52,7 @@ const PRIVATE_KEY = /-----BEGIN [A-Z0-9 ]*PRIVATE KEY(?: BLOCK)?-----/;
 /** An auth setting in an .npmrc whose value is not just an environment reference (`${NPM_TOKEN}`). */
 const NPM_AUTH = /^\s*[^#;\s]*(?:_authToken|_auth|_password)\s*=\s*(?!"?\$\{[A-Za-z_][A-Za-z0-9_]*\}"?\s*$)\S/m;
 const MAX_NAMED = 20;
+const SNIFF_CONCURRENCY = 16;
 
 export type SecretFile = { path: string; reason: string };
 
@@ -62,18 +63,26 @@ const byName = ignore({ ignorecase: true }).add(SECRET_FILE_PATTERNS);
  * where the bytes are read from (differs for a symlink, whose target's name counts too).
  */
 export async function findSecretFiles(files: ReadonlyArray<{ path: string; source: string; sourcePath: string }>): Promise<SecretFile[]> {
-  const found: SecretFile[] = [];
-  for (const f of files) {
-    const named = [f.path, f.sourcePath].map((p) => byName.test(p)).find((t) => t.ignored);
-    if (named) {
-      found.push({ path: f.path, reason: `matches ${named.rule?.pattern ?? 'a secret file name'}` });
-      continue;
+  const found: Array<SecretFile | undefined> = new Array(files.length);
+  let next = 0;
+  // A few reads in flight at once: one at a time, open/read/close latency dominates.
+  const worker = async () => {
+    while (next < files.length) {
+      const i = next++;
+      found[i] = await check(files[i]!);
     }
-    const head = await readHead(f.source);
-    if (PRIVATE_KEY.test(head)) found.push({ path: f.path, reason: 'holds a private key' });
-    else if (path.posix.basename(f.sourcePath) === '.npmrc' && NPM_AUTH.test(head)) found.push({ path: f.path, reason: 'holds an npm auth token' });
-  }
-  return found;
+  };
+  await Promise.all(Array.from({ length: Math.min(SNIFF_CONCURRENCY, files.length) }, worker));
+  return found.filter((f): f is SecretFile => f !== undefined);
+}
+
+async function check(f: { path: string; source: string; sourcePath: string }): Promise<SecretFile | undefined> {
+  const named = [f.path, f.sourcePath].map((p) => byName.test(p)).find((t) => t.ignored);
+  if (named) return { path: f.path, reason: `matches ${named.rule?.pattern ?? 'a secret file name'}` };
+  const head = await readHead(f.source);
+  if (PRIVATE_KEY.test(head)) return { path: f.path, reason: 'holds a private key' };
+  if (path.posix.basename(f.sourcePath) === '.npmrc' && NPM_AUTH.test(head)) return { path: f.path, reason: 'holds an npm auth token' };
+  return undefined;
 }
 
 async function readHead(file: string): Promise<string> {
