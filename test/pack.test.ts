@@ -507,7 +507,8 @@ describe('swarm pack, hash and push against a registry', () => {
     const dir = await writeTree(dirFor('allowed'), { 'index.js': 'x', 'ca.pem': 'public CA certificate' });
     const r = await swarm(['push', dir, '-w', 'acme/app', '--allow-secret-files', '--json'], env);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toMatchObject({ version: 2, created: true });
+    const { hash } = await packBundle(dir, { allowSecretFiles: true });
+    expect(JSON.parse(r.stdout)).toMatchObject({ created: true, bundleHash: hash });
   });
 
   it('draws a progress bar with bytes, rate and ETA on a terminal', async () => {
