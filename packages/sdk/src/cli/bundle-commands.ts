@@ -8,7 +8,7 @@ import { SwarmError } from '../errors.js';
 import { sha256File } from '../hash.js';
 import { packBundle } from '../pack.js';
 import { formatBytes } from './format.js';
-import { createProgress } from './progress.js';
+import { type ProgressReporter, createProgress } from './progress.js';
 
 export type CliContext = {
   json: () => boolean;
@@ -16,6 +16,12 @@ export type CliContext = {
 };
 
 export const ALLOW_SECRET_FILES = ['--allow-secret-files', 'pack files that look like secrets (.env, private keys, credentials) instead of refusing'] as const;
+
+/** Clears a progress bar before the error is printed, then rethrows. */
+const failed = (progress: ProgressReporter | undefined) => (err: unknown): never => {
+  progress?.end(true);
+  throw err;
+};
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
@@ -27,7 +33,7 @@ export function registerBundleCommands(program: Command, cli: CliContext): void 
     .option(...ALLOW_SECRET_FILES)
     .action(async (dir: string, o: { output: string; allowSecretFiles?: boolean }) => {
       const progress = await createProgress({ json: cli.json() });
-      const r = await packBundle(dir, { out: o.output, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
+      const r = await packBundle(dir, { out: o.output, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
       progress?.end();
       cli.output({ file: o.output, ...r }, (v) => {
         console.log(`packed ${plural(v.files, 'file')} and ${plural(v.directories, 'directory', 'directories')} of ${dir} into ${v.file} (${formatBytes(v.size)})`);
@@ -46,10 +52,11 @@ export function registerBundleCommands(program: Command, cli: CliContext): void 
       const progress = await createProgress({ json: cli.json() });
       let result: { kind: 'file' | 'directory'; hash: string; size: number; files?: number; directories?: number };
       if (st.isDirectory()) {
-        result = { kind: 'directory', ...(await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) })) };
+        const packed = await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
+        result = { kind: 'directory', ...packed };
       } else if (st.isFile()) {
         let bytes = 0;
-        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size }));
+        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size })).catch(failed(progress));
         result = { kind: 'file', hash, size: st.size };
       } else {
         throw new SwarmError('INVALID_INPUT', `${source} is neither a file nor a directory`);

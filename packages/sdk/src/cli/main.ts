@@ -96,6 +96,7 @@ program
     });
     let file = source;
     let tmpDir: string | undefined;
+    let ok = false;
     try {
       if (st.isDirectory()) {
         tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
@@ -109,12 +110,14 @@ program
         onProgress: (p) => progress?.update(p),
       });
       progress?.end();
+      ok = true;
       const { uploaded, ...body } = result;
       output(body, (r) => {
         const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
         console.log(`${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`);
       });
     } finally {
+      if (!ok) progress?.end(true);
       if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
     }
   });

@@ -12,8 +12,8 @@ export type PhaseProgress = { phase: string; bytes: number; total: number | unde
 export type ProgressReporter = {
   /** Reports a phase's bytes so far; a new phase name ends the previous phase. */
   update(p: PhaseProgress): void;
-  /** Ends the current phase (prints its final line). */
-  end(): void;
+  /** Ends the current phase: prints its final line, or only clears the bar when it `failed`. */
+  end(failed?: boolean): void;
 };
 
 const LABELS: Record<string, string> = { pack: 'packing', hash: 'hashing', upload: 'uploading' };
@@ -22,23 +22,23 @@ const PLAIN_EVERY_MS = 2000;
 const rate = (bytes: number, ms: number) => `${formatBytes(ms > 0 ? Math.round((bytes * 1000) / ms) : bytes)}/s`;
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WriteStream; now?: () => number }): Promise<ProgressReporter | undefined> {
+export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WriteStream }): Promise<ProgressReporter | undefined> {
   if (opts.json) return undefined;
   const stream = opts.stream ?? process.stderr;
-  const now = opts.now ?? Date.now;
-  if (!stream.isTTY) return plainReporter(stream, now);
+  if (!stream.isTTY) return plainReporter(stream);
   // Loaded only for a terminal: other commands and scripts do not pay for it.
   const { default: cliProgress } = await import('cli-progress');
-  return barReporter(stream, now, (options) => new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic));
+  return barReporter(stream, (options) => new cliProgress.SingleBar(options, cliProgress.Presets.shades_classic));
 }
 
-function plainReporter(stream: NodeJS.WritableStream, now: () => number): ProgressReporter {
+function plainReporter(stream: NodeJS.WritableStream): ProgressReporter {
+  const now = Date.now;
   let phase: { name: string; start: number; lastLine: number; bytes: number } | undefined;
   const line = (s: string) => stream.write(`${s}\n`);
-  const end = () => {
+  const end = (failed?: boolean) => {
     if (!phase) return;
     const ms = now() - phase.start;
-    line(`${LABELS[phase.name] ?? phase.name} done: ${formatBytes(phase.bytes)} in ${seconds(ms)} (${rate(phase.bytes, ms)})`);
+    if (!failed) line(`${LABELS[phase.name] ?? phase.name} done: ${formatBytes(phase.bytes)} in ${seconds(ms)} (${rate(phase.bytes, ms)})`);
     phase = undefined;
   };
   return {
@@ -61,7 +61,8 @@ function plainReporter(stream: NodeJS.WritableStream, now: () => number): Progre
 
 type BarOptions = { stream: NodeJS.WriteStream; format: string; hideCursor: boolean; barsize: number };
 
-function barReporter(stream: NodeJS.WriteStream, now: () => number, newBar: (o: BarOptions) => SingleBar): ProgressReporter {
+function barReporter(stream: NodeJS.WriteStream, newBar: (o: BarOptions) => SingleBar): ProgressReporter {
+  const now = Date.now;
   let current: { name: string; bar: SingleBar; start: number } | undefined;
   const payload = (p: PhaseProgress, start: number) => ({
     label: (LABELS[p.phase] ?? p.phase).padEnd(9),
