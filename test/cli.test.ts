@@ -121,6 +121,6 @@ describe('swarm CLI', () => {
   it('documents every command in --help', async () => {
     const r = await swarm(['--help'], {});
     expect(r.code).toBe(0);
-    for (const cmd of ['tenants', 'workflows', 'push', 'versions', 'activate', 'active', 'tokens']) expect(r.stdout).toContain(cmd);
+    for (const cmd of ['tenants', 'workflows', 'push', 'pack', 'hash', 'versions', 'activate', 'active', 'tokens']) expect(r.stdout).toContain(cmd);
   });
 });

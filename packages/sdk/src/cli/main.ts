@@ -4,20 +4,20 @@
  * on stdout, nothing else) and exits non-zero with a one-line error on failure.
  */
 import { spawn } from 'node:child_process';
-import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError, toSwarmError } from '../errors.js';
 import { type ExecutionEvent, parseDuration, type ReleaseState, type VmMetadata } from '../contract/index.js';
 import { runVm, type VmOptions, vmEndpoints } from '../orchestrator/spawn.js';
-import { listBundleEntries, packDirectory } from '../pack.js';
+import { packBundle } from '../pack.js';
+import { ALLOW_SECRET_FILES, registerBundleCommands } from './bundle-commands.js';
 import { formatDoctorLines, runDoctor } from './doctor.js';
 import { formatBytes, printTable } from './format.js';
+import { createProgress } from './progress.js';
 
 type GlobalOptions = { url: string; token?: string; json?: boolean };
 
@@ -41,18 +41,6 @@ function client(): SwarmClient {
 function output<T>(value: T, human: (v: T) => void): void {
   if (globals().json) process.stdout.write(`${JSON.stringify(value, null, 2)}\n`);
   else human(value);
-}
-
-/** Progress on stderr, only for a person at a terminal. */
-function progress(): ((line: string) => void) | undefined {
-  if (globals().json || !process.stderr.isTTY) return undefined;
-  let last = 0;
-  return (line: string) => {
-    const now = Date.now();
-    if (now - last < 100) return;
-    last = now;
-    process.stderr.write(`\r\x1b[K${line}`);
-  };
 }
 
 const tenants = program.command('tenants').description('manage tenants');
@@ -96,41 +84,46 @@ workflows
 
 program
   .command('push <path>')
-  .description('upload a bundle (a .tar.gz file, or a directory packed on the fly) as a new version')
+  .description('upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)')
   .requiredOption('-w, --workflow <tenant/name>', 'workflow to add the version to')
   .option('--activate', 'make the new version active')
   .option('-m, --message <msg>', 'what changed (kept in the version history)')
-  .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string }) => {
+  .option(...ALLOW_SECRET_FILES)
+  .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
     const c = client();
-    const show = progress();
+    const progress = await createProgress({ json: globals().json });
     const st = await fs.stat(source).catch(() => {
       throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
     });
     let file = source;
     let tmpDir: string | undefined;
+    let ok = false;
     try {
       if (st.isDirectory()) {
         tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
         file = path.join(tmpDir, 'bundle.tar.gz');
-        show?.(`packing ${source}…`);
-        await pipeline(packDirectory(source, await listBundleEntries(source)), createWriteStream(file));
+        await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
       }
       const result = await c.uploadBundle(file, {
         workflow: o.workflow,
         activate: o.activate,
         message: o.message,
-        onProgress: show && ((p) => show(`${p.phase === 'hash' ? 'hashing' : 'uploading'} ${formatBytes(p.bytes)}${p.total ? ` / ${formatBytes(p.total)}` : ''}`)),
+        onProgress: (p) => progress?.update(p),
       });
-      if (show) process.stderr.write('\r\x1b[K');
+      progress?.end();
+      ok = true;
       const { uploaded, ...body } = result;
       output(body, (r) => {
         const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
         console.log(`${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`);
       });
     } finally {
+      if (!ok) progress?.end(true);
       if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
     }
   });
+
+registerBundleCommands(program, { json: () => !!globals().json, output });
 
 program
   .command('versions <tenant/name>')
