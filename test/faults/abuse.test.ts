@@ -138,6 +138,14 @@ function sampleInputs(): Record<string, unknown> {
     'executions.events': { id: executionA },
     'executions.watch': { id: executionA },
     'system.doctor': undefined,
+    'releases.state': { workflow: 'acme/job' },
+    'releases.history': { workflow: 'acme/job' },
+    'releases.diff': { workflow: 'acme/job', from: 1, to: 1 },
+    'releases.rollback': { workflow: 'acme/job', to: 1 },
+    'releases.setCanary': { workflow: 'acme/job', version: 1, weight: 10 },
+    'releases.clearCanary': { workflow: 'acme/job' },
+    'releases.promote': { workflow: 'acme/job' },
+    'gc.run': { dryRun: true, keep: 1 },
   };
 }
 
@@ -166,7 +174,8 @@ beforeAll(async () => {
   await c.call(() => c.trpc.tenants.create.mutate({ slug: 'beta' }));
   await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name: 'job' }));
   await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'beta', name: 'job' }));
-  const bytes = bundleBytes('abuse');
+  // A real bundle: releases.diff lists its files.
+  const bytes = await fs.readFile(await bundleOf(path.join(work, 'abuse-bundle'), { 'main.sh': 'echo abuse\n' }));
   bundleHash = sha256(bytes);
   const up = await reg.fetch('/internal/bundles?workflow=acme%2Fjob&activate=true', { method: 'POST', body: bytes, headers: { 'content-type': 'application/gzip' } });
   expect(up.status, await up.clone().text()).toBe(201);
