@@ -1,0 +1,71 @@
+/**
+ * The README's release session is a contract: this runs its `console` block command by
+ * command against a real registry (PostgreSQL + S3) and compares what each command
+ * prints with what the README shows, after masking what differs run to run (times,
+ * ids, hashes, sizes) and collapsing runs of spaces (table columns widen with them).
+ */
+import { execFile } from 'node:child_process';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, it } from 'vitest';
+import { fencedBlocks } from './support/markdown.js';
+import { type TestRegistry, startTestRegistry } from './support/registry.js';
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+let reg: TestRegistry;
+let work: string;
+beforeAll(async () => {
+  reg = await startTestRegistry({ storage: 's3' });
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-readme-'));
+});
+afterAll(async () => {
+  await reg?.close();
+  if (work) await fs.rm(work, { recursive: true, force: true });
+});
+
+/** Steps of a console block: each `$ command` with the lines it printed. */
+function steps(block: string): Array<{ command: string; expected: string[] }> {
+  const out: Array<{ command: string; expected: string[] }> = [];
+  for (const line of block.trimEnd().split('\n')) {
+    if (line.startsWith('$ ')) out.push({ command: line.slice(2), expected: [] });
+    else out.at(-1)!.expected.push(line);
+  }
+  return out;
+}
+
+const mask = (text: string) =>
+  text
+    .replace(/\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z/g, '<time>')
+    .replace(/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}/g, '<id>')
+    .replace(/sha256:[0-9a-f]{12}|\b[0-9a-f]{12}\b/g, '<hash>')
+    .replace(/\b\d+(\.\d+)? (B|KiB|MiB)\b/g, '<size>')
+    .replace(/ +/g, ' ')
+    .trimEnd();
+
+/** Runs one README command in bash, `pnpm swarm` being the CLI from source. */
+function run(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  const cli = `${path.join(root, 'node_modules/.bin/tsx')} ${path.join(root, 'packages/sdk/src/cli/main.ts')}`;
+  const script = `pnpm() { [ "$1" = swarm ] || exit 97; shift; ${cli} "$@"; }\n${command}`;
+  return new Promise((resolve) => {
+    execFile('bash', ['-euo', 'pipefail', '-c', script], {
+      cwd: work,
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken },
+      timeout: 120_000,
+    }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+  });
+}
+
+it('runs the release session of the README and prints what it shows', async () => {
+  const readme = await fs.readFile(path.join(root, 'README.md'), 'utf8');
+  const session = fencedBlocks(readme).filter((b) => b.marker === 'session: test/readme-session.test.ts');
+  expect(session).toHaveLength(1);
+  const all = steps(session[0]!.body);
+  expect(all.map((s) => s.command.split(' ').slice(0, 3).join(' '))).toEqual(expect.arrayContaining(['pnpm swarm push', 'pnpm swarm canary', 'pnpm swarm promote', 'pnpm swarm rollback', 'pnpm swarm history']));
+  for (const step of all) {
+    const r = await run(step.command);
+    expect(r.code, `${step.command}\n${r.stderr}`).toBe(0);
+    expect(mask(r.stdout).split('\n').filter(Boolean), step.command).toEqual(step.expected.map(mask));
+  }
+}, 300_000);
