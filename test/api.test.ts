@@ -3,7 +3,8 @@
  * compare-and-set, tokens and tenant isolation, and bad input that changes nothing.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SwarmError } from '../packages/sdk/src/index.js';
+import type { SwarmError } from '../packages/sdk/src/index.js';
+import { failure } from './support/failure.js';
 import { type TestRegistry, bundleBytes, sha256, startTestRegistry } from './support/registry.js';
 
 let reg: TestRegistry;
@@ -12,15 +13,6 @@ beforeAll(async () => {
 });
 afterAll(() => reg?.close());
 
-/** The SwarmError a call fails with (the test fails if it succeeds). */
-async function failure(p: Promise<unknown>): Promise<SwarmError> {
-  const err = await p.then(
-    () => new Error('expected the call to fail'),
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SwarmError);
-  return err as SwarmError;
-}
 
 async function upload(workflow: string, seed: string, extra: Record<string, string> = {}) {
   const body = bundleBytes(seed);

@@ -11,10 +11,11 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SwarmError } from '../packages/sdk/src/index.js';
+import { failure } from './support/failure.js';
 import { BUNDLE_LOCK_SPACE, bundleLockKey } from '../packages/server/src/services/versions.js';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
 import { bundleOf } from './support/bundles.js';
+import { swarm } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
 let reg: TestRegistry;
@@ -67,14 +68,6 @@ const versions = (ref: string, on: TestRegistry = reg) => {
 };
 const inStore = async (hash: string, on: TestRegistry = reg) => (await on.deps.store.stat(hash)) !== null;
 
-async function failure(p: Promise<unknown>): Promise<SwarmError> {
-  const err = await p.then(
-    () => new Error('expected the call to fail'),
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SwarmError);
-  return err as SwarmError;
-}
 
 /** Every version gc did not retire has its bundle in the store, with the recorded size. */
 async function expectLiveVersionsStored() {
@@ -191,6 +184,22 @@ describe('gc retention', () => {
     await expectLiveVersionsStored();
   });
 
+  it('runs from the CLI: swarm gc --dry-run --json, then swarm gc with its summary line', async () => {
+    const { ref } = await workflowWithVersions('cli', 3);
+    const env = { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken };
+    const dry = await swarm(['gc', '--dry-run', '--keep', '2', '--older-than', '0s', '--json'], env);
+    expect(dry.code, dry.stderr).toBe(0);
+    const report = JSON.parse(dry.stdout) as { dryRun: boolean; prunedVersions: Array<{ workflow: string; version: number }> };
+    expect(report.dryRun).toBe(true);
+    expect(report.prunedVersions.filter((v) => v.workflow === ref).map((v) => v.version)).toEqual([1]);
+    expect((await versions(ref)).every((v) => v.prunedAt === null)).toBe(true);
+    const real = await swarm(['gc', '--keep', '2'], env);
+    expect(real.code, real.stderr).toBe(0);
+    expect(real.stdout).toContain(`pruned ${ref} version 1`);
+    expect(real.stdout).toMatch(/\d+ versions pruned, \d+ bundles and \d+ orphaned objects deleted, \d+ interrupted uploads swept, .* freed/);
+    expect((await versions(ref)).find((v) => v.version === 1)!.prunedAt).not.toBeNull();
+  });
+
   it('refuses a non-admin token and bad options', async () => {
     const admin = reg.client();
     const orch = await admin.call(() => admin.trpc.tokens.create.mutate({ scope: 'orchestrator' }));
@@ -218,6 +227,9 @@ describe('gc and the store', () => {
     await fresh.deps.store.driver.put(blobKey(orphan), Readable.from([bytes]));
     await fresh.deps.store.driver.put('uploads/crashed-upload', Readable.from([randomBytes(1000)]));
     const { hashes } = await workflowWithVersions('orphans', 1, fresh);
+    // S3's Last-Modified has whole seconds (rounded up on Swift): with a grace of 0 an
+    // object is "old" only once that second has passed.
+    await new Promise((r) => setTimeout(r, 2_100));
 
     const dry = await gc({ dryRun: true }, fresh);
     expect(dry).toMatchObject({ orphanObjects: 1, deletedBundles: 0, sweptUploads: 0, bytesFreed: 4096 });

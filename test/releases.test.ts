@@ -8,7 +8,7 @@ import os from 'node:os';
 import path from 'node:path';
 import fs from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SwarmError } from '../packages/sdk/src/index.js';
+import { failure } from './support/failure.js';
 import { chooseRelease, rollbackTarget, routingBucket } from '../packages/server/src/services/releases.js';
 import { bundleOf } from './support/bundles.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
@@ -27,14 +27,6 @@ afterAll(async () => {
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
-async function failure(p: Promise<unknown>): Promise<SwarmError> {
-  const err = await p.then(
-    () => new Error('expected the call to fail'),
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(SwarmError);
-  return err as SwarmError;
-}
 
 /** A workflow with `n` versions whose bundles hold `files(i)`; none active. */
 async function workflowWithVersions(name: string, n: number, files: (i: number) => Record<string, string> = (i) => ({ 'main.sh': `echo ${name} ${i}\n` })) {
