@@ -383,7 +383,6 @@ describe('input fuzzing (fast-check) as admin', () => {
 
   it('never answers 5xx, a stack trace or a file path, always a JSON error with a code, and an error changes nothing', async () => {
     const samples = sampleInputs();
-    const started = Date.now();
     const successes: string[] = [];
     for (const [p, type] of procedures) {
       const arb = fc.oneof(fc.anything(), structuredWrong(samples[p]), structuredWrong(samples[p]));
@@ -409,7 +408,6 @@ describe('input fuzzing (fast-check) as admin', () => {
     }
     // Invalid by construction: nothing may have changed (an idempotent re-register is a no-op).
     expect(successes, successes.join('\n')).toEqual([]);
-    expect(Date.now() - started).toBeLessThan(90_000);
     expect(fuzzed).toBeGreaterThan(procedures.size * 20);
   }, 120_000);
 
