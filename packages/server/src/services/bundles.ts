@@ -2,6 +2,7 @@ import type { Readable } from 'node:stream';
 import type { Bundle, UploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
+import { changingRelease } from './release-cache.js';
 import { bundleVisibleTo, claimStoredBundle, createVersion } from './versions.js';
 import { findWritableWorkflow } from './workflows.js';
 
@@ -52,7 +53,7 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     alreadyStored,
     onBytes: input.onBytes,
   });
-  const { version, created } = await deps.db.transaction(async (tx) => {
+  const { version, created } = await changingRelease(deps, wf.id, async (tx) => {
     await claimStoredBundle(tx, deps, ingested);
     return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
   });
