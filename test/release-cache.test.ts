@@ -9,6 +9,7 @@ import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../packages/server/src/config.js';
+import { LiveCache } from '../packages/server/src/services/release-cache.js';
 import { routingBucket } from '../packages/server/src/services/releases.js';
 import { type TestRegistry, bundleBytes, createTestDatabase, startTestRegistry } from './support/registry.js';
 import { type TcpProxy, startTcpProxy } from './support/tcp-proxy.js';
@@ -298,6 +299,60 @@ describe('caching off (SWARM_CACHE_TTL_SECONDS=0)', () => {
     } finally {
       await sql.end();
     }
+  });
+});
+
+// The race the 20-round test above provokes, made deterministic: the invalidation lands
+// while the load's read is in flight (between the read and the store).
+describe('LiveCache: what a load may store', () => {
+  const live = () => {
+    const cache = new LiveCache<{ version: number }>(60_000);
+    cache.setLive(true);
+    return cache;
+  };
+
+  it('stores what it loaded when nothing was invalidated meanwhile', async () => {
+    const cache = live();
+    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    expect(cache.get('wf')).toEqual({ version: 1 });
+  });
+
+  it('does not store an answer read before an invalidation that arrived while it loaded', async () => {
+    const cache = live();
+    const answer = await cache.load(
+      'wf',
+      async () => {
+        const stale = { version: 1 };
+        cache.invalidate('wf');
+        return stale;
+      },
+      () => 'wf',
+    );
+    expect(answer).toEqual({ version: 1 });
+    expect(cache.get('wf')).toBeUndefined();
+  });
+
+  it('does not store an answer when the listener went down while it loaded', async () => {
+    const cache = live();
+    await cache.load('wf', async () => (cache.setLive(false), cache.setLive(true), { version: 1 }), () => 'wf');
+    expect(cache.get('wf')).toBeUndefined();
+  });
+
+  it('serves and stores nothing while the listener is down', async () => {
+    const cache = live();
+    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    cache.setLive(false);
+    expect(cache.get('wf')).toBeUndefined();
+    await cache.load('wf', async () => ({ version: 2 }), () => 'wf');
+    cache.setLive(true);
+    expect(cache.get('wf')).toBeUndefined();
+  });
+
+  it('caches nothing with a TTL of 0 (caching off)', async () => {
+    const cache = new LiveCache<{ version: number }>(0);
+    cache.setLive(true);
+    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    expect(cache.get('wf')).toBeUndefined();
   });
 });
 
