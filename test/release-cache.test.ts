@@ -159,6 +159,21 @@ describe('two replicas on one database: changes on A reach B through the notific
     expect(spawned.metadata.bundle?.hash).toBe((await ca.call(() => ca.trpc.workflows.versions.query({ workflow: id }))).find((v) => v.version === 2)?.bundleHash);
   });
 
+  it("hands out the same signed URL again while more than half its lifetime is left, with the URL's own expiry", async () => {
+    const id = await workflowWithVersions(a, 'url', 1);
+    const first = await (await b.fetch(`/internal/workflow/${id}/active`, { token })).json();
+    const again = await (await b.fetch(`/internal/workflow/${id}/active`, { token })).json();
+    expect(again.bundleUrl).toBe(first.bundleUrl);
+    expect(again.expiresAt).toBe(first.expiresAt);
+    // SigV4: the URL expires X-Amz-Expires seconds after X-Amz-Date.
+    const q = new URL(first.bundleUrl).searchParams;
+    const date = q.get('X-Amz-Date')!.replace(/^(\d{4})(\d{2})(\d{2})T(\d{2})(\d{2})(\d{2})Z$/, '$1-$2-$3T$4:$5:$6Z');
+    expect(new Date(Date.parse(date) + Number(q.get('X-Amz-Expires')) * 1000).toISOString()).toBe(first.expiresAt);
+    expect(Number(q.get('X-Amz-Expires'))).toBe(b.deps.config.urlTtlSeconds);
+    const download = await fetch(first.bundleUrl);
+    expect(download.status).toBe(200);
+  });
+
   it('a token revoked on A is refused by B within a bounded wait, though B had it cached', async ({ annotate }) => {
     const id = await workflowWithVersions(a, 'tok', 1);
     const own = await orchestratorToken(a);

@@ -85,7 +85,8 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
     }
     const deps: Deps = {
       db: database.db,
-      store: new BundleStore(driver),
+      // Reusing signed URLs goes with the caches (SWARM_CACHE_TTL_SECONDS=0 turns both off).
+      store: new BundleStore(driver, { reuseUrls: config.cacheTtlSeconds > 0 }),
       config,
       publicUrl,
       log: logger,

@@ -9,13 +9,8 @@ import { findWritableWorkflow } from './workflows.js';
 export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
   const b = await bundleVisibleTo(deps, p, input.hash);
   if (!b) throw notFound(`bundle ${input.hash}`);
-  const ttl = deps.config.urlTtlSeconds;
-  return {
-    hash: input.hash,
-    size: b.size,
-    url: await deps.store.downloadUrl(input.hash, ttl),
-    expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
-  };
+  const { url, expiresAt } = await deps.store.signedUrl(input.hash, deps.config.urlTtlSeconds);
+  return { hash: input.hash, size: b.size, url, expiresAt: expiresAt.toISOString() };
 }
 
 export async function bundleExists(deps: Deps, p: Principal, input: { hash: string }): Promise<boolean> {

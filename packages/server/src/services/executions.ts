@@ -89,7 +89,7 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
     return { row: row!, picked: { ...picked!, reason } };
   });
   const apiUrl = input.apiUrl ?? deps.publicUrl();
-  const url = await deps.store.downloadUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
+  const { url } = await deps.store.signedUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   deps.log.info({ executionId: row.id, workflowId: wf.id, version: picked.version, reason: picked.reason }, 'execution spawned');
   return {
     execution: toExecution(row, picked.version),

@@ -182,8 +182,7 @@ export async function resolveActive(
       `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
     );
   }
-  const ttl = deps.config.urlTtlSeconds;
-  const bundleUrl = await deps.store.downloadUrl(active.bundleHash, ttl, input.storeEndpoint);
+  const { url, expiresAt } = await deps.store.signedUrl(active.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   return {
     workflowId: wf.id,
     tenantId: wf.tenantId,
@@ -191,7 +190,7 @@ export async function resolveActive(
     version: active.version,
     bundleHash: active.bundleHash,
     size: active.size,
-    bundleUrl,
-    expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
+    bundleUrl: url,
+    expiresAt: expiresAt.toISOString(),
   };
 }
