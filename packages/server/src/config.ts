@@ -41,6 +41,11 @@ const envSchema = z
     SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
     /** Executions still pending or booting after this long are marked failed ("abandoned"). */
     SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
+    /**
+     * Longest time a cached release state or token stays cached (a backstop: changes
+     * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
+     */
+    SWARM_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(60),
     LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
     DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
     S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
@@ -87,6 +92,8 @@ export type Config = {
   gcGraceMs: number;
   /** On shutdown, requests still open after this long are cut off. */
   shutdownGraceMs: number;
+  /** Max age of a cached release state or principal; 0: no caching (services/release-cache.ts). */
+  cacheTtlSeconds: number;
   /** A connection with no traffic for this long is closed, even in the middle of an upload. */
   idleTimeoutMs: number;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
@@ -125,6 +132,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
     gcGraceMs: e.SWARM_GC_GRACE_SECONDS * 1000,
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
+    cacheTtlSeconds: e.SWARM_CACHE_TTL_SECONDS,
     idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,

@@ -16,6 +16,7 @@ import { createLogger } from './logger.js';
 import { hashAdminToken } from './services/auth.js';
 import type { Deps } from './services/context.js';
 import { reapAbandonedExecutions } from './services/executions.js';
+import { createCaches, startCacheInvalidation } from './services/release-cache.js';
 import { BundleStore } from './storage/bundle-store.js';
 import type { StorageDriver } from './storage/driver.js';
 import { FsDriver } from './storage/fs.js';
@@ -77,12 +78,19 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
     }
     await driver.init();
 
+    const caches = createCaches(config.cacheTtlSeconds);
+    if (config.cacheTtlSeconds > 0) {
+      const listener = startCacheInvalidation(databaseUrl, caches, logger);
+      cleanups.push(() => listener.close());
+    }
     const deps: Deps = {
       db: database.db,
-      store: new BundleStore(driver),
+      // Reusing signed URLs goes with the caches (SWARM_CACHE_TTL_SECONDS=0 turns both off).
+      store: new BundleStore(driver, { reuseUrls: config.cacheTtlSeconds > 0 }),
       config,
       publicUrl,
       log: logger,
+      caches,
     };
     await sweepUploads(deps);
     cleanups.push(startExecutionReaper(deps));

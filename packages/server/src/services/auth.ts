@@ -10,6 +10,7 @@ import { apiTokens, executions, tenants } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
+import { notifyTokenRevoked } from './release-cache.js';
 
 const TOKEN_PREFIX = 'swt_';
 /** Agent tokens: minted per execution by a spawn, stored hashed on the execution row. */
@@ -27,7 +28,7 @@ export function generateAgentToken(): { token: string; hash: string } {
 
 /** Resolves an Authorization header to a principal, or null for anything not a live token. */
 export async function authenticate(
-  deps: Pick<Deps, 'db'> & { adminTokenHash: Buffer },
+  deps: Pick<Deps, 'db' | 'caches'> & { adminTokenHash: Buffer },
   header: string | undefined,
 ): Promise<Principal | null> {
   const match = /^Bearer ([\x21-\x7e]{1,512})$/.exec(header ?? '');
@@ -46,12 +47,20 @@ export async function authenticate(
     return execution ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id } : null;
   }
   if (!token.startsWith(TOKEN_PREFIX)) return null;
-  const [row] = await deps.db
-    .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
-    .from(apiTokens)
-    .where(and(eq(apiTokens.tokenHash, hash.toString('hex')), isNull(apiTokens.revokedAt)))
-    .limit(1);
-  return row ? { tokenId: row.id, name: row.name, scope: row.scope, tenantId: row.tenantId } : null;
+  // Cached per replica; a revocation drops the entry everywhere (see revokeToken).
+  const key = hash.toString('hex');
+  return deps.caches.principals.load(
+    key,
+    async () => {
+      const [row] = await deps.db
+        .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
+        .from(apiTokens)
+        .where(and(eq(apiTokens.tokenHash, key), isNull(apiTokens.revokedAt)))
+        .limit(1);
+      return row ? { tokenId: row.id, name: row.name, scope: row.scope, tenantId: row.tenantId } : null;
+    },
+    () => key,
+  );
 }
 
 export function hashAdminToken(token: string): Buffer {
@@ -108,12 +117,18 @@ export async function listTokens(deps: Deps, p: Principal): Promise<ApiToken[]> 
 
 export async function revokeToken(deps: Deps, p: Principal, input: { id: string }): Promise<ApiToken> {
   requireAdmin(p);
-  const [row] = await deps.db
-    .update(apiTokens)
-    .set({ revokedAt: new Date() })
-    .where(and(eq(apiTokens.id, input.id), isNull(apiTokens.revokedAt)))
-    .returning();
+  const row = await deps.db.transaction(async (tx) => {
+    const [revoked] = await tx
+      .update(apiTokens)
+      .set({ revokedAt: new Date() })
+      .where(and(eq(apiTokens.id, input.id), isNull(apiTokens.revokedAt)))
+      .returning();
+    // Every replica drops the token from its cache when this commits; this one at once.
+    if (revoked) await notifyTokenRevoked(tx, revoked.tokenHash);
+    return revoked;
+  });
   if (!row) throw notFound('active token');
+  deps.caches.principals.invalidate(row.tokenHash);
   const [t] = row.tenantId ? await deps.db.select({ slug: tenants.slug }).from(tenants).where(eq(tenants.id, row.tenantId)) : [];
   return toApiToken({ ...row, tenantSlug: t?.slug ?? null });
 }

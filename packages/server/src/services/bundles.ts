@@ -2,19 +2,15 @@ import type { Readable } from 'node:stream';
 import type { Bundle, UploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
+import { changingRelease } from './release-cache.js';
 import { bundleVisibleTo, claimStoredBundle, createVersion } from './versions.js';
 import { findWritableWorkflow } from './workflows.js';
 
 export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
   const b = await bundleVisibleTo(deps, p, input.hash);
   if (!b) throw notFound(`bundle ${input.hash}`);
-  const ttl = deps.config.urlTtlSeconds;
-  return {
-    hash: input.hash,
-    size: b.size,
-    url: await deps.store.downloadUrl(input.hash, ttl),
-    expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
-  };
+  const { url, expiresAt } = await deps.store.signedUrl(input.hash, deps.config.urlTtlSeconds);
+  return { hash: input.hash, size: b.size, url, expiresAt: expiresAt.toISOString() };
 }
 
 export async function bundleExists(deps: Deps, p: Principal, input: { hash: string }): Promise<boolean> {
@@ -52,7 +48,7 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     alreadyStored,
     onBytes: input.onBytes,
   });
-  const { version, created } = await deps.db.transaction(async (tx) => {
+  const { version, created } = await changingRelease(deps, wf.id, async (tx) => {
     await claimStoredBundle(tx, deps, ingested);
     return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
   });

@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { Config } from '../config.js';
 import type { Db } from '../db/client.js';
 import type { BundleStore } from '../storage/bundle-store.js';
+import type { Caches } from './release-cache.js';
 
 /** What every service function gets: the registry's dependencies, nothing about HTTP. */
 export type Deps = {
@@ -11,6 +12,8 @@ export type Deps = {
   /** Base URL of the API as clients and VMs reach it (SWARM_PUBLIC_URL, else where it listens). */
   publicUrl: () => string;
   log: Logger;
+  /** Per-replica caches of release state and principals (services/release-cache.ts). */
+  caches: Caches;
 };
 
 /** Who is calling: resolved from the bearer token by services/auth.ts. */

@@ -6,11 +6,12 @@
 import { and, asc, desc, eq, gt, lt, or, sql } from 'drizzle-orm';
 import type { Execution, ExecutionEvent, SpawnResult } from '@swarm/sdk/contract';
 import type { DbOrTx } from '../db/client.js';
-import { activeWorkflowVersions, bundles, executionEvents, executions, workflowVersions, workflows } from '../db/schema.js';
+import { bundles, executionEvents, executions, workflowVersions, workflows } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
+import { findRelease } from './release-cache.js';
 import { chooseRelease } from './releases.js';
 import { findWorkflow } from './workflows.js';
 
@@ -46,33 +47,38 @@ export type SpawnInput = {
 
 export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
   requireOrchestrator(p);
-  const wf = await findWorkflow(deps.db, p, input.workflow);
+  const cached = await findRelease(deps, p, input.workflow);
+  const wf = cached.workflow;
   const agent = generateAgentToken();
   const { row, picked } = await deps.db.transaction(async (tx) => {
     // The version is picked here, at spawn time: a later activation does not change it.
     // FOR SHARE: spawns run side by side, but not beside a release change or gc's pruning.
+    // This read, not the cache, decides which version; the cache only saves looking up
+    // the chosen version's number and bundle when it names the same version.
     const [release] = await tx
-      .select({ canaryVersionId: workflows.canaryVersionId, canaryWeight: workflows.canaryWeight })
+      .select({ activeVersionId: workflows.activeVersionId, canaryVersionId: workflows.canaryVersionId, canaryWeight: workflows.canaryWeight })
       .from(workflows)
       .where(eq(workflows.id, wf.id))
       .for('share');
     const reason = chooseRelease(wf.id, release?.canaryWeight ?? null, input.routingKey);
+    const versionId = reason === 'canary' ? release!.canaryVersionId : (release?.activeVersionId ?? null);
+    if (!versionId) {
+      throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
+    }
+    const fromCache = reason === 'canary' ? cached.canary : cached.active;
     const [picked] =
-      reason === 'canary'
-        ? await tx
+      fromCache?.versionId === versionId
+        ? [fromCache]
+        : await tx
             .select({ versionId: workflowVersions.id, version: workflowVersions.version, bundleHash: bundles.hash, size: bundles.size })
             .from(workflowVersions)
             .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
-            .where(eq(workflowVersions.id, release!.canaryVersionId!))
-        : await tx.select().from(activeWorkflowVersions).where(eq(activeWorkflowVersions.workflowId, wf.id));
-    if (!picked) {
-      throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
-    }
+            .where(eq(workflowVersions.id, versionId));
     const [row] = await tx
       .insert(executions)
       .values({
         workflowId: wf.id,
-        versionId: picked.versionId,
+        versionId: picked!.versionId,
         versionReason: reason,
         routingKey: input.routingKey,
         agentTokenHash: agent.hash,
@@ -80,10 +86,10 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
         spawnedBy: p.name,
       })
       .returning();
-    return { row: row!, picked: { ...picked, reason } };
+    return { row: row!, picked: { ...picked!, reason } };
   });
   const apiUrl = input.apiUrl ?? deps.publicUrl();
-  const url = await deps.store.downloadUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
+  const { url } = await deps.store.signedUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   deps.log.info({ executionId: row.id, workflowId: wf.id, version: picked.version, reason: picked.reason }, 'execution spawned');
   return {
     execution: toExecution(row, picked.version),

@@ -11,6 +11,7 @@ import type { Tx } from '../db/client.js';
 import { workflowActivations, workflowVersions, workflows } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
+import { changingRelease, notifyReleaseChanged } from './release-cache.js';
 import { findWorkflow, findWritableWorkflow, loadWorkflow, type WorkflowRow } from './workflows.js';
 
 type WorkflowLock = typeof workflows.$inferSelect;
@@ -41,7 +42,11 @@ export async function releasableVersion(tx: Tx, wf: Pick<WorkflowRow, 'id' | 'te
   return v;
 }
 
-/** Appends to the release history. clock_timestamp(), not now(): rows sort in the order the lock granted them. */
+/**
+ * Appends to the release history, and tells every replica's release cache (at commit)
+ * that the workflow's release changed: every release change goes through here.
+ * clock_timestamp(), not now(): rows sort in the order the lock granted them.
+ */
 async function record(
   tx: Tx,
   p: Principal,
@@ -57,6 +62,7 @@ async function record(
     message: row.message,
     createdAt: sql`clock_timestamp()`,
   });
+  await notifyReleaseChanged(tx, row.workflowId);
 }
 
 /**
@@ -117,7 +123,7 @@ export async function rollback(
   input: { workflow: string; to?: number | undefined; message?: string | undefined },
 ): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.activeVersionId) {
       throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no active version to roll back from`, `activate one: swarm activate ${refOf(wf)} <version>`);
@@ -152,7 +158,7 @@ export async function setCanary(
   input: { workflow: string; version: number; weight: number; message?: string | undefined },
 ): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.activeVersionId) {
       throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no active version; a canary runs beside one`, `activate a version first: swarm activate ${refOf(wf)} <version>`);
@@ -172,7 +178,7 @@ export async function setCanary(
 /** Ends the canary; all spawns get the active version again. Without a canary, nothing changes. */
 export async function clearCanary(deps: Deps, p: Principal, input: { workflow: string; message?: string | undefined }): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (locked.canaryVersionId) {
       await tx.update(workflows).set({ canaryVersionId: null, canaryWeight: null }).where(eq(workflows.id, wf.id));
@@ -185,7 +191,7 @@ export async function clearCanary(deps: Deps, p: Principal, input: { workflow: s
 /** Makes the canary the active version. */
 export async function promoteCanary(deps: Deps, p: Principal, input: { workflow: string; message?: string | undefined }): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.canaryVersionId) {
       throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no canary to promote`, `start one: swarm canary ${refOf(wf)} <version> --weight 10`);

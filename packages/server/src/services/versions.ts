@@ -6,11 +6,12 @@
 import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { ActiveVersion, WorkflowVersion } from '@swarm/sdk/contract';
 import type { Tx } from '../db/client.js';
-import { activeWorkflowVersions, bundles, workflowVersions, workflows } from '../db/schema.js';
+import { bundles, workflowVersions, workflows } from '../db/schema.js';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
 import { lockWorkflow, releasableVersion, setActive } from './releases.js';
-import { findWorkflow, findWritableWorkflow, toWorkflowVersion } from './workflows.js';
+import { changingRelease, findRelease } from './release-cache.js';
+import { findWritableWorkflow, toWorkflowVersion } from './workflows.js';
 
 type Registered = { version: WorkflowVersion; created: boolean };
 
@@ -132,7 +133,7 @@ export async function registerVersion(
     if (deleted?.at) throw bundleCollected(input.bundleHash);
     throw new RegistryError('NOT_FOUND', `bundle ${input.bundleHash} not found`, 'upload it first: swarm push, or POST /internal/bundles');
   }
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     await claimStoredBundle(tx, deps, { hash: input.bundleHash, size: visible.size });
     return createVersion(tx, p, { ...input, workflowId: wf.id });
   });
@@ -144,7 +145,7 @@ export async function activateVersion(
   input: { workflow: string; version: number; expectedActiveVersion?: number | null | undefined; message?: string | undefined },
 ): Promise<WorkflowVersion> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  return deps.db.transaction(async (tx) => {
+  return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     const [current] = locked.activeVersionId
       ? await tx.select().from(workflowVersions).where(eq(workflowVersions.id, locked.activeVersionId))
@@ -167,32 +168,29 @@ export async function activateVersion(
   });
 }
 
-/** The active version with a download URL for its bundle: what a spawn resolves. */
+/** The active version with a download URL for its bundle: what a spawn resolves. Served from the release cache. */
 export async function resolveActive(
   deps: Deps,
   p: Principal,
   input: { workflow: string; storeEndpoint?: string | undefined },
 ): Promise<ActiveVersion> {
-  const wf = await findWorkflow(deps.db, p, input.workflow);
-  const [row] = await deps.db.select().from(activeWorkflowVersions).where(eq(activeWorkflowVersions.workflowId, wf.id));
-  if (!row) {
+  const { workflow: wf, active } = await findRelease(deps, p, input.workflow);
+  if (!active) {
     throw new RegistryError(
       'NOT_FOUND',
       `workflow "${wf.tenant}/${wf.name}" has no active version`,
       `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
     );
   }
-  const ttl = deps.config.urlTtlSeconds;
-  const bundleUrl = await deps.store.downloadUrl(row.bundleHash, ttl, input.storeEndpoint);
+  const { url, expiresAt } = await deps.store.signedUrl(active.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   return {
-    workflowId: row.workflowId,
-    tenantId: row.tenantId,
-    versionId: row.versionId,
-    version: row.version,
-    bundleHash: row.bundleHash,
-    size: row.size,
-    bundleUrl,
-    expiresAt: new Date(Date.now() + ttl * 1000).toISOString(),
+    workflowId: wf.id,
+    tenantId: wf.tenantId,
+    versionId: active.versionId,
+    version: active.version,
+    bundleHash: active.bundleHash,
+    size: active.size,
+    bundleUrl: url,
+    expiresAt: expiresAt.toISOString(),
   };
 }
-

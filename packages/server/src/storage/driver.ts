@@ -34,6 +34,9 @@ export interface StorageDriver {
    * a crash mid-upload leaves one behind, holding its parts); returns how many.
    */
   abortIncompleteUploads?(prefix: string, before: Date): Promise<number>;
-  /** A URL that reads the object without credentials until it expires. */
-  presignGet(key: string, ttlSeconds: number, endpoint?: string): Promise<string>;
+  /**
+   * A URL that reads the object without credentials until it expires: `ttlSeconds` after
+   * `signedAt` (default now; both drivers count in whole seconds, rounding it down).
+   */
+  presignGet(key: string, ttlSeconds: number, endpoint?: string, signedAt?: Date): Promise<string>;
 }

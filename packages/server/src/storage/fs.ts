@@ -84,8 +84,8 @@ export class FsDriver implements StorageDriver {
     }
   }
 
-  async presignGet(key: string, ttlSeconds: number, endpoint?: string): Promise<string> {
-    const expires = Math.floor(Date.now() / 1000) + ttlSeconds;
+  async presignGet(key: string, ttlSeconds: number, endpoint?: string, signedAt = new Date()): Promise<string> {
+    const expires = Math.floor(signedAt.getTime() / 1000) + ttlSeconds;
     const base = endpoint ?? this.opts.publicUrl();
     const url = new URL(`${base}/store/${key}`);
     url.searchParams.set('expires', String(expires));

@@ -198,12 +198,12 @@ export class S3Driver implements StorageDriver {
    * will use: `endpoint` when given (a VM's view of the store), else S3_PUBLIC_ENDPOINT.
    * Signing is local; no request is made.
    */
-  async presignGet(key: string, ttlSeconds: number, endpoint = this.cfg.publicEndpoint): Promise<string> {
+  async presignGet(key: string, ttlSeconds: number, endpoint = this.cfg.publicEndpoint, signedAt = new Date()): Promise<string> {
     let presigner = this.presigners.get(endpoint);
     if (!presigner) {
       presigner = clientFor(endpoint, this.cfg);
       this.presigners.set(endpoint, presigner);
     }
-    return presigner.presignedGetObject(this.cfg.bucket, key, ttlSeconds);
+    return presigner.presignedGetObject(this.cfg.bucket, key, ttlSeconds, {}, signedAt);
   }
 }
