@@ -12,7 +12,7 @@ import { requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
 import { findRelease } from './release-cache.js';
-import { chooseRelease } from './releases.js';
+import { spawnBucket } from './releases.js';
 import { findWorkflow } from './workflows.js';
 
 /** How long a VM may report on its execution. */
@@ -36,6 +36,44 @@ const toExecution = (r: ExecutionRow, version: number): Execution => ({
   finishedAt: r.finishedAt?.toISOString() ?? null,
 });
 
+/** An execution row as raw SQL returns it, with the chosen version's number and bundle. */
+type SpawnedRow = {
+  id: string;
+  workflow_id: string;
+  version_id: string;
+  status: ExecutionRow['status'];
+  exit_code: number | null;
+  failure_reason: string | null;
+  agent_token_hash: string | null;
+  agent_token_expires_at: Date | null;
+  spawned_by: string | null;
+  version_reason: ExecutionRow['versionReason'];
+  routing_key: string | null;
+  created_at: Date;
+  started_at: Date | null;
+  finished_at: Date | null;
+  version: number;
+  bundle_hash: string;
+  size: string | number;
+};
+
+const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
+  id: r.id,
+  workflowId: r.workflow_id,
+  versionId: r.version_id,
+  status: r.status,
+  exitCode: r.exit_code,
+  failureReason: r.failure_reason,
+  agentTokenHash: r.agent_token_hash,
+  agentTokenExpiresAt: r.agent_token_expires_at,
+  spawnedBy: r.spawned_by,
+  versionReason: r.version_reason,
+  routingKey: r.routing_key,
+  createdAt: new Date(r.created_at),
+  startedAt: r.started_at && new Date(r.started_at),
+  finishedAt: r.finished_at && new Date(r.finished_at),
+});
+
 export type SpawnInput = {
   workflow: string;
   secrets: Record<string, string>;
@@ -47,47 +85,36 @@ export type SpawnInput = {
 
 export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
   requireOrchestrator(p);
-  const cached = await findRelease(deps, p, input.workflow);
-  const wf = cached.workflow;
+  const { workflow: wf } = await findRelease(deps, p, input.workflow);
   const agent = generateAgentToken();
-  const { row, picked } = await deps.db.transaction(async (tx) => {
-    // The version is picked here, at spawn time: a later activation does not change it.
-    // FOR SHARE: spawns run side by side, but not beside a release change or gc's pruning.
-    // This read, not the cache, decides which version; the cache only saves looking up
-    // the chosen version's number and bundle when it names the same version.
-    const [release] = await tx
-      .select({ activeVersionId: workflows.activeVersionId, canaryVersionId: workflows.canaryVersionId, canaryWeight: workflows.canaryWeight })
-      .from(workflows)
-      .where(eq(workflows.id, wf.id))
-      .for('share');
-    const reason = chooseRelease(wf.id, release?.canaryWeight ?? null, input.routingKey);
-    const versionId = reason === 'canary' ? release!.canaryVersionId : (release?.activeVersionId ?? null);
-    if (!versionId) {
-      throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
-    }
-    const fromCache = reason === 'canary' ? cached.canary : cached.active;
-    const [picked] =
-      fromCache?.versionId === versionId
-        ? [fromCache]
-        : await tx
-            .select({ versionId: workflowVersions.id, version: workflowVersions.version, bundleHash: bundles.hash, size: bundles.size })
-            .from(workflowVersions)
-            .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
-            .where(eq(workflowVersions.id, versionId));
-    const [row] = await tx
-      .insert(executions)
-      .values({
-        workflowId: wf.id,
-        versionId: picked!.versionId,
-        versionReason: reason,
-        routingKey: input.routingKey,
-        agentTokenHash: agent.hash,
-        agentTokenExpiresAt: new Date(Date.now() + AGENT_TOKEN_TTL_MS),
-        spawnedBy: p.name,
-      })
-      .returning();
-    return { row: row!, picked: { ...picked!, reason } };
-  });
+  // One statement, so one round trip: the version is picked here, at spawn time (a later
+  // activation does not change it), from the workflow row read FOR SHARE, so spawns run
+  // side by side but not beside a release change or gc's retiring of versions. Buckets
+  // below the canary's weight get the canary (see chooseRelease).
+  const bucket = spawnBucket(wf.id, input.routingKey);
+  const rows = await deps.db.execute<SpawnedRow>(sql`
+    with release as (
+      select ${workflows.activeVersionId} as active_version_id, ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight
+      from ${workflows} where ${workflows.id} = ${wf.id} for share
+    ), chosen as (
+      select case when ${bucket}::int < canary_weight then canary_version_id else active_version_id end as version_id,
+             case when ${bucket}::int < canary_weight then 'canary' else 'active' end as version_reason
+      from release
+    ), spawned as (
+      insert into ${executions} (workflow_id, version_id, version_reason, routing_key, agent_token_hash, agent_token_expires_at, spawned_by)
+      select ${wf.id}::uuid, version_id, version_reason, ${input.routingKey ?? null}::text, ${agent.hash}::text,
+             ${new Date(Date.now() + AGENT_TOKEN_TTL_MS).toISOString()}::timestamptz, ${p.name}::text
+      from chosen where version_id is not null
+      returning *
+    )
+    select spawned.*, v.version, b.hash as bundle_hash, b.size
+    from spawned join ${workflowVersions} v on v.id = spawned.version_id join ${bundles} b on b.hash = v.bundle_hash`);
+  const spawned = rows[0];
+  if (!spawned) {
+    throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
+  }
+  const row = executionFromSql(spawned);
+  const picked = { version: spawned.version, bundleHash: spawned.bundle_hash, size: Number(spawned.size), reason: row.versionReason };
   const apiUrl = input.apiUrl ?? deps.publicUrl();
   const { url } = await deps.store.signedUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   deps.log.info({ executionId: row.id, workflowId: wf.id, version: picked.version, reason: picked.reason }, 'execution spawned');

@@ -232,15 +232,14 @@ export async function releaseHistory(deps: Deps, p: Principal, input: { workflow
  * buckets below the weight get the canary, so a key stays on the canary as the weight
  * grows. Without a key, the choice is random at the canary's weight.
  */
-export function chooseRelease(
-  workflowId: string,
-  canaryWeight: number | null,
-  routingKey: string | undefined,
-  random: () => number = () => randomInt(100),
-): 'active' | 'canary' {
+export function chooseRelease(workflowId: string, canaryWeight: number | null, routingKey: string | undefined): 'active' | 'canary' {
   if (canaryWeight === null) return 'active';
-  const bucket = routingKey === undefined ? random() : routingBucket(workflowId, routingKey);
-  return bucket < canaryWeight ? 'canary' : 'active';
+  return spawnBucket(workflowId, routingKey) < canaryWeight ? 'canary' : 'active';
+}
+
+/** A spawn's bucket, 0–99: the routing key's, or a random one. Buckets below the canary's weight get the canary. */
+export function spawnBucket(workflowId: string, routingKey: string | undefined): number {
+  return routingKey === undefined ? randomInt(100) : routingBucket(workflowId, routingKey);
 }
 
 export function routingBucket(workflowId: string, routingKey: string): number {
