@@ -88,14 +88,15 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
   const { workflow: wf } = await findRelease(deps, p, input.workflow);
   const agent = generateAgentToken();
   // One statement, so one round trip: the version is picked here, at spawn time (a later
-  // activation does not change it), from the workflow row read FOR SHARE, so spawns run
-  // side by side but not beside a release change or gc's retiring of versions. Buckets
+  // activation does not change it), from the workflow row read FOR KEY SHARE (the lock
+  // the execution's foreign key takes anyway), so spawns run side by side but not beside a
+  // release change or gc's retiring of versions, which lock the row FOR UPDATE. Buckets
   // below the canary's weight get the canary (see chooseRelease).
   const bucket = spawnBucket(wf.id, input.routingKey);
   const rows = await deps.db.execute<SpawnedRow>(sql`
     with release as (
       select ${workflows.activeVersionId} as active_version_id, ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight
-      from ${workflows} where ${workflows.id} = ${wf.id} for share
+      from ${workflows} where ${workflows.id} = ${wf.id} for key share
     ), chosen as (
       select case when ${bucket}::int < canary_weight then canary_version_id else active_version_id end as version_id,
              case when ${bucket}::int < canary_weight then 'canary' else 'active' end as version_reason
