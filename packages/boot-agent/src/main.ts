@@ -11,7 +11,8 @@ import { EventReporter } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
 import { runWorkflow, runtimeCommand } from './run.js';
-import { DEFAULT_UNPACK_LIMITS, unpackBundle } from './unpack.js';
+import { linkFromTree } from './tree.js';
+import { DEFAULT_UNPACK_LIMITS, type UnpackResult, unpackBundle } from './unpack.js';
 
 const HELP = `Usage: swarm-boot-agent [options] [-- command...]
 
@@ -149,28 +150,62 @@ async function main(argv: string[]): Promise<number> {
       bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
     }
 
-    let file: string;
-    const cached = await cache.lookup(bundle.hash);
-    if (cached && cached !== 'corrupt') {
-      file = cached.file;
-      events.emit('cache_hit', { bytes: cached.bytes });
-      log(`cache hit ${bundle.hash.slice(0, 12)} (${cached.bytes} bytes)`);
-    } else {
-      events.emit('cache_miss', cached === 'corrupt' ? { discarded: 'corrupt cached file' } : {});
-      if (cached === 'corrupt') log('discarded a corrupt cached bundle');
-      file = await fetchVerified(bundle);
-    }
-
-    const started = Date.now();
-    const unpacked = await unpackBundle(file, workflowDir, limits);
-    events.emit('unpacked', { files: unpacked.files, directories: unpacked.directories, bytes: unpacked.bytes, ms: Date.now() - started });
-    log(`unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}`);
+    const unpacked = await fromCache(bundle);
+    log(`unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}${unpacked.from === 'tree' ? ' from the cached tree' : ''}`);
 
     const command = await runtimeCommand(workflowDir, metadata.runtime?.command);
     const code = await runWorkflow(command, workflowDir, metadata.secrets, (pid) => events.emit('runtime_started', { pid }));
     events.emit('runtime_exited', { code });
     await events.flush();
     return code;
+  }
+
+  /**
+   * Puts the bundle in the workflow directory: from the cache's unpacked tree when it
+   * matches the cached archive (tree.ts), else by unpacking the archive (cached, or fetched
+   * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
+   * discarded.
+   */
+  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<UnpackResult & { from: 'tree' | 'archive' }> {
+    const started = Date.now();
+    const tree = cache.treePath(bundle.hash);
+    const archive = await fs.stat(cache.pathFor(bundle.hash)).catch(() => null);
+    let treeDiscarded: string | undefined;
+    if (archive?.isFile() && (await fs.lstat(tree).catch(() => null))) {
+      try {
+        const result = await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
+        await cache.touch(bundle.hash);
+        events.emit('cache_hit', { bytes: archive.size, from: 'tree' });
+        log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree)`);
+        events.emit('unpacked', { files: result.files, directories: result.directories, bytes: result.bytes, ms: Date.now() - started, from: 'tree' });
+        return { ...result, from: 'tree' };
+      } catch (err) {
+        // Whatever went wrong, the archive path decides: it reports a bad archive or an unsafe bundle properly.
+        treeDiscarded = (err as Error).message ?? String(err);
+        log(`discarded the cached tree of ${bundle.hash.slice(0, 12)}: ${treeDiscarded}`);
+        await cache.discardTree(bundle.hash);
+      }
+    }
+    const discarded = treeDiscarded === undefined ? {} : { treeDiscarded };
+    let file: string;
+    const cached = await cache.lookup(bundle.hash);
+    if (cached && cached !== 'corrupt') {
+      file = cached.file;
+      events.emit('cache_hit', { bytes: cached.bytes, from: 'archive', ...discarded });
+      log(`cache hit ${bundle.hash.slice(0, 12)} (${cached.bytes} bytes)`);
+    } else {
+      events.emit('cache_miss', cached === 'corrupt' ? { discarded: 'corrupt cached file', ...discarded } : discarded);
+      if (cached === 'corrupt') log('discarded a corrupt cached bundle');
+      file = await fetchVerified(bundle);
+    }
+    const unpackStarted = Date.now();
+    let treeSkipped: string | null = null;
+    const result = await unpackBundle(file, workflowDir, limits, async (staging, r, listing) => {
+      treeSkipped = await cache.saveTree(bundle.hash, staging, r, listing);
+    });
+    if (treeSkipped) log(`no unpacked tree kept in the cache: ${treeSkipped}`);
+    events.emit('unpacked', { files: result.files, directories: result.directories, bytes: result.bytes, ms: Date.now() - unpackStarted, from: 'archive' });
+    return { ...result, from: 'archive' };
   }
 
   /** Downloads into the cache; the file gets its hash's name only once it verifies. */
@@ -197,7 +232,7 @@ async function main(argv: string[]): Promise<number> {
         }
         events.emit('verified', { hash: bundle.hash });
         const file = await cache.commit(temp, bundle.hash);
-        await cache.evict(file);
+        await cache.evict(bundle.hash);
         log(`fetched and verified ${bundle.hash.slice(0, 12)} (${got.bytes} bytes)`);
         return file;
       } catch (err) {

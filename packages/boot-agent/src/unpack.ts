@@ -34,7 +34,7 @@ function safeRelativePath(raw: string, maxDepth: number): string {
   return segments.join('/');
 }
 
-async function isGzip(file: string): Promise<boolean> {
+export async function isGzip(file: string): Promise<boolean> {
   const handle = await fs.open(file, 'r');
   try {
     const { buffer, bytesRead } = await handle.read(Buffer.alloc(2), 0, 2, 0);
@@ -45,7 +45,56 @@ async function isGzip(file: string): Promise<boolean> {
 }
 
 /** Entries up to this size are collected and written with one call; larger ones are streamed. */
-const SMALL_FILE = 1024 * 1024;
+export const SMALL_FILE = 1024 * 1024;
+
+/** What a bundle unpacks to: every file with its mode, and every directory (implied ones too), by relative path. */
+export type Listing = { files: Map<string, number>; dirs: Set<string> };
+
+export type CheckedEntry = { type: 'dir'; rel: string } | { type: 'file'; rel: string; mode: number; size: number };
+
+/**
+ * The rules every entry must pass, in archive order, before any byte of it is written:
+ * unpacking uses them, and so does checking a cached tree against the archive (tree.ts),
+ * so both accept exactly the same bundles.
+ */
+export class EntryRules {
+  readonly result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
+  readonly listing: Listing = { files: new Map(), dirs: new Set() };
+  constructor(private readonly limits: UnpackLimits) {}
+
+  /** The entry's relative path and what it is, or a refusal naming it. */
+  check(entry: tar.ReadEntry): CheckedEntry {
+    const { files, dirs } = this.listing;
+    const rel = safeRelativePath(entry.path, this.limits.maxDepth);
+    if (this.result.files + this.result.directories >= this.limits.maxEntries) throw unsafe(`more than ${this.limits.maxEntries} entries`);
+    if (entry.type === 'Directory') {
+      this.result.directories++;
+      if (files.has(rel)) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
+      this.addDir(rel);
+      return { type: 'dir', rel };
+    }
+    if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
+      throw unsafe(`entry "${entry.path}" is a ${entry.type}; bundles may hold only regular files and directories`);
+    }
+    if (rel === '') throw unsafe('a file entry names the bundle root');
+    this.result.files++;
+    const size = entry.size ?? 0;
+    this.result.bytes += size;
+    if (this.result.bytes > this.limits.maxBytes) throw unsafe(`unpacked size exceeds ${this.limits.maxBytes} bytes`);
+    // Owner, setuid, setgid and sticky bits are never applied: executables get 0755, the rest 0644.
+    const mode = (entry.mode ?? 0) & 0o111 ? 0o755 : 0o644;
+    if (files.has(rel)) throw unsafe(`entry "${entry.path}" appears twice`);
+    if (dirs.has(rel) || [...ancestors(rel)].some((a) => files.has(a))) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
+    files.set(rel, mode);
+    this.addDir(path.posix.dirname(rel));
+    return { type: 'file', rel, mode, size };
+  }
+
+  /** Records `rel` and its ancestors as directories ("." and "" are the root). */
+  private addDir(rel: string) {
+    for (let d = rel; d !== '' && d !== '.' && !this.listing.dirs.has(d); d = path.posix.dirname(d)) this.listing.dirs.add(d);
+  }
+}
 
 /**
  * Checks and writes entries synchronously, one at a time, as the parser hands them over:
@@ -53,17 +102,16 @@ const SMALL_FILE = 1024 * 1024;
  * chunk (or one small file) and at most one file descriptor is open, however many entries
  * the archive holds. The agent does nothing else meanwhile.
  */
-function extractInto(file: string, root: string, limits: UnpackLimits): Promise<UnpackResult> {
-  const result: UnpackResult = { files: 0, directories: 0, bytes: 0 };
+function extractInto(file: string, root: string, limits: UnpackLimits): Promise<{ result: UnpackResult; listing: Listing }> {
+  const rules = new EntryRules(limits);
   const madeDirs = new Set<string>([root]);
   const ensureDir = (dir: string) => {
     if (madeDirs.has(dir)) return;
     fsSync.mkdirSync(dir, { recursive: true, mode: 0o755 });
     madeDirs.add(dir);
   };
-  // Duplicates and file/directory clashes are found by name; writing also has the file
-  // system's word for it (O_EXCL, ENOTDIR).
-  const files = new Set<string>();
+  // Duplicates and file/directory clashes are found by name (EntryRules); writing also has
+  // the file system's word for it (O_EXCL, ENOTDIR).
   let openFd: number | undefined;
   const writeError = (entryPath: string, err: NodeJS.ErrnoException) =>
     err.code === 'EEXIST'
@@ -87,31 +135,17 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
     parser.on('entry', (entry: tar.ReadEntry) => {
       if (done) return entry.resume();
       try {
-        const rel = safeRelativePath(entry.path, limits.maxDepth);
-        if (result.files + result.directories >= limits.maxEntries) throw unsafe(`more than ${limits.maxEntries} entries`);
-        const abs = path.join(root, rel);
-        if (entry.type === 'Directory') {
-          result.directories++;
-          if (files.has(rel)) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
+        const checked = rules.check(entry);
+        const abs = path.join(root, checked.rel);
+        if (checked.type === 'dir') {
           ensureDir(abs);
           entry.resume();
           return;
         }
-        if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') {
-          throw unsafe(`entry "${entry.path}" is a ${entry.type}; bundles may hold only regular files and directories`);
-        }
-        if (rel === '') throw unsafe('a file entry names the bundle root');
-        result.files++;
-        result.bytes += entry.size ?? 0;
-        if (result.bytes > limits.maxBytes) throw unsafe(`unpacked size exceeds ${limits.maxBytes} bytes`);
-        // Owner, setuid, setgid and sticky bits are never applied: executables get 0755, the rest 0644.
-        const mode = (entry.mode ?? 0) & 0o111 ? 0o755 : 0o644;
-        if (files.has(rel)) throw unsafe(`entry "${entry.path}" appears twice`);
-        if (madeDirs.has(abs) || [...ancestors(rel)].some((a) => files.has(a))) throw unsafe(`entry "${entry.path}" conflicts with another entry`);
-        files.add(rel);
+        const { mode, size } = checked;
         ensureDir(path.dirname(abs));
         // 'wx' (O_EXCL): a second entry with the same path is refused, not merged.
-        if ((entry.size ?? 0) <= SMALL_FILE) {
+        if (size <= SMALL_FILE) {
           const chunks: Buffer[] = [];
           entry.on('data', (c: Buffer) => chunks.push(c));
           entry.on('end', () => {
@@ -149,9 +183,9 @@ function extractInto(file: string, root: string, limits: UnpackLimits): Promise<
     parser.on('abort', fail);
     parser.on('end', () => {
       if (done) return;
-      if (result.files + result.directories === 0) return fail(unsafe('the archive holds no entries'));
+      if (rules.result.files + rules.result.directories === 0) return fail(unsafe('the archive holds no entries'));
       done = true;
-      resolve(result);
+      resolve({ result: rules.result, listing: rules.listing });
     });
     source.on('error', fail);
     source.pipe(parser);
@@ -163,6 +197,9 @@ function* ancestors(rel: string): Generator<string> {
   for (let i = rel.indexOf('/'); i !== -1; i = rel.indexOf('/', i + 1)) yield rel.slice(0, i);
 }
 
+/** Runs after a bundle unpacked into `staging` and before it replaces the target (the cache keeps a tree of it). */
+export type BeforeSwap = (staging: string, result: UnpackResult, listing: Listing) => Promise<void>;
+
 /**
  * Unpacks `file` (a gzip'd tar) to `target`, replacing what was there only on success.
  * One pass: entries are checked and written into a fresh staging directory beside the
@@ -172,13 +209,26 @@ function* ancestors(rel: string): Generator<string> {
  * ratio), which bound an accepted bundle too: one gunzip instead of a checking pass and
  * a writing pass.
  */
-export async function unpackBundle(file: string, target: string, limits: UnpackLimits = DEFAULT_UNPACK_LIMITS): Promise<UnpackResult> {
+export async function unpackBundle(file: string, target: string, limits: UnpackLimits = DEFAULT_UNPACK_LIMITS, beforeSwap?: BeforeSwap): Promise<UnpackResult> {
   if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
+  return viaStaging(target, async (staging) => {
+    const { result, listing } = await extractInto(file, staging, limits);
+    await beforeSwap?.(staging, result, listing);
+    return result;
+  });
+}
+
+/**
+ * Fills a fresh staging directory beside `target` with `fill`, then renames it into place:
+ * the target is the complete new tree or untouched. The staging directory is removed when
+ * `fill` fails.
+ */
+export async function viaStaging<T>(target: string, fill: (staging: string) => Promise<T>): Promise<T> {
   const parent = path.dirname(target);
   await fs.mkdir(parent, { recursive: true });
   const staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.staging-`));
   try {
-    const result = await extractInto(file, staging, limits);
+    const result = await fill(staging);
     await fs.chmod(staging, 0o755);
     const old = `${staging}.old`;
     const hadTarget = await fs.rename(target, old).then(

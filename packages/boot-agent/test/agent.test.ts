@@ -7,7 +7,6 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
@@ -15,23 +14,7 @@ import { listBundleEntries, packDirectory } from '../../sdk/src/index.js';
 import { startMetadataService } from '../../sdk/src/orchestrator/index.js';
 import { type TestRegistry, startTestRegistry } from '../../../test/support/registry.js';
 import { type AgentSandbox, agentSandbox } from './support/run-agent.js';
-
-type Recorded = { executionId: string; seq: number; type: string; data: Record<string, unknown> };
-
-/** Stands in for the registry's event endpoint until the spawn path lands. */
-async function eventRecorder() {
-  const events: Recorded[] = [];
-  const server = http.createServer((req, res) => {
-    let body = '';
-    req.on('data', (c) => (body += c));
-    req.on('end', () => {
-      if (req.url === '/trpc/executions.appendEvent' && req.headers.authorization === 'Bearer agent-token-1') events.push(JSON.parse(body));
-      res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{"data":null}}');
-    });
-  });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, events, close: () => new Promise((r) => server.close(r)) };
-}
+import { eventRecorder } from './support/events.js';
 
 const SECRET = 'correct horse battery staple';
 const secretDigest = createHash('sha256').update(SECRET).digest('hex');
@@ -103,7 +86,7 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     expect(events.at(-1)!.data).toEqual({ code: 0 });
     expect(JSON.stringify(recorder.events)).not.toContain(SECRET);
     expect(r.stderr).not.toContain(SECRET);
-    expect(await fs.readdir(sandbox.cacheDir)).toEqual([`${bundle.hash}.tar.gz`]);
+    expect((await fs.readdir(sandbox.cacheDir)).sort()).toEqual([`${bundle.hash}.tar.gz`, `${bundle.hash}.tree`]);
   });
 
   it('runs a second time from the cache without a request to the store', async () => {
@@ -112,6 +95,7 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash]);
     expect(r.code, r.stderr).toBe(0);
     expect(recorder.events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_hit', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(recorder.events.find((e) => e.type === 'cache_hit')!.data).toMatchObject({ from: 'tree' });
     if (before !== null) expect(await storeRequests()).toBe(before);
   });
 
@@ -154,7 +138,7 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
   it('leaves nothing outside its cache and workflow directories', async () => {
     const outside = (await sandbox.tree()).filter((p) => !/^(cache|workflow)\//.test(p));
     expect(outside).toEqual(['metadata.json']);
-    expect((await sandbox.tree()).filter((p) => p.startsWith('cache/'))).toEqual(['cache/', `cache/${bundle.hash}.tar.gz`]);
+    expect((await sandbox.tree()).filter((p) => /^cache\/[^/]*\/?$/.test(p))).toEqual(['cache/', `cache/${bundle.hash}.tar.gz`, `cache/${bundle.hash}.tree/`]);
   });
 });
 

@@ -572,7 +572,7 @@ describe.concurrent('boot agent against hostile input', () => {
       await expectClean(expect, sb, [b.hash]);
     });
 
-    test('two agents racing on one cache directory both succeed and leave exactly one cached file', async (ctx) => {
+    test('two agents racing on one cache directory both succeed and leave exactly one cached file and tree', async (ctx) => {
       const { expect } = ctx;
       const { sb } = await arena(ctx);
       const b = bigBundle();
@@ -596,7 +596,7 @@ describe.concurrent('boot agent against hostile input', () => {
 
       expect([one.code, two.code], one.stderr + two.stderr).toEqual([0, 0]);
       expect(store.requests).toHaveLength(2);
-      expect(await fs.readdir(sb.cacheDir)).toEqual([`${b.hash}.tar.gz`]);
+      expect((await fs.readdir(sb.cacheDir)).sort()).toEqual([`${b.hash}.tar.gz`, `${b.hash}.tree`]);
       expect(await snapshot(otherWorkflowDir)).toEqual(await snapshot(sb.workflowDir));
       await expectClean(expect, sb, [b.hash], ['workflow-b/']);
     });

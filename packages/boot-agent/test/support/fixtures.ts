@@ -258,7 +258,8 @@ export async function snapshot(dir: string): Promise<Record<string, string>> {
 /**
  * Every problem with what a run left in the sandbox: anything outside the cache and
  * workflow directories (and the metadata file the test wrote), temporary leftovers, and
- * cache files that are not named after their own sha256 or were not expected.
+ * cache entries that are not named after their own sha256 or were not expected. A cached
+ * bundle may have an unpacked tree beside it (`<hash>.tree/`), never without its archive.
  */
 export async function leftoverProblems(sb: AgentSandbox, opts: { cached: string[]; alsoAllowed?: string[] }): Promise<string[]> {
   const problems: string[] = [];
@@ -268,9 +269,14 @@ export async function leftoverProblems(sb: AgentSandbox, opts: { cached: string[
     if (p === 'metadata.json' || roots.some((r) => p === r || p.startsWith(r))) continue;
     problems.push(`outside the cache and workflow directories: ${p}`);
   }
-  for (const p of tree) if (/\.partial-|\.staging-|\.old$|\.old\//.test(p)) problems.push(`temporary leftover: ${p}`);
-  const cacheNames = tree.filter((p) => p.startsWith('cache/') && p !== 'cache/').map((p) => p.slice('cache/'.length));
+  for (const p of tree) if (/\.partial-|\.staging-|\.trash-|\.old$|\.old\//.test(p)) problems.push(`temporary leftover: ${p}`);
+  const cacheNames = tree.filter((p) => p.startsWith('cache/') && p !== 'cache/' && !/^cache\/[^/]+\/./.test(p)).map((p) => p.slice('cache/'.length));
   for (const name of cacheNames) {
+    const t = /^([0-9a-f]{64})\.tree\/$/.exec(name);
+    if (t) {
+      if (!opts.cached.includes(t[1]!)) problems.push(`cache holds a tree it should not: ${name}`);
+      continue;
+    }
     const m = /^([0-9a-f]{64})\.tar\.gz$/.exec(name);
     if (!m) {
       problems.push(`unexpected cache entry: ${name}`);

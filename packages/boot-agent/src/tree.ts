@@ -1,0 +1,255 @@
+/**
+ * Warm boots from the cache's unpacked tree: `<cache>/<hash>.tree/files/` is the bundle as
+ * a cold boot unpacked it. Nothing in the cache is trusted for what it says about itself
+ * (whoever can write the cache could write a tree and a manifest that agree with each
+ * other), so the tree is checked against the cached archive, which must hash to the
+ * bundle's sha256, in one pass: the archive is read once, hashed and parsed; every entry
+ * passes the same rules as unpacking (EntryRules); every file's bytes are compared with the
+ * tree's file, opened without following links, which must be a regular file owned by the
+ * agent's user with the mode unpacking gives it; and the tree must hold exactly the
+ * archive's files and directories. The tree's verified files are hard-linked into a
+ * staging directory beside the workflow directory, whose directories are the agent's own,
+ * and the staging directory is renamed into place. Writing nothing but links is what
+ * makes this faster than unpacking; gunzip stays, because only it binds the tree to the hash.
+ *
+ * Any difference throws TreeMismatch: the caller discards the tree and unpacks the archive
+ * as a cold boot does, which also reports a bad archive or an unsafe bundle properly.
+ */
+import { createHash } from 'node:crypto';
+import fsSync from 'node:fs';
+import path from 'node:path';
+import * as tar from 'tar';
+import { EntryRules, type Listing, SMALL_FILE, type UnpackLimits, type UnpackResult, isGzip, viaStaging } from './unpack.js';
+
+export class TreeMismatch extends Error {}
+
+const mismatch = (reason: string) => new TreeMismatch(reason);
+
+/** The archive's manifest-free twin: `<tree>/files/`; `manifest.json` beside it (see cache.ts) only counts bytes. */
+export const TREE_FILES = 'files';
+
+/** Links the cached tree's files into `target` after checking it against `archive` (which must hash to `hash`). */
+export async function linkFromTree(archive: string, hash: string, tree: string, target: string, limits: UnpackLimits): Promise<UnpackResult> {
+  const manifest = checkTreeLayout(tree, hash);
+  if (!(await isGzip(archive))) throw mismatch('the cached archive is not gzip-compressed');
+  const files = path.join(tree, TREE_FILES);
+  const found = listTree(files);
+  return viaStaging(target, async (staging) => {
+    const { result, listing } = await checkAndLink(archive, hash, files, staging, limits);
+    sameListing(found, listing);
+    if (manifest.files !== result.files || manifest.directories !== listing.dirs.size || manifest.bytes !== result.bytes) {
+      throw mismatch('its manifest does not count what the bundle holds');
+    }
+    return result;
+  });
+}
+
+/** Every directory and regular file under `root` by relative path; anything else is a mismatch. */
+function listTree(root: string): Map<string, 'dir' | 'file'> {
+  const st = fsSync.lstatSync(root, { throwIfNoEntry: false });
+  if (!st?.isDirectory()) throw mismatch('no files directory');
+  const out = new Map<string, 'dir' | 'file'>();
+  const walk = (rel: string) => {
+    for (const d of fsSync.readdirSync(path.join(root, rel), { withFileTypes: true })) {
+      const r = rel ? `${rel}/${d.name}` : d.name;
+      if (d.isDirectory()) {
+        out.set(r, 'dir');
+        walk(r);
+      } else if (d.isFile()) out.set(r, 'file');
+      else throw mismatch(`"${r}" is neither a regular file nor a directory`);
+    }
+  };
+  walk('');
+  return out;
+}
+
+function sameListing(found: Map<string, 'dir' | 'file'>, expected: Listing) {
+  for (const [rel, type] of found) {
+    if (type === 'dir' ? !expected.dirs.has(rel) : !expected.files.has(rel)) throw mismatch(`"${rel}" is not in the bundle`);
+  }
+  if (found.size !== expected.files.size + expected.dirs.size) {
+    for (const rel of expected.dirs) if (found.get(rel) !== 'dir') throw mismatch(`directory "${rel}" is missing`);
+    for (const rel of expected.files.keys()) if (found.get(rel) !== 'file') throw mismatch(`"${rel}" is missing`);
+  }
+}
+
+function checkAndLink(archive: string, hash: string, treeRoot: string, staging: string, limits: UnpackLimits): Promise<{ result: UnpackResult; listing: Listing }> {
+  const rules = new EntryRules(limits);
+  const sha = createHash('sha256');
+  const uid = process.getuid?.();
+  // Unpacking creates files with its modes minus the umask; a tree file must have exactly that.
+  const umask = process.umask();
+  const madeDirs = new Set<string>(['']);
+  const ensureDir = (rel: string) => {
+    if (madeDirs.has(rel)) return;
+    fsSync.mkdirSync(path.join(staging, rel), { recursive: true, mode: 0o755 });
+    madeDirs.add(rel);
+  };
+  let openFd: number | undefined;
+  const closeOpen = () => {
+    if (openFd !== undefined) fsSync.closeSync(openFd);
+    openFd = undefined;
+  };
+  return new Promise((resolve, reject) => {
+    let done = false;
+    const parser = new tar.Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
+    let ended = false;
+    const fail = (err: unknown) => {
+      if (done) return;
+      done = true;
+      closeOpen();
+      parser.abort(err instanceof Error ? err : new Error(String(err)));
+      reject(err instanceof TreeMismatch ? err : mismatch((err as Error).message ?? String(err)));
+    };
+    /** Opens the tree's copy of `rel`; it must be the file unpacking would have written. */
+    const openTreeFile = (rel: string, mode: number, size: number) => {
+      const fd = fsSync.openSync(path.join(treeRoot, rel), fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
+      openFd = fd;
+      const st = fsSync.fstatSync(fd);
+      if (!st.isFile()) throw mismatch(`"${rel}" is not a regular file`);
+      if ((st.mode & 0o7777) !== (mode & ~umask)) throw mismatch(`"${rel}" has mode ${(st.mode & 0o7777).toString(8)}`);
+      if (st.size !== size) throw mismatch(`"${rel}" has ${st.size} bytes, not ${size}`);
+      if (uid !== undefined && st.uid !== uid) throw mismatch(`"${rel}" belongs to uid ${st.uid}`);
+      return { fd, st };
+    };
+    const compareAt = (fd: number, rel: string, want: Buffer, position: number) => {
+      const got = Buffer.allocUnsafe(want.length);
+      const n = want.length ? fsSync.readSync(fd, got, 0, want.length, position) : 0;
+      if (n !== want.length || !got.equals(want)) throw mismatch(`"${rel}" differs from the bundle`);
+    };
+    /** Links the verified file into staging; the link must be the very inode that was compared. */
+    const linkVerified = (rel: string, st: fsSync.Stats) => {
+      const dest = path.join(staging, rel);
+      fsSync.linkSync(path.join(treeRoot, rel), dest);
+      const linked = fsSync.lstatSync(dest);
+      if (linked.ino !== st.ino || linked.dev !== st.dev) throw mismatch(`"${rel}" changed while it was checked`);
+    };
+    parser.on('entry', (entry: tar.ReadEntry) => {
+      if (done) return entry.resume();
+      try {
+        const checked = rules.check(entry);
+        if (checked.type === 'dir') {
+          ensureDir(checked.rel);
+          entry.resume();
+          return;
+        }
+        const { rel, mode, size } = checked;
+        ensureDir(path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel));
+        if (size <= SMALL_FILE) {
+          const chunks: Buffer[] = [];
+          entry.on('data', (c: Buffer) => chunks.push(c));
+          entry.on('end', () => {
+            if (done) return;
+            try {
+              const { fd, st } = openTreeFile(rel, mode, size);
+              compareAt(fd, rel, Buffer.concat(chunks), 0);
+              linkVerified(rel, st);
+              closeOpen();
+            } catch (err) {
+              fail(err);
+            }
+          });
+        } else {
+          const { fd, st } = openTreeFile(rel, mode, size);
+          let position = 0;
+          entry.on('data', (c: Buffer) => {
+            if (done) return;
+            try {
+              compareAt(fd, rel, c, position);
+              position += c.length;
+            } catch (err) {
+              fail(err);
+            }
+          });
+          entry.on('end', () => {
+            if (done || openFd !== fd) return;
+            try {
+              linkVerified(rel, st);
+              closeOpen();
+            } catch (err) {
+              fail(err);
+            }
+          });
+        }
+      } catch (err) {
+        entry.resume();
+        fail(err);
+      }
+    });
+    parser.on('ignoredEntry', (entry: tar.ReadEntry) => fail(mismatch(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
+    parser.on('error', fail);
+    parser.on('abort', fail);
+    parser.on('end', () => {
+      if (done) return;
+      if (!ended) return fail(mismatch('the archive ended early'));
+      if (rules.result.files + rules.result.directories === 0) return fail(mismatch('the archive holds no entries'));
+      const actual = sha.digest('hex');
+      if (actual !== hash) return fail(mismatch(`the cached archive's sha256 is ${actual}`));
+      done = true;
+      resolve({ result: rules.result, listing: rules.listing });
+    });
+    // Read synchronously: the whole pass is this thread's work (inflating, comparing,
+    // linking), and an asynchronous read stream left it idle between chunks.
+    const fd = fsSync.openSync(archive, 'r');
+    try {
+      const chunk = Buffer.allocUnsafe(256 * 1024);
+      for (let n; !done && (n = fsSync.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+        const bytes = Buffer.from(chunk.subarray(0, n)); // the parser may keep what it is given
+        sha.update(bytes);
+        parser.write(bytes);
+      }
+      ended = true;
+      if (!done) parser.end();
+    } catch (err) {
+      fail(err);
+    } finally {
+      fsSync.closeSync(fd);
+    }
+  });
+}
+
+/**
+ * `<tree>/manifest.json`: which bundle the tree is and how many bytes it holds, for the
+ * cache's accounting. It is checked (bundle, counts) but never trusted: linkFromTree
+ * compares the tree with the archive itself.
+ */
+export type TreeManifest = { bundle: string; files: number; directories: number; bytes: number };
+export const TREE_MANIFEST = 'manifest.json';
+
+export function readTreeManifest(tree: string): TreeManifest | null {
+  try {
+    const m = JSON.parse(fsSync.readFileSync(path.join(tree, TREE_MANIFEST), 'utf8')) as Partial<TreeManifest>;
+    const count = (n: unknown) => Number.isSafeInteger(n) && (n as number) >= 0;
+    if (typeof m.bundle !== 'string' || !count(m.files) || !count(m.directories) || !count(m.bytes)) return null;
+    return m as TreeManifest;
+  } catch {
+    return null;
+  }
+}
+
+/** The checks on a tree that need no archive: its layout and its manifest naming `hash`. */
+export function checkTreeLayout(tree: string, hash: string): TreeManifest {
+  const st = fsSync.lstatSync(tree, { throwIfNoEntry: false });
+  if (!st?.isDirectory()) throw mismatch('not a directory');
+  const names = fsSync.readdirSync(tree).sort();
+  if (names.join('/') !== [TREE_FILES, TREE_MANIFEST].sort().join('/')) throw mismatch(`holds ${names.join(', ')}`);
+  const m = readTreeManifest(tree);
+  if (!m) throw mismatch('its manifest is not valid');
+  if (m.bundle !== hash) throw mismatch(`its manifest names bundle ${m.bundle}`);
+  return m;
+}
+
+/**
+ * Builds a tree of a freshly unpacked `staging` directory in `partial` (a new directory in
+ * the cache): its files hard-linked (so it costs no data writes, but needs the cache and
+ * the workflow directory on one file system), then the manifest. The caller renames it
+ * into place.
+ */
+export function buildTree(partial: string, staging: string, hash: string, result: UnpackResult, listing: Listing): void {
+  const files = path.join(partial, TREE_FILES);
+  fsSync.mkdirSync(files, { mode: 0o755 });
+  for (const dir of [...listing.dirs].sort()) fsSync.mkdirSync(path.join(files, dir), { mode: 0o755 });
+  for (const rel of listing.files.keys()) fsSync.linkSync(path.join(staging, rel), path.join(files, rel));
+  const manifest: TreeManifest = { bundle: hash, files: result.files, directories: listing.dirs.size, bytes: result.bytes };
+  fsSync.writeFileSync(path.join(partial, TREE_MANIFEST), JSON.stringify(manifest));
+}
