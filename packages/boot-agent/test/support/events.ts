@@ -10,7 +10,12 @@ export async function eventRecorder(token = 'agent-token-1') {
     let body = '';
     req.on('data', (c) => (body += c));
     req.on('end', () => {
-      if (req.url === '/trpc/executions.appendEvent' && req.headers.authorization === `Bearer ${token}`) events.push(JSON.parse(body));
+      if (req.url === '/trpc/executions.appendEvent' && req.headers.authorization === `Bearer ${token}`) {
+        // Idempotent by sequence number, as the registry is: the agent retries an event whose
+        // answer was slow (2 s), so a loaded machine may deliver one twice.
+        const event = JSON.parse(body) as Recorded;
+        if (!events.some((e) => e.executionId === event.executionId && e.seq === event.seq)) events.push(event);
+      }
       res.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{"data":null}}');
     });
   });
