@@ -11,7 +11,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../packages/server/src/config.js';
 import { LiveCache } from '../packages/server/src/services/release-cache.js';
 import { routingBucket } from '../packages/server/src/services/releases.js';
-import { type TestRegistry, bundleBytes, createTestDatabase, startTestRegistry } from './support/registry.js';
+import { type TestRegistry, bundleBytes, createTestDatabase, startReplicas, startTestRegistry } from './support/registry.js';
 import { type TcpProxy, startTcpProxy } from './support/tcp-proxy.js';
 
 const WAIT_MS = 5_000;
@@ -65,12 +65,7 @@ describe('two replicas on one database: changes on A reach B through the notific
   let b: TestRegistry;
   let token: string;
   beforeAll(async () => {
-    const databaseUrl = await createTestDatabase();
-    const bucket = `swarm-test-${randomBytes(6).toString('hex')}`;
-    [a, b] = await Promise.all([
-      startTestRegistry({ storage: 's3', databaseUrl, bucket, env: { LOG_LEVEL: 'warn' } }),
-      startTestRegistry({ storage: 's3', databaseUrl, bucket, env: { LOG_LEVEL: 'warn' } }),
-    ]);
+    ({ a, b } = await startReplicas());
     token = (await orchestratorToken(a)).token;
   });
   afterAll(async () => {

@@ -17,7 +17,7 @@ import { blobKey } from '../../packages/server/src/storage/bundle-store.js';
 import type { StorageDriver } from '../../packages/server/src/storage/driver.js';
 import { S3Driver } from '../../packages/server/src/storage/s3.js';
 import { type ServerProcess, startServerProcess } from '../support/server-process.js';
-import { type TestRegistry, bundleBytes, createTestDatabase, sha256, startTestRegistry } from '../support/registry.js';
+import { type TestRegistry, bundleBytes, createTestDatabase, sha256, startReplicas, startTestRegistry } from '../support/registry.js';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.js';
 
 const MiB = 1024 * 1024;
@@ -457,12 +457,9 @@ describe('two replicas on one database and one bucket', () => {
   let driver: S3Driver;
   const WF = 'rep/app';
   beforeAll(async () => {
-    const databaseUrl = await createTestDatabase();
-    const bucket = `swarm-test-${randomBytes(6).toString('hex')}`;
-    [a, b] = await Promise.all([
-      startTestRegistry({ storage: 's3', databaseUrl, bucket, env: { LOG_LEVEL: 'warn' } }),
-      startTestRegistry({ storage: 's3', databaseUrl, bucket, env: { LOG_LEVEL: 'warn' } }),
-    ]);
+    const replicas = await startReplicas();
+    ({ a, b } = replicas);
+    const { databaseUrl, bucket } = replicas;
     sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
     driver = s3DriverFor(bucket);
     const c = a.client();

@@ -112,3 +112,14 @@ export function bundleBytes(seed: string, size = 1024): Buffer {
 
 export const sha256 = (data: Buffer | ArrayBuffer | Uint8Array) =>
   createHash('sha256').update(data instanceof ArrayBuffer ? new Uint8Array(data) : data).digest('hex');
+
+/** Two registries sharing one fresh database and one fresh bucket: replicas. */
+export async function startReplicas(env: Record<string, string> = { LOG_LEVEL: 'warn' }) {
+  const databaseUrl = await createTestDatabase();
+  const bucket = `swarm-test-${uid()}`;
+  const [a, b] = await Promise.all([
+    startTestRegistry({ storage: 's3', databaseUrl, bucket, env }),
+    startTestRegistry({ storage: 's3', databaseUrl, bucket, env }),
+  ]);
+  return { a, b, databaseUrl, bucket };
+}

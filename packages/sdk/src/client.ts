@@ -9,7 +9,7 @@ import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink } from '@tr
 import { EventSource } from 'eventsource';
 import { request } from 'undici';
 import type { AppRouter } from '../../server/src/trpc/router.js';
-import { type ActiveVersion, type ExecutionEvent, type UploadResult, bundleHash, uploadResult } from './contract/index.js';
+import { type ActiveVersion, type ExecutionEvent, type UploadResult, bundleHash, toUploadResult, uploadResult } from './contract/index.js';
 import { SwarmError, toSwarmError } from './errors.js';
 import { sha256File } from './hash.js';
 
@@ -131,19 +131,7 @@ export function createSwarmClient(opts: SwarmClientOptions) {
           if (gcRaced(err)) return null;
           throw err;
         });
-        if (registered) {
-          const { version, created } = registered;
-          return {
-            workflowId: version.workflowId,
-            versionId: version.id,
-            version: version.version,
-            bundleHash: version.bundleHash,
-            size: version.size,
-            created,
-            active: version.active,
-            uploaded: false,
-          };
-        }
+        if (registered) return { ...toUploadResult(registered.version, registered.created), uploaded: false };
       }
       const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
       const result = await post().catch((err: unknown) => {

@@ -84,6 +84,17 @@ export const uploadResult = z.object({
 });
 export type UploadResult = z.infer<typeof uploadResult>;
 
+/** An upload's answer from the version it registered (or found already registered). */
+export const toUploadResult = (v: WorkflowVersion, created: boolean): UploadResult => ({
+  workflowId: v.workflowId,
+  versionId: v.id,
+  version: v.version,
+  bundleHash: v.bundleHash,
+  size: v.size,
+  created,
+  active: v.active,
+});
+
 export const apiToken = z.object({
   id: uuid,
   name: z.string(),

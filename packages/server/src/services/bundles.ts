@@ -1,5 +1,5 @@
 import type { Readable } from 'node:stream';
-import type { Bundle, UploadResult } from '@swarm/sdk/contract';
+import { type Bundle, type UploadResult, toUploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
 import type { Deps, Principal } from './context.js';
 import { changingRelease } from './release-cache.js';
@@ -52,14 +52,5 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     await claimStoredBundle(tx, deps, ingested);
     return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
   });
-  return {
-    workflowId: wf.id,
-    versionId: version.id,
-    version: version.version,
-    bundleHash: version.bundleHash,
-    size: version.size,
-    created,
-    active: version.active,
-    stored: ingested.stored,
-  };
+  return { ...toUploadResult(version, created), stored: ingested.stored };
 }
