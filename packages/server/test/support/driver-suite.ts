@@ -12,10 +12,11 @@ import { ObjectNotFound, type StorageDriver } from '../../src/storage/driver.js'
 
 const read = async (r: Readable) => Buffer.concat(await r.toArray());
 const MiB = 1024 * 1024;
-/** One body that fits in a single upload part of the S3 driver (8 MiB), one that needs several. */
+/** Larger than one upload part of the S3 driver (8 MiB): stored as a multipart upload. */
+const LARGE = 9 * MiB + 17;
 const sizes = [
   ['a small body', 3 * MiB + 17],
-  ['a body larger than one upload part', 9 * MiB + 17],
+  ['a body larger than one upload part', LARGE],
 ] as const;
 
 /** A stream that sends `data` in uneven chunks, as a client would. */
@@ -37,12 +38,8 @@ async function keysUnder(driver: StorageDriver, prefix: string): Promise<string[
 }
 
 async function expectNotFound(attempt: Promise<unknown>, key: string): Promise<void> {
-  const err = await attempt.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(err).toBeInstanceOf(ObjectNotFound);
-  expect(err).toMatchObject({ key });
+  await expect(attempt).rejects.toBeInstanceOf(ObjectNotFound);
+  await expect(attempt).rejects.toMatchObject({ key });
 }
 
 export function driverSuite(name: string, make: () => Promise<StorageDriver>): void {
@@ -65,6 +62,7 @@ export function driverSuite(name: string, make: () => Promise<StorageDriver>): v
 
     afterEach(async () => {
       const left = await keysUnder(driver, prefix);
+      // Removed before failing, so that one failed test does not fail the next run too.
       for (const key of left) await driver.delete(key);
       // Any start time is "before" an hour from now: this aborts (and counts) every unfinished upload.
       const unfinishedUploads = (await driver.abortIncompleteUploads?.(prefix, new Date(Date.now() + 3600_000))) ?? 0;
@@ -165,11 +163,15 @@ export function driverSuite(name: string, make: () => Promise<StorageDriver>): v
         });
         let seenDuringVerify: unknown = 'verify was not called';
         const stored = await driver.putVerified!(at('obj'), chunked(data).pipe(counted), async () => {
-          seenDuringVerify = { arrived, stat: await driver.stat(at('obj')) };
+          const readable = await driver.get(at('obj')).then(
+            (stream) => (stream.destroy(), true),
+            (err: unknown) => !(err instanceof ObjectNotFound),
+          );
+          seenDuringVerify = { arrived, stat: await driver.stat(at('obj')), readable };
           return true;
         });
         expect(stored).toBe(true);
-        expect(seenDuringVerify).toEqual({ arrived: data.length, stat: null });
+        expect(seenDuringVerify).toEqual({ arrived: data.length, stat: null, readable: false });
         expect(await driver.stat(at('obj'))).toMatchObject({ size: data.length });
         expect((await read(await driver.get(at('obj')))).equals(data)).toBe(true);
         await driver.delete(at('obj'));
@@ -210,8 +212,33 @@ export function driverSuite(name: string, make: () => Promise<StorageDriver>): v
       });
     });
 
+    describe('abortIncompleteUploads', () => {
+      beforeEach(({ skip }) => {
+        if (!driver.abortIncompleteUploads) skip(`the ${name} driver has no multipart uploads to abort`);
+      });
+
+      // The leftover check after each test relies on this count.
+      it('aborts the unfinished uploads under a prefix started before a moment, and only those', async () => {
+        const hourAgo = new Date(Date.now() - 3600_000);
+        const inAnHour = new Date(Date.now() + 3600_000);
+        let aborted: unknown = 'verify was not called';
+        // An upload held open: putVerified waits for verify before completing it.
+        const put = driver.putVerified!(at('u/obj'), chunked(randomBytes(LARGE)), async () => {
+          aborted = {
+            startedBeforeAnHourAgo: await driver.abortIncompleteUploads!(prefix, hourAgo),
+            underAnotherPrefix: await driver.abortIncompleteUploads!(at('other/'), inAnHour),
+            startedBeforeInAnHour: await driver.abortIncompleteUploads!(prefix, inAnHour),
+          };
+          return true;
+        });
+        await expect(put).rejects.toThrow(); // its upload was aborted under it
+        expect(aborted).toEqual({ startedBeforeAnHourAgo: 0, underAnotherPrefix: 0, startedBeforeInAnHour: 1 });
+        expect(await driver.stat(at('u/obj'))).toBeNull();
+      });
+    });
+
     describe('signed download URLs', () => {
-      it('make download URLs that work, whole and by range, and refuse tampered or expired ones', async () => {
+      it('work, whole and by range, and are refused when tampered with or expired', async () => {
         const data = randomBytes(5000);
         await driver.put(at('p/obj'), Readable.from([data]));
         await driver.put(at('p/other'), Readable.from([Buffer.from('another object')]));
