@@ -157,6 +157,7 @@ export class BundleStore {
     return this.driver.stat(blobKey(hash));
   }
 
+  /** The bundle's bytes; rejects with ObjectNotFound when none are stored under its hash. */
   read(hash: string): Promise<Readable> {
     return this.driver.get(blobKey(hash));
   }

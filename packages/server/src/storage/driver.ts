@@ -3,8 +3,22 @@ import type { Readable } from 'node:stream';
 export type ObjectInfo = { key: string; size: number; lastModified: Date };
 
 /**
+ * There is no object under `key`: what every driver throws when asked to read it or to
+ * move it away, whatever its store answered (ENOENT, NoSuchKey, …), which is kept as `cause`.
+ */
+export class ObjectNotFound extends Error {
+  override readonly name = 'ObjectNotFound';
+  constructor(
+    readonly key: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`object not found: ${key}`, options);
+  }
+}
+
+/**
  * What the registry needs from an object store. Keys are '/'-separated paths.
- * Every driver passes the same contract suite (packages/server/test/storage.contract.test.ts).
+ * Every driver passes the same suite (packages/server/test/support/driver-suite.ts).
  */
 export interface StorageDriver {
   readonly kind: 'fs' | 's3';
@@ -14,10 +28,14 @@ export interface StorageDriver {
   check(): Promise<void>;
   /** Stores a stream under key; resolves once every byte is stored. On failure nothing is left under key. */
   put(key: string, body: Readable): Promise<void>;
+  /** The object's size and age; null when there is none. */
   stat(key: string): Promise<ObjectInfo | null>;
-  /** Reads an object, or `length` bytes of it from `offset`. */
+  /** Reads an object, or `length` bytes of it from `offset`; rejects with ObjectNotFound before any stream exists. */
   get(key: string, range?: { offset: number; length?: number }): Promise<Readable>;
-  /** Publishes src under dst and removes src (rename, or server-side copy then delete). */
+  /**
+   * Publishes src under dst, replacing what dst held, and removes src (rename, or
+   * server-side copy then delete). A missing src rejects with ObjectNotFound.
+   */
   move(src: string, dst: string): Promise<void>;
   /** Removes key; a missing key is not an error. */
   delete(key: string): Promise<void>;

@@ -8,13 +8,20 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import type { ObjectInfo, StorageDriver } from './driver.js';
+import { type ObjectInfo, ObjectNotFound, type StorageDriver } from './driver.js';
 
 export type FsDriverOptions = {
   root: string;
   /** Base URL of the registry's API as downloaders reach it (known only once the server listens). */
   publicUrl: () => string;
   signingKey: string;
+};
+
+const isMissing = (err: unknown) => (err as NodeJS.ErrnoException).code === 'ENOENT';
+
+/** ENOENT as the ObjectNotFound every driver throws. */
+const notFoundAs = (key: string) => (err: unknown) => {
+  throw isMissing(err) ? new ObjectNotFound(key, { cause: err }) : err;
 };
 
 export class FsDriver implements StorageDriver {
@@ -49,8 +56,8 @@ export class FsDriver implements StorageDriver {
   }
 
   async stat(key: string): Promise<ObjectInfo | null> {
-    const st = await fs.stat(this.file(key)).catch((err: NodeJS.ErrnoException) => {
-      if (err.code === 'ENOENT') return null;
+    const st = await fs.stat(this.file(key)).catch((err: unknown) => {
+      if (isMissing(err)) return null;
       throw err;
     });
     return st?.isFile() ? { key, size: st.size, lastModified: st.mtime } : null;
@@ -58,7 +65,8 @@ export class FsDriver implements StorageDriver {
 
   async get(key: string, range?: { offset: number; length?: number }): Promise<Readable> {
     const file = this.file(key);
-    const handle = await fs.open(file, 'r'); // fails with ENOENT before a stream exists
+    // Opened first, so a missing object fails here, before a stream exists.
+    const handle = await fs.open(file, 'r').catch(notFoundAs(key));
     const end = range?.length !== undefined ? range.offset + range.length - 1 : undefined;
     return handle.createReadStream({ start: range?.offset, end });
   }
@@ -66,7 +74,7 @@ export class FsDriver implements StorageDriver {
   async move(src: string, dst: string): Promise<void> {
     const to = this.file(dst);
     await fs.mkdir(path.dirname(to), { recursive: true });
-    await fs.rename(this.file(src), to);
+    await fs.rename(this.file(src), to).catch(notFoundAs(src));
   }
 
   async delete(key: string): Promise<void> {

@@ -5,7 +5,7 @@
 import type { Readable } from 'node:stream';
 import * as Minio from 'minio';
 import type { S3Config } from '../config.js';
-import type { ObjectInfo, StorageDriver } from './driver.js';
+import { type ObjectInfo, ObjectNotFound, type StorageDriver } from './driver.js';
 
 /**
  * Part size for uploads. The registry does its own multipart loop (see put) so that at
@@ -32,6 +32,11 @@ function clientFor(endpoint: string, cfg: S3Config): Minio.Client {
 const isNotFound = (err: unknown) => {
   const code = (err as { code?: string }).code;
   return code === 'NotFound' || code === 'NoSuchKey' || code === 'NoSuchObject';
+};
+
+/** The store's own "no such key", as the ObjectNotFound every driver throws. */
+const notFoundAs = (key: string) => (err: unknown) => {
+  throw isNotFound(err) ? new ObjectNotFound(key, { cause: err }) : err;
 };
 
 export class S3Driver implements StorageDriver {
@@ -143,16 +148,19 @@ export class S3Driver implements StorageDriver {
   }
 
   async get(key: string, range?: { offset: number; length?: number }): Promise<Readable> {
-    return range
+    const read = range
       ? this.client.getPartialObject(this.cfg.bucket, key, range.offset, range.length)
       : this.client.getObject(this.cfg.bucket, key);
+    return read.catch(notFoundAs(key));
   }
 
   async move(src: string, dst: string): Promise<void> {
-    await this.client.copyObject(
-      new Minio.CopySourceOptions({ Bucket: this.cfg.bucket, Object: src }),
-      new Minio.CopyDestinationOptions({ Bucket: this.cfg.bucket, Object: dst }),
-    );
+    await this.client
+      .copyObject(
+        new Minio.CopySourceOptions({ Bucket: this.cfg.bucket, Object: src }),
+        new Minio.CopyDestinationOptions({ Bucket: this.cfg.bucket, Object: dst }),
+      )
+      .catch(notFoundAs(src));
     await this.delete(src);
   }
 
