@@ -2,7 +2,7 @@
  * The embedded default store: objects are files under a root directory. Download URLs
  * point at the registry's own /store route and carry an HMAC of key and expiry.
  */
-import { createHmac, timingSafeEqual } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -46,11 +46,15 @@ export class FsDriver implements StorageDriver {
   async put(key: string, body: Readable): Promise<void> {
     const file = this.file(key);
     await fs.mkdir(path.dirname(file), { recursive: true });
+    // Written beside the key and renamed over it, as S3 replaces an object: a reader sees
+    // the old object or the whole new one, and a failed put leaves the old one in place.
+    const partial = `${file}.partial-${randomBytes(8).toString('hex')}`;
     try {
       // flush: fsync before close, so a stored object survives a crash.
-      await pipeline(body, createWriteStream(file, { flags: 'wx', flush: true }));
+      await pipeline(body, createWriteStream(partial, { flags: 'wx', flush: true }));
+      await fs.rename(partial, file);
     } catch (err) {
-      await fs.rm(file, { force: true });
+      await fs.rm(partial, { force: true });
       throw err;
     }
   }

@@ -99,6 +99,16 @@ export function driverSuite(name: string, make: () => Promise<StorageDriver>): v
       expect(await driver.stat(at('failed'))).toBeNull();
     });
 
+    it('replaces an existing object on put, and keeps it when a put fails', async () => {
+      await driver.put(at('obj'), Readable.from([Buffer.from('the old object, longer than the new one')]));
+      await driver.put(at('obj'), Readable.from([Buffer.from('new')]));
+      expect(await driver.stat(at('obj'))).toMatchObject({ size: 3 });
+      expect((await read(await driver.get(at('obj')))).toString()).toBe('new');
+      await expect(driver.put(at('obj'), failingAfter(sizes[0][1]))).rejects.toThrow('client went away');
+      expect((await read(await driver.get(at('obj')))).toString()).toBe('new');
+      await driver.delete(at('obj'));
+    });
+
     it('moves an object and deletes idempotently', async () => {
       await driver.put(at('src'), Readable.from([Buffer.from('move me')]));
       await driver.move(at('src'), at('dst'));
