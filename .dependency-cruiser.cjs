@@ -5,10 +5,11 @@
  * NodeNext's `./x.js` specifiers resolve to `./x.ts` through the tsconfig, and with
  * `tsPreCompilationDeps` it keeps type-only imports, which count here (the circle
  * services/context.ts → release-cache.ts → workflows.ts → tenants.ts → access.ts →
- * context.ts was made of `import type` alone). madge needs extra resolver settings for
- * both and silently reports "no circle" when a specifier does not resolve; here an
- * unresolvable import is an error of its own (not-unresolvable).
- * dependency-cruiser 17 is the last line that runs on Node 20.
+ * context.ts was closed by `import type` edges: without tsPreCompilationDeps this check
+ * passes on it). madge would need its resolver configured to map `./x.js` to `./x.ts`,
+ * and an import it cannot resolve only drops out of its graph with a warning; here an
+ * unresolvable import fails the check (not-unresolvable), so a resolver gap cannot hide
+ * a circle. dependency-cruiser 17 is the last line that runs on Node 20.
  */
 module.exports = {
   forbidden: [
