@@ -12,7 +12,7 @@ import { Readable } from 'node:stream';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { failure } from './support/failure.js';
-import { BUNDLE_LOCK_SPACE, bundleLockKey } from '../packages/server/src/services/versions.js';
+import { BUNDLE_LOCK_SPACE, bundleLockKey } from '../packages/server/src/db/queries/bundles.js';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
 import { bundleOf } from './support/bundles.js';
 import { swarm } from './support/cli.js';

@@ -10,7 +10,7 @@ import { EventSource } from 'eventsource';
 import { request } from 'undici';
 import type { AppRouter } from '../../server/src/trpc/router.js';
 import { type ActiveVersion, type ExecutionEvent, type UploadResult, bundleHash, toUploadResult, uploadResult } from './contract/index.js';
-import { SwarmError, toSwarmError } from './errors.js';
+import { SwarmError, toSwarmError, wireErrorCode } from './errors.js';
 import { sha256File } from './hash.js';
 
 export type SwarmClientOptions = {
@@ -96,7 +96,7 @@ export function createSwarmClient(opts: SwarmClientOptions) {
     const json = (await res.body.json().catch(() => null)) as { error?: { code: string; message: string; hint?: string } } | null;
     if (res.statusCode >= 400 || !json) {
       const e = json?.error;
-      throw new SwarmError(e?.code ?? 'HTTP_ERROR', e?.message ?? `upload failed with HTTP ${res.statusCode}`, e?.hint, res.statusCode);
+      throw new SwarmError(wireErrorCode(e?.code), e?.message ?? `upload failed with HTTP ${res.statusCode}`, e?.hint, res.statusCode);
     }
     return uploadResult.parse(json);
   }

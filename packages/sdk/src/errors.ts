@@ -1,11 +1,34 @@
 import { TRPCClientError } from '@trpc/client';
+import { REGISTRY_ERROR_CODES, type RegistryErrorCode } from './contract/vocabulary.js';
+
+/** Failures the SDK finds itself, without an answer from the registry that names one. */
+export const LOCAL_ERROR_CODES = [
+  /** The registry did not answer (refused, reset, timed out). */
+  'NETWORK_ERROR',
+  /** Something the caller passed (a flag, a file, a directory) is wrong; nothing was sent. */
+  'INVALID_INPUT',
+  /** Downloaded bytes are not the ones expected. */
+  'HASH_MISMATCH',
+  'SIZE_MISMATCH',
+  /** An HTTP answer without the registry's error body (a proxy's, or a code this SDK does not know). */
+  'HTTP_ERROR',
+  /** Anything else; the cause says what. */
+  'INTERNAL_ERROR',
+] as const;
+export type LocalErrorCode = (typeof LOCAL_ERROR_CODES)[number];
+export type SwarmErrorCode = RegistryErrorCode | LocalErrorCode;
+
+const isRegistryErrorCode = (code: string): code is RegistryErrorCode => (REGISTRY_ERROR_CODES as readonly string[]).includes(code);
+
+/** A code read off the wire: the registry's own, else HTTP_ERROR. */
+export const wireErrorCode = (code: string | undefined): SwarmErrorCode => (code !== undefined && isRegistryErrorCode(code) ? code : 'HTTP_ERROR');
 
 /** Every failure the SDK reports: the registry's error code, its message and, where known, what to do. */
 export class SwarmError extends Error {
   override readonly name = 'SwarmError';
   constructor(
-    /** The registry's code (NOT_FOUND, CONFLICT, …), or NETWORK_ERROR / INVALID_INPUT for local failures. */
-    readonly code: string,
+    /** The registry's code (NOT_FOUND, CONFLICT, …), or one of LOCAL_ERROR_CODES for failures found here. */
+    readonly code: SwarmErrorCode,
     message: string,
     readonly hint?: string,
     readonly status?: number,
@@ -20,7 +43,7 @@ export function toSwarmError(err: unknown): SwarmError {
   if (err instanceof SwarmError) return err;
   if (err instanceof TRPCClientError) {
     const data = err.data as { code?: string; httpStatus?: number; hint?: string } | undefined;
-    if (data?.code) return new SwarmError(data.code, err.message, data.hint, data.httpStatus, { cause: err });
+    if (data?.code) return new SwarmError(wireErrorCode(data.code), err.message, data.hint, data.httpStatus, { cause: err });
     return networkError(err.cause ?? err);
   }
   return networkError(err);

@@ -2,7 +2,10 @@
  * The one error type of the registry. Services throw RegistryError with a code;
  * the transports map the code once (tRPC in trpc/init.ts, REST in http/errors.ts).
  */
-export const errorCodes = {
+import type { RegistryErrorCode } from '@swarm/sdk/contract';
+
+/** The HTTP status of each code (the codes themselves are the contract's REGISTRY_ERROR_CODES). */
+export const errorStatus: Record<RegistryErrorCode, number> = {
   BAD_REQUEST: 400,
   UNAUTHORIZED: 401,
   FORBIDDEN: 403,
@@ -14,14 +17,12 @@ export const errorCodes = {
   UNPROCESSABLE_CONTENT: 422,
   INTERNAL_SERVER_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
-} as const;
-
-export type ErrorCode = keyof typeof errorCodes;
+};
 
 export class RegistryError extends Error {
   override readonly name = 'RegistryError';
   constructor(
-    readonly code: ErrorCode,
+    readonly code: RegistryErrorCode,
     message: string,
     /** What the caller can do about it, shown by the CLI under the message. */
     readonly hint?: string,
@@ -30,7 +31,7 @@ export class RegistryError extends Error {
     super(message, options);
   }
   get status(): number {
-    return errorCodes[this.code];
+    return errorStatus[this.code];
   }
 }
 

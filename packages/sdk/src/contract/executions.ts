@@ -2,9 +2,7 @@
 import { z } from 'zod';
 import { timestamp, uuid, versionNumber, workflowRef } from './names.js';
 import { secretName, vmMetadata } from './metadata.js';
-
-export const executionStatus = z.enum(['pending', 'booting', 'running', 'succeeded', 'failed']);
-export type ExecutionStatus = z.infer<typeof executionStatus>;
+import { executionStatus, versionReason } from './vocabulary.js';
 
 export const eventType = z.enum([
   'metadata_loaded',
@@ -28,7 +26,7 @@ export const execution = z.object({
   failureReason: z.string().nullable(),
   spawnedBy: z.string().nullable(),
   /** Why this version ran: the workflow's `active` version or its `canary`. */
-  versionReason: z.enum(['active', 'canary']),
+  versionReason,
   routingKey: z.string().nullable(),
   createdAt: timestamp,
   startedAt: timestamp.nullable(),

@@ -1,3 +1,4 @@
+export * from './vocabulary.js';
 export * from './names.js';
 export * from './api.js';
 export * from './metadata.js';

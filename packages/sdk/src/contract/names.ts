@@ -1,23 +1,26 @@
 import { z } from 'zod';
+import { SHA256_HEX_PATTERN, TENANT_SLUG_PATTERN, TOKEN_SCOPE_KINDS, WORKFLOW_NAME_PATTERN } from './vocabulary.js';
+
+const slugRe = new RegExp(TENANT_SLUG_PATTERN);
 
 /** A bundle's content address: the sha256 of its bytes, as 64 lowercase hex digits. */
 export const bundleHash = z
   .string()
-  .regex(/^[0-9a-f]{64}$/, 'must be a sha256 digest: 64 lowercase hex characters');
+  .regex(new RegExp(SHA256_HEX_PATTERN), 'must be a sha256 digest: 64 lowercase hex characters');
 
 /** Tenant slugs appear in URLs, token scopes and `tenant/name` references. */
 export const tenantSlug = z
   .string()
   .min(1)
   .max(63)
-  .regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/, 'must be lowercase letters, digits and inner dashes (at most 63)');
+  .regex(slugRe, 'must be lowercase letters, digits and inner dashes (at most 63)');
 
 /** Workflow names: like slugs, plus `.` and `_`, so existing job names fit. */
 export const workflowName = z
   .string()
   .min(1)
   .max(100)
-  .regex(/^[a-z0-9](?:[a-z0-9._-]*[a-z0-9])?$/, 'must be lowercase letters, digits, ".", "_" and "-" (at most 100)');
+  .regex(new RegExp(WORKFLOW_NAME_PATTERN), 'must be lowercase letters, digits, ".", "_" and "-" (at most 100)');
 
 export const uuid = z.uuid();
 
@@ -50,9 +53,6 @@ export const timestamp = z.string().describe('ISO-8601 timestamp');
  * Token scopes: `admin` does everything; `orchestrator` resolves, spawns and reads
  * everything; `tenant:<slug>` sees only that tenant's workflows, versions and bundles.
  */
-export const tokenScope = z.union([
-  z.literal('admin'),
-  z.literal('orchestrator'),
-  z.templateLiteral(['tenant:', z.string().regex(/^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$/)]),
-]);
+const [admin, orchestrator, tenant] = TOKEN_SCOPE_KINDS;
+export const tokenScope = z.union([z.literal(admin), z.literal(orchestrator), z.templateLiteral([tenant, ':', z.string().regex(slugRe)])]);
 export type TokenScope = z.infer<typeof tokenScope>;

@@ -4,11 +4,9 @@
  */
 import { z } from 'zod';
 import { bundleHash, commitMessage, timestamp, versionNumber, workflowRef } from './names.js';
+import { releaseKind } from './vocabulary.js';
 
 export const canaryWeight = z.number().int().min(1, 'canary weight must be 1–99 (percent)').max(99, 'canary weight must be 1–99 (percent)');
-
-export const releaseKind = z.enum(['activate', 'rollback', 'promote', 'canary', 'canary_clear']);
-export type ReleaseKind = z.infer<typeof releaseKind>;
 
 /** One row of a workflow's release history. For canary rows, `fromVersion` is the previous canary. */
 export const releaseEvent = z.object({

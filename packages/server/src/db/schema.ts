@@ -3,7 +3,16 @@
  * layer tries, the database refuses duplicate names, versions out of sequence,
  * malformed hashes and dangling references. drizzle-kit generates drizzle/ from this.
  */
-import { relations, sql } from 'drizzle-orm';
+import { type SQL, sql } from 'drizzle-orm';
+import {
+  EXECUTION_STATUSES,
+  RELEASE_KINDS,
+  SHA256_HEX_PATTERN,
+  TENANT_SLUG_PATTERN,
+  TOKEN_SCOPE_KINDS,
+  VERSION_REASONS,
+  WORKFLOW_NAME_PATTERN,
+} from '@swarm/sdk/contract';
 import {
   type AnyPgColumn,
   bigint,
@@ -22,9 +31,13 @@ import {
 } from 'drizzle-orm/pg-core';
 
 const createdAt = () => timestamp('created_at', { withTimezone: true, mode: 'date' }).notNull().defaultNow();
-const HASH_RE = `'^[0-9a-f]{64}$'`;
-const SLUG_RE = `'^[a-z0-9]([a-z0-9-]*[a-z0-9])?$'`;
-const NAME_RE = `'^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$'`;
+
+/** A string literal for SQL text; the values below are the contract's constants, never input. */
+const literal = (value: string) => sql.raw(`'${value.replaceAll("'", "''")}'`);
+/** `col ~ 'pattern'`, with one of the contract's name patterns. */
+const matches = (col: AnyPgColumn, pattern: string): SQL => sql`${col} ~ ${literal(pattern)}`;
+/** `col in ('a', 'b')`, with one of the contract's lists: the CHECK allows exactly the API's values. */
+const oneOf = (col: AnyPgColumn, values: readonly string[]): SQL => sql`${col} in (${sql.join(values.map(literal), sql`, `)})`;
 
 export const tenants = pgTable(
   'tenants',
@@ -33,7 +46,7 @@ export const tenants = pgTable(
     slug: text('slug').notNull().unique(),
     createdAt: createdAt(),
   },
-  (t) => [check('tenants_slug_format', sql`${t.slug} ~ ${sql.raw(SLUG_RE)} and length(${t.slug}) <= 63`)],
+  (t) => [check('tenants_slug_format', sql`${matches(t.slug, TENANT_SLUG_PATTERN)} and length(${t.slug}) <= 63`)],
 );
 
 export const workflows = pgTable(
@@ -60,7 +73,7 @@ export const workflows = pgTable(
   },
   (t) => [
     unique('workflows_tenant_name_unique').on(t.tenantId, t.name),
-    check('workflows_name_format', sql`${t.name} ~ ${sql.raw(NAME_RE)} and length(${t.name}) <= 100`),
+    check('workflows_name_format', sql`${matches(t.name, WORKFLOW_NAME_PATTERN)} and length(${t.name}) <= 100`),
     foreignKey({
       name: 'workflows_active_version_fk',
       columns: [t.id, t.activeVersionId],
@@ -100,7 +113,7 @@ export const bundles = pgTable(
     deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
-    check('bundles_hash_format', sql`${t.hash} ~ ${sql.raw(HASH_RE)}`),
+    check('bundles_hash_format', matches(t.hash, SHA256_HEX_PATTERN)),
     check('bundles_size_nonnegative', sql`${t.size} >= 0`),
   ],
 );
@@ -132,7 +145,7 @@ export const workflowVersions = pgTable(
     // Target of workflows_active_version_fk: pins an active version to its workflow.
     unique('workflow_versions_workflow_id_unique').on(t.workflowId, t.id),
     check('workflow_versions_version_positive', sql`${t.version} >= 1`),
-    check('workflow_versions_hash_format', sql`${t.bundleHash} ~ ${sql.raw(HASH_RE)}`),
+    check('workflow_versions_hash_format', matches(t.bundleHash, SHA256_HEX_PATTERN)),
     index('workflow_versions_bundle_hash_idx').on(t.bundleHash),
   ],
 );
@@ -143,8 +156,6 @@ export const workflowVersions = pgTable(
  * who, when, from which version to which, and why. For canary rows "from" is the
  * previous canary; a cleared canary has no "to". Rollback reads this table.
  */
-export const RELEASE_KINDS = ['activate', 'rollback', 'promote', 'canary', 'canary_clear'] as const;
-
 export const workflowActivations = pgTable(
   'workflow_activations',
   {
@@ -163,7 +174,7 @@ export const workflowActivations = pgTable(
   },
   (t) => [
     index('workflow_activations_workflow_idx').on(t.workflowId, t.createdAt),
-    check('workflow_activations_kind_known', sql`${t.kind} in ('activate', 'rollback', 'promote', 'canary', 'canary_clear')`),
+    check('workflow_activations_kind_known', oneOf(t.kind, RELEASE_KINDS)),
     check('workflow_activations_to_present', sql`(${t.kind} = 'canary_clear') = (${t.toVersionId} is null)`),
     check('workflow_activations_weight', sql`(${t.kind} = 'canary') = (${t.weight} is not null)`),
   ],
@@ -179,7 +190,7 @@ export const apiTokens = pgTable(
   {
     id: uuid('id').primaryKey().defaultRandom(),
     name: text('name').notNull(),
-    scope: text('scope', { enum: ['admin', 'orchestrator', 'tenant'] }).notNull(),
+    scope: text('scope', { enum: TOKEN_SCOPE_KINDS }).notNull(),
     tenantId: uuid('tenant_id').references(() => tenants.id),
     tokenHash: text('token_hash').notNull().unique(),
     createdBy: text('created_by').notNull(),
@@ -187,9 +198,9 @@ export const apiTokens = pgTable(
     revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
-    check('api_tokens_scope_known', sql`${t.scope} in ('admin', 'orchestrator', 'tenant')`),
+    check('api_tokens_scope_known', oneOf(t.scope, TOKEN_SCOPE_KINDS)),
     check('api_tokens_tenant_scope', sql`(${t.scope} = 'tenant') = (${t.tenantId} is not null)`),
-    check('api_tokens_hash_format', sql`${t.tokenHash} ~ ${sql.raw(HASH_RE)}`),
+    check('api_tokens_hash_format', matches(t.tokenHash, SHA256_HEX_PATTERN)),
   ],
 );
 
@@ -204,7 +215,7 @@ export const executions = pgTable(
     versionId: uuid('version_id')
       .notNull()
       .references(() => workflowVersions.id),
-    status: text('status', { enum: ['pending', 'booting', 'running', 'succeeded', 'failed'] })
+    status: text('status', { enum: EXECUTION_STATUSES })
       .notNull()
       .default('pending'),
     exitCode: integer('exit_code'),
@@ -219,7 +230,7 @@ export const executions = pgTable(
     /** Who spawned it (token name). */
     spawnedBy: text('spawned_by'),
     /** Why this version was picked: the workflow's `active` version or its `canary`. */
-    versionReason: text('version_reason', { enum: ['active', 'canary'] }).notNull().default('active'),
+    versionReason: text('version_reason', { enum: VERSION_REASONS }).notNull().default('active'),
     /** The caller's routing key, when it gave one: the same key always picks the same version. */
     routingKey: text('routing_key'),
     createdAt: createdAt(),
@@ -227,8 +238,8 @@ export const executions = pgTable(
     finishedAt: timestamp('finished_at', { withTimezone: true, mode: 'date' }),
   },
   (t) => [
-    check('executions_status_known', sql`${t.status} in ('pending', 'booting', 'running', 'succeeded', 'failed')`),
-    check('executions_version_reason_known', sql`${t.versionReason} in ('active', 'canary')`),
+    check('executions_status_known', oneOf(t.status, EXECUTION_STATUSES)),
+    check('executions_version_reason_known', oneOf(t.versionReason, VERSION_REASONS)),
     // Both must point at the same workflow: a version of another workflow is refused.
     foreignKey({
       name: 'executions_version_of_workflow_fk',
@@ -270,13 +281,3 @@ export const activeWorkflowVersions = pgView('active_workflow_versions').as((qb)
     .innerJoin(workflowVersions, sql`${workflowVersions.id} = ${workflows.activeVersionId}`)
     .innerJoin(bundles, sql`${bundles.hash} = ${workflowVersions.bundleHash}`),
 );
-
-export const tenantsRelations = relations(tenants, ({ many }) => ({ workflows: many(workflows) }));
-export const workflowsRelations = relations(workflows, ({ one, many }) => ({
-  tenant: one(tenants, { fields: [workflows.tenantId], references: [tenants.id] }),
-  versions: many(workflowVersions),
-}));
-export const workflowVersionsRelations = relations(workflowVersions, ({ one }) => ({
-  workflow: one(workflows, { fields: [workflowVersions.workflowId], references: [workflows.id] }),
-  bundle: one(bundles, { fields: [workflowVersions.bundleHash], references: [bundles.hash] }),
-}));

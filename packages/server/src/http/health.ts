@@ -1,5 +1,5 @@
 import type { FastifyInstance } from 'fastify';
-import { sql } from 'drizzle-orm';
+import { ping } from '../db/queries/system.js';
 import type { Deps } from '../services/context.js';
 import { withTimeout } from '../timeout.js';
 
@@ -18,7 +18,7 @@ async function probe(fn: () => Promise<unknown>, what: string): Promise<string> 
 export async function healthRoutes(app: FastifyInstance, { deps }: { deps: Deps }) {
   app.get('/healthz', async (_request, reply) => {
     const [database, storage] = await Promise.all([
-      probe(() => deps.db.execute(sql`select 1`), 'database'),
+      probe(() => ping(deps.db), 'database'),
       probe(() => deps.store.driver.check(), 'storage'),
     ]);
     const down = [database !== 'ok' && 'database', storage !== 'ok' && 'storage'].filter(Boolean);

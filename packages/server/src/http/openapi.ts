@@ -5,15 +5,14 @@
  * test/openapi.test.ts checks the paths against the live routes and calls each route
  * for every status documented here.
  */
-import { activeVersion, bundle, bundleHash, uploadResult } from '@swarm/sdk/contract';
+import { activeVersion, bundle, bundleHash, registryErrorCode, uploadResult } from '@swarm/sdk/contract';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
-import { errorCodes } from '../errors.js';
 
 /** REST error body, as http/errors.ts sends it. */
 export const errorBody = z.object({
   error: z.object({
-    code: z.enum(Object.keys(errorCodes) as [keyof typeof errorCodes, ...Array<keyof typeof errorCodes>]),
+    code: registryErrorCode,
     message: z.string(),
     hint: z.string().optional(),
   }),

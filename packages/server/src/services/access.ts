@@ -1,6 +1,15 @@
-/** Authorization rules, in one place. Another tenant's resources are "not found", never "forbidden". */
+/**
+ * Authorization rules, in one place, and the lookups that apply them: a service finds a
+ * tenant, workflow, release or bundle through here, as the principal may see it.
+ * Another tenant's resources are "not found", never "forbidden".
+ */
+import { storedBundle } from '../db/queries/bundles.js';
+import type { DbOrTx } from '../db/client.js';
+import type { WorkflowRelease } from '../db/queries/releases.js';
+import { type TenantRow, tenantByRef } from '../db/queries/tenants.js';
+import { type WorkflowRow, workflowByRef } from '../db/queries/workflows.js';
 import { RegistryError, notFound } from '../errors.js';
-import type { Principal } from './context.js';
+import type { Deps, Principal } from './context.js';
 
 export function requireAdmin(p: Principal): void {
   if (p.scope !== 'admin') throw new RegistryError('FORBIDDEN', 'this needs an admin token');
@@ -22,4 +31,42 @@ export function assertCanWrite(p: Principal, tenantId: string, what: string): vo
   if (p.scope === 'orchestrator') {
     throw new RegistryError('FORBIDDEN', 'orchestrator tokens can read and resolve, not change workflows', 'use an admin or tenant token');
   }
+}
+
+/** A tenant by id or slug that the principal may see. */
+export async function findTenant(db: DbOrTx, p: Principal, ref: string): Promise<TenantRow> {
+  const row = await tenantByRef(db, ref);
+  if (!row) throw notFound(`tenant "${ref}"`);
+  assertCanRead(p, row.id, `tenant "${ref}"`);
+  return row;
+}
+
+/** `tenant/name` or a workflow id, as the principal may see it; anything else is "not found". */
+export async function findWorkflow(db: DbOrTx, p: Principal, ref: string): Promise<WorkflowRow> {
+  const row = await workflowByRef(db, ref);
+  if (!row) throw notFound(`workflow "${ref}"`);
+  assertCanRead(p, row.tenantId, `workflow "${ref}"`);
+  return row;
+}
+
+export async function findWritableWorkflow(db: DbOrTx, p: Principal, ref: string): Promise<WorkflowRow> {
+  const wf = await findWorkflow(db, p, ref);
+  assertCanWrite(p, wf.tenantId, `workflow "${ref}"`);
+  return wf;
+}
+
+/** The workflow's release state as the principal may see it (from the release cache); else NOT_FOUND. */
+export async function findRelease(deps: Pick<Deps, 'db' | 'caches'>, p: Principal, ref: string): Promise<WorkflowRelease> {
+  const release = await deps.caches.releases.lookup(deps.db, ref);
+  if (!release) throw notFound(`workflow "${ref}"`);
+  assertCanRead(p, release.workflow.tenantId, `workflow "${ref}"`);
+  return release;
+}
+
+/**
+ * Stored bundles a principal may name by hash: any for admin and orchestrator, else those
+ * its tenant's versions use. A bundle gc removed is not there.
+ */
+export function bundleVisibleTo(db: DbOrTx, p: Principal, hash: string): Promise<{ size: number } | null> {
+  return storedBundle(db, hash, p.scope === 'tenant' ? p.tenantId : null);
 }

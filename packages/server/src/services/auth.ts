@@ -4,13 +4,12 @@
  * The bootstrap admin token from the environment is compared in constant time.
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { and, desc, eq, gt, isNull } from 'drizzle-orm';
-import type { ApiToken, CreatedApiToken, TokenScope } from '@swarm/sdk/contract';
-import { apiTokens, executions, tenants } from '../db/schema.js';
+import type { ApiToken, CreatedApiToken, TokenScope, TokenScopeKind } from '@swarm/sdk/contract';
+import { tenantIdBySlug, tenantSlugById } from '../db/queries/tenants.js';
+import { type ApiTokenRow, executionOfAgentToken, insertApiToken, listApiTokens, liveApiToken, revokeApiToken } from '../db/queries/tokens.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
-import { notifyTokenRevoked } from './release-cache.js';
 
 const TOKEN_PREFIX = 'swt_';
 /** Agent tokens: minted per execution by a spawn, stored hashed on the execution row. */
@@ -39,11 +38,7 @@ export async function authenticate(
     return { tokenId: null, name: 'admin (bootstrap)', scope: 'admin', tenantId: null };
   }
   if (token.startsWith(AGENT_TOKEN_PREFIX)) {
-    const [execution] = await deps.db
-      .select({ id: executions.id })
-      .from(executions)
-      .where(and(eq(executions.agentTokenHash, hash.toString('hex')), gt(executions.agentTokenExpiresAt, new Date())))
-      .limit(1);
+    const execution = await executionOfAgentToken(deps.db, hash.toString('hex'));
     return execution ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id } : null;
   }
   if (!token.startsWith(TOKEN_PREFIX)) return null;
@@ -52,11 +47,7 @@ export async function authenticate(
   return deps.caches.principals.load(
     key,
     async () => {
-      const [row] = await deps.db
-        .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
-        .from(apiTokens)
-        .where(and(eq(apiTokens.tokenHash, key), isNull(apiTokens.revokedAt)))
-        .limit(1);
+      const row = await liveApiToken(deps.db, key);
       return row ? { tokenId: row.id, name: row.name, scope: row.scope, tenantId: row.tenantId } : null;
     },
     () => key,
@@ -67,7 +58,7 @@ export function hashAdminToken(token: string): Buffer {
   return createHash('sha256').update(token).digest();
 }
 
-type TokenRow = typeof apiTokens.$inferSelect & { tenantSlug: string | null };
+type TokenRow = ApiTokenRow & { tenantSlug: string | null };
 
 function toApiToken(row: TokenRow): ApiToken {
   return {
@@ -87,48 +78,33 @@ export async function createToken(
   requireAdmin(p);
   let tenantId: string | null = null;
   let tenantSlug: string | null = null;
-  let scope: 'admin' | 'orchestrator' | 'tenant';
+  let scope: TokenScopeKind;
   if (input.scope.startsWith('tenant:')) {
     tenantSlug = input.scope.slice('tenant:'.length);
-    const [t] = await deps.db.select({ id: tenants.id }).from(tenants).where(eq(tenants.slug, tenantSlug));
-    if (!t) throw new RegistryError('NOT_FOUND', `tenant "${tenantSlug}" not found`, 'create it first: swarm tenants create <slug>');
-    tenantId = t.id;
+    const id = await tenantIdBySlug(deps.db, tenantSlug);
+    if (!id) throw new RegistryError('NOT_FOUND', `tenant "${tenantSlug}" not found`, 'create it first: swarm tenants create <slug>');
+    tenantId = id;
     scope = 'tenant';
   } else {
-    scope = input.scope as 'admin' | 'orchestrator';
+    scope = input.scope as Exclude<TokenScopeKind, 'tenant'>;
   }
   const token = generateToken();
-  const [row] = await deps.db
-    .insert(apiTokens)
-    .values({ name: input.name ?? `${input.scope} token`, scope, tenantId, tokenHash: sha256(token), createdBy: p.name })
-    .returning();
-  return { ...toApiToken({ ...row!, tenantSlug }), token };
+  const row = await insertApiToken(deps.db, { name: input.name ?? `${input.scope} token`, scope, tenantId, tokenHash: sha256(token), createdBy: p.name });
+  return { ...toApiToken({ ...row, tenantSlug }), token };
 }
 
 export async function listTokens(deps: Deps, p: Principal): Promise<ApiToken[]> {
   requireAdmin(p);
-  const rows = await deps.db
-    .select({ token: apiTokens, tenantSlug: tenants.slug })
-    .from(apiTokens)
-    .leftJoin(tenants, eq(tenants.id, apiTokens.tenantId))
-    .orderBy(desc(apiTokens.createdAt));
+  const rows = await listApiTokens(deps.db);
   return rows.map((r) => toApiToken({ ...r.token, tenantSlug: r.tenantSlug }));
 }
 
 export async function revokeToken(deps: Deps, p: Principal, input: { id: string }): Promise<ApiToken> {
   requireAdmin(p);
-  const row = await deps.db.transaction(async (tx) => {
-    const [revoked] = await tx
-      .update(apiTokens)
-      .set({ revokedAt: new Date() })
-      .where(and(eq(apiTokens.id, input.id), isNull(apiTokens.revokedAt)))
-      .returning();
-    // Every replica drops the token from its cache when this commits; this one at once.
-    if (revoked) await notifyTokenRevoked(tx, revoked.tokenHash);
-    return revoked;
-  });
+  const row = await deps.db.transaction((tx) => revokeApiToken(tx, input.id));
   if (!row) throw notFound('active token');
+  // Every replica drops the token from its cache when the revocation commits; this one at once.
   deps.caches.principals.invalidate(row.tokenHash);
-  const [t] = row.tenantId ? await deps.db.select({ slug: tenants.slug }).from(tenants).where(eq(tenants.id, row.tenantId)) : [];
-  return toApiToken({ ...row, tenantSlug: t?.slug ?? null });
+  const tenantSlug = row.tenantId ? await tenantSlugById(deps.db, row.tenantId) : undefined;
+  return toApiToken({ ...row, tenantSlug: tenantSlug ?? null });
 }

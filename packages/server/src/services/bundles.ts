@@ -1,20 +1,19 @@
 import type { Readable } from 'node:stream';
 import { type Bundle, type UploadResult, toUploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
+import { bundleVisibleTo, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
-import { changingRelease } from './release-cache.js';
-import { bundleVisibleTo, claimStoredBundle, createVersion } from './versions.js';
-import { findWritableWorkflow } from './workflows.js';
+import { registerStoredBundle } from './versions.js';
 
 export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
-  const b = await bundleVisibleTo(deps, p, input.hash);
+  const b = await bundleVisibleTo(deps.db, p, input.hash);
   if (!b) throw notFound(`bundle ${input.hash}`);
   const { url, expiresAt } = await deps.store.signedUrl(input.hash, deps.config.urlTtlSeconds);
   return { hash: input.hash, size: b.size, url, expiresAt: expiresAt.toISOString() };
 }
 
 export async function bundleExists(deps: Deps, p: Principal, input: { hash: string }): Promise<boolean> {
-  return (await bundleVisibleTo(deps, p, input.hash)) !== null;
+  return (await bundleVisibleTo(deps.db, p, input.hash)) !== null;
 }
 
 export type UploadInput = {
@@ -48,9 +47,6 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     alreadyStored,
     onBytes: input.onBytes,
   });
-  const { version, created } = await changingRelease(deps, wf.id, async (tx) => {
-    await claimStoredBundle(tx, deps, ingested);
-    return createVersion(tx, p, { workflowId: wf.id, bundleHash: ingested.hash, message: input.message, activate: input.activate });
-  });
+  const { version, created } = await registerStoredBundle(deps, p, wf.id, { hash: ingested.hash, size: ingested.size }, input);
   return { ...toUploadResult(version, created), stored: ingested.stored };
 }

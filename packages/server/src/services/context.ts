@@ -1,8 +1,9 @@
 import type { Logger } from 'pino';
+import type { TokenScopeKind } from '@swarm/sdk/contract';
 import type { Config } from '../config.js';
-import type { Db } from '../db/client.js';
+import type { Db, DbOrTx } from '../db/client.js';
+import type { WorkflowRelease } from '../db/queries/releases.js';
 import type { BundleStore } from '../storage/bundle-store.js';
-import type { Caches } from './release-cache.js';
 
 /** What every service function gets: the registry's dependencies, nothing about HTTP. */
 export type Deps = {
@@ -12,16 +13,40 @@ export type Deps = {
   /** Base URL of the API as clients and VMs reach it (SWARM_PUBLIC_URL, else where it listens). */
   publicUrl: () => string;
   log: Logger;
-  /** Per-replica caches of release state and principals (services/release-cache.ts). */
+  /** Per-replica caches of release state and principals. */
   caches: Caches;
 };
+
+/**
+ * The per-replica caches as services use them, declared here where they are consumed;
+ * services/release-cache.ts implements them (and keeps them fresh across replicas).
+ */
+export interface Caches {
+  releases: CachedReleases;
+  /** Principals of minted API tokens, by the token's sha256 (hex). */
+  principals: CachedPrincipals;
+}
+
+export interface CachedReleases {
+  /** The workflow's release state by id or `tenant/name`, or null when there is no such workflow. */
+  lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null>;
+  invalidate(workflowId: string): void;
+  /** For tests and diagnostics: the cached entry, if any. */
+  peek(workflowId: string): WorkflowRelease | undefined;
+}
+
+export interface CachedPrincipals {
+  /** The cached principal, else `load()`'s (stored under `keyOf` of it). */
+  load(key: string, load: () => Promise<Principal | null>, keyOf: (p: Principal) => string): Promise<Principal | null>;
+  invalidate(tokenHash: string): void;
+}
 
 /** Who is calling: resolved from the bearer token by services/auth.ts. */
 export type Principal = {
   /** null for the bootstrap admin token from SWARM_ADMIN_TOKEN. */
   tokenId: string | null;
   name: string;
-  scope: 'admin' | 'orchestrator' | 'tenant' | 'agent';
+  scope: TokenScopeKind | 'agent';
   tenantId: string | null;
   /** For agent tokens: the one execution this principal may report on. */
   executionId?: string;

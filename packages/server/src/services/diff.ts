@@ -8,9 +8,9 @@ import path from 'node:path';
 import * as tar from 'tar';
 import type { BundleFile, VersionDiff } from '@swarm/sdk/contract';
 import { RegistryError } from '../errors.js';
+import { findWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
 import { releasableVersion } from './releases.js';
-import { findWorkflow } from './workflows.js';
 
 /** Bounds on what one bundle may make the registry read: the boot agent's own limits. */
 const MAX_ENTRIES = 100_000;

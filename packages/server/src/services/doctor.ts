@@ -9,8 +9,8 @@ import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { text } from 'node:stream/consumers';
 import type { DoctorCheck, DoctorReport } from '@swarm/sdk/contract';
-import { sql } from 'drizzle-orm';
 import { readMigrations } from '../db/migration-files.js';
+import { appliedMigrationHashes, serverVersion } from '../db/queries/system.js';
 import { withTimeout } from '../timeout.js';
 import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
@@ -51,8 +51,8 @@ async function timed<T>(fn: () => Promise<T>, what: string): Promise<{ value: T;
 
 async function checkDatabase(deps: Deps): Promise<DoctorCheck> {
   try {
-    const { value, ms } = await timed(() => deps.db.execute<{ server_version: string }>(sql`show server_version`), 'PostgreSQL');
-    return ok('database', `PostgreSQL ${value[0]?.server_version ?? '?'} answered in ${ms} ms`);
+    const { value, ms } = await timed(() => serverVersion(deps.db), 'PostgreSQL');
+    return ok('database', `PostgreSQL ${value ?? '?'} answered in ${ms} ms`);
   } catch (err) {
     return fail('database', `PostgreSQL: ${reason(err)}`, 'check DATABASE_URL and that PostgreSQL accepts connections from this host');
   }
@@ -63,11 +63,8 @@ async function checkMigrations(deps: Deps): Promise<DoctorCheck> {
   const name = 'migrations';
   try {
     const files = readMigrations();
-    const { value: rows } = await timed(
-      () => deps.db.execute<{ hash: string }>(sql`select hash from drizzle.__drizzle_migrations order by created_at`),
-      'PostgreSQL',
-    );
-    const applied = new Set(rows.map((r) => r.hash));
+    const { value: hashes } = await timed(() => appliedMigrationHashes(deps.db), 'PostgreSQL');
+    const applied = new Set(hashes);
     const known = new Set(files.map((f) => f.hash));
     const missing = files.filter((f) => !applied.has(f.hash)).map((f) => f.tag);
     const unknown = [...applied].filter((h) => !known.has(h));

@@ -4,7 +4,7 @@
  *
  * - Every transaction that changes a workflow's release (activate, rollback, promote,
  *   canary set or clear) sends `pg_notify('swarm_release', <workflow id>)` (see `record`
- *   in releases.ts); revoking a token sends `pg_notify('swarm_tokens', <token hash>)`.
+ *   in services/releases.ts); revoking a token sends `pg_notify('swarm_tokens', <token hash>)`.
  *   PostgreSQL delivers them when the transaction commits, to every replica's listener,
  *   which drops the entry. A cached answer outlives a change by the notification's delay.
  * - While the listener is not subscribed (PostgreSQL restarted, network cut) nothing is
@@ -19,19 +19,12 @@
  * LRU with TTL from `lru-cache` (the npm standard, maintained by npm's author).
  */
 import { LRUCache } from 'lru-cache';
-import { and, eq, sql } from 'drizzle-orm';
-import { alias } from 'drizzle-orm/pg-core';
 import type { Logger } from 'pino';
 import type { DbOrTx, Tx } from '../db/client.js';
 import { type Listener, startListener } from '../db/listener.js';
-import { bundles, tenants, workflowVersions, workflows } from '../db/schema.js';
-import { notFound } from '../errors.js';
-import { assertCanRead } from './access.js';
-import type { Deps, Principal } from './context.js';
-import type { WorkflowRow } from './workflows.js';
-
-export const RELEASE_CHANNEL = 'swarm_release';
-export const TOKEN_CHANNEL = 'swarm_tokens';
+import { RELEASE_CHANNEL, type WorkflowRelease, loadRelease } from '../db/queries/releases.js';
+import { TOKEN_CHANNEL } from '../db/queries/tokens.js';
+import type { CachedReleases, Deps, Principal } from './context.js';
 const MAX_ENTRIES = 10_000;
 
 /** A cache that serves only while its invalidation listener is subscribed. */
@@ -79,67 +72,9 @@ export class LiveCache<V extends object> {
   }
 }
 
-/** A released version, with what a download needs. Versions never change once registered. */
-export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number };
-
-/** What resolving and spawning need to know about a workflow. */
-export type CachedRelease = {
-  workflow: WorkflowRow;
-  active: ReleasedVersion | null;
-  canary: (ReleasedVersion & { weight: number }) | null;
-};
-
-const activeV = alias(workflowVersions, 'cache_active_version');
-const activeB = alias(bundles, 'cache_active_bundle');
-const canaryV = alias(workflowVersions, 'cache_canary_version');
-const canaryB = alias(bundles, 'cache_canary_bundle');
-
-/** The workflow, its active version and its canary, in one query (one snapshot). */
-async function loadRelease(db: DbOrTx, ref: string): Promise<CachedRelease | null> {
-  const slash = ref.indexOf('/');
-  const where = slash === -1 ? eq(workflows.id, ref) : and(eq(tenants.slug, ref.slice(0, slash)), eq(workflows.name, ref.slice(slash + 1)));
-  const [r] = await db
-    .select({
-      id: workflows.id,
-      tenantId: workflows.tenantId,
-      tenant: tenants.slug,
-      name: workflows.name,
-      createdAt: workflows.createdAt,
-      activeVersionId: workflows.activeVersionId,
-      activeVersion: activeV.version,
-      activeHash: activeV.bundleHash,
-      activeSize: activeB.size,
-      canaryVersionId: workflows.canaryVersionId,
-      canaryVersion: canaryV.version,
-      canaryHash: canaryV.bundleHash,
-      canarySize: canaryB.size,
-      canaryWeight: workflows.canaryWeight,
-    })
-    .from(workflows)
-    .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
-    .leftJoin(activeV, eq(activeV.id, workflows.activeVersionId))
-    .leftJoin(activeB, eq(activeB.hash, activeV.bundleHash))
-    .leftJoin(canaryV, eq(canaryV.id, workflows.canaryVersionId))
-    .leftJoin(canaryB, eq(canaryB.hash, canaryV.bundleHash))
-    .where(where);
-  if (!r) return null;
-  const { activeHash, activeSize, canaryHash, canarySize, ...workflow } = r;
-  return {
-    workflow,
-    active:
-      r.activeVersionId && r.activeVersion !== null && activeHash !== null && activeSize !== null
-        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize }
-        : null,
-    canary:
-      r.canaryVersionId && r.canaryVersion !== null && canaryHash !== null && canarySize !== null && r.canaryWeight !== null
-        ? { versionId: r.canaryVersionId, version: r.canaryVersion, bundleHash: canaryHash, size: canarySize, weight: r.canaryWeight }
-        : null,
-  };
-}
-
 /** Release state per workflow, found by id or by `tenant/name`. */
-export class ReleaseCache {
-  private readonly byId: LiveCache<CachedRelease>;
+export class ReleaseCache implements CachedReleases {
+  private readonly byId: LiveCache<WorkflowRelease>;
   /** `tenant/name` → id. Workflows are never renamed, so this needs no invalidation. */
   private readonly ids: LRUCache<string, string> | undefined;
 
@@ -149,7 +84,7 @@ export class ReleaseCache {
   }
 
   /** The workflow's release state, or null when there is no such workflow (not cached). */
-  async lookup(db: DbOrTx, ref: string): Promise<CachedRelease | null> {
+  async lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null> {
     const id = ref.includes('/') ? this.ids?.get(ref) : ref;
     const release = await this.byId.load(id, () => loadRelease(db, ref), (r) => r.workflow.id);
     if (release) this.ids?.set(`${release.workflow.tenant}/${release.workflow.name}`, release.workflow.id);
@@ -166,31 +101,20 @@ export class ReleaseCache {
   }
 
   /** For tests and diagnostics: the cached entry, if any. */
-  peek(workflowId: string): CachedRelease | undefined {
+  peek(workflowId: string): WorkflowRelease | undefined {
     return this.byId.get(workflowId);
   }
 }
 
-/** The workflow's release state as the principal may see it (cached); else NOT_FOUND. */
-export async function findRelease(deps: Pick<Deps, 'db' | 'caches'>, p: Principal, ref: string): Promise<CachedRelease> {
-  const release = await deps.caches.releases.lookup(deps.db, ref);
-  if (!release) throw notFound(`workflow "${ref}"`);
-  assertCanRead(p, release.workflow.tenantId, `workflow "${ref}"`);
-  return release;
-}
+/** The caches of one replica: what services use (Caches), plus going live and dark with the listener. */
+export type ReplicaCaches = { releases: ReleaseCache; principals: LiveCache<Principal> };
 
-export type Caches = {
-  releases: ReleaseCache;
-  /** Principals of minted API tokens, by the token's sha256 (hex). */
-  principals: LiveCache<Principal>;
-};
-
-export function createCaches(ttlSeconds: number): Caches {
+export function createCaches(ttlSeconds: number): ReplicaCaches {
   return { releases: new ReleaseCache(ttlSeconds * 1000), principals: new LiveCache(ttlSeconds * 1000) };
 }
 
 /** Subscribes to the invalidation channels; the caches serve only while subscribed. */
-export function startCacheInvalidation(databaseUrl: string, caches: Caches, log: Logger): Listener {
+export function startCacheInvalidation(databaseUrl: string, caches: ReplicaCaches, log: Logger): Listener {
   const setLive = (live: boolean) => {
     caches.releases.setLive(live);
     caches.principals.setLive(live);
@@ -208,16 +132,6 @@ export function startCacheInvalidation(databaseUrl: string, caches: Caches, log:
     },
     log,
   );
-}
-
-/** Inside a transaction that changes the workflow's release: every replica drops its entry at commit. */
-export async function notifyReleaseChanged(tx: Pick<Tx, 'execute'>, workflowId: string): Promise<void> {
-  await tx.execute(sql`select pg_notify(${RELEASE_CHANNEL}, ${workflowId})`);
-}
-
-/** Inside the transaction revoking a token. */
-export async function notifyTokenRevoked(tx: Pick<Tx, 'execute'>, tokenHash: string): Promise<void> {
-  await tx.execute(sql`select pg_notify(${TOKEN_CHANNEL}, ${tokenHash})`);
 }
 
 /**

@@ -4,33 +4,27 @@
  * the release history (workflow_activations), which rollback reads.
  */
 import { createHash, randomInt } from 'node:crypto';
-import { and, desc, eq, inArray, sql } from 'drizzle-orm';
-import { alias } from 'drizzle-orm/pg-core';
 import type { ReleaseEvent, ReleaseKind, ReleaseState } from '@swarm/sdk/contract';
-import type { Tx } from '../db/client.js';
-import { workflowActivations, workflowVersions, workflows } from '../db/schema.js';
+import type { DbOrTx, Tx } from '../db/client.js';
+import {
+  activeVersionHistory,
+  insertReleaseEvent,
+  notifyReleaseChanged,
+  releaseHistoryRows,
+  updateRelease,
+} from '../db/queries/releases.js';
+import { type VersionRow, versionById, versionByNumber } from '../db/queries/versions.js';
+import { type WorkflowLock, type WorkflowRow, lockWorkflow, workflowById } from '../db/queries/workflows.js';
 import { RegistryError, notFound } from '../errors.js';
+import { findWorkflow, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
-import { changingRelease, notifyReleaseChanged } from './release-cache.js';
-import { findWorkflow, findWritableWorkflow, loadWorkflow, type WorkflowRow } from './workflows.js';
-
-type WorkflowLock = typeof workflows.$inferSelect;
-type VersionRow = typeof workflowVersions.$inferSelect;
-
-export async function lockWorkflow(tx: Tx, workflowId: string): Promise<WorkflowLock> {
-  const [row] = await tx.select().from(workflows).where(eq(workflows.id, workflowId)).for('update');
-  if (!row) throw notFound('workflow');
-  return row;
-}
+import { changingRelease } from './release-cache.js';
 
 const refOf = (wf: Pick<WorkflowRow, 'tenant' | 'name'>): string => `${wf.tenant}/${wf.name}`;
 
 /** A version of the workflow by number, refused if gc retired it. */
 export async function releasableVersion(tx: Tx, wf: Pick<WorkflowRow, 'id' | 'tenant' | 'name'>, version: number): Promise<VersionRow> {
-  const [v] = await tx
-    .select()
-    .from(workflowVersions)
-    .where(and(eq(workflowVersions.workflowId, wf.id), eq(workflowVersions.version, version)));
+  const v = await versionByNumber(tx, wf.id, version);
   if (!v) throw notFound(`version ${version} of workflow "${refOf(wf)}"`, `list them: swarm versions ${refOf(wf)}`);
   if (v.prunedAt) {
     throw new RegistryError(
@@ -45,23 +39,13 @@ export async function releasableVersion(tx: Tx, wf: Pick<WorkflowRow, 'id' | 'te
 /**
  * Appends to the release history, and tells every replica's release cache (at commit)
  * that the workflow's release changed: every release change goes through here.
- * clock_timestamp(), not now(): rows sort in the order the lock granted them.
  */
 async function record(
   tx: Tx,
   p: Principal,
   row: { workflowId: string; kind: ReleaseKind; from: string | null; to: string | null; weight?: number; message?: string | undefined },
 ) {
-  await tx.insert(workflowActivations).values({
-    workflowId: row.workflowId,
-    kind: row.kind,
-    fromVersionId: row.from,
-    toVersionId: row.to,
-    weight: row.weight ?? null,
-    actor: p.name,
-    message: row.message,
-    createdAt: sql`clock_timestamp()`,
-  });
+  await insertReleaseEvent(tx, { ...row, actor: p.name });
   await notifyReleaseChanged(tx, row.workflowId);
 }
 
@@ -78,10 +62,7 @@ export async function setActive(
   message?: string,
 ): Promise<void> {
   const endsCanary = locked.canaryVersionId === to;
-  await tx
-    .update(workflows)
-    .set(endsCanary ? { activeVersionId: to, canaryVersionId: null, canaryWeight: null } : { activeVersionId: to })
-    .where(eq(workflows.id, locked.id));
+  await updateRelease(tx, locked.id, endsCanary ? { activeVersionId: to, canaryVersionId: null, canaryWeight: null } : { activeVersionId: to });
   await record(tx, p, { workflowId: locked.id, kind, from: locked.activeVersionId, to, message });
   if (endsCanary && kind !== 'promote') {
     await record(tx, p, { workflowId: locked.id, kind: 'canary_clear', from: to, to: null, message: `version became active (${kind})` });
@@ -104,8 +85,9 @@ export function rollbackTarget(history: { kind: ReleaseKind; toVersionId: string
   return stack.length >= 2 ? stack[stack.length - 2]! : null;
 }
 
-async function releaseState(tx: Tx | Deps['db'], wf: WorkflowRow): Promise<ReleaseState> {
-  const fresh = await loadWorkflow(tx, wf.id);
+async function releaseState(db: DbOrTx, wf: WorkflowRow): Promise<ReleaseState> {
+  const fresh = await workflowById(db, wf.id);
+  if (!fresh) throw notFound(`workflow ${wf.id}`);
   return {
     workflow: refOf(fresh),
     activeVersion: fresh.activeVersion,
@@ -132,16 +114,11 @@ export async function rollback(
     if (input.to !== undefined) {
       target = await releasableVersion(tx, wf, input.to);
     } else {
-      const history = await tx
-        .select({ kind: workflowActivations.kind, toVersionId: workflowActivations.toVersionId })
-        .from(workflowActivations)
-        .where(and(eq(workflowActivations.workflowId, wf.id), inArray(workflowActivations.kind, ['activate', 'rollback', 'promote'])))
-        .orderBy(workflowActivations.createdAt);
-      const id = rollbackTarget(history);
+      const id = rollbackTarget(await activeVersionHistory(tx, wf.id));
       if (!id) {
         throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no earlier active version to roll back to`, `name one: swarm rollback ${refOf(wf)} --to <version>`);
       }
-      const [v] = await tx.select().from(workflowVersions).where(eq(workflowVersions.id, id));
+      const v = await versionById(tx, id);
       target = await releasableVersion(tx, wf, v!.version);
     }
     if (target.id === locked.activeVersionId) {
@@ -168,7 +145,7 @@ export async function setCanary(
       throw new RegistryError('PRECONDITION_FAILED', `version ${input.version} is already the active version of ${refOf(wf)}`, 'a canary is a version other than the active one');
     }
     if (target.id !== locked.canaryVersionId || input.weight !== locked.canaryWeight) {
-      await tx.update(workflows).set({ canaryVersionId: target.id, canaryWeight: input.weight }).where(eq(workflows.id, wf.id));
+      await updateRelease(tx, wf.id, { canaryVersionId: target.id, canaryWeight: input.weight });
       await record(tx, p, { workflowId: wf.id, kind: 'canary', from: locked.canaryVersionId, to: target.id, weight: input.weight, message: input.message });
     }
     return releaseState(tx, wf);
@@ -181,7 +158,7 @@ export async function clearCanary(deps: Deps, p: Principal, input: { workflow: s
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (locked.canaryVersionId) {
-      await tx.update(workflows).set({ canaryVersionId: null, canaryWeight: null }).where(eq(workflows.id, wf.id));
+      await updateRelease(tx, wf.id, { canaryVersionId: null, canaryWeight: null });
       await record(tx, p, { workflowId: wf.id, kind: 'canary_clear', from: locked.canaryVersionId, to: null, message: input.message });
     }
     return releaseState(tx, wf);
@@ -201,20 +178,10 @@ export async function promoteCanary(deps: Deps, p: Principal, input: { workflow:
   });
 }
 
-const fromVersion = alias(workflowVersions, 'from_version');
-const toVersion = alias(workflowVersions, 'to_version');
-
 /** The release history, newest first. */
 export async function releaseHistory(deps: Deps, p: Principal, input: { workflow: string; limit: number }): Promise<ReleaseEvent[]> {
   const wf = await findWorkflow(deps.db, p, input.workflow);
-  const rows = await deps.db
-    .select({ h: workflowActivations, from: fromVersion.version, to: toVersion.version })
-    .from(workflowActivations)
-    .leftJoin(fromVersion, eq(fromVersion.id, workflowActivations.fromVersionId))
-    .leftJoin(toVersion, eq(toVersion.id, workflowActivations.toVersionId))
-    .where(eq(workflowActivations.workflowId, wf.id))
-    .orderBy(desc(workflowActivations.createdAt))
-    .limit(input.limit);
+  const rows = await releaseHistoryRows(deps.db, wf.id, input.limit);
   return rows.map((r) => ({
     kind: r.h.kind,
     fromVersion: r.from,

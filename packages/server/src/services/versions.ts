@@ -3,62 +3,67 @@
  * their transaction, so version numbers stay gapless under concurrency and exactly one
  * of two racing compare-and-set activations wins.
  */
-import { and, desc, eq, isNull, sql } from 'drizzle-orm';
 import type { ActiveVersion, WorkflowVersion } from '@swarm/sdk/contract';
 import type { Tx } from '../db/client.js';
-import { bundles, workflowVersions, workflows } from '../db/schema.js';
-import { RegistryError, notFound } from '../errors.js';
+import { bundleSize, bundleState, lockBundle, upsertStoredBundle } from '../db/queries/bundles.js';
+import { type VersionRow, insertVersion, newestVersion, versionById, versionsWithSize } from '../db/queries/versions.js';
+import { lockWorkflow } from '../db/queries/workflows.js';
+import { RegistryError } from '../errors.js';
+import { bundleVisibleTo, findRelease, findWorkflow, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
-import { lockWorkflow, releasableVersion, setActive } from './releases.js';
-import { changingRelease, findRelease } from './release-cache.js';
-import { findWritableWorkflow, toWorkflowVersion } from './workflows.js';
+import { releasableVersion, setActive } from './releases.js';
+import { changingRelease } from './release-cache.js';
 
 type Registered = { version: WorkflowVersion; created: boolean };
 
-/**
- * Serializes everything that decides whether a stored bundle lives or goes: gc holds
- * this lock while it deletes the object, a registration while it checks the object is
- * there and references it. Transaction-scoped; the two-key form keeps it apart from the
- * migration lock.
- */
-export async function lockBundle(tx: Pick<Tx, 'execute'>, hash: string): Promise<void> {
-  await tx.execute(sql`select pg_advisory_xact_lock(${BUNDLE_LOCK_SPACE}, ${bundleLockKey(hash)})`);
+/** Which versions a workflow currently releases: marks a version active or canary. */
+type ReleasePointers = { activeVersionId: string | null; canaryVersionId: string | null };
+
+function toWorkflowVersion(v: VersionRow, size: number, release: ReleasePointers): WorkflowVersion {
+  return {
+    id: v.id,
+    workflowId: v.workflowId,
+    version: v.version,
+    bundleHash: v.bundleHash,
+    size,
+    message: v.message,
+    createdBy: v.createdBy,
+    createdAt: v.createdAt.toISOString(),
+    active: v.id === release.activeVersionId,
+    canary: v.id === release.canaryVersionId,
+    prunedAt: v.prunedAt?.toISOString() ?? null,
+  };
 }
 
-export const BUNDLE_LOCK_SPACE = 0x5357;
-/** The hash's first 32 bits as a signed int4: content hashes spread evenly over the key space. */
-export const bundleLockKey = (hash: string) => Number.parseInt(hash.slice(0, 8), 16) | 0;
+/** Version history, newest first, with who registered each and why. */
+export async function listVersions(deps: Deps, p: Principal, input: { workflow: string }): Promise<WorkflowVersion[]> {
+  const wf = await findWorkflow(deps.db, p, input.workflow);
+  const rows = await versionsWithSize(deps.db, wf.id);
+  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf));
+}
 
 /**
  * Adds a version for a bundle already in the `bundles` table, unless the workflow's
  * newest version has the same hash: then that version is returned (idempotent retry).
  * With `activate`, the version also becomes active (recorded in the activation history).
  */
-export async function createVersion(
+async function createVersion(
   tx: Tx,
   p: Principal,
   input: { workflowId: string; bundleHash: string; message?: string | undefined; activate: boolean },
 ): Promise<Registered> {
   const wf = await lockWorkflow(tx, input.workflowId);
-  const [newest] = await tx
-    .select()
-    .from(workflowVersions)
-    .where(eq(workflowVersions.workflowId, wf.id))
-    .orderBy(desc(workflowVersions.version))
-    .limit(1);
+  const newest = await newestVersion(tx, wf.id);
   let version = newest;
   let created = false;
   if (newest?.bundleHash !== input.bundleHash || newest.prunedAt) {
-    [version] = await tx
-      .insert(workflowVersions)
-      .values({
-        workflowId: wf.id,
-        version: (newest?.version ?? 0) + 1,
-        bundleHash: input.bundleHash,
-        message: input.message,
-        createdBy: p.name,
-      })
-      .returning();
+    version = await insertVersion(tx, {
+      workflowId: wf.id,
+      version: (newest?.version ?? 0) + 1,
+      bundleHash: input.bundleHash,
+      message: input.message,
+      createdBy: p.name,
+    });
     created = true;
   }
   let release = { activeVersionId: wf.activeVersionId, canaryVersionId: wf.canaryVersionId };
@@ -66,16 +71,10 @@ export async function createVersion(
     await setActive(tx, p, wf, version!.id, 'activate', input.message);
     release = { activeVersionId: version!.id, canaryVersionId: wf.canaryVersionId === version!.id ? null : wf.canaryVersionId };
   }
-  const [b] = await tx.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, input.bundleHash));
-  return { version: toWorkflowVersion(version!, b!.size, release), created };
+  const size = await bundleSize(tx, input.bundleHash);
+  return { version: toWorkflowVersion(version!, size!, release), created };
 }
 
-/**
- * Inside a registration's transaction: makes sure the bundle's object is in the store and
- * its row says so, under the bundle's lock, so a gc deleting the same bundle either
- * finished before (then the object is missing and the caller must upload again) or
- * starts after (then it sees the new version and keeps the bundle).
- */
 /** CONFLICT, which the SDK answers by uploading the bytes again. */
 const bundleCollected = (hash: string) =>
   new RegistryError(
@@ -84,38 +83,35 @@ const bundleCollected = (hash: string) =>
     'upload the bundle again (swarm push and the SDK do this by themselves)',
   );
 
-export async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { hash: string; size: number }): Promise<void> {
+/**
+ * Inside a registration's transaction: makes sure the bundle's object is in the store and
+ * its row says so, under the bundle's lock, so a gc deleting the same bundle either
+ * finished before (then the object is missing and the caller must upload again) or
+ * starts after (then it sees the new version and keeps the bundle).
+ */
+async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { hash: string; size: number }): Promise<void> {
   await lockBundle(tx, bundle.hash);
   const object = await deps.store.stat(bundle.hash);
   if (object?.size !== bundle.size) throw bundleCollected(bundle.hash);
-  await tx
-    .insert(bundles)
-    .values({ hash: bundle.hash, size: bundle.size })
-    // Bytes stored again after gc deleted them start a new grace period.
-    .onConflictDoUpdate({
-      target: bundles.hash,
-      set: { deletedAt: null, createdAt: sql`case when ${bundles.deletedAt} is null then ${bundles.createdAt} else now() end` },
-    });
+  await upsertStoredBundle(tx, bundle);
 }
 
 /**
- * Stored bundles a principal may name by hash: any for admin and orchestrator, else those
- * its tenant's versions use. A bundle gc removed is not there.
+ * Registers a stored bundle as a version of the workflow (the caller checked the
+ * principal may write it): claims the bundle, then adds the version, in one transaction.
+ * The upload path and `versions.register` both end here.
  */
-export async function bundleVisibleTo(deps: Pick<Deps, 'db'>, p: Principal, hash: string): Promise<{ size: number } | null> {
-  const [row] =
-    p.scope === 'tenant'
-      ? await deps.db
-          .select({ size: bundles.size })
-          .from(bundles)
-          .where(
-            sql`${bundles.hash} = ${hash} and ${bundles.deletedAt} is null and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${p.tenantId})`,
-          )
-      : await deps.db
-          .select({ size: bundles.size })
-          .from(bundles)
-          .where(and(eq(bundles.hash, hash), isNull(bundles.deletedAt)));
-  return row ?? null;
+export function registerStoredBundle(
+  deps: Deps,
+  p: Principal,
+  workflowId: string,
+  bundle: { hash: string; size: number },
+  input: { message?: string | undefined; activate: boolean },
+): Promise<Registered> {
+  return changingRelease(deps, workflowId, async (tx) => {
+    await claimStoredBundle(tx, deps, bundle);
+    return createVersion(tx, p, { workflowId, bundleHash: bundle.hash, message: input.message, activate: input.activate });
+  });
 }
 
 export async function registerVersion(
@@ -127,16 +123,12 @@ export async function registerVersion(
     throw new RegistryError('PRECONDITION_FAILED', `expected bundle ${input.expectedHash}, got ${input.bundleHash}`);
   }
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
-  const visible = await bundleVisibleTo(deps, p, input.bundleHash);
+  const visible = await bundleVisibleTo(deps.db, p, input.bundleHash);
   if (!visible) {
-    const [deleted] = await deps.db.select({ at: bundles.deletedAt }).from(bundles).where(eq(bundles.hash, input.bundleHash));
-    if (deleted?.at) throw bundleCollected(input.bundleHash);
+    if ((await bundleState(deps.db, input.bundleHash))?.deletedAt) throw bundleCollected(input.bundleHash);
     throw new RegistryError('NOT_FOUND', `bundle ${input.bundleHash} not found`, 'upload it first: swarm push, or POST /internal/bundles');
   }
-  return changingRelease(deps, wf.id, async (tx) => {
-    await claimStoredBundle(tx, deps, { hash: input.bundleHash, size: visible.size });
-    return createVersion(tx, p, { ...input, workflowId: wf.id });
-  });
+  return registerStoredBundle(deps, p, wf.id, { hash: input.bundleHash, size: visible.size }, input);
 }
 
 export async function activateVersion(
@@ -147,9 +139,7 @@ export async function activateVersion(
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
-    const [current] = locked.activeVersionId
-      ? await tx.select().from(workflowVersions).where(eq(workflowVersions.id, locked.activeVersionId))
-      : [];
+    const current = locked.activeVersionId ? await versionById(tx, locked.activeVersionId) : undefined;
     const currentNumber = current?.version ?? null;
     if (input.expectedActiveVersion !== undefined && input.expectedActiveVersion !== currentNumber) {
       throw new RegistryError(
@@ -162,9 +152,9 @@ export async function activateVersion(
     if (locked.activeVersionId !== target.id) {
       await setActive(tx, p, locked, target.id, 'activate', input.message);
     }
-    const [b] = await tx.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, target.bundleHash));
+    const size = await bundleSize(tx, target.bundleHash);
     const canaryVersionId = locked.canaryVersionId === target.id ? null : locked.canaryVersionId;
-    return toWorkflowVersion(target, b!.size, { activeVersionId: target.id, canaryVersionId });
+    return toWorkflowVersion(target, size!, { activeVersionId: target.id, canaryVersionId });
   });
 }
 

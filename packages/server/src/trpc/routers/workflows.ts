@@ -1,7 +1,8 @@
 import { inputs, workflow, workflowVersion } from '@swarm/sdk/contract';
 import { z } from 'zod';
 import type { Deps } from '../../services/context.js';
-import { createWorkflow, getWorkflow, listVersions, listWorkflows } from '../../services/workflows.js';
+import { listVersions } from '../../services/versions.js';
+import { createWorkflow, getWorkflow, listWorkflows } from '../../services/workflows.js';
 import { authedProcedure, router } from '../init.js';
 
 export const workflowsRouter = (deps: Deps) =>

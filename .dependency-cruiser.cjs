@@ -1,0 +1,43 @@
+/**
+ * `pnpm check:imports`: no import circle in packages/*\/src (issue #11).
+ *
+ * dependency-cruiser rather than madge: it reads TypeScript with the compiler itself, so
+ * NodeNext's `./x.js` specifiers resolve to `./x.ts` through the tsconfig, and with
+ * `tsPreCompilationDeps` it keeps type-only imports, which count here (the circle
+ * services/context.ts → release-cache.ts → workflows.ts → tenants.ts → access.ts →
+ * context.ts was closed by `import type` edges: without tsPreCompilationDeps this check
+ * passes on it). madge would need its resolver configured to map `./x.js` to `./x.ts`,
+ * and an import it cannot resolve only drops out of its graph with a warning; here an
+ * unresolvable import fails the check (not-unresolvable), so a resolver gap cannot hide
+ * a circle. dependency-cruiser 17 is the last line that runs on Node 20.
+ */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-circular',
+      severity: 'error',
+      comment: 'Modules depend one way: a circle (type-only imports included) means a layer reaches back up.',
+      from: { path: '^packages/[^/]+/src/' },
+      to: { circular: true },
+    },
+    {
+      name: 'not-unresolvable',
+      severity: 'error',
+      comment: 'An import the checker cannot resolve is one it cannot check for circles.',
+      from: { path: '^packages/[^/]+/src/' },
+      to: { couldNotResolve: true },
+    },
+  ],
+  options: {
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.base.json' },
+    // Follow workspace packages (@swarm/sdk → packages/sdk/src) but not third-party code.
+    doNotFollow: { path: 'node_modules/(?!@swarm/)' },
+    exclude: { path: '(^|/)(test|dist)/' },
+    enhancedResolveOptions: {
+      exportsFields: ['exports'],
+      conditionNames: ['import', 'require', 'node', 'default', 'types'],
+      extensions: ['.ts', '.js', '.mjs', '.cjs', '.json'],
+    },
+  },
+};

@@ -1,0 +1,55 @@
+/**
+ * The registry's enum-like vocabulary, each list written once: the API's zod enums and
+ * types derive from these, and the server's database CHECK constraints are rendered from
+ * them (packages/server/src/db/schema.ts), so an added value needs one edit here (and a
+ * migration). Plain data and zod only: the schema module imports this file.
+ */
+import { z } from 'zod';
+
+/** Kinds of release-history rows: changes of the active version, and of the canary. */
+export const RELEASE_KINDS = ['activate', 'rollback', 'promote', 'canary', 'canary_clear'] as const;
+export const releaseKind = z.enum(RELEASE_KINDS);
+export type ReleaseKind = z.infer<typeof releaseKind>;
+
+/** An execution moves pending → booting → running → succeeded | failed. */
+export const EXECUTION_STATUSES = ['pending', 'booting', 'running', 'succeeded', 'failed'] as const;
+export const executionStatus = z.enum(EXECUTION_STATUSES);
+export type ExecutionStatus = z.infer<typeof executionStatus>;
+
+/** Why a spawn got its version: the workflow's `active` version or its `canary`. */
+export const VERSION_REASONS = ['active', 'canary'] as const;
+export const versionReason = z.enum(VERSION_REASONS);
+export type VersionReason = z.infer<typeof versionReason>;
+
+/** What an API token may do; a `tenant` token also names its tenant (`tenant:<slug>` in the API). */
+export const TOKEN_SCOPE_KINDS = ['admin', 'orchestrator', 'tenant'] as const;
+export const tokenScopeKind = z.enum(TOKEN_SCOPE_KINDS);
+export type TokenScopeKind = z.infer<typeof tokenScopeKind>;
+
+/**
+ * The registry's error codes (RegistryError on the server, SwarmError.code in the SDK).
+ * Each is also a tRPC error code, so one name travels over both transports.
+ */
+export const REGISTRY_ERROR_CODES = [
+  'BAD_REQUEST',
+  'UNAUTHORIZED',
+  'FORBIDDEN',
+  'NOT_FOUND',
+  'CONFLICT',
+  'PRECONDITION_FAILED',
+  'PAYLOAD_TOO_LARGE',
+  'UNSUPPORTED_MEDIA_TYPE',
+  'UNPROCESSABLE_CONTENT',
+  'INTERNAL_SERVER_ERROR',
+  'SERVICE_UNAVAILABLE',
+] as const;
+export const registryErrorCode = z.enum(REGISTRY_ERROR_CODES);
+export type RegistryErrorCode = z.infer<typeof registryErrorCode>;
+
+/**
+ * Name patterns, as PostgreSQL regular expressions (the database's CHECKs use them
+ * verbatim; the contract compiles them with `new RegExp`, which reads them the same).
+ */
+export const TENANT_SLUG_PATTERN = '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$';
+export const WORKFLOW_NAME_PATTERN = '^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$';
+export const SHA256_HEX_PATTERN = '^[0-9a-f]{64}$';

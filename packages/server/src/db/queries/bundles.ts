@@ -1,0 +1,90 @@
+/** Bundles by content address, and the advisory lock that decides whether a stored bundle lives or goes. */
+import { and, eq, isNull, lt, sql } from 'drizzle-orm';
+import type { DbOrTx, Tx } from '../client.js';
+import { bundles, workflowVersions, workflows } from '../schema.js';
+
+export const BUNDLE_LOCK_SPACE = 0x5357;
+/** The hash's first 32 bits as a signed int4: content hashes spread evenly over the key space. */
+export const bundleLockKey = (hash: string) => Number.parseInt(hash.slice(0, 8), 16) | 0;
+
+/**
+ * Serializes everything that decides whether a stored bundle lives or goes: gc holds
+ * this lock while it deletes the object, a registration while it checks the object is
+ * there and references it. Transaction-scoped; the two-key form keeps it apart from the
+ * migration lock.
+ */
+export async function lockBundle(tx: Pick<Tx, 'execute'>, hash: string): Promise<void> {
+  await tx.execute(sql`select pg_advisory_xact_lock(${BUNDLE_LOCK_SPACE}, ${bundleLockKey(hash)})`);
+}
+
+/**
+ * Records a bundle whose object is in the store (the caller holds its lock and checked).
+ * Bytes stored again after gc deleted them start a new grace period.
+ */
+export async function upsertStoredBundle(tx: Tx, bundle: { hash: string; size: number }): Promise<void> {
+  await tx
+    .insert(bundles)
+    .values({ hash: bundle.hash, size: bundle.size })
+    .onConflictDoUpdate({
+      target: bundles.hash,
+      set: { deletedAt: null, createdAt: sql`case when ${bundles.deletedAt} is null then ${bundles.createdAt} else now() end` },
+    });
+}
+
+export async function bundleSize(db: DbOrTx, hash: string): Promise<number | undefined> {
+  const [b] = await db.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, hash));
+  return b?.size;
+}
+
+/**
+ * A stored bundle (not removed by gc); with `tenantId`, only if one of that tenant's
+ * versions uses it.
+ */
+export async function storedBundle(db: DbOrTx, hash: string, tenantId: string | null): Promise<{ size: number } | null> {
+  const [row] =
+    tenantId !== null
+      ? await db
+          .select({ size: bundles.size })
+          .from(bundles)
+          .where(
+            sql`${bundles.hash} = ${hash} and ${bundles.deletedAt} is null and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${tenantId})`,
+          )
+      : await db
+          .select({ size: bundles.size })
+          .from(bundles)
+          .where(and(eq(bundles.hash, hash), isNull(bundles.deletedAt)));
+  return row ?? null;
+}
+
+/** The bundle's row: undefined when unknown, `deletedAt` set when gc removed its object. */
+export async function bundleState(db: DbOrTx, hash: string): Promise<{ deletedAt: Date | null } | undefined> {
+  const [row] = await db.select({ deletedAt: bundles.deletedAt }).from(bundles).where(eq(bundles.hash, hash));
+  return row;
+}
+
+/**
+ * SQL for "no live version uses this bundle". `asPruned` counts those versions as pruned
+ * already (a gc dry run reports what a real run would free).
+ */
+const unreferenced = (asPruned: string[] = []) => sql`not exists (select 1 from ${workflowVersions}
+  where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflowVersions.prunedAt} is null
+  ${asPruned.length ? sql`and ${workflowVersions.id} not in (${sql.join(asPruned.map((id) => sql`${id}::uuid`), sql`, `)})` : sql``})`;
+
+/** Stored bundles no live version uses (but for the versions in `asPruned`). */
+export function unreferencedBundles(db: DbOrTx, asPruned: string[], limit: number) {
+  return db
+    .select({ hash: bundles.hash, size: bundles.size, createdAt: bundles.createdAt })
+    .from(bundles)
+    .where(and(isNull(bundles.deletedAt), unreferenced(asPruned)))
+    .limit(limit);
+}
+
+/** Marks the bundle deleted if it is still stored, unreferenced and older than `createdBefore`; returns its size then. */
+export async function markBundleDeleted(db: DbOrTx, hash: string, createdBefore: Date): Promise<{ size: number } | undefined> {
+  const [row] = await db
+    .update(bundles)
+    .set({ deletedAt: sql`now()` })
+    .where(and(eq(bundles.hash, hash), isNull(bundles.deletedAt), lt(bundles.createdAt, createdBefore), unreferenced()))
+    .returning({ size: bundles.size });
+  return row;
+}

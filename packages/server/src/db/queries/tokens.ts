@@ -1,0 +1,57 @@
+/** API tokens (stored as their sha256) and the executions' agent tokens. */
+import { and, desc, eq, gt, isNull, sql } from 'drizzle-orm';
+import type { TokenScopeKind } from '@swarm/sdk/contract';
+import type { DbOrTx, Tx } from '../client.js';
+import { apiTokens, executions, tenants } from '../schema.js';
+
+export type ApiTokenRow = typeof apiTokens.$inferSelect;
+
+export const TOKEN_CHANNEL = 'swarm_tokens';
+
+/** The execution whose unexpired agent token has this sha256 (hex). */
+export async function executionOfAgentToken(db: DbOrTx, tokenHash: string): Promise<{ id: string } | undefined> {
+  const [execution] = await db
+    .select({ id: executions.id })
+    .from(executions)
+    .where(and(eq(executions.agentTokenHash, tokenHash), gt(executions.agentTokenExpiresAt, new Date())))
+    .limit(1);
+  return execution;
+}
+
+/** The unrevoked API token with this sha256 (hex). */
+export async function liveApiToken(db: DbOrTx, tokenHash: string): Promise<Pick<ApiTokenRow, 'id' | 'name' | 'scope' | 'tenantId'> | undefined> {
+  const [row] = await db
+    .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
+    .from(apiTokens)
+    .where(and(eq(apiTokens.tokenHash, tokenHash), isNull(apiTokens.revokedAt)))
+    .limit(1);
+  return row;
+}
+
+export async function insertApiToken(
+  db: DbOrTx,
+  values: { name: string; scope: TokenScopeKind; tenantId: string | null; tokenHash: string; createdBy: string },
+): Promise<ApiTokenRow> {
+  const [row] = await db.insert(apiTokens).values(values).returning();
+  return row!;
+}
+
+/** Every token with its tenant's slug, newest first. */
+export function listApiTokens(db: DbOrTx): Promise<{ token: ApiTokenRow; tenantSlug: string | null }[]> {
+  return db
+    .select({ token: apiTokens, tenantSlug: tenants.slug })
+    .from(apiTokens)
+    .leftJoin(tenants, eq(tenants.id, apiTokens.tenantId))
+    .orderBy(desc(apiTokens.createdAt));
+}
+
+/** Revokes the token unless it already is; every replica drops it from its cache when this commits. */
+export async function revokeApiToken(tx: Tx, id: string): Promise<ApiTokenRow | undefined> {
+  const [revoked] = await tx
+    .update(apiTokens)
+    .set({ revokedAt: new Date() })
+    .where(and(eq(apiTokens.id, id), isNull(apiTokens.revokedAt)))
+    .returning();
+  if (revoked) await tx.execute(sql`select pg_notify(${TOKEN_CHANNEL}, ${revoked.tokenHash})`);
+  return revoked;
+}
