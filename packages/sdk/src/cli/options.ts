@@ -22,22 +22,25 @@ function parsedBy<T>(schema: z.ZodType<T, unknown>, expected: string): ValuePars
 /** Decimal digits as typed, without a sign, a fraction or leading zeros. */
 const decimal = z.string().regex(/^(0|[1-9]\d{0,9})$/).transform(Number);
 
-export const version = parsedBy(decimal.pipe(versionNumber), 'a version number (1, 2, …)');
+export const asVersion = parsedBy(decimal.pipe(versionNumber), 'a version number (1, 2, …)');
 /** Every count the CLI takes (--limit, --keep): the registry holds each to its own maximum. */
-export const count = parsedBy(decimal.pipe(z.number().int().min(1)), 'a positive whole number');
-export const weight = parsedBy(decimal.pipe(canaryWeight), 'a percentage from 1 to 99');
-export const scope = parsedBy(tokenScope, 'admin, orchestrator or tenant:<slug>');
-export const workflow = parsedBy(workflowRef, 'a workflow id or tenant/name');
+export const asCount = parsedBy(decimal.pipe(z.number().int().min(1)), 'a positive whole number');
+export const asWeight = parsedBy(decimal.pipe(canaryWeight), 'a percentage from 1 to 99');
+export const asScope = parsedBy(tokenScope, 'admin, orchestrator or tenant:<slug>');
+export const asWorkflow = parsedBy(workflowRef, 'a workflow id or tenant/name');
 /** `tenant/name` only (creating a workflow: there is no id yet), as its two parts. */
-export const newWorkflow = parsedBy(
-  workflowRef.refine((ref) => ref.includes('/')).transform((ref) => ref.split('/') as [string, string]),
+export const asNewWorkflow = parsedBy(
+  workflowRef.refine((ref) => ref.includes('/')).transform((ref) => {
+    const [tenant = '', name = ''] = ref.split('/');
+    return { tenant, name };
+  }),
   'of the form tenant/name',
 );
 /** In seconds. */
-export const duration = parsedBy(z.string().transform(parseDuration).pipe(z.number()), 'a duration like 30d, 12h, 90m or 45s');
+export const asDuration = parsedBy(z.string().transform(parseDuration).pipe(z.number()), 'a duration like 30d, 12h, 90m or 45s');
 
 /** The `<tenant/name>` argument of the commands about one workflow. */
-export const WORKFLOW = ['<tenant/name>', 'the workflow (or its id)', workflow('workflow')] as const;
+export const WORKFLOW = ['<tenant/name>', 'the workflow (or its id)', asWorkflow('workflow')] as const;
 
 /** An option whose value `parse` checks, with its default given as typed (and shown so in --help). */
 export function valueOption<T>(flags: string, description: string, parse: ValueParser<T>, defaultText?: string): Option {

@@ -11,7 +11,7 @@ import { sha256File } from '../../hash.js';
 import { packBundle } from '../../pack.js';
 import type { Cli } from '../context.js';
 import { formatBytes } from '../format.js';
-import { valueOption, workflow } from '../options.js';
+import { asWorkflow, valueOption } from '../options.js';
 import { type ProgressReporter, createProgress } from '../progress.js';
 
 const ALLOW_SECRET_FILES = ['--allow-secret-files', 'pack files that look like secrets (.env, private keys, credentials) instead of refusing'] as const;
@@ -30,7 +30,7 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
   program
     .command('push <path>')
     .description('upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)')
-    .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', workflow).makeOptionMandatory())
+    .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', asWorkflow).makeOptionMandatory())
     .option('--activate', 'make the new version active')
     .option('-m, --message <msg>', 'what changed (kept in the version history)')
     .option(...ALLOW_SECRET_FILES)

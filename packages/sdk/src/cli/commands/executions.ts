@@ -2,7 +2,7 @@
 import type { Command } from 'commander';
 import type { ExecutionEvent } from '../../contract/index.js';
 import type { Cli } from '../context.js';
-import { count, valueOption, WORKFLOW } from '../options.js';
+import { asCount, valueOption, WORKFLOW } from '../options.js';
 
 const formatEvent = (e: ExecutionEvent) => `${e.createdAt}  #${e.seq} ${e.type}${Object.keys(e.data).length ? ` ${JSON.stringify(e.data)}` : ''}`;
 
@@ -12,7 +12,7 @@ export function registerExecutionCommands(program: Command, cli: Cli): void {
     .command('list')
     .description("a workflow's executions, newest first")
     .argument(...WORKFLOW)
-    .addOption(valueOption('--limit <n>', 'how many', count, '20'))
+    .addOption(valueOption('--limit <n>', 'how many', asCount, '20'))
     .action(async (workflow: string, o: { limit: number }) => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.executions.list.query({ workflow, limit: o.limit })), (rows) =>

@@ -1,15 +1,15 @@
 import type { Command } from 'commander';
 import type { Cli } from '../context.js';
 import { formatBytes } from '../format.js';
-import { count, duration, valueOption } from '../options.js';
+import { asCount, asDuration, valueOption } from '../options.js';
 
 export function registerGcCommand(program: Command, cli: Cli): void {
   program
     .command('gc')
     .description('retire old versions and delete bundles nothing uses any more (admin)')
     .option('--dry-run', 'only report what would be removed')
-    .addOption(valueOption('--keep <n>', 'keep the newest N versions of each workflow (active and canary are always kept)', count, '10'))
-    .addOption(valueOption('--older-than <age>', 'only retire versions older than this: 30d, 12h, 90m, 45s', duration, '0s'))
+    .addOption(valueOption('--keep <n>', 'keep the newest N versions of each workflow (active and canary are always kept)', asCount, '10'))
+    .addOption(valueOption('--older-than <age>', 'only retire versions older than this: 30d, 12h, 90m, 45s', asDuration, '0s'))
     .action(async (o: { dryRun?: boolean; keep: number; olderThan: number }) => {
       const c = cli.client();
       const input = { dryRun: o.dryRun ?? false, keep: o.keep, olderThanSeconds: o.olderThan };

@@ -4,13 +4,13 @@ import type { ReleaseState } from '../../contract/index.js';
 import { SwarmError } from '../../errors.js';
 import type { Cli } from '../context.js';
 import { formatBytes } from '../format.js';
-import { type ValueParser, count, valueOption, version, WORKFLOW, weight } from '../options.js';
+import { asCount, asVersion, asWeight, valueOption, type ValueParser, WORKFLOW } from '../options.js';
 
 const describeRelease = (r: ReleaseState) =>
   `${r.workflow}: active version ${r.activeVersion ?? 'none'}${r.canary ? `, canary version ${r.canary.version} at ${r.canary.weight}% of spawns` : ', no canary'}`;
 
 /** `--expect none`: no version may be active. */
-const expectedVersion: ValueParser<number | null> = (what) => (text) => (text === 'none' ? null : version(what)(text));
+const asExpectedVersion: ValueParser<number | null> = (what) => (text) => (text === 'none' ? null : asVersion(what)(text));
 
 export function registerReleaseCommands(program: Command, cli: Cli): void {
   program
@@ -35,8 +35,8 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .command('activate')
     .description('make a version the active one')
     .argument(...WORKFLOW)
-    .argument('<version>', 'the version to make active', version('version'))
-    .addOption(valueOption('--expect <version>', 'only if this is the active version now (compare-and-set; "none" for no active version)', expectedVersion))
+    .argument('<version>', 'the version to make active', asVersion('version'))
+    .addOption(valueOption('--expect <version>', 'only if this is the active version now (compare-and-set; "none" for no active version)', asExpectedVersion))
     .option('-m, --message <msg>', 'why (kept in the activation history)')
     .action(async (workflow: string, version: number, o: { expect?: number | null; message?: string }) => {
       const c = cli.client();
@@ -64,7 +64,7 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .command('rollback')
     .description('make the previously active version active again (or the one named with --to)')
     .argument(...WORKFLOW)
-    .addOption(valueOption('--to <version>', 'roll back to this version instead', version))
+    .addOption(valueOption('--to <version>', 'roll back to this version instead', asVersion))
     .option('-m, --message <msg>', 'why (kept in the history)')
     .action(async (workflow: string, o: { to?: number; message?: string }) => {
       const c = cli.client();
@@ -77,8 +77,8 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .command('canary')
     .description('send a share of spawns to another version (--weight), or end the canary (--clear)')
     .argument(...WORKFLOW)
-    .argument('[version]', 'the version to send a share of spawns to', version('version'))
-    .addOption(valueOption('--weight <percent>', 'share of spawns that get the canary, 1–99', weight))
+    .argument('[version]', 'the version to send a share of spawns to', asVersion('version'))
+    .addOption(valueOption('--weight <percent>', 'share of spawns that get the canary, 1–99', asWeight))
     .option('--clear', 'end the canary: every spawn gets the active version')
     .option('-m, --message <msg>', 'why (kept in the history)')
     .action(async (workflow: string, version: number | undefined, o: { weight?: number; clear?: boolean; message?: string }) => {
@@ -109,7 +109,7 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .command('history')
     .description('every activation, rollback, promotion and canary change, newest first')
     .argument(...WORKFLOW)
-    .addOption(valueOption('-n, --limit <n>', 'at most this many entries', count, '100'))
+    .addOption(valueOption('-n, --limit <n>', 'at most this many entries', asCount, '100'))
     .action(async (workflow: string, o: { limit: number }) => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.releases.history.query({ workflow, limit: o.limit })), (rows) =>
@@ -128,8 +128,8 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .command('diff')
     .description("files added (+), removed (-) and changed (M) between two versions' bundles")
     .argument(...WORKFLOW)
-    .argument('<from>', 'the older version', version('from'))
-    .argument('<to>', 'the newer version', version('to'))
+    .argument('<from>', 'the older version', asVersion('from'))
+    .argument('<to>', 'the newer version', asVersion('to'))
     .action(async (workflow: string, from: number, to: number) => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.releases.diff.query({ workflow, from, to })), (d) => {

@@ -1,14 +1,14 @@
 import type { Command } from 'commander';
 import type { TokenScope } from '../../contract/index.js';
 import type { Cli } from '../context.js';
-import { scope, valueOption } from '../options.js';
+import { asScope, valueOption } from '../options.js';
 
 export function registerTokenCommands(program: Command, cli: Cli): void {
   const tokens = program.command('tokens').description('manage API tokens (admin)');
   tokens
     .command('create')
     .description('mint a token; its value is shown this once')
-    .addOption(valueOption('--scope <scope>', 'admin, orchestrator, or tenant:<slug>', scope).makeOptionMandatory())
+    .addOption(valueOption('--scope <scope>', 'admin, orchestrator, or tenant:<slug>', asScope).makeOptionMandatory())
     .option('--name <name>', 'a name to recognise it by')
     .action(async (o: { scope: TokenScope; name?: string }) => {
       const c = cli.client();

@@ -1,16 +1,16 @@
 import type { Command } from 'commander';
 import type { Cli } from '../context.js';
-import { newWorkflow } from '../options.js';
+import { asNewWorkflow } from '../options.js';
 
 export function registerWorkflowCommands(program: Command, cli: Cli): void {
   const workflows = program.command('workflows').description('manage workflows');
   workflows
     .command('create')
-    .argument('<tenant/name>', 'the tenant and the new workflow\'s name', newWorkflow('workflow'))
     .description('create a workflow')
-    .action(async ([tenant, name]: [string, string]) => {
+    .argument('<tenant/name>', "the tenant and the new workflow's name", asNewWorkflow('workflow'))
+    .action(async (ref: { tenant: string; name: string }) => {
       const c = cli.client();
-      cli.output(await c.call(() => c.trpc.workflows.create.mutate({ tenant, name })), (w) =>
+      cli.output(await c.call(() => c.trpc.workflows.create.mutate(ref)), (w) =>
         cli.print(`created workflow ${w.tenant}/${w.name} (${w.id})`),
       );
     });
