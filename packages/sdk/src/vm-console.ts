@@ -1,8 +1,8 @@
 /**
  * What a VM prints on its serial console for the host to read: the lines the image's
- * /init writes (scripts/vm/build-image.sh; test/vm-console.test.ts fails if its /init
- * prints anything else) and the boot agent's log prefix. The qemu driver turns them into
- * the exit code and boot timings (orchestrator/qemu/console.ts).
+ * /init writes (scripts/vm/build-image.sh) and the boot agent's log prefix;
+ * test/vm-console.test.ts fails when either prints something else. The qemu driver
+ * turns them into the exit code and boot timings (orchestrator/qemu/console.ts).
  *
  * No imports: the boot agent and scripts can take these constants without weight.
  */
