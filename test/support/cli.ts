@@ -20,7 +20,7 @@ export function swarm(args: string[], env: Record<string, string>): Promise<CliR
   });
 }
 
-/** One command line in this process, as cli/main.ts runs it; SWARM_URL and SWARM_TOKEN come from `args` (--url, --token). */
+/** One command line in this process, as cli/main.ts runs it. Pass --url and --token: SWARM_URL and SWARM_TOKEN would come from this process's environment. */
 export async function swarmInProcess(args: string[]): Promise<CliResult> {
   const result = { code: 0, stdout: '', stderr: '' };
   const collect = (key: 'stdout' | 'stderr') =>
