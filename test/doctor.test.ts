@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
 import { S3Driver } from '../packages/server/src/storage/s3.js';
 import { CLOCK_SKEW_FAIL_MS, CLOCK_SKEW_WARN_MS, DOCTOR_PREFIX, classifyClockSkew } from '../packages/server/src/services/doctor.js';
-import type { DoctorOutput } from '../packages/sdk/src/cli/doctor.js';
+import type { DoctorOutput } from '../packages/sdk/src/cli/commands/doctor.js';
 import { swarm } from './support/cli.js';
 import { type TestRegistry, createTestDatabase, startTestRegistry } from './support/registry.js';
 import { type TcpProxy, startTcpProxy } from './support/tcp-proxy.js';

@@ -24,7 +24,8 @@
 #   SWARM_INIT uptime=<s>     as soon as it runs
 #   SWARM_AGENT_START         just before it runs /opt/swarm/boot.sh
 #   SWARM_EXIT=<code>         boot.sh's exit code (the workflow's, or the agent's own)
-# and then powers off. Kernel command line settings it understands:
+# and then powers off. The qemu driver reads these markers with the constants of
+# packages/sdk/src/vm-console.ts; test/vm-console.test.ts fails when the two disagree. Kernel command line settings it understands:
 #   swarm.probe=1             print SWARM_EXIT=0 and power off at once (acceleration probe)
 #   swarm.net_addr=A/N        the guest address instead of 169.254.169.15/24
 #   swarm.<name>=<value>      exported as SWARM_<NAME>=<value> to boot.sh and the agent

@@ -26,6 +26,7 @@ import { parseArgs } from 'node:util';
 import { bootQemuVm, createCacheDrive, type ForwardMode, type QemuAccel, type QemuVmResult } from '../../packages/sdk/src/orchestrator/index.js';
 import { startMetadataService } from '../../packages/sdk/src/orchestrator/mmds.js';
 import { listBundleEntries, packDirectory } from '../../packages/sdk/src/pack.js';
+import { AGENT_LOG_PREFIX, AGENT_START_MARKER, EXIT_MARKER, INIT_MARKER } from '../../packages/sdk/src/vm-console.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const { values: args } = parseArgs({
@@ -151,7 +152,7 @@ async function main(): Promise<void> {
       timeoutMs: 240_000,
       onLine: (line) => {
         if (line.startsWith(RUNTIME_LINE)) runtimeOutputMs ??= Math.round(performance.now() - started);
-        if (args.verbose || line.startsWith('SMOKE') || line.startsWith('SWARM_') || line.startsWith('swarm-boot-agent') || line.startsWith('init:')) {
+        if (args.verbose || ['SMOKE', INIT_MARKER, AGENT_START_MARKER, EXIT_MARKER, AGENT_LOG_PREFIX, 'init:'].some((p) => line.startsWith(p))) {
           console.log(`  [vm ${label} +${((performance.now() - started) / 1000).toFixed(2)}s] ${line}`);
         }
       },
@@ -163,7 +164,7 @@ async function main(): Promise<void> {
     const r1 = await boot('1 (no cache drive)');
     check(r1.exitCode === 0, `boot 1 exit code 0 (got ${r1.exitCode})`);
     check(printed(r1.console, `${RUNTIME_LINE} (greeting=hello-secret`), 'boot 1: the workflow printed its line, with the secret');
-    check(/swarm-boot-agent: fetched and verified/.test(r1.console), 'boot 1: the bundle was fetched and verified');
+    check(r1.console.includes(`${AGENT_LOG_PREFIX}fetched and verified`), 'boot 1: the bundle was fetched and verified');
     check(/SMOKE: sequential \["200 pong \?n=0","200 pong \?n=1","200 pong \?n=2"\]/.test(r1.console), 'boot 1: three sequential connections through the forward');
     check(/SMOKE: concurrent \["200 pong \?p=0","200 pong \?p=1","200 pong \?p=2"\]/.test(r1.console), 'boot 1: three concurrent connections through the forward');
     check(/SMOKE: unforwarded (timeout|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH)/.test(r1.console), 'boot 1: an address that is not forwarded is unreachable');
@@ -178,7 +179,7 @@ async function main(): Promise<void> {
     const r3 = await boot('3 (same cache drive)', drive);
     const fetchesAfter = requests.filter((u) => u === '/b.tgz').length;
     check(r3.exitCode === 0, `boot 3 exit code 0 (got ${r3.exitCode})`);
-    check(/swarm-boot-agent: cache hit/.test(r3.console), 'boot 3: "cache hit"');
+    check(r3.console.includes(`${AGENT_LOG_PREFIX}cache hit`), 'boot 3: "cache hit"');
     check(printed(r3.console, RUNTIME_LINE), 'boot 3: the workflow printed its line');
     check(fetchesMid === fetchesBefore + 1 && fetchesAfter === fetchesMid, `boot 3: no download (bundle GETs: ${fetchesBefore} → ${fetchesMid} → ${fetchesAfter})`);
 

@@ -1,7 +1,9 @@
-/** Runs the `swarm` CLI from source, as `pnpm swarm` does. */
+/** Runs the `swarm` CLI from source, as `pnpm swarm` does, or in-process through buildProgram(). */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
+import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { buildProgram, type CliIo, exitStatusOf } from '../../packages/sdk/src/cli/program.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
 
@@ -16,4 +18,24 @@ export function swarm(args: string[], env: Record<string, string>): Promise<CliR
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
+}
+
+/** One command line in this process, as cli/main.ts runs it. Pass --url and --token: SWARM_URL and SWARM_TOKEN would come from this process's environment. */
+export async function swarmInProcess(args: string[]): Promise<CliResult> {
+  const result = { code: 0, stdout: '', stderr: '' };
+  const collect = (key: 'stdout' | 'stderr') =>
+    new Writable({
+      write(chunk, _encoding, done) {
+        result[key] += chunk.toString();
+        done();
+      },
+    });
+  const io: CliIo = { stdout: collect('stdout'), stderr: collect('stderr') };
+  try {
+    await buildProgram(io).parseAsync(args, { from: 'user' });
+    result.code = io.exitCode ?? 0;
+  } catch (err) {
+    result.code = exitStatusOf(err, io.stderr);
+  }
+  return result;
 }

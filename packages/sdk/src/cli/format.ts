@@ -10,12 +10,10 @@ export function formatBytes(n: number): string {
   return `${v.toFixed(v < 10 ? 1 : 0)} ${units[i]}`;
 }
 
-export function printTable<T>(rows: T[], columns: Array<[string, (row: T) => string]>): void {
-  if (rows.length === 0) {
-    console.log('(none)');
-    return;
-  }
+/** The lines of a table: a header row, then one per row, columns padded to their widest cell. */
+export function formatTable<T>(rows: T[], columns: Array<[string, (row: T) => string]>): string[] {
+  if (rows.length === 0) return ['(none)'];
   const cells = [columns.map(([h]) => h), ...rows.map((r) => columns.map(([, f]) => f(r)))];
   const widths = columns.map((_, i) => Math.max(...cells.map((row) => row[i]!.length)));
-  for (const row of cells) console.log(row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
+  return cells.map((row) => row.map((c, i) => (i === row.length - 1 ? c : c.padEnd(widths[i]!))).join('  '));
 }

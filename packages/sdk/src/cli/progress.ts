@@ -22,7 +22,7 @@ const PLAIN_EVERY_MS = 2000;
 const rate = (bytes: number, ms: number) => `${formatBytes(ms > 0 ? Math.round((bytes * 1000) / ms) : bytes)}/s`;
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WriteStream }): Promise<ProgressReporter | undefined> {
+export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WritableStream & { isTTY?: boolean } }): Promise<ProgressReporter | undefined> {
   if (opts.json) return undefined;
   const stream = opts.stream ?? process.stderr;
   if (!stream.isTTY) return plainReporter(stream);
@@ -59,9 +59,9 @@ function plainReporter(stream: NodeJS.WritableStream): ProgressReporter {
   };
 }
 
-type BarOptions = { stream: NodeJS.WriteStream; format: string; hideCursor: boolean; barsize: number };
+type BarOptions = { stream: NodeJS.WritableStream; format: string; hideCursor: boolean; barsize: number };
 
-function barReporter(stream: NodeJS.WriteStream, newBar: (o: BarOptions) => SingleBar): ProgressReporter {
+function barReporter(stream: NodeJS.WritableStream, newBar: (o: BarOptions) => SingleBar): ProgressReporter {
   const now = Date.now;
   let current: { name: string; bar: SingleBar; start: number } | undefined;
   const payload = (p: PhaseProgress, start: number) => ({

@@ -5,7 +5,7 @@
  *
  * Drivers: `process` runs the boot agent as a child process with its own cache and
  * workflow directories (no VM: fast, for development and most tests); `qemu` boots a
- * real microVM (see qemu.ts).
+ * real microVM (see qemu/index.ts).
  */
 import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
@@ -15,7 +15,7 @@ import type { SwarmClient } from '../client.js';
 import type { Execution, VmMetadata } from '../contract/index.js';
 import { SwarmError } from '../errors.js';
 import { startMetadataService } from './mmds.js';
-import { type GuestForward, type QemuVmResult, bootQemuVm } from './qemu.js';
+import { type GuestForward, type QemuVmResult, bootQemuVm } from './qemu/index.js';
 
 export type Driver = 'process' | 'qemu';
 

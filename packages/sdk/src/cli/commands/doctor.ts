@@ -3,9 +3,11 @@
  * only: the CLI has no database or store credentials) and adds the first check itself,
  * whether the API answers at all. One line per check; exit status 1 if any failed.
  */
-import type { DoctorCheck, DoctorReport } from '../contract/index.js';
-import { toSwarmError } from '../errors.js';
-import type { SwarmClient } from '../client.js';
+import type { Command } from 'commander';
+import type { SwarmClient } from '../../client.js';
+import type { DoctorCheck, DoctorReport } from '../../contract/index.js';
+import { toSwarmError } from '../../errors.js';
+import type { Cli } from '../context.js';
 
 export type DoctorOutput = { ok: boolean; url: string; version: string | null; storage: DoctorReport['storage'] | null; checks: DoctorCheck[] };
 
@@ -31,4 +33,15 @@ export async function runDoctor(client: SwarmClient): Promise<DoctorOutput> {
 export function formatDoctorLines(checks: DoctorCheck[]): string[] {
   const width = Math.max(...checks.map((c) => c.name.length));
   return checks.map((c) => `${c.status.padEnd(4)}  ${c.name.padEnd(width)}  ${c.detail}${c.hint ? ` (hint: ${c.hint})` : ''}`);
+}
+
+export function registerDoctorCommand(program: Command, cli: Cli): void {
+  program
+    .command('doctor')
+    .description("check the registry's database, migrations, object store, download path and clocks (admin); exits 1 if a check fails")
+    .action(async () => {
+      const report = await runDoctor(cli.client());
+      cli.output(report, (r) => formatDoctorLines(r.checks).forEach(cli.print));
+      if (!report.ok) cli.io.exitCode = 1;
+    });
 }

@@ -1,0 +1,109 @@
+/**
+ * `swarm push`, and `swarm pack` and `swarm hash`: the deterministic packer of push
+ * without a registry. All honour .swarmignore and refuse secret files alike.
+ */
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import type { Command } from 'commander';
+import { SwarmError } from '../../errors.js';
+import { sha256File } from '../../hash.js';
+import { packBundle } from '../../pack.js';
+import type { Cli } from '../context.js';
+import { formatBytes } from '../format.js';
+import { asWorkflow, valueOption } from '../options.js';
+import { type ProgressReporter, createProgress } from '../progress.js';
+
+const ALLOW_SECRET_FILES = ['--allow-secret-files', 'pack files that look like secrets (.env, private keys, credentials) instead of refusing'] as const;
+
+/** Clears a progress bar before the error is printed, then rethrows. */
+const failed = (progress: ProgressReporter | undefined) => (err: unknown): never => {
+  progress?.end(true);
+  throw err;
+};
+
+const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+export function registerBundleCommands(program: Command, cli: Cli): void {
+  const progressFor = () => createProgress({ json: cli.json(), stream: cli.io.stderr });
+
+  program
+    .command('push <path>')
+    .description('upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)')
+    .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', asWorkflow).makeOptionMandatory())
+    .option('--activate', 'make the new version active')
+    .option('-m, --message <msg>', 'what changed (kept in the version history)')
+    .option(...ALLOW_SECRET_FILES)
+    .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
+      const c = cli.client();
+      const progress = await progressFor();
+      const st = await fs.stat(source).catch(() => {
+        throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
+      });
+      let file = source;
+      let tmpDir: string | undefined;
+      let ok = false;
+      try {
+        if (st.isDirectory()) {
+          tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
+          file = path.join(tmpDir, 'bundle.tar.gz');
+          await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
+        }
+        const result = await c.uploadBundle(file, {
+          workflow: o.workflow,
+          activate: o.activate,
+          message: o.message,
+          onProgress: (p) => progress?.update(p),
+        });
+        progress?.end();
+        ok = true;
+        const { uploaded, ...body } = result;
+        cli.output(body, (r) => {
+          const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
+          cli.print(`${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`);
+        });
+      } finally {
+        if (!ok) progress?.end(true);
+        if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
+      }
+    });
+
+  program
+    .command('pack <dir>')
+    .description('pack a directory into a bundle file deterministically, as `swarm push <dir>` would: the same tree gives the same bytes anywhere (see docs/bundles.md)')
+    .requiredOption('-o, --output <file>', 'where to write the .tar.gz')
+    .option(...ALLOW_SECRET_FILES)
+    .action(async (dir: string, o: { output: string; allowSecretFiles?: boolean }) => {
+      const progress = await progressFor();
+      const r = await packBundle(dir, { out: o.output, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
+      progress?.end();
+      cli.output({ file: o.output, ...r }, (v) => {
+        cli.print(`packed ${plural(v.files, 'file')} and ${plural(v.directories, 'directory', 'directories')} of ${dir} into ${v.file} (${formatBytes(v.size)})`);
+        cli.print(`sha256:${v.hash}`);
+      });
+    });
+
+  program
+    .command('hash <file|dir>')
+    .description('print the sha256 a push would register: of a file\'s bytes, or of the bundle a directory packs into (no file is written)')
+    .option(...ALLOW_SECRET_FILES)
+    .action(async (source: string, o: { allowSecretFiles?: boolean }) => {
+      const st = await fs.stat(source).catch(() => {
+        throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
+      });
+      const progress = await progressFor();
+      let result: { kind: 'file' | 'directory'; hash: string; size: number; files?: number; directories?: number };
+      if (st.isDirectory()) {
+        const packed = await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
+        result = { kind: 'directory', ...packed };
+      } else if (st.isFile()) {
+        let bytes = 0;
+        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size })).catch(failed(progress));
+        result = { kind: 'file', hash, size: st.size };
+      } else {
+        throw new SwarmError('INVALID_INPUT', `${source} is neither a file nor a directory`);
+      }
+      progress?.end();
+      cli.output({ path: source, ...result }, (v) => cli.print(v.hash));
+    });
+}

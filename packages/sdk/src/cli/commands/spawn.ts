@@ -1,0 +1,99 @@
+/** `swarm spawn`: an execution of a workflow, run in a VM by one of the orchestrator's drivers. */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import { type Command, Option } from 'commander';
+import type { VmMetadata } from '../../contract/index.js';
+import { SwarmError } from '../../errors.js';
+import { runVm, type VmOptions, vmEndpoints } from '../../orchestrator/spawn.js';
+import type { Cli } from '../context.js';
+import { WORKFLOW } from '../options.js';
+
+/** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
+async function findAgent(given: string | undefined): Promise<string> {
+  const candidates = given ? [given] : process.env.SWARM_BOOT_AGENT ? [process.env.SWARM_BOOT_AGENT] : [
+    // From this file in the workspace (src/cli/commands/), and from the bundled dist/cli.js.
+    fileURLToPath(new URL('../../../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+    fileURLToPath(new URL('../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+  ];
+  for (const c of candidates) if (await fs.access(c).then(() => true, () => false)) return c;
+  throw new SwarmError('INVALID_INPUT', `boot agent not found (${candidates.join(', ')})`, 'build it with `pnpm --filter @swarm/boot-agent build`, or pass --agent / SWARM_BOOT_AGENT');
+}
+
+const collect = (value: string, previous: string[]) => [...previous, value];
+
+function parseSecrets(pairs: string[]): Record<string, string> {
+  const secrets: Record<string, string> = {};
+  for (const pair of pairs) {
+    const eq = pair.indexOf('=');
+    if (eq < 1) throw new SwarmError('INVALID_INPUT', '--secret takes KEY=VALUE');
+    secrets[pair.slice(0, eq)] = pair.slice(eq + 1);
+  }
+  return secrets;
+}
+
+type SpawnCommandOptions = {
+  driver: 'process' | 'qemu';
+  secret: string[];
+  wait?: boolean;
+  routingKey?: string;
+  agent?: string;
+  cacheDir?: string;
+  storeUrl?: string;
+  cacheDrive?: string;
+  imageDir: string;
+};
+
+export function registerSpawnCommands(program: Command, cli: Cli): void {
+  program
+    .command('spawn')
+    .description('run the active version (or, at its weight, the canary) in a VM; prints the execution id')
+    .argument(...WORKFLOW)
+    .addOption(new Option('--driver <driver>', 'how to run the VM').choices(['process', 'qemu']).default('process'))
+    .option('--secret <KEY=VALUE>', 'a secret for the workflow, passed only through the VM metadata (repeatable)', collect, [])
+    .option('--wait', "stream the workflow's output and exit with its exit code")
+    .option('--routing-key <key>', 'with a canary: the same key always gets the same version')
+    .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
+    .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
+    .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
+    .option('--cache-drive <file>', 'qemu: ext4 cache drive image kept between boots (scripts/vm/make-cache-drive.sh)')
+    .option('--image-dir <dir>', 'qemu: kernel and initramfs from scripts/vm/build-image.sh', '.swarm/vm')
+    .action(async (workflow: string, o: SpawnCommandOptions) => {
+      const c = cli.client();
+      const secrets = parseSecrets(o.secret);
+      const { forwards, ...endpoints } = vmEndpoints(c.url, { driver: o.driver, storeUrl: o.storeUrl });
+      const vm: VmOptions = {
+        driver: o.driver,
+        agentPath: o.driver === 'process' ? await findAgent(o.agent) : undefined,
+        cacheDir: o.cacheDir,
+        cacheDrive: o.cacheDrive,
+        imageDir: o.imageDir,
+        forwards,
+      };
+      const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
+      if (!o.wait) {
+        // The VM outlives this command: a detached driver process gets the metadata (with
+        // its secrets) through a pipe, never a file.
+        const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+        child.stdin.end(JSON.stringify({ metadata, vm }));
+        child.unref();
+        cli.output({ id: execution.id, status: execution.status, version: execution.version, versionReason: execution.versionReason }, (e) => cli.print(e.id));
+        return;
+      }
+      if (!cli.json()) cli.io.stderr.write(`execution ${execution.id} (version ${execution.version}, ${execution.versionReason})\n`);
+      const exit = await runVm(metadata, { ...vm, onOutput: cli.json() ? undefined : cli.print });
+      const final = await c.call(() => c.trpc.executions.get.query({ id: execution.id }));
+      cli.output({ ...final, exitCode: exit.exitCode }, () => {});
+      cli.io.exitCode = exit.exitCode;
+    });
+
+  program
+    .command('__drive', { hidden: true })
+    .description('internal: runs one VM from metadata on stdin (used by spawn without --wait)')
+    .action(async () => {
+      const chunks: Buffer[] = [];
+      for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+      const { metadata, vm } = JSON.parse(Buffer.concat(chunks).toString()) as { metadata: VmMetadata; vm: VmOptions };
+      await runVm(metadata, vm);
+    });
+}

@@ -1,0 +1,93 @@
+/**
+ * The QEMU command line, built without starting anything (test/qemu-args.test.ts): the
+ * machine, the kernel command line for /init, and user-mode networking with
+ * `restrict=on` on the link-local net 169.254.169.0/24, where the guest (.15) reaches
+ * nothing but explicit forwards to ports on 127.0.0.1: the metadata service at
+ * 169.254.169.254:80 and whatever the caller adds. No DNS, no route out, no IPv6.
+ */
+import type { ForwardMode, GuestForward } from './types.js';
+
+const NET = '169.254.169';
+const MMDS_ADDRESS = `${NET}.254`;
+/** Addresses slirp or the guest already use: network, host (.2), DNS (.3), guest (.15), broadcast. */
+const RESERVED = new Set([0, 2, 3, 15, 255]);
+
+function checkPort(n: number, what: string): void {
+  if (!Number.isInteger(n) || n < 1 || n > 65_535) throw new TypeError(`${what}: not a TCP port: ${n}`);
+}
+
+/** `guestfwd=` entries; every one ends on 127.0.0.1. */
+export function guestForwards(metadataPort: number, forwards: GuestForward[], mode: ForwardMode, busybox = '/bin/busybox'): string[] {
+  checkPort(metadataPort, 'metadataPort');
+  const target = (port: number) => (mode === 'exec' ? `cmd:${busybox} nc 127.0.0.1 ${port}` : `tcp:127.0.0.1:${port}`);
+  const seen = new Set<string>([`${MMDS_ADDRESS}:80`]);
+  const entries = [`guestfwd=tcp:${MMDS_ADDRESS}:80-${target(metadataPort)}`];
+  for (const f of forwards) {
+    const address = f.guestAddress ?? `${NET}.20`;
+    const m = /^169\.254\.169\.(\d{1,3})$/.exec(address);
+    const host = m ? Number(m[1]) : NaN;
+    if (!(host >= 0 && host <= 255) || RESERVED.has(host)) {
+      throw new TypeError(`guest forward address ${address}: must be in ${NET}.0/24 and not .0, .2, .3, .15 or .255`);
+    }
+    checkPort(f.guestPort, `forward ${address}`);
+    checkPort(f.hostPort, `forward ${address}:${f.guestPort}`);
+    const key = `${address}:${f.guestPort}`;
+    if (seen.has(key)) throw new TypeError(`guest forward ${key} given twice (or it is the metadata service's)`);
+    seen.add(key);
+    entries.push(`guestfwd=tcp:${key}-${target(f.hostPort)}`);
+  }
+  return entries;
+}
+
+/** The machine: no devices but the serial console on stdio, no reboot (a guest's poweroff ends QEMU). */
+export function machineArgs(accel: 'tcg' | 'kvm', memoryMiB: number, cpus: number): string[] {
+  return [
+    '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+    '-no-reboot',
+    '-machine', `pc,accel=${accel}`,
+    '-cpu', accel === 'kvm' ? 'host' : 'max',
+    '-m', String(memoryMiB),
+    '-smp', String(cpus),
+  ];
+}
+
+/** The kernel command line: /init reads `swarm.<name>=<value>` settings from it. */
+export function kernelCommandLine(settings: Record<string, string> = {}, kernelArgs: string[] = []): string {
+  const swarm = Object.entries(settings).map(([k, v]) => {
+    if (!/^[A-Za-z0-9_]+$/.test(k) || /[\s"]/.test(v)) throw new TypeError(`setting ${k}=${v}: names are [A-Za-z0-9_], values have no spaces or quotes`);
+    return `swarm.${k}=${v}`;
+  });
+  return ['console=ttyS0', 'panic=-1', 'quiet', ...swarm, ...kernelArgs].join(' ');
+}
+
+export type VmArgs = {
+  accel: 'tcg' | 'kvm';
+  memoryMiB: number;
+  cpus: number;
+  kernel: string;
+  initrd: string;
+  /** The kernel command line (kernelCommandLine). */
+  append: string;
+  metadataPort: number;
+  forwards: GuestForward[];
+  forwardMode: ForwardMode;
+  busybox?: string;
+  /** An ext4 image attached as the first virtio disk. */
+  cacheDrive?: string;
+};
+
+/** QEMU's arguments for one boot. */
+export function qemuArgs(vm: VmArgs): string[] {
+  const netdev = ['user', 'id=n0', 'restrict=on', 'ipv6=off', `net=${NET}.0/24`, `host=${NET}.2`, ...guestForwards(vm.metadataPort, vm.forwards, vm.forwardMode, vm.busybox)];
+  if (netdev.some((p) => p.includes(','))) throw new TypeError('a forward contains a comma');
+  const args = [
+    ...machineArgs(vm.accel, vm.memoryMiB, vm.cpus),
+    '-kernel', vm.kernel, '-initrd', vm.initrd, '-append', vm.append,
+    '-netdev', netdev.join(','),
+    '-device', 'virtio-net-pci,netdev=n0,romfile=',
+  ];
+  if (vm.cacheDrive) {
+    args.push('-drive', `file=${vm.cacheDrive.replaceAll(',', ',,')},if=none,id=cache,format=raw`, '-device', 'virtio-blk-pci,drive=cache');
+  }
+  return args;
+}
