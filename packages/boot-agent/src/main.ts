@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { parseArgs } from 'node:util';
+import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter } from './events.js';
@@ -12,7 +13,7 @@ import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
 import { runWorkflow, runtimeCommand } from './run.js';
 import { linkFromTree } from './tree.js';
-import { DEFAULT_UNPACK_LIMITS, type UnpackResult, unpackBundle } from './unpack.js';
+import { unpackBundle } from './unpack.js';
 
 const HELP = `Usage: swarm-boot-agent [options] [-- command...]
 
@@ -108,9 +109,9 @@ async function main(argv: string[]): Promise<number> {
   const cache = new BundleCache(cacheDir, number(vars, 'SWARM_CACHE_MAX_BYTES', 2 * 1024 ** 3));
   const maxBundleBytes = number(vars, 'SWARM_MAX_BUNDLE_BYTES', 512 * 1024 ** 2, 1);
   const limits = {
-    ...DEFAULT_UNPACK_LIMITS,
-    maxBytes: number(vars, 'SWARM_MAX_UNPACKED_BYTES', DEFAULT_UNPACK_LIMITS.maxBytes, 1),
-    maxEntries: number(vars, 'SWARM_MAX_ENTRIES', DEFAULT_UNPACK_LIMITS.maxEntries, 1),
+    ...DEFAULT_BUNDLE_LIMITS,
+    maxBytes: number(vars, 'SWARM_MAX_UNPACKED_BYTES', DEFAULT_BUNDLE_LIMITS.maxBytes, 1),
+    maxEntries: number(vars, 'SWARM_MAX_ENTRIES', DEFAULT_BUNDLE_LIMITS.maxEntries, 1),
   };
 
   const mmdsUrl = (vars.SWARM_MMDS_URL ?? 'http://169.254.169.254').replace(/\/+$/, '');
@@ -141,7 +142,7 @@ async function main(argv: string[]): Promise<number> {
       if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs a token (SWARM_AGENT_TOKEN or SWARM_TOKEN)');
       // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
       // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
-      const { createSwarmClient } = await import('../../sdk/src/client.js');
+      const { createSwarmClient } = await import('@swarm/sdk/client');
       const active = await createSwarmClient({ url: metadata.apiUrl!, token })
         .resolveActive(metadata.workflow!)
         .catch((err: Error) => {
@@ -166,7 +167,7 @@ async function main(argv: string[]): Promise<number> {
    * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
    * discarded.
    */
-  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<UnpackResult & { from: 'tree' | 'archive' }> {
+  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
     const started = Date.now();
     const tree = cache.treePath(bundle.hash);
     const archive = await fs.stat(cache.pathFor(bundle.hash)).catch(() => null);
