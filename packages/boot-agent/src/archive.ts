@@ -99,7 +99,7 @@ export function walkArchive(
       parser.abort(err instanceof Error ? err : new Error(String(err)));
       reject(err);
     };
-    /** Hands a file's last bytes over, then closes it. */
+    /** All of the open file's bytes were written: ends and closes it, and keeps its sha256 for the digest. */
     const finish = (file: CheckedFile, sha: Hash | undefined) => {
       open!.end();
       closeOpen();
