@@ -3,11 +3,28 @@ import { defineConfig } from 'tsup';
 // One build for the published package: ESM for Node 20, with .d.ts bundled so they
 // import nothing from the server's sources (the AppRouter type is inlined).
 export default defineConfig({
-  entry: { index: 'src/index.ts', contract: 'src/contract/index.ts', orchestrator: 'src/orchestrator/index.ts', cli: 'src/cli/main.ts' },
+  entry: {
+    index: 'src/index.ts',
+    contract: 'src/contract/index.ts',
+    orchestrator: 'src/orchestrator/index.ts',
+    'bundle-rules': 'src/bundle-rules/index.ts',
+    client: 'src/client.ts',
+    metadata: 'src/contract/metadata.ts',
+    cli: 'src/cli/main.ts',
+  },
   format: ['esm'],
   target: 'node20',
   platform: 'node',
-  dts: { entry: { index: 'src/index.ts', contract: 'src/contract/index.ts', orchestrator: 'src/orchestrator/index.ts' } },
+  dts: {
+    entry: {
+      index: 'src/index.ts',
+      contract: 'src/contract/index.ts',
+      orchestrator: 'src/orchestrator/index.ts',
+      'bundle-rules': 'src/bundle-rules/index.ts',
+      client: 'src/client.ts',
+      metadata: 'src/contract/metadata.ts',
+    },
+  },
   clean: true,
   sourcemap: true,
   splitting: true,

@@ -15,8 +15,8 @@
 import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import type { BundleCounts, Listing } from '@swarm/sdk/bundle-rules';
 import { buildTree, readTreeManifest } from './tree.js';
-import type { Listing, UnpackResult } from './unpack.js';
 
 export class BundleCache {
   constructor(
@@ -81,11 +81,11 @@ export class BundleCache {
    * it), then evicts past the cap. Best effort: a boot never fails for it. Returns why no
    * tree was kept, or null.
    */
-  async saveTree(hash: string, staging: string, result: UnpackResult, listing: Listing): Promise<string | null> {
+  async saveTree(hash: string, staging: string, counts: BundleCounts, listing: Listing): Promise<string | null> {
     const partial = path.join(this.dir, `.partial-tree-${process.pid}-${randomBytes(6).toString('hex')}`);
     try {
       await fs.mkdir(partial, { mode: 0o755 });
-      buildTree(partial, staging, hash, result, listing);
+      buildTree(partial, staging, hash, counts, listing);
       await fs.rename(partial, this.treePath(hash)).catch(async (err: NodeJS.ErrnoException) => {
         // Another agent's tree is already there: it is checked before every use, as ours would be.
         if (err.code !== 'ENOTEMPTY' && err.code !== 'EEXIST') throw err;

@@ -4,119 +4,36 @@
  * its cache and workflow directories.
  */
 import fs from 'node:fs/promises';
-import { parseArgs } from 'node:util';
+import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
 import { runWorkflow, runtimeCommand } from './run.js';
+import { count, helpText, parseInvocation, text } from './settings.js';
 import { linkFromTree } from './tree.js';
-import { DEFAULT_UNPACK_LIMITS, type UnpackResult, unpackBundle } from './unpack.js';
-
-const HELP = `Usage: swarm-boot-agent [options] [-- command...]
-
-Fetches a workflow bundle, verifies its sha256, unpacks it and runs it.
-
-Metadata (first found wins: flag, environment, MMDS, metadata file):
-  --bundle-url URL          BUNDLE_URL          where to download the bundle (http/https)
-  --bundle-hash HEX         BUNDLE_HASH         expected sha256 (64 lowercase hex)
-  --bundle-size N           BUNDLE_SIZE         expected size in bytes (optional)
-  --workflow REF            SWARM_WORKFLOW      with no bundle: resolve this workflow's active version
-  --api-url URL             SWARM_API_URL       the registry's API (events, resolving)
-  --execution-id ID         SWARM_EXECUTION_ID  execution to report events for
-  --agent-token T           SWARM_AGENT_TOKEN   token for events and resolving
-  -- command...             SWARM_RUNTIME_CMD   the command to run (JSON array in the environment);
-                                                default: "entrypoint" of swarm.json in the bundle
-  --metadata-file PATH      SWARM_METADATA_FILE JSON metadata document (default /run/swarm/metadata.json)
-  --mmds-url URL            SWARM_MMDS_URL      Firecracker MMDS (default http://169.254.169.254; "off")
-
-Agent settings:
-  --cache-dir DIR           SWARM_CACHE_DIR         default /var/cache/swarm/bundles
-  --workflow-dir DIR        SWARM_WORKFLOW_DIR      default /opt/workflow
-  --cache-max-bytes N       SWARM_CACHE_MAX_BYTES   default 2147483648
-  --max-bundle-bytes N      SWARM_MAX_BUNDLE_BYTES  default 536870912
-  --max-unpacked-bytes N    SWARM_MAX_UNPACKED_BYTES default 4294967296
-  --max-entries N           SWARM_MAX_ENTRIES       default 100000
-  --fetch-attempts N        SWARM_FETCH_ATTEMPTS    default 4
-  --min-rate N              SWARM_FETCH_MIN_BYTES_PER_SECOND  default 1024 (over 10 s)
-  --stall-seconds N         SWARM_FETCH_STALL_SECONDS         default 10
-
-Exit codes: the runtime's own code once it has started; before that
-  64 bad usage or metadata   65 hash mismatch (after retries)
-  66 unsafe or invalid bundle (refused entry, cap exceeded, not a gzip'd tar)
-  69 store unreachable or fetch failed   70 internal error
-`;
-
-const FLAGS = {
-  'bundle-url': 'BUNDLE_URL',
-  'bundle-hash': 'BUNDLE_HASH',
-  'bundle-size': 'BUNDLE_SIZE',
-  workflow: 'SWARM_WORKFLOW',
-  'api-url': 'SWARM_API_URL',
-  'execution-id': 'SWARM_EXECUTION_ID',
-  'agent-token': 'SWARM_AGENT_TOKEN',
-  'metadata-file': 'SWARM_METADATA_FILE',
-  'mmds-url': 'SWARM_MMDS_URL',
-  'cache-dir': 'SWARM_CACHE_DIR',
-  'workflow-dir': 'SWARM_WORKFLOW_DIR',
-  'cache-max-bytes': 'SWARM_CACHE_MAX_BYTES',
-  'max-bundle-bytes': 'SWARM_MAX_BUNDLE_BYTES',
-  'max-unpacked-bytes': 'SWARM_MAX_UNPACKED_BYTES',
-  'max-entries': 'SWARM_MAX_ENTRIES',
-  'fetch-attempts': 'SWARM_FETCH_ATTEMPTS',
-  'min-rate': 'SWARM_FETCH_MIN_BYTES_PER_SECOND',
-  'stall-seconds': 'SWARM_FETCH_STALL_SECONDS',
-} as const;
+import { unpackBundle } from './unpack.js';
 
 const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}\n`);
 
-function number(vars: Record<string, string | undefined>, name: string, fallback: number, min = 0): number {
-  const raw = vars[name];
-  if (raw === undefined) return fallback;
-  if (!/^\d+$/.test(raw) || Number(raw) < min) throw new AgentError('bad_metadata', `${name}: must be a whole number ≥ ${min}, not "${raw}"`);
-  return Number(raw);
-}
-
 async function main(argv: string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: argv,
-      options: { help: { type: 'boolean', short: 'h' }, ...Object.fromEntries(Object.keys(FLAGS).map((f) => [f, { type: 'string' as const }])) },
-      allowPositionals: true,
-      strict: true,
-    });
-  } catch (err) {
-    throw new AgentError('bad_metadata', `${(err as Error).message} (see --help)`);
-  }
-  if (parsed.values.help) {
-    process.stdout.write(HELP);
+  const env = process.env as Record<string, string | undefined>;
+  const { help, vars, fromFlags, runtime } = parseInvocation(argv, env);
+  if (help) {
+    process.stdout.write(helpText());
     return 0;
   }
-  // One name space: a flag overrides the variable of the same meaning.
-  const flagVars: Record<string, string | undefined> = {};
-  const values = parsed.values as Record<string, string | boolean | undefined>;
-  for (const [flag, name] of Object.entries(FLAGS)) flagVars[name] = values[flag] as string | undefined;
-  const env = process.env as Record<string, string | undefined>;
-  const vars: Record<string, string | undefined> = { ...env };
-  for (const [k, v] of Object.entries(flagVars)) if (v !== undefined) vars[k] = v;
-  const runtime = parsed.positionals.length ? parsed.positionals : undefined;
 
-  const cacheDir = vars.SWARM_CACHE_DIR ?? '/var/cache/swarm/bundles';
-  const workflowDir = vars.SWARM_WORKFLOW_DIR ?? '/opt/workflow';
-  const cache = new BundleCache(cacheDir, number(vars, 'SWARM_CACHE_MAX_BYTES', 2 * 1024 ** 3));
-  const maxBundleBytes = number(vars, 'SWARM_MAX_BUNDLE_BYTES', 512 * 1024 ** 2, 1);
-  const limits = {
-    ...DEFAULT_UNPACK_LIMITS,
-    maxBytes: number(vars, 'SWARM_MAX_UNPACKED_BYTES', DEFAULT_UNPACK_LIMITS.maxBytes, 1),
-    maxEntries: number(vars, 'SWARM_MAX_ENTRIES', DEFAULT_UNPACK_LIMITS.maxEntries, 1),
-  };
+  const workflowDir = text(vars, 'SWARM_WORKFLOW_DIR');
+  const cache = new BundleCache(text(vars, 'SWARM_CACHE_DIR'), count(vars, 'SWARM_CACHE_MAX_BYTES'));
+  const maxBundleBytes = count(vars, 'SWARM_MAX_BUNDLE_BYTES');
+  const limits = { ...DEFAULT_BUNDLE_LIMITS, maxBytes: count(vars, 'SWARM_MAX_UNPACKED_BYTES'), maxEntries: count(vars, 'SWARM_MAX_ENTRIES') };
 
-  const mmdsUrl = (vars.SWARM_MMDS_URL ?? 'http://169.254.169.254').replace(/\/+$/, '');
-  const metadataFile = vars.SWARM_METADATA_FILE ?? '/run/swarm/metadata.json';
+  const mmdsUrl = text(vars, 'SWARM_MMDS_URL').replace(/\/+$/, '');
+  const metadataFile = text(vars, 'SWARM_METADATA_FILE');
   const metadata = resolveMetadata([
-    fromVariables(flagVars, runtime),
+    fromVariables(fromFlags, runtime),
     fromVariables(env, undefined),
     mmdsUrl === 'off' ? null : await fromMmds(mmdsUrl),
     await fromFile(metadataFile, vars.SWARM_METADATA_FILE !== undefined),
@@ -141,7 +58,7 @@ async function main(argv: string[]): Promise<number> {
       if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs a token (SWARM_AGENT_TOKEN or SWARM_TOKEN)');
       // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
       // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
-      const { createSwarmClient } = await import('../../sdk/src/client.js');
+      const { createSwarmClient } = await import('@swarm/sdk/client');
       const active = await createSwarmClient({ url: metadata.apiUrl!, token })
         .resolveActive(metadata.workflow!)
         .catch((err: Error) => {
@@ -166,7 +83,7 @@ async function main(argv: string[]): Promise<number> {
    * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
    * discarded.
    */
-  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<UnpackResult & { from: 'tree' | 'archive' }> {
+  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
     const started = Date.now();
     const tree = cache.treePath(bundle.hash);
     const archive = await fs.stat(cache.pathFor(bundle.hash)).catch(() => null);
@@ -210,7 +127,7 @@ async function main(argv: string[]): Promise<number> {
 
   /** Downloads into the cache; the file gets its hash's name only once it verifies. */
   async function fetchVerified(bundle: { url: string; hash: string; size?: number | undefined }): Promise<string> {
-    const attempts = number(vars, 'SWARM_FETCH_ATTEMPTS', DEFAULT_FETCH.attempts, 1);
+    const attempts = count(vars, 'SWARM_FETCH_ATTEMPTS');
     // A hash mismatch is retried once with a fresh download: the bytes may have been damaged on the way.
     for (let round = 1; ; round++) {
       const temp = await cache.tempPath();
@@ -222,8 +139,8 @@ async function main(argv: string[]): Promise<number> {
           expectedSize: bundle.size,
           maxBytes: maxBundleBytes,
           attempts,
-          minBytesPerSecond: number(vars, 'SWARM_FETCH_MIN_BYTES_PER_SECOND', DEFAULT_FETCH.minBytesPerSecond),
-          stallWindowMs: number(vars, 'SWARM_FETCH_STALL_SECONDS', DEFAULT_FETCH.stallWindowMs / 1000, 1) * 1000,
+          minBytesPerSecond: count(vars, 'SWARM_FETCH_MIN_BYTES_PER_SECOND'),
+          stallWindowMs: count(vars, 'SWARM_FETCH_STALL_SECONDS') * 1000,
           onAttempt: (n, err) => log(`download attempt ${n} failed (${err.message}); retrying`),
         });
         events.emit('fetched', { bytes: got.bytes, ms: Date.now() - started, attempts: got.attempts, resumed: got.resumed });

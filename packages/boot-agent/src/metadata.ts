@@ -5,7 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { smallRequest } from './http.js';
-import { type VmMetadata, vmMetadata } from '../../sdk/src/contract/metadata.js';
+import { type VmMetadata, vmMetadata } from '@swarm/sdk/metadata';
 import { AgentError } from './errors.js';
 
 export type Partial = {

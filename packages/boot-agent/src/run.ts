@@ -7,7 +7,7 @@ import { spawn } from 'node:child_process';
 import os from 'node:os';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { bundleManifest } from '../../sdk/src/contract/metadata.js';
+import { bundleManifest } from '@swarm/sdk/metadata';
 import { AgentError } from './errors.js';
 
 /** The agent's own variables: not the workflow's business. */

@@ -15,11 +15,12 @@
  * Any difference throws TreeMismatch: the caller discards the tree and unpacks the archive
  * as a cold boot does, which also reports a bad archive or an unsafe bundle properly.
  */
-import { createHash } from 'node:crypto';
+import { type Hash, createHash } from 'node:crypto';
 import fsSync from 'node:fs';
 import path from 'node:path';
-import * as tar from 'tar';
-import { EntryRules, type Listing, SMALL_FILE, type UnpackLimits, type UnpackResult, isGzip, viaStaging } from './unpack.js';
+import type { BundleCounts, BundleLimits, Listing } from '@swarm/sdk/bundle-rules';
+import { type ArchiveSink, type WalkResult, isGzip, walkArchive } from './archive.js';
+import { viaStaging } from './unpack.js';
 
 export class TreeMismatch extends Error {}
 
@@ -29,18 +30,18 @@ const mismatch = (reason: string) => new TreeMismatch(reason);
 export const TREE_FILES = 'files';
 
 /** Links the cached tree's files into `target` after checking it against `archive` (which must hash to `hash`). */
-export async function linkFromTree(archive: string, hash: string, tree: string, target: string, limits: UnpackLimits): Promise<UnpackResult> {
+export async function linkFromTree(archive: string, hash: string, tree: string, target: string, limits: BundleLimits): Promise<BundleCounts> {
   const manifest = checkTreeLayout(tree, hash);
   if (!(await isGzip(archive))) throw mismatch('the cached archive is not gzip-compressed');
   const files = path.join(tree, TREE_FILES);
   const found = listTree(files);
   return viaStaging(target, async (staging) => {
-    const { result, listing } = await checkAndLink(archive, hash, files, staging, limits);
+    const { counts, listing } = await checkAndLink(archive, hash, files, staging, limits);
     sameListing(found, listing);
-    if (manifest.files !== result.files || manifest.directories !== listing.dirs.size || manifest.bytes !== result.bytes) {
+    if (manifest.files !== counts.files || manifest.directories !== listing.dirs.size || manifest.bytes !== counts.bytes) {
       throw mismatch('its manifest does not count what the bundle holds');
     }
-    return result;
+    return counts;
   });
 }
 
@@ -73,139 +74,80 @@ function sameListing(found: Map<string, 'dir' | 'file'>, expected: Listing) {
   }
 }
 
-function checkAndLink(archive: string, hash: string, treeRoot: string, staging: string, limits: UnpackLimits): Promise<{ result: UnpackResult; listing: Listing }> {
-  const rules = new EntryRules(limits);
+/** Walks the archive with a compare-and-link sink; then the archive must have hashed to `hash`. */
+async function checkAndLink(archive: string, hash: string, treeRoot: string, staging: string, limits: BundleLimits): Promise<WalkResult> {
   const sha = createHash('sha256');
+  const walked = await walkArchive(readHashing(archive, sha), limits, compareAndLink(treeRoot, staging)).catch((err: unknown) => {
+    throw err instanceof TreeMismatch ? err : mismatch((err as Error).message ?? String(err));
+  });
+  const actual = sha.digest('hex');
+  if (actual !== hash) throw mismatch(`the cached archive's sha256 is ${actual}`);
+  return walked;
+}
+
+/**
+ * The archive's bytes, hashed on the way. Read synchronously: the whole pass is this
+ * thread's work (inflating, comparing, linking), and an asynchronous read stream left it
+ * idle between chunks.
+ */
+function* readHashing(file: string, sha: Hash): Generator<Buffer> {
+  const fd = fsSync.openSync(file, 'r');
+  try {
+    const chunk = Buffer.allocUnsafe(256 * 1024);
+    for (let n; (n = fsSync.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+      const bytes = Buffer.from(chunk.subarray(0, n)); // the parser may keep what it is given
+      sha.update(bytes);
+      yield bytes;
+    }
+  } finally {
+    fsSync.closeSync(fd);
+  }
+}
+
+/**
+ * Compares each file's bytes with the tree's copy, which must be the file unpacking would
+ * have written, and hard-links the verified copy into `staging`.
+ */
+function compareAndLink(treeRoot: string, staging: string): ArchiveSink {
   const uid = process.getuid?.();
   // Unpacking creates files with its modes minus the umask; a tree file must have exactly that.
   const umask = process.umask();
-  const madeDirs = new Set<string>(['']);
-  const ensureDir = (rel: string) => {
-    if (madeDirs.has(rel)) return;
-    fsSync.mkdirSync(path.join(staging, rel), { recursive: true, mode: 0o755 });
-    madeDirs.add(rel);
-  };
-  let openFd: number | undefined;
-  const closeOpen = () => {
-    if (openFd !== undefined) fsSync.closeSync(openFd);
-    openFd = undefined;
-  };
-  return new Promise((resolve, reject) => {
-    let done = false;
-    const parser = new tar.Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
-    let ended = false;
-    const fail = (err: unknown) => {
-      if (done) return;
-      done = true;
-      closeOpen();
-      parser.abort(err instanceof Error ? err : new Error(String(err)));
-      reject(err instanceof TreeMismatch ? err : mismatch((err as Error).message ?? String(err)));
-    };
-    /** Opens the tree's copy of `rel`; it must be the file unpacking would have written. */
-    const openTreeFile = (rel: string, mode: number, size: number) => {
-      const fd = fsSync.openSync(path.join(treeRoot, rel), fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
-      openFd = fd;
+  /** The tree's copy of `rel`, opened without following links, with the mode, size and owner unpacking gives it. */
+  const openTreeFile = (rel: string, mode: number, size: number) => {
+    const fd = fsSync.openSync(path.join(treeRoot, rel), fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
+    try {
       const st = fsSync.fstatSync(fd);
       if (!st.isFile()) throw mismatch(`"${rel}" is not a regular file`);
       if ((st.mode & 0o7777) !== (mode & ~umask)) throw mismatch(`"${rel}" has mode ${(st.mode & 0o7777).toString(8)}`);
       if (st.size !== size) throw mismatch(`"${rel}" has ${st.size} bytes, not ${size}`);
       if (uid !== undefined && st.uid !== uid) throw mismatch(`"${rel}" belongs to uid ${st.uid}`);
       return { fd, st };
-    };
-    const compareAt = (fd: number, rel: string, want: Buffer, position: number) => {
-      const got = Buffer.allocUnsafe(want.length);
-      const n = want.length ? fsSync.readSync(fd, got, 0, want.length, position) : 0;
-      if (n !== want.length || !got.equals(want)) throw mismatch(`"${rel}" differs from the bundle`);
-    };
-    /** Links the verified file into staging; the link must be the very inode that was compared. */
-    const linkVerified = (rel: string, st: fsSync.Stats) => {
-      const dest = path.join(staging, rel);
-      fsSync.linkSync(path.join(treeRoot, rel), dest);
-      const linked = fsSync.lstatSync(dest);
-      if (linked.ino !== st.ino || linked.dev !== st.dev) throw mismatch(`"${rel}" changed while it was checked`);
-    };
-    parser.on('entry', (entry: tar.ReadEntry) => {
-      if (done) return entry.resume();
-      try {
-        const checked = rules.check(entry);
-        if (checked.type === 'dir') {
-          ensureDir(checked.rel);
-          entry.resume();
-          return;
-        }
-        const { rel, mode, size } = checked;
-        ensureDir(path.posix.dirname(rel) === '.' ? '' : path.posix.dirname(rel));
-        if (size <= SMALL_FILE) {
-          const chunks: Buffer[] = [];
-          entry.on('data', (c: Buffer) => chunks.push(c));
-          entry.on('end', () => {
-            if (done) return;
-            try {
-              const { fd, st } = openTreeFile(rel, mode, size);
-              compareAt(fd, rel, Buffer.concat(chunks), 0);
-              linkVerified(rel, st);
-              closeOpen();
-            } catch (err) {
-              fail(err);
-            }
-          });
-        } else {
-          const { fd, st } = openTreeFile(rel, mode, size);
-          let position = 0;
-          entry.on('data', (c: Buffer) => {
-            if (done) return;
-            try {
-              compareAt(fd, rel, c, position);
-              position += c.length;
-            } catch (err) {
-              fail(err);
-            }
-          });
-          entry.on('end', () => {
-            if (done || openFd !== fd) return;
-            try {
-              linkVerified(rel, st);
-              closeOpen();
-            } catch (err) {
-              fail(err);
-            }
-          });
-        }
-      } catch (err) {
-        entry.resume();
-        fail(err);
-      }
-    });
-    parser.on('ignoredEntry', (entry: tar.ReadEntry) => fail(mismatch(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
-    parser.on('error', fail);
-    parser.on('abort', fail);
-    parser.on('end', () => {
-      if (done) return;
-      if (!ended) return fail(mismatch('the archive ended early'));
-      if (rules.result.files + rules.result.directories === 0) return fail(mismatch('the archive holds no entries'));
-      const actual = sha.digest('hex');
-      if (actual !== hash) return fail(mismatch(`the cached archive's sha256 is ${actual}`));
-      done = true;
-      resolve({ result: rules.result, listing: rules.listing });
-    });
-    // Read synchronously: the whole pass is this thread's work (inflating, comparing,
-    // linking), and an asynchronous read stream left it idle between chunks.
-    const fd = fsSync.openSync(archive, 'r');
-    try {
-      const chunk = Buffer.allocUnsafe(256 * 1024);
-      for (let n; !done && (n = fsSync.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
-        const bytes = Buffer.from(chunk.subarray(0, n)); // the parser may keep what it is given
-        sha.update(bytes);
-        parser.write(bytes);
-      }
-      ended = true;
-      if (!done) parser.end();
     } catch (err) {
-      fail(err);
-    } finally {
-      fsSync.closeSync(fd);
+      fsSync.closeSync(fd); // not handed to the walker yet
+      throw err;
     }
-  });
+  };
+  return {
+    directory: (rel) => fsSync.mkdirSync(path.join(staging, rel), { recursive: true, mode: 0o755 }),
+    file({ rel, mode, size }) {
+      const { fd, st } = openTreeFile(rel, mode, size);
+      return {
+        fd,
+        write(want, position) {
+          const got = Buffer.allocUnsafe(want.length);
+          const n = want.length ? fsSync.readSync(fd, got, 0, want.length, position) : 0;
+          if (n !== want.length || !got.equals(want)) throw mismatch(`"${rel}" differs from the bundle`);
+        },
+        /** Links the verified file into staging; the link must be the very inode that was compared. */
+        end() {
+          const dest = path.join(staging, rel);
+          fsSync.linkSync(path.join(treeRoot, rel), dest);
+          const linked = fsSync.lstatSync(dest);
+          if (linked.ino !== st.ino || linked.dev !== st.dev) throw mismatch(`"${rel}" changed while it was checked`);
+        },
+      };
+    },
+  };
 }
 
 /**
@@ -245,11 +187,11 @@ export function checkTreeLayout(tree: string, hash: string): TreeManifest {
  * the workflow directory on one file system), then the manifest. The caller renames it
  * into place.
  */
-export function buildTree(partial: string, staging: string, hash: string, result: UnpackResult, listing: Listing): void {
+export function buildTree(partial: string, staging: string, hash: string, counts: BundleCounts, listing: Listing): void {
   const files = path.join(partial, TREE_FILES);
   fsSync.mkdirSync(files, { mode: 0o755 });
   for (const dir of [...listing.dirs].sort()) fsSync.mkdirSync(path.join(files, dir), { mode: 0o755 });
   for (const rel of listing.files.keys()) fsSync.linkSync(path.join(staging, rel), path.join(files, rel));
-  const manifest: TreeManifest = { bundle: hash, files: result.files, directories: listing.dirs.size, bytes: result.bytes };
+  const manifest: TreeManifest = { bundle: hash, files: counts.files, directories: listing.dirs.size, bytes: counts.bytes };
   fsSync.writeFileSync(path.join(partial, TREE_MANIFEST), JSON.stringify(manifest));
 }

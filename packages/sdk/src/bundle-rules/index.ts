@@ -1,0 +1,19 @@
+/**
+ * `@swarm/sdk/bundle-rules`: what a bundle may hold and its tree digest, shared by the
+ * registry (refusing at upload), the SDK (at push) and the boot agent (at boot). Node
+ * builtins only, no zod or tRPC: the boot agent's start-up must stay lean.
+ */
+export {
+  type ArchiveEntry,
+  type BundleCounts,
+  type BundleLimits,
+  type CheckedEntry,
+  DEFAULT_BUNDLE_LIMITS,
+  EntryRules,
+  type Listing,
+  UnsafeBundle,
+  ancestors,
+  safeRelativePath,
+  unpackedMode,
+} from './entry-rules.js';
+export { type TreeEntry, treeDigest } from './tree-digest.js';
