@@ -21,6 +21,10 @@ app.get<{ Params: { id: string } }>('/baseline/:id', async (request, reply) => {
 });
 const url = await app.listen({ host: '127.0.0.1', port: 0 });
 process.stdout.write(`READY ${url}\n`);
-const stop = () => app.close().then(() => sql.end()).then(() => process.exit(0));
+const stop = () =>
+  app
+    .close()
+    .then(() => sql.end())
+    .then(() => process.exit(0));
 process.on('SIGTERM', stop);
 process.stdin.on('close', stop);

@@ -57,12 +57,18 @@ const timed = async (f: () => Promise<unknown>) => {
 
 function sh(script: string, env: Record<string, string>): Promise<void> {
   return new Promise((resolve, reject) =>
-    execFile('bash', ['-c', script], { env: { PATH: process.env.PATH, ...env }, timeout: 120_000 }, (err, _o, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve())),
+    execFile('bash', ['-c', script], { env: { PATH: process.env.PATH, ...env }, timeout: 120_000 }, (err, _o, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(),
+    ),
   );
 }
 
 /** Runs the agent under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
-function runAgent(nodeFlags: string[], args: string[], env: Record<string, string>): Promise<{ seconds: number; maxRss: number; stderr: string }> {
+function runAgent(
+  nodeFlags: string[],
+  args: string[],
+  env: Record<string, string>,
+): Promise<{ seconds: number; maxRss: number; stderr: string }> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
     const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, AGENT, ...args], {
@@ -91,7 +97,9 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
   await fs.mkdir(dir, { recursive: true });
   const bundle = await makeBundle(dir);
   const size = (await fs.stat(bundle)).size;
-  const hash = createHash('sha256').update(await fs.readFile(bundle)).digest('hex');
+  const hash = createHash('sha256')
+    .update(await fs.readFile(bundle))
+    .digest('hex');
   const minio = env.minio();
   const bucket = await env.createBucket();
   await minio.fPutObject(bucket, `blobs/sha256/${hash}`, bundle);
@@ -123,10 +131,17 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
   for (let i = 0; i < ctx.runs; i++) {
     const out = await fresh('baseline');
     await settle();
-    base.push(await timed(() => sh('set -o pipefail; curl -sf "$URL" | tee >(sha256sum > "$OUT/../sum") | tar -xz -C "$OUT"', { URL: url, OUT: out })));
+    base.push(
+      await timed(() =>
+        sh('set -o pipefail; curl -sf "$URL" | tee >(sha256sum > "$OUT/../sum") | tar -xz -C "$OUT"', { URL: url, OUT: out }),
+      ),
+    );
     const cache = await fresh('cache');
     await settle();
-    const c = await runAgent(nodeFlags, agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: path.join(await fresh('wf-cold'), 'workflow') });
+    const c = await runAgent(nodeFlags, agentArgs, {
+      SWARM_CACHE_DIR: cache,
+      SWARM_WORKFLOW_DIR: path.join(await fresh('wf-cold'), 'workflow'),
+    });
     cold.push(c.seconds);
     coldRss.push(c.maxRss / MiB);
     const wf = path.join(await fresh('wf'), 'workflow');
@@ -138,26 +153,67 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     warmRss.push(w.maxRss / MiB);
     floors.download.push(await timed(() => sh('curl -sf "$URL" > /dev/null', { URL: url })));
     floors.sha256.push(await timed(() => pipeline(createReadStream(bundle, { highWaterMark: MiB }), createHash('sha256'))));
-    floors.gunzip.push(await timed(() => pipeline(createReadStream(bundle, { highWaterMark: MiB }), createGunzip(), new Writable({ write: (_c, _e, cb) => cb() }))));
+    floors.gunzip.push(
+      await timed(() =>
+        pipeline(createReadStream(bundle, { highWaterMark: MiB }), createGunzip(), new Writable({ write: (_c, _e, cb) => cb() })),
+      ),
+    );
     const untarDir = await fresh('untar');
     await settle();
     floors.untar.push(await timed(() => sh('tar -xf "$T" -C "$D"', { T: plainTar, D: untarDir })));
-    ctx.log(`  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`);
+    ctx.log(
+      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
+    );
   }
   const coldS = summarize(cold);
   const notes = {
     bundleBytes: size,
     files: FILES,
     nodeFlags,
-    floorsSeconds: { download: summarize(floors.download).median, sha256: summarize(floors.sha256).median, gunzip: summarize(floors.gunzip).median, untar: summarize(floors.untar).median },
+    floorsSeconds: {
+      download: summarize(floors.download).median,
+      sha256: summarize(floors.sha256).median,
+      gunzip: summarize(floors.gunzip).median,
+      untar: summarize(floors.untar).median,
+    },
   };
   const rows: Row[] = [];
   if (only('4')) {
-    rows.push(row({ id: '4a', what: 'boot agent cold: fetch + verify + unpack, time', unit: 's', baselineWhat: 'curl | tee >(sha256sum) | tar -xz in bash', baseline: summarize(base), ours: coldS, target: { on: 'ratio', op: '<=', value: 1.25 }, notes }));
-    rows.push(row({ id: '4b', what: 'boot agent cold: peak RSS', unit: 'MiB', ours: summarize(coldRss), target: { on: 'value', op: '<=', value: 96 } }));
+    rows.push(
+      row({
+        id: '4a',
+        what: 'boot agent cold: fetch + verify + unpack, time',
+        unit: 's',
+        baselineWhat: 'curl | tee >(sha256sum) | tar -xz in bash',
+        baseline: summarize(base),
+        ours: coldS,
+        target: { on: 'ratio', op: '<=', value: 1.25 },
+        notes,
+      }),
+    );
+    rows.push(
+      row({
+        id: '4b',
+        what: 'boot agent cold: peak RSS',
+        unit: 'MiB',
+        ours: summarize(coldRss),
+        target: { on: 'value', op: '<=', value: 96 },
+      }),
+    );
   }
   if (only('5')) {
-    rows.push(row({ id: '5', what: 'boot agent warm (bundle in cache), time', unit: 's', baselineWhat: 'the agent cold (#4)', baseline: coldS, ours: summarize(warm), target: { on: 'ratio', op: '<=', value: 0.5 }, notes: { peakRssMiB: summarize(warmRss).median, warmRunsFromTree: warmFromTree } }));
+    rows.push(
+      row({
+        id: '5',
+        what: 'boot agent warm (bundle in cache), time',
+        unit: 's',
+        baselineWhat: 'the agent cold (#4)',
+        baseline: coldS,
+        ours: summarize(warm),
+        target: { on: 'ratio', op: '<=', value: 0.5 },
+        notes: { peakRssMiB: summarize(warmRss).median, warmRunsFromTree: warmFromTree },
+      }),
+    );
   }
   return rows;
 }

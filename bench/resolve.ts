@@ -23,7 +23,9 @@ async function cannon(url: string, seconds: number, headers: Record<string, stri
 
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { cwd: root, timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) => (err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout)));
+    execFile(cmd, args, { cwd: root, timeout: 120_000, maxBuffer: 1 << 20 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(stdout),
+    );
   });
 }
 
@@ -60,7 +62,12 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
   const auth = { authorization: `Bearer ${token}` };
   const ours = `${reg.url}/internal/workflow/${wf.id}/active`;
 
-  const baselineServer = await startService('baseline server', process.execPath, ['--import', 'tsx', path.join(root, 'bench/baseline-server.ts'), reg.databaseUrl]);
+  const baselineServer = await startService('baseline server', process.execPath, [
+    '--import',
+    'tsx',
+    path.join(root, 'bench/baseline-server.ts'),
+    reg.databaseUrl,
+  ]);
   const baseline = `${baselineServer.url}/baseline/${wf.id}`;
   const rows: Row[] = [];
   try {
@@ -80,7 +87,16 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
           ctx.log(`  #1 REST run ${i + 1}: ${rest.at(-1)!.rps.toFixed(0)} req/s, p99 ${rest.at(-1)!.p99} ms`);
         }
         if (only('2')) {
-          const out = await run(process.execPath, ['--import', 'tsx', 'bench/sdk-load.ts', reg.url, token, wf.id, String(ctx.duration), '50']);
+          const out = await run(process.execPath, [
+            '--import',
+            'tsx',
+            'bench/sdk-load.ts',
+            reg.url,
+            token,
+            wf.id,
+            String(ctx.duration),
+            '50',
+          ]);
           sdk.push(JSON.parse(out.trim().split('\n').at(-1)!) as Load);
           ctx.log(`  #2 SDK run ${i + 1}: ${sdk.at(-1)!.rps.toFixed(0)} req/s, p99 ${sdk.at(-1)!.p99.toFixed(1)} ms`);
         }
@@ -89,12 +105,47 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       const baseP99 = summarize(base.map((l) => l.p99));
       const baselineWhat = 'bare Fastify + postgres.js, one SELECT on active_workflow_versions, no auth (autocannon, 50 connections)';
       if (only('1')) {
-        const notes = { errors: rest.reduce((n, l) => n + l.errors + l.non2xx, 0), baselineErrors: base.reduce((n, l) => n + l.errors + l.non2xx, 0) };
-        rows.push(row({ id: '1a', what: 'GET /internal/workflow/:id/active throughput', unit: 'req/s', baselineWhat, baseline: baseRps, ours: summarize(rest.map((l) => l.rps)), target: { on: 'ratio', op: '>=', value: 1.0 }, notes }));
-        rows.push(row({ id: '1b', what: 'GET /internal/workflow/:id/active p99', unit: 'ms', baselineWhat, baseline: baseP99, ours: summarize(rest.map((l) => l.p99)), target: { on: 'ratio', op: '<=', value: 1.0 } }));
+        const notes = {
+          errors: rest.reduce((n, l) => n + l.errors + l.non2xx, 0),
+          baselineErrors: base.reduce((n, l) => n + l.errors + l.non2xx, 0),
+        };
+        rows.push(
+          row({
+            id: '1a',
+            what: 'GET /internal/workflow/:id/active throughput',
+            unit: 'req/s',
+            baselineWhat,
+            baseline: baseRps,
+            ours: summarize(rest.map((l) => l.rps)),
+            target: { on: 'ratio', op: '>=', value: 1.0 },
+            notes,
+          }),
+        );
+        rows.push(
+          row({
+            id: '1b',
+            what: 'GET /internal/workflow/:id/active p99',
+            unit: 'ms',
+            baselineWhat,
+            baseline: baseP99,
+            ours: summarize(rest.map((l) => l.p99)),
+            target: { on: 'ratio', op: '<=', value: 1.0 },
+          }),
+        );
       }
       if (only('2')) {
-        rows.push(row({ id: '2', what: 'tRPC versions.active through the SDK client, throughput', unit: 'req/s', baselineWhat, baseline: baseRps, ours: summarize(sdk.map((l) => l.rps)), target: { on: 'ratio', op: '>=', value: 0.8 }, notes: { p99Ms: summarize(sdk.map((l) => l.p99)), errors: sdk.reduce((n, l) => n + l.errors, 0) } }));
+        rows.push(
+          row({
+            id: '2',
+            what: 'tRPC versions.active through the SDK client, throughput',
+            unit: 'req/s',
+            baselineWhat,
+            baseline: baseRps,
+            ours: summarize(sdk.map((l) => l.rps)),
+            target: { on: 'ratio', op: '>=', value: 0.8 },
+            notes: { p99Ms: summarize(sdk.map((l) => l.p99)), errors: sdk.reduce((n, l) => n + l.errors, 0) },
+          }),
+        );
       }
     }
 
@@ -116,7 +167,9 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
         const s = await burst(N, () => orchestrator.trpc.executions.spawn.mutate({ workflow: wf.id }));
         spawnP99.push(s.p99);
         spawnFailed += s.failed;
-        ctx.log(`  #6 run ${i + 1}: ${N} resolves p99 ${r.p99.toFixed(0)} ms (${r.failed} failed), ${N} spawns p99 ${s.p99.toFixed(0)} ms (${s.failed} failed)`);
+        ctx.log(
+          `  #6 run ${i + 1}: ${N} resolves p99 ${r.p99.toFixed(0)} ms (${r.failed} failed), ${N} spawns p99 ${s.p99.toFixed(0)} ms (${s.failed} failed)`,
+        );
       }
       rows.push(
         row({

@@ -38,14 +38,17 @@ if (values.help) {
   process.exit(0);
 }
 const figuresOf = (list: string | undefined) =>
-  (list ?? '').split(',').filter(Boolean).flatMap((x) => {
-    const ids = GROUPS[x] ?? (ALL.includes(x) ? [x] : undefined);
-    if (!ids) {
-      console.error(`unknown figure "${x}"; ${usage}`);
-      process.exit(64);
-    }
-    return ids;
-  });
+  (list ?? '')
+    .split(',')
+    .filter(Boolean)
+    .flatMap((x) => {
+      const ids = GROUPS[x] ?? (ALL.includes(x) ? [x] : undefined);
+      if (!ids) {
+        console.error(`unknown figure "${x}"; ${usage}`);
+        process.exit(64);
+      }
+      return ids;
+    });
 const selected = new Set(values.only ? figuresOf(values.only) : ALL);
 for (const id of figuresOf(values.skip)) selected.delete(id);
 const only = (id: string) => selected.has(id);
@@ -88,7 +91,8 @@ try {
   await env?.stop();
 }
 
-const fmt = (n: number | undefined, digits = 2) => (n === undefined ? '' : Number.isNaN(n) ? 'NaN' : n >= 100 ? n.toFixed(0) : n.toFixed(digits));
+const fmt = (n: number | undefined, digits = 2) =>
+  n === undefined ? '' : Number.isNaN(n) ? 'NaN' : n >= 100 ? n.toFixed(0) : n.toFixed(digits);
 const table = [
   ['#', 'what', 'baseline (median)', 'ours (median, min–max)', 'ratio', 'target', 'met'],
   ...rows.map((r) => [
@@ -115,7 +119,15 @@ await fs.writeFile(
     {
       startedAt: startedAt.toISOString(),
       seconds: Math.round((Date.now() - startedAt.getTime()) / 1000),
-      machine: { cpu: cpus[0]?.model, cores: cpus.length, memoryMiB: Math.round(os.totalmem() / 1024 ** 2), kernel: os.release(), node: process.version, loadavgBefore: loadBefore, loadavgAfter: os.loadavg() },
+      machine: {
+        cpu: cpus[0]?.model,
+        cores: cpus.length,
+        memoryMiB: Math.round(os.totalmem() / 1024 ** 2),
+        kernel: os.release(),
+        node: process.version,
+        loadavgBefore: loadBefore,
+        loadavgAfter: os.loadavg(),
+      },
       settings: { runs, durationSeconds: duration, figures: [...selected] },
       figures: rows,
       failures,
@@ -128,7 +140,9 @@ console.log(`\nwrote ${path.relative(root, out)}`);
 
 const missed = rows.filter((r) => r.met === false);
 if (values.check && (missed.length > 0 || failures.length > 0)) {
-  console.error(`--check: ${missed.length} figure(s) missed their target${failures.length ? `, ${failures.length} failed to run` : ''}: ${missed.map((r) => r.id).join(', ')}`);
+  console.error(
+    `--check: ${missed.length} figure(s) missed their target${failures.length ? `, ${failures.length} failed to run` : ''}: ${missed.map((r) => r.id).join(', ')}`,
+  );
   process.exit(1);
 }
 process.exit(failures.length > 0 ? 1 : 0);

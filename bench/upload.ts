@@ -43,11 +43,17 @@ export async function uploadFigure(env: BenchEnv, ctx: FigureContext, runs: numb
   const post = async (body: Readable | Buffer, length: number, hash: string) => {
     const res = await request(`${reg.url}/internal/bundles?workflow=bench/big`, {
       method: 'POST',
-      headers: { authorization: `Bearer ${reg.token}`, 'content-type': 'application/gzip', 'content-length': String(length), 'x-bundle-sha256': hash },
+      headers: {
+        authorization: `Bearer ${reg.token}`,
+        'content-type': 'application/gzip',
+        'content-length': String(length),
+        'x-bundle-sha256': hash,
+      },
       body,
     });
     const json = (await res.body.json()) as { bundleHash?: string; size?: number };
-    if (res.statusCode !== 201 || json.bundleHash !== hash || json.size !== length) throw new Error(`upload answered ${res.statusCode}: ${JSON.stringify(json)}`);
+    if (res.statusCode !== 201 || json.bundleHash !== hash || json.size !== length)
+      throw new Error(`upload answered ${res.statusCode}: ${JSON.stringify(json)}`);
   };
   try {
     const warm = randomBytes(1000);
@@ -71,12 +77,28 @@ export async function uploadFigure(env: BenchEnv, ctx: FigureContext, runs: numb
       await post(p.stream(), SIZE, p.hash);
       ours.push(SIZE / MiB / ((performance.now() - t) / 1000));
       growth.push((await procMemory(pid, 'VmHWM')) - before);
-      ctx.log(`  #3 run ${i + 1}: minio putObject ${base.at(-1)!.toFixed(1)} MiB/s, registry ${ours.at(-1)!.toFixed(1)} MiB/s, RSS growth ${(growth.at(-1)! / MiB).toFixed(1)} MiB`);
+      ctx.log(
+        `  #3 run ${i + 1}: minio putObject ${base.at(-1)!.toFixed(1)} MiB/s, registry ${ours.at(-1)!.toFixed(1)} MiB/s, RSS growth ${(growth.at(-1)! / MiB).toFixed(1)} MiB`,
+      );
     }
     const baselineWhat = 'minio putObject of the same 200 MiB straight to the S3 server (Swift + s3api)';
     return [
-      row({ id: '3a', what: '200 MiB upload through POST /internal/bundles, throughput', unit: 'MiB/s', baselineWhat, baseline: summarize(base), ours: summarize(ours), target: { on: 'ratio', op: '>=', value: 0.8 } }),
-      row({ id: '3b', what: '200 MiB upload: registry peak RSS growth', unit: 'MiB', ours: summarize(growth.map((g) => g / MiB)), target: { on: 'value', op: '<=', value: 64 } }),
+      row({
+        id: '3a',
+        what: '200 MiB upload through POST /internal/bundles, throughput',
+        unit: 'MiB/s',
+        baselineWhat,
+        baseline: summarize(base),
+        ours: summarize(ours),
+        target: { on: 'ratio', op: '>=', value: 0.8 },
+      }),
+      row({
+        id: '3b',
+        what: '200 MiB upload: registry peak RSS growth',
+        unit: 'MiB',
+        ours: summarize(growth.map((g) => g / MiB)),
+        target: { on: 'value', op: '<=', value: 64 },
+      }),
     ];
   } finally {
     await reg.stop('SIGTERM');

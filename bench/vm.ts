@@ -40,16 +40,32 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
       const probe = await bootQemuVm({ imageDir, metadataPort, settings: { probe: '1' }, timeoutMs: 120_000 });
       if (probe.timings.bootToInitMs === undefined) throw new Error('the probe boot printed no SWARM_INIT line');
       base.push(probe.timings.bootToInitMs / 1000);
-      const out = await spawnWorkflow(orchestrator, 'bench/vm', { driver: 'qemu', imageDir, storeUrl: env.s3.endpoint, timeoutMs: 180_000 });
+      const out = await spawnWorkflow(orchestrator, 'bench/vm', {
+        driver: 'qemu',
+        imageDir,
+        storeUrl: env.s3.endpoint,
+        timeoutMs: 180_000,
+      });
       if (out.exitCode !== 0) throw new Error(`the VM's workflow exited ${out.exitCode}`);
       const execution = await admin.call(() => admin.trpc.executions.get.query({ id: out.executionId }));
       const events = await admin.call(() => admin.trpc.executions.events.query({ id: out.executionId }));
       const started = events.find((e) => e.type === 'runtime_started');
       if (!started) throw new Error('no runtime_started event');
       ours.push((Date.parse(started.createdAt) - Date.parse(execution.createdAt)) / 1000);
-      ctx.log(`  #7 run ${i + 1}: boot to /init ${base.at(-1)!.toFixed(1)} s, spawn → runtime_started ${ours.at(-1)!.toFixed(1)} s (${accel})`);
+      ctx.log(
+        `  #7 run ${i + 1}: boot to /init ${base.at(-1)!.toFixed(1)} s, spawn → runtime_started ${ours.at(-1)!.toFixed(1)} s (${accel})`,
+      );
     }
-    return [row({ id: '7', what: `VM spawn → runtime_started (qemu, ${accel})`, unit: 's', baselineWhat: 'the same VM image booting to /init, no agent', baseline: summarize(base), ours: summarize(ours) })];
+    return [
+      row({
+        id: '7',
+        what: `VM spawn → runtime_started (qemu, ${accel})`,
+        unit: 's',
+        baselineWhat: 'the same VM image booting to /init, no agent',
+        baseline: summarize(base),
+        ours: summarize(ours),
+      }),
+    ];
   } finally {
     await reg.stop('SIGTERM');
   }

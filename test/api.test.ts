@@ -13,7 +13,6 @@ beforeAll(async () => {
 });
 afterAll(() => reg?.close());
 
-
 async function upload(workflow: string, seed: string, extra: Record<string, string> = {}) {
   const body = bundleBytes(seed);
   const query = new URLSearchParams({ workflow, ...extra });
@@ -47,7 +46,9 @@ describe('tenants and workflows', () => {
     expect(await c.call(() => c.trpc.workflows.get.query({ workflow: w.id }))).toEqual(w);
     expect(await c.call(() => c.trpc.workflows.get.query({ workflow: 'wf-tenant/etl.daily_v2' }))).toEqual(w);
     expect(await c.call(() => c.trpc.workflows.list.query({ tenant: 'wf-tenant' }))).toEqual([w]);
-    expect((await failure(c.call(() => c.trpc.workflows.create.mutate({ tenant: 'wf-tenant', name: 'etl.daily_v2' })))).code).toBe('CONFLICT');
+    expect((await failure(c.call(() => c.trpc.workflows.create.mutate({ tenant: 'wf-tenant', name: 'etl.daily_v2' })))).code).toBe(
+      'CONFLICT',
+    );
   });
 });
 
@@ -86,7 +87,9 @@ describe('bad input is refused and changes nothing', () => {
 
   it('unknown workflow id and unknown tenant/name', async () => {
     const c = reg.client();
-    expect((await failure(c.call(() => c.trpc.workflows.get.query({ workflow: '00000000-0000-4000-8000-000000000000' })))).code).toBe('NOT_FOUND');
+    expect((await failure(c.call(() => c.trpc.workflows.get.query({ workflow: '00000000-0000-4000-8000-000000000000' })))).code).toBe(
+      'NOT_FOUND',
+    );
     expect((await failure(c.call(() => c.trpc.workflows.get.query({ workflow: 'acme/nothing-here' })))).code).toBe('NOT_FOUND');
   });
 
@@ -124,7 +127,11 @@ describe('versions', () => {
     const d = await upload('ver/app', 'v3', { activate: 'true' });
     expect([a.version, b.version, d.version]).toEqual([1, 2, 3]);
     const history = await c.call(() => c.trpc.workflows.versions.query({ workflow: 'ver/app' }));
-    expect(history.map((v) => [v.version, v.active])).toEqual([[3, true], [2, false], [1, false]]);
+    expect(history.map((v) => [v.version, v.active])).toEqual([
+      [3, true],
+      [2, false],
+      [1, false],
+    ]);
     expect(history[2]).toMatchObject({ message: 'first', createdBy: 'admin (bootstrap)', bundleHash: sha256(bundleBytes('v1')) });
   });
 
@@ -143,9 +150,13 @@ describe('versions', () => {
   it('refuses to register an unknown bundle, or one failing expectedHash', async () => {
     const c = reg.client();
     const unknown = 'f'.repeat(64);
-    expect((await failure(c.call(() => c.trpc.versions.register.mutate({ workflow: 'reg/two', bundleHash: unknown })))).code).toBe('NOT_FOUND');
+    expect((await failure(c.call(() => c.trpc.versions.register.mutate({ workflow: 'reg/two', bundleHash: unknown })))).code).toBe(
+      'NOT_FOUND',
+    );
     const stored = sha256(bundleBytes('shared'));
-    const err = await failure(c.call(() => c.trpc.versions.register.mutate({ workflow: 'reg/two', bundleHash: stored, expectedHash: unknown })));
+    const err = await failure(
+      c.call(() => c.trpc.versions.register.mutate({ workflow: 'reg/two', bundleHash: stored, expectedHash: unknown })),
+    );
     expect(err.code).toBe('PRECONDITION_FAILED');
     expect(await c.call(() => c.trpc.workflows.versions.query({ workflow: 'reg/two' }))).toHaveLength(1);
   });
@@ -172,7 +183,9 @@ describe('versions', () => {
     for (let i = 1; i <= 6; i++) await upload('race/app', `race-${i}`);
     await c.call(() => c.trpc.versions.activate.mutate({ workflow: 'race/app', version: 1 }));
     const results = await Promise.allSettled(
-      [2, 3, 4, 5, 6].map((version) => c.call(() => c.trpc.versions.activate.mutate({ workflow: 'race/app', version, expectedActiveVersion: 1 }))),
+      [2, 3, 4, 5, 6].map((version) =>
+        c.call(() => c.trpc.versions.activate.mutate({ workflow: 'race/app', version, expectedActiveVersion: 1 })),
+      ),
     );
     const won = results.filter((r) => r.status === 'fulfilled');
     expect(won).toHaveLength(1);
@@ -229,7 +242,10 @@ describe('tokens and tenancy', () => {
     for (const call of notFound) expect((await failure(call())).code).toBe('NOT_FOUND');
     expect(await alpha.call(() => alpha.trpc.bundles.exists.query({ hash: betaUpload.bundleHash }))).toBe(false);
 
-    const forbidden = [() => alpha.call(() => alpha.trpc.tenants.create.mutate({ slug: 'gamma' })), () => alpha.call(() => alpha.trpc.tokens.list.query())];
+    const forbidden = [
+      () => alpha.call(() => alpha.trpc.tenants.create.mutate({ slug: 'gamma' })),
+      () => alpha.call(() => alpha.trpc.tokens.list.query()),
+    ];
     for (const call of forbidden) expect((await failure(call())).code).toBe('FORBIDDEN');
     expect(await admin.call(() => admin.trpc.workflows.list.query({ tenant: 'beta' }))).toHaveLength(1);
   });
@@ -240,7 +256,9 @@ describe('tokens and tenancy', () => {
     const orch = reg.client(token);
     expect((await orch.resolveActive('beta/secret-app')).version).toBe(1);
     expect((await failure(orch.call(() => orch.trpc.workflows.create.mutate({ tenant: 'beta', name: 'x' })))).code).toBe('FORBIDDEN');
-    expect((await failure(orch.call(() => orch.trpc.versions.activate.mutate({ workflow: 'beta/secret-app', version: 1 })))).code).toBe('FORBIDDEN');
+    expect((await failure(orch.call(() => orch.trpc.versions.activate.mutate({ workflow: 'beta/secret-app', version: 1 })))).code).toBe(
+      'FORBIDDEN',
+    );
   });
 
   it('refuses missing, malformed and revoked tokens with 401 and no detail', async () => {

@@ -53,13 +53,18 @@ describe('swarm commands in-process', () => {
 
     expect(await json(['activate', 'acme/hello', '2', '--expect', '1'])).toMatchObject({ version: 2, active: true });
     const diff = await swarm(['diff', 'acme/hello', '1', '2']);
-    expect(diff.stdout).toMatch(/^\+ added\.txt \(10 B\)\nM index\.js \(.*\)\nversion 1 → 2: 1 added, 0 removed, 1 changed, 0 unchanged\n$/);
+    expect(diff.stdout).toMatch(
+      /^\+ added\.txt \(10 B\)\nM index\.js \(.*\)\nversion 1 → 2: 1 added, 0 removed, 1 changed, 0 unchanged\n$/,
+    );
     const history = await json(['history', 'acme/hello', '-n', '1']);
     expect(history).toEqual([expect.objectContaining({ kind: 'activate', fromVersion: 1, toVersion: 2 })]);
   });
 
   it('mints a token for the scope --scope names', async () => {
-    expect(await json(['tokens', 'create', '--scope', 'tenant:acme', '--name', 'ci'])).toMatchObject({ scope: 'tenant:acme', token: expect.stringMatching(/^swt_/) });
+    expect(await json(['tokens', 'create', '--scope', 'tenant:acme', '--name', 'ci'])).toMatchObject({
+      scope: 'tenant:acme',
+      token: expect.stringMatching(/^swt_/),
+    });
   });
 
   it('prints --help on stdout and exits 0', async () => {
@@ -91,7 +96,7 @@ describe('swarm commands in-process', () => {
     }
   });
 
-  it('exits 2 on bad usage, with commander\'s message and the hint', async () => {
+  it("exits 2 on bad usage, with commander's message and the hint", async () => {
     const r = await swarmInProcess(['frobnicate']);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe("error: unknown command 'frobnicate'\n(run with --help for usage)\n");

@@ -107,7 +107,12 @@ describe('swarm CLI', () => {
       [['push', path.join(work, 'missing'), '-w', 'acme/hello'], env, 2, /^swarm: .*missing does not exist\n$/],
       [['tenants', 'list'], { SWARM_URL: reg.url }, 1, /^swarm: no API token \(hint: set SWARM_TOKEN/],
       [['tenants', 'list'], { SWARM_URL: reg.url, SWARM_TOKEN: 'wrong' }, 1, /^swarm: missing or invalid bearer token\n$/],
-      [['tenants', 'list'], { SWARM_URL: `http://127.0.0.1:${closedPort}`, SWARM_TOKEN: 'x' }, 1, /^swarm: cannot reach the registry \(ECONNREFUSED\)/],
+      [
+        ['tenants', 'list'],
+        { SWARM_URL: `http://127.0.0.1:${closedPort}`, SWARM_TOKEN: 'x' },
+        1,
+        /^swarm: cannot reach the registry \(ECONNREFUSED\)/,
+      ],
       [['tenants', 'create', 'Bad Slug'], env, 1, /^swarm: invalid input: slug: /],
     ];
     for (const [args, e, code, stderr] of cases) {
@@ -121,6 +126,7 @@ describe('swarm CLI', () => {
   it('documents every command in --help', async () => {
     const r = await swarm(['--help'], {});
     expect(r.code).toBe(0);
-    for (const cmd of ['tenants', 'workflows', 'push', 'pack', 'hash', 'versions', 'activate', 'active', 'tokens']) expect(r.stdout).toContain(cmd);
+    for (const cmd of ['tenants', 'workflows', 'push', 'pack', 'hash', 'versions', 'activate', 'active', 'tokens'])
+      expect(r.stdout).toContain(cmd);
   });
 });

@@ -59,15 +59,18 @@ describe('constraints guard the data', () => {
     const [a] = await sql`insert into workflows (tenant_id, name) values (${t!.id}, 'a') returning id`;
     const [b] = await sql`insert into workflows (tenant_id, name) values (${t!.id}, 'b') returning id`;
     await sql`insert into bundles (hash, size) values (${hash('a')}, 10)`;
-    const [v] = await sql`insert into workflow_versions (workflow_id, version, bundle_hash, created_by) values (${b!.id}, 1, ${hash('a')}, 'test') returning id`;
+    const [v] =
+      await sql`insert into workflow_versions (workflow_id, version, bundle_hash, created_by) values (${b!.id}, 1, ${hash('a')}, 'test') returning id`;
     ids = { tenant: t!.id, wfA: a!.id, wfB: b!.id, versionB: v!.id };
   });
   afterAll(() => sql?.end());
 
-  const rejects = (q: Promise<unknown>, constraint: RegExp) => expect(q).rejects.toMatchObject({ constraint_name: expect.stringMatching(constraint) });
+  const rejects = (q: Promise<unknown>, constraint: RegExp) =>
+    expect(q).rejects.toMatchObject({ constraint_name: expect.stringMatching(constraint) });
 
   it('refuses a malformed bundle hash', () => rejects(sql`insert into bundles (hash, size) values ('ABC', 1)`, /bundles_hash_format/));
-  it('refuses a negative bundle size', () => rejects(sql`insert into bundles (hash, size) values (${hash('b')}, -1)`, /bundles_size_nonnegative/));
+  it('refuses a negative bundle size', () =>
+    rejects(sql`insert into bundles (hash, size) values (${hash('b')}, -1)`, /bundles_size_nonnegative/));
   it('refuses a duplicate workflow name in a tenant', () =>
     rejects(sql`insert into workflows (tenant_id, name) values (${ids.tenant}, 'a')`, /workflows_tenant_name_unique/));
   it('refuses a malformed workflow name', () =>
@@ -90,7 +93,10 @@ describe('constraints guard the data', () => {
   it("refuses to activate another workflow's version", () =>
     rejects(sql`update workflows set active_version_id = ${ids.versionB} where id = ${ids.wfA}`, /workflows_active_version_fk/));
   it('refuses a tenant token without a tenant', () =>
-    rejects(sql`insert into api_tokens (name, scope, token_hash, created_by) values ('t', 'tenant', ${hash('d')}, 'x')`, /api_tokens_tenant_scope/));
+    rejects(
+      sql`insert into api_tokens (name, scope, token_hash, created_by) values ('t', 'tenant', ${hash('d')}, 'x')`,
+      /api_tokens_tenant_scope/,
+    ));
   it('shows an active version in the view', async () => {
     await sql`update workflows set active_version_id = ${ids.versionB} where id = ${ids.wfB}`;
     const rows = await sql`select workflow_id, version, bundle_hash, size from active_workflow_versions`;

@@ -20,8 +20,11 @@ type Run = { code: number; stdout: string; stderr: string };
 /** `pnpm db:sql …` as an operator types it, from `cwd`. */
 function dbSql(args: string[], cwd: string): Promise<Run> {
   return new Promise((resolve) => {
-    execFile('pnpm', ['--dir', root, 'db:sql', ...args], { cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME }, timeout: 60_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      'pnpm',
+      ['--dir', root, 'db:sql', ...args],
+      { cwd, env: { PATH: process.env.PATH, HOME: process.env.HOME }, timeout: 60_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -40,7 +43,8 @@ async function schemaOf(url: string) {
   return withSql(url, async (sql) => {
     const schemas = ['public', 'drizzle'];
     return {
-      tables: await sql`select table_schema, table_name, table_type from information_schema.tables where table_schema in ${sql(schemas)} order by 1, 2`,
+      tables:
+        await sql`select table_schema, table_name, table_type from information_schema.tables where table_schema in ${sql(schemas)} order by 1, 2`,
       columns: await sql`
         select table_schema, table_name, column_name, ordinal_position, data_type, udt_name, character_maximum_length,
                column_default, is_nullable, is_identity, is_generated, generation_expression
@@ -48,9 +52,11 @@ async function schemaOf(url: string) {
       constraints: await sql`
         select n.nspname, c.conrelid::regclass::text as rel, c.conname, c.contype, pg_get_constraintdef(c.oid) as def
         from pg_constraint c join pg_namespace n on n.oid = c.connamespace where n.nspname in ${sql(schemas)} order by 1, 2, 3`,
-      indexes: await sql`select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname in ${sql(schemas)} order by 1, 2, 3`,
+      indexes:
+        await sql`select schemaname, tablename, indexname, indexdef from pg_indexes where schemaname in ${sql(schemas)} order by 1, 2, 3`,
       views: await sql`select schemaname, viewname, definition from pg_views where schemaname in ${sql(schemas)} order by 1, 2`,
-      sequences: await sql`select sequence_schema, sequence_name, data_type, start_value, increment from information_schema.sequences where sequence_schema in ${sql(schemas)} order by 1, 2`,
+      sequences:
+        await sql`select sequence_schema, sequence_name, data_type, start_value, increment from information_schema.sequences where sequence_schema in ${sql(schemas)} order by 1, 2`,
       triggers: await sql`
         select t.tgname, pg_get_triggerdef(t.oid) as def from pg_trigger t join pg_class c on c.oid = t.tgrelid join pg_namespace n on n.oid = c.relnamespace
         where not t.tgisinternal and n.nspname in ${sql(schemas)} order by 1`,
@@ -160,7 +166,11 @@ describe('pnpm db:sql', () => {
     await withSql(url, (sql) => sql`create table tenants (x int)`);
     await expect(withSql(url, (sql) => sql.unsafe(text))).rejects.toThrow(/already exists/);
     // Not even the drizzle schema or its bookkeeping table is left.
-    const tables = await withSql(url, (sql) => sql`select table_schema || '.' || table_name as t from information_schema.tables where table_schema in ('public', 'drizzle')`);
+    const tables = await withSql(
+      url,
+      (sql) =>
+        sql`select table_schema || '.' || table_name as t from information_schema.tables where table_schema in ('public', 'drizzle')`,
+    );
     expect(tables.map((r) => r.t)).toEqual(['public.tenants']);
   });
 

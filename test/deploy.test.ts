@@ -30,8 +30,11 @@ const exercised = (blocks: Block[], name: string): string => {
 type Run = { code: number; stdout: string; stderr: string };
 function bash(script: string, env: Record<string, string>): Promise<Run> {
   return new Promise((resolve) => {
-    execFile('bash', ['-euo', 'pipefail', '-c', script], { cwd: root, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 120_000 }, (err, stdout, stderr) =>
-      resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    execFile(
+      'bash',
+      ['-euo', 'pipefail', '-c', script],
+      { cwd: root, env: { PATH: process.env.PATH, HOME: process.env.HOME, ...env }, timeout: 120_000 },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
   });
 }
@@ -46,7 +49,8 @@ describe('docs/deploy.md', () => {
 
   it('marks every command block as exercised by this test or as not runnable here', () => {
     expect(blocks.length).toBeGreaterThan(5);
-    for (const b of blocks) expect(b.marker, b.body.slice(0, 60)).toMatch(/^(exercised: test\/deploy\.test\.ts#[\w-]+|not exercised here: .+)/);
+    for (const b of blocks)
+      expect(b.marker, b.body.slice(0, 60)).toMatch(/^(exercised: test\/deploy\.test\.ts#[\w-]+|not exercised here: .+)/);
   });
 
   it('lists exactly the environment variables config.ts reads', () => {
@@ -107,7 +111,12 @@ describe('docs/deploy.md, run step by step', () => {
     const documented = [...exercised(blocks, 'env-file').matchAll(/^([A-Z][A-Z0-9_]*)=/gm)].map((m) => m[1]!);
     expect(Object.keys(env).sort()).toEqual(documented.sort());
     envFile = path.join(workDir, 'registry.env');
-    await fs.writeFile(envFile, Object.entries(env).map(([k, v]) => `${k}=${v}\n`).join(''));
+    await fs.writeFile(
+      envFile,
+      Object.entries(env)
+        .map(([k, v]) => `${k}=${v}\n`)
+        .join(''),
+    );
   });
   afterAll(async () => {
     await server?.stop();
@@ -123,7 +132,15 @@ describe('docs/deploy.md, run step by step', () => {
 
   it('step 3: the bucket exists (mc mb, done with the test S3 server admin key)', async () => {
     const url = new URL(s3.endpoint);
-    const client = new Minio.Client({ endPoint: url.hostname, port: Number(url.port), useSSL: false, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region, pathStyle: true });
+    const client = new Minio.Client({
+      endPoint: url.hostname,
+      port: Number(url.port),
+      useSSL: false,
+      accessKey: s3.accessKey,
+      secretKey: s3.secretKey,
+      region: s3.region,
+      pathStyle: true,
+    });
     await client.makeBucket(bucket, s3.region);
   });
 

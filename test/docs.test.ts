@@ -27,11 +27,19 @@ describe('README.md', () => {
 });
 
 describe('docs/architecture.md', () => {
-  it("has every table of schema.ts with exactly its columns in the schema diagram", async () => {
-    const [diagram] = fencedBlocks(await read('docs/architecture.md')).filter((b) => b.lang === 'mermaid' && b.body.trimStart().startsWith('erDiagram'));
+  it('has every table of schema.ts with exactly its columns in the schema diagram', async () => {
+    const [diagram] = fencedBlocks(await read('docs/architecture.md')).filter(
+      (b) => b.lang === 'mermaid' && b.body.trimStart().startsWith('erDiagram'),
+    );
     expect(diagram).toBeDefined();
     const drawn = Object.fromEntries(
-      [...diagram!.body.matchAll(/^ {2}(\w+) \{\n([\s\S]*?)^ {2}\}/gm)].map((m) => [m[1]!, m[2]!.trim().split('\n').map((line) => line.trim().split(/\s+/)[1]!)]),
+      [...diagram!.body.matchAll(/^ {2}(\w+) \{\n([\s\S]*?)^ {2}\}/gm)].map((m) => [
+        m[1]!,
+        m[2]!
+          .trim()
+          .split('\n')
+          .map((line) => line.trim().split(/\s+/)[1]!),
+      ]),
     );
     const tables = Object.fromEntries(schemaTables().map((t) => [t.name, t.columns]));
     expect(Object.keys(tables).length).toBeGreaterThan(5);

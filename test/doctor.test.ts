@@ -23,13 +23,28 @@ const check = (report: DoctorOutput, name: string) => report.checks.find((c) => 
 function minioFor(endpoint = inject('s3').endpoint): Minio.Client {
   const s3 = inject('s3');
   const url = new URL(endpoint);
-  return new Minio.Client({ endPoint: url.hostname, port: Number(url.port), useSSL: false, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region, pathStyle: true });
+  return new Minio.Client({
+    endPoint: url.hostname,
+    port: Number(url.port),
+    useSSL: false,
+    accessKey: s3.accessKey,
+    secretKey: s3.secretKey,
+    region: s3.region,
+    pathStyle: true,
+  });
 }
 
 /** Every key in the registry's bucket (the probe object must be gone after each run). */
 async function bucketKeys(bucket: string): Promise<string[]> {
   const s3 = inject('s3');
-  const driver = new S3Driver({ endpoint: s3.endpoint, publicEndpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, bucket, region: s3.region });
+  const driver = new S3Driver({
+    endpoint: s3.endpoint,
+    publicEndpoint: s3.endpoint,
+    accessKey: s3.accessKey,
+    secretKey: s3.secretKey,
+    bucket,
+    region: s3.region,
+  });
   const keys: string[] = [];
   for await (const o of driver.list('')) keys.push(o.key);
   return keys;
@@ -81,7 +96,12 @@ describe('swarm doctor on a healthy registry with the S3 store', () => {
     const { code, report } = await doctor(reg, token);
     expect(code).toBe(1);
     expect(report.checks).toEqual([
-      { name: 'api', status: 'fail', detail: expect.stringContaining('admin token'), hint: 'swarm doctor needs an admin token (SWARM_TOKEN or --token)' },
+      {
+        name: 'api',
+        status: 'fail',
+        detail: expect.stringContaining('admin token'),
+        hint: 'swarm doctor needs an admin token (SWARM_TOKEN or --token)',
+      },
     ]);
   });
 
@@ -98,7 +118,9 @@ describe('swarm doctor on a healthy registry with the S3 store', () => {
     const r = await swarm(['doctor', '--json'], { SWARM_URL: `http://127.0.0.1:${await freeLoopbackPort()}`, SWARM_TOKEN: reg.adminToken });
     expect(r.code).toBe(1);
     const report = JSON.parse(r.stdout) as DoctorOutput;
-    expect(report.checks).toEqual([{ name: 'api', status: 'fail', detail: expect.stringContaining('cannot reach the registry'), hint: 'is it running? check SWARM_URL' }]);
+    expect(report.checks).toEqual([
+      { name: 'api', status: 'fail', detail: expect.stringContaining('cannot reach the registry'), hint: 'is it running? check SWARM_URL' },
+    ]);
   });
 });
 
@@ -206,7 +228,8 @@ describe('swarm doctor with a broken dependency', () => {
     });
 
     it('fails naming the migration whose record is missing', async () => {
-      const [last] = await sql`delete from drizzle.__drizzle_migrations where id = (select max(id) from drizzle.__drizzle_migrations) returning hash, created_at`;
+      const [last] =
+        await sql`delete from drizzle.__drizzle_migrations where id = (select max(id) from drizzle.__drizzle_migrations) returning hash, created_at`;
       try {
         const { code, report } = await doctor(reg);
         expect(code).toBe(1);

@@ -38,7 +38,11 @@ describe('embedded default', () => {
     expect(await (await fetch(`${a.url}/healthz`)).json()).toEqual({ status: 'ok', checks: { database: 'ok', storage: 'ok' } });
 
     const env = { SWARM_URL: a.url, SWARM_TOKEN: token! };
-    for (const args of [['tenants', 'create', 'acme'], ['workflows', 'create', 'acme/hello']]) expect((await swarm(args, env)).code).toBe(0);
+    for (const args of [
+      ['tenants', 'create', 'acme'],
+      ['workflows', 'create', 'acme/hello'],
+    ])
+      expect((await swarm(args, env)).code).toBe(0);
     const dir = path.join(base, 'src');
     await fs.mkdir(dir);
     await fs.writeFile(path.join(dir, 'index.js'), 'console.log("hi")\n');
@@ -46,7 +50,9 @@ describe('embedded default', () => {
     expect(push.code, push.stderr).toBe(0);
     const pushed = JSON.parse(push.stdout);
 
-    const active = (await (await fetch(`${a.url}/internal/workflow/acme%2Fhello/active`, { headers: { authorization: `Bearer ${token}` } })).json()) as {
+    const active = (await (
+      await fetch(`${a.url}/internal/workflow/acme%2Fhello/active`, { headers: { authorization: `Bearer ${token}` } })
+    ).json()) as {
       bundleHash: string;
       bundleUrl: string;
     };
@@ -58,7 +64,9 @@ describe('embedded default', () => {
   it('refuses a second registry on the same data directory with a clear message', async () => {
     const err = (await start('a').catch((e: unknown) => e)) as { code: number; stderr: string };
     expect(err.code).toBe(64);
-    expect(err.stderr).toMatch(/another registry is already running on data directory .*\/a; stop it, or give this one its own SWARM_DATA_DIR/);
+    expect(err.stderr).toMatch(
+      /another registry is already running on data directory .*\/a; stop it, or give this one its own SWARM_DATA_DIR/,
+    );
   });
 
   it('runs a second registry with its own data directory side by side', async () => {

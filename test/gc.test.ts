@@ -38,8 +38,12 @@ afterAll(async () => {
 let seq = 0;
 /** A bundle file with unique content; returns its path and hash. */
 async function uniqueBundle(label: string) {
-  const file = await bundleOf(path.join(work, `${label}-${++seq}`), { 'main.sh': `echo ${label} ${seq} ${randomBytes(8).toString('hex')}\n` });
-  const hash = createHash('sha256').update(await fs.readFile(file)).digest('hex');
+  const file = await bundleOf(path.join(work, `${label}-${++seq}`), {
+    'main.sh': `echo ${label} ${seq} ${randomBytes(8).toString('hex')}\n`,
+  });
+  const hash = createHash('sha256')
+    .update(await fs.readFile(file))
+    .digest('hex');
   return { file, hash };
 }
 
@@ -67,7 +71,6 @@ const versions = (ref: string, on: TestRegistry = reg) => {
   return c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
 };
 const inStore = async (hash: string, on: TestRegistry = reg) => (await on.deps.store.stat(hash)) !== null;
-
 
 /** Every version gc did not retire has its bundle in the store, with the recorded size. */
 async function expectLiveVersionsStored() {
@@ -118,7 +121,9 @@ describe('gc retention', () => {
     await gc({ keep: 1 });
     expect((await failure(c.call(() => c.trpc.versions.activate.mutate({ workflow: ref, version: 1 })))).code).toBe('PRECONDITION_FAILED');
     expect((await failure(c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref, to: 2 })))).code).toBe('PRECONDITION_FAILED');
-    expect((await failure(c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 5 })))).code).toBe('PRECONDITION_FAILED');
+    expect((await failure(c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 5 })))).code).toBe(
+      'PRECONDITION_FAILED',
+    );
     expect((await failure(c.call(() => c.trpc.releases.diff.query({ workflow: ref, from: 1, to: 3 })))).code).toBe('PRECONDITION_FAILED');
     expect(await c.call(() => c.trpc.bundles.exists.query({ hash: hashes[0]! }))).toBe(false);
     expect((await reg.fetch(`/internal/bundles/${hashes[0]}`)).status).toBe(404);
@@ -141,7 +146,9 @@ describe('gc retention', () => {
     expect((await gc({ keep: 1, olderThanSeconds: 3600 })).prunedVersions.filter((v) => v.workflow === ref)).toEqual([]);
     await sql`update workflow_versions set created_at = now() - interval '2 hours'
       where version = 1 and workflow_id = (select id from workflows where name = 'young')`;
-    expect((await gc({ keep: 1, olderThanSeconds: 3600 })).prunedVersions.filter((v) => v.workflow === ref).map((v) => v.version)).toEqual([1]);
+    expect((await gc({ keep: 1, olderThanSeconds: 3600 })).prunedVersions.filter((v) => v.workflow === ref).map((v) => v.version)).toEqual([
+      1,
+    ]);
   });
 
   it('keeps a bundle another workflow still uses', async () => {
@@ -196,7 +203,9 @@ describe('gc retention', () => {
     const real = await swarm(['gc', '--keep', '2'], env);
     expect(real.code, real.stderr).toBe(0);
     expect(real.stdout).toContain(`pruned ${ref} version 1`);
-    expect(real.stdout).toMatch(/\d+ versions pruned, \d+ bundles and \d+ orphaned objects deleted, \d+ interrupted uploads swept, .* freed/);
+    expect(real.stdout).toMatch(
+      /\d+ versions pruned, \d+ bundles and \d+ orphaned objects deleted, \d+ interrupted uploads swept, .* freed/,
+    );
     expect((await versions(ref)).find((v) => v.version === 1)!.prunedAt).not.toBeNull();
   });
 
@@ -209,7 +218,6 @@ describe('gc retention', () => {
     expect((await failure(gc({ olderThanSeconds: -1 }))).code).toBe('BAD_REQUEST');
   });
 });
-
 
 describe('gc and the store', () => {
   let fresh: TestRegistry;
@@ -318,7 +326,7 @@ describe('gc racing an upload of the same bytes', () => {
     await expectLiveVersionsStored();
   });
 
-  it('free-running: 10 rounds of gc against re-uploads of a collectable bundle never lose a version\'s object', async () => {
+  it("free-running: 10 rounds of gc against re-uploads of a collectable bundle never lose a version's object", async () => {
     const { ref, hashes, files } = await workflowWithVersions('race-loop', 1);
     const c = reg.client();
     for (let round = 0; round < 10; round++) {

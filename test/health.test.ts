@@ -29,7 +29,11 @@ describe('a dependency goes down and comes back', () => {
   });
 
   const upload = () =>
-    reg.fetch('/internal/bundles?workflow=hc/app', { method: 'POST', body: bundleBytes('hc', 10_000), headers: { 'content-type': 'application/gzip' } });
+    reg.fetch('/internal/bundles?workflow=hc/app', {
+      method: 'POST',
+      body: bundleBytes('hc', 10_000),
+      headers: { 'content-type': 'application/gzip' },
+    });
 
   it('storage down: 503 naming storage, uploads refused with 503 and nothing registered', async () => {
     await s3Proxy.cut();

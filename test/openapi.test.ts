@@ -37,7 +37,9 @@ describe('the OpenAPI document', () => {
   afterAll(() => reg?.close());
 
   const documented = () =>
-    Object.entries(doc.paths).flatMap(([p, ops]) => Object.entries(ops).map(([method, op]) => ({ key: `${method.toUpperCase()} ${p}`, op })));
+    Object.entries(doc.paths).flatMap(([p, ops]) =>
+      Object.entries(ops).map(([method, op]) => ({ key: `${method.toUpperCase()} ${p}`, op })),
+    );
 
   it('is valid OpenAPI 3.1 (checked by @apidevtools/swagger-parser)', async () => {
     expect(doc.openapi).toBe('3.1.0');
@@ -108,7 +110,11 @@ describe('the OpenAPI document', () => {
   };
 
   it('has a call for every documented status (default aside), and no stale ones', () => {
-    const statuses = documented().flatMap(({ key, op }) => Object.keys(op.responses).filter((s) => s !== 'default').map((s) => `${key} ${s}`));
+    const statuses = documented().flatMap(({ key, op }) =>
+      Object.keys(op.responses)
+        .filter((s) => s !== 'default')
+        .map((s) => `${key} ${s}`),
+    );
     expect(Object.keys(cases).sort()).toEqual(statuses.sort());
   });
 

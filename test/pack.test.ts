@@ -23,7 +23,10 @@ import { type TestRegistry, startTestRegistry } from './support/registry.js';
 const run = promisify(execFile);
 const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 // fflate is the SDK's dependency, not the root's: load it from there.
-type FflateGzip = new (o: { level: number; mtime: number }, ondata: (chunk: Uint8Array) => void) => { push(chunk: Uint8Array, final?: boolean): void };
+type FflateGzip = new (
+  o: { level: number; mtime: number },
+  ondata: (chunk: Uint8Array) => void,
+) => { push(chunk: Uint8Array, final?: boolean): void };
 const { Gzip } = createRequire(path.join(repoRoot, 'packages/sdk/package.json'))('fflate') as { Gzip: FflateGzip };
 
 let work: string;
@@ -145,7 +148,11 @@ describe('bundle bytes', () => {
     });
     const pax = headers.filter((h) => h.type === 'x');
     expect(pax.length).toBe(2);
-    for (const h of pax) expect(Object.keys(h.pax!).every((k) => ['path', 'size', 'linkpath'].includes(k)), Object.keys(h.pax!).join()).toBe(true);
+    for (const h of pax)
+      expect(
+        Object.keys(h.pax!).every((k) => ['path', 'size', 'linkpath'].includes(k)),
+        Object.keys(h.pax!).join(),
+      ).toBe(true);
   });
 
   it('stores hard links as plain files: the same bytes as a tree of copies', async () => {
@@ -166,7 +173,10 @@ describe('bundle bytes', () => {
   it('packs any tree to the same bytes whatever its creation order, times and permissions (property)', async () => {
     const segment = fc.stringMatching(/^[a-z0-9._-]{1,8}$/).filter((s) => s !== '.' && s !== '..');
     const file = fc.record({
-      dirs: fc.array(segment.map((s) => `d${s}`), { maxLength: 3 }),
+      dirs: fc.array(
+        segment.map((s) => `d${s}`),
+        { maxLength: 3 },
+      ),
       name: segment.map((s) => `f${s}`),
       text: fc.string({ maxLength: 300 }),
       exec: fc.boolean(),
@@ -178,17 +188,32 @@ describe('bundle bytes', () => {
       execMode: fc.constantFrom(0o700, 0o750, 0o755, 0o775),
     });
     await fc.assert(
-      fc.asyncProperty(fc.uniqueArray(file, { minLength: 1, maxLength: 12, selector: (f) => [...f.dirs, f.name].join('/') }), variant, async (files, v) => {
-        const a = dirFor('prop-a');
-        const b = dirFor('prop-b');
-        await writeTree(a, Object.fromEntries(files.map((f) => [[...f.dirs, f.name].join('/'), { text: f.text, mode: f.exec ? 0o755 : 0o644 }])));
-        const shuffled = files.map((f, i) => ({ f, key: v.order[i % v.order.length]! * 31 + i })).sort((x, y) => x.key - y.key).map((x) => x.f);
-        await writeTree(b, Object.fromEntries(shuffled.map((f) => [[...f.dirs, f.name].join('/'), { text: f.text, mode: f.exec ? v.execMode : v.fileMode }])));
-        for (const f of files) await fs.utimes(path.join(b, ...f.dirs, f.name), v.mtime, v.mtime);
-        const [pa, pb] = [await packBytes(a), await packBytes(b)];
-        await Promise.all([fs.rm(a, { recursive: true }), fs.rm(b, { recursive: true })]);
-        return pa.equals(pb);
-      }),
+      fc.asyncProperty(
+        fc.uniqueArray(file, { minLength: 1, maxLength: 12, selector: (f) => [...f.dirs, f.name].join('/') }),
+        variant,
+        async (files, v) => {
+          const a = dirFor('prop-a');
+          const b = dirFor('prop-b');
+          await writeTree(
+            a,
+            Object.fromEntries(files.map((f) => [[...f.dirs, f.name].join('/'), { text: f.text, mode: f.exec ? 0o755 : 0o644 }])),
+          );
+          const shuffled = files
+            .map((f, i) => ({ f, key: v.order[i % v.order.length]! * 31 + i }))
+            .sort((x, y) => x.key - y.key)
+            .map((x) => x.f);
+          await writeTree(
+            b,
+            Object.fromEntries(
+              shuffled.map((f) => [[...f.dirs, f.name].join('/'), { text: f.text, mode: f.exec ? v.execMode : v.fileMode }]),
+            ),
+          );
+          for (const f of files) await fs.utimes(path.join(b, ...f.dirs, f.name), v.mtime, v.mtime);
+          const [pa, pb] = [await packBytes(a), await packBytes(b)];
+          await Promise.all([fs.rm(a, { recursive: true }), fs.rm(b, { recursive: true })]);
+          return pa.equals(pb);
+        },
+      ),
       { numRuns: 25 },
     );
   });
@@ -251,7 +276,15 @@ describe('.swarmignore', () => {
       'pkg/node_modules/.cache/x': 'x',
       '.swarmignore': '!.git\n!.git/HEAD\n!node_modules/.cache\n',
     });
-    expect(await paths(dir)).toEqual(['index.js', 'node_modules', 'node_modules/dep', 'node_modules/dep/index.js', 'pkg', 'pkg/node_modules', 'sub']);
+    expect(await paths(dir)).toEqual([
+      'index.js',
+      'node_modules',
+      'node_modules/dep',
+      'node_modules/dep/index.js',
+      'pkg',
+      'pkg/node_modules',
+      'sub',
+    ]);
   });
 
   it('follows gitignore syntax: globs, directory-only patterns, anchoring, ** and negation', async () => {
@@ -269,11 +302,25 @@ describe('.swarmignore', () => {
       'tmp/x': 'x',
       'src/tmp': 'x',
     });
-    expect(await paths(dir)).toEqual(['docs', 'docs/a', 'docs/a/b', 'docs/a/keep.txt', 'keep.log', 'src', 'src/build', 'src/top.txt', 'sub']);
+    expect(await paths(dir)).toEqual([
+      'docs',
+      'docs/a',
+      'docs/a/b',
+      'docs/a/keep.txt',
+      'keep.log',
+      'src',
+      'src/build',
+      'src/top.txt',
+      'sub',
+    ]);
   });
 
   it('cannot re-include a file inside an excluded directory, as in git', async () => {
-    const dir = await writeTree(dirFor('reinclude'), { '.swarmignore': 'cache/\n!cache/keep.txt\n', 'cache/keep.txt': 'x', 'index.js': 'x' });
+    const dir = await writeTree(dirFor('reinclude'), {
+      '.swarmignore': 'cache/\n!cache/keep.txt\n',
+      'cache/keep.txt': 'x',
+      'index.js': 'x',
+    });
     expect(await paths(dir)).toEqual(['index.js']);
   });
 
@@ -332,27 +379,40 @@ describe('secret files', () => {
     const files = Object.fromEntries(Array.from({ length: 23 }, (_, i) => [`keys/k${String(i).padStart(2, '0')}.pem`, 'x']));
     const dir = await writeTree(dirFor('many'), { 'index.js': 'x', ...files });
     const err = (await scanBundle(dir).catch((e: unknown) => e)) as { message: string; hint: string };
-    expect(err.message).toMatch(/^refusing to pack 23 files that look like secrets: keys\/k00\.pem \(matches \*\.pem\), .*keys\/k19\.pem \(matches \*\.pem\) and 3 more$/);
+    expect(err.message).toMatch(
+      /^refusing to pack 23 files that look like secrets: keys\/k00\.pem \(matches \*\.pem\), .*keys\/k19\.pem \(matches \*\.pem\) and 3 more$/,
+    );
     expect(err.message).not.toContain('k20');
     expect(err.hint).toMatch(/swarm spawn --secret KEY=VALUE.*\.swarmignore.*--allow-secret-files/);
   });
 
   it('accepts secret files excluded in .swarmignore, and refuses one a negation brings back', async () => {
-    const dir = await writeTree(dirFor('excluded'), { 'index.js': 'x', '.env': 'A=1', '.env.local': 'A=1', 'key.pem': 'x', '.swarmignore': '.env*\n*.pem\n' });
+    const dir = await writeTree(dirFor('excluded'), {
+      'index.js': 'x',
+      '.env': 'A=1',
+      '.env.local': 'A=1',
+      'key.pem': 'x',
+      '.swarmignore': '.env*\n*.pem\n',
+    });
     expect(await paths(dir)).toEqual(['index.js']);
     await fs.writeFile(path.join(dir, '.swarmignore'), '.env*\n!.env.local\n*.pem\n');
     await expect(scanBundle(dir)).rejects.toThrow(/^refusing to pack a file that looks like a secret: \.env\.local \(matches \.env\.\*\)$/);
   });
 
   it('refuses a harmless-looking symlink to a secret file', async () => {
-    const dir = await writeTree(dirFor('link-to-secret'), { 'index.js': 'x', 'config.txt': { link: '.env' }, '.env': 'A=1', '.swarmignore': '.env\n' });
+    const dir = await writeTree(dirFor('link-to-secret'), {
+      'index.js': 'x',
+      'config.txt': { link: '.env' },
+      '.env': 'A=1',
+      '.swarmignore': '.env\n',
+    });
     await expect(scanBundle(dir)).rejects.toThrow('refusing to pack a file that looks like a secret: config.txt (matches .env)');
   });
 });
 
 describe('symlinks and other entries that cannot be packed', () => {
   it('refuses a link leading outside the tree', async () => {
-    const dir = await writeTree(dirFor('outside'), { 'index.js': 'x', 'passwd': { link: '/etc/passwd' } });
+    const dir = await writeTree(dirFor('outside'), { 'index.js': 'x', passwd: { link: '/etc/passwd' } });
     await expect(scanBundle(dir)).rejects.toThrow('symlink passwd points outside the bundle directory (to /etc/passwd)');
   });
 
@@ -404,7 +464,9 @@ describe('bad inputs to the packer', () => {
 
   it('refuses a directory whose every file is excluded, saying so', async () => {
     const dir = await writeTree(dirFor('all-ignored'), { '.swarmignore': '*\n', 'a.js': 'x', '.git/HEAD': 'x' });
-    await expect(scanBundle(dir)).rejects.toThrow(/^nothing to pack: .* has no files \(\.swarmignore and the defaults exclude 3 entries\)$/);
+    await expect(scanBundle(dir)).rejects.toThrow(
+      /^nothing to pack: .* has no files \(\.swarmignore and the defaults exclude 3 entries\)$/,
+    );
   });
 
   it('writes nothing when the output directory does not exist', async () => {
@@ -473,14 +535,27 @@ describe('swarm pack, hash and push against a registry', () => {
 
   it('registers the hash `swarm hash` and `swarm pack` print for the tree', async () => {
     const out = path.join(work, 'app.tar.gz');
-    const [hash, pack, hashJson] = await Promise.all([swarm(['hash', app], {}), swarm(['pack', app, '-o', out], {}), swarm(['hash', app, '--json'], {})]);
+    const [hash, pack, hashJson] = await Promise.all([
+      swarm(['hash', app], {}),
+      swarm(['pack', app, '-o', out], {}),
+      swarm(['hash', app, '--json'], {}),
+    ]);
     expect(hash.code, hash.stderr).toBe(0);
     const c = reg.client();
     const [v1] = await c.call(() => c.trpc.workflows.versions.query({ workflow: 'acme/app' }));
     expect(hash.stdout).toBe(`${v1!.bundleHash}\n`);
-    expect(pack.stdout).toMatch(new RegExp(`^packed 3 files and 1 directory of .* into .*app\\.tar\\.gz \\(.*\\)\\nsha256:${v1!.bundleHash}\\n$`));
+    expect(pack.stdout).toMatch(
+      new RegExp(`^packed 3 files and 1 directory of .* into .*app\\.tar\\.gz \\(.*\\)\\nsha256:${v1!.bundleHash}\\n$`),
+    );
     expect(sha256(await fs.readFile(out))).toBe(v1!.bundleHash);
-    expect(JSON.parse(hashJson.stdout)).toEqual({ path: app, kind: 'directory', hash: v1!.bundleHash, size: v1!.size, files: 3, directories: 1 });
+    expect(JSON.parse(hashJson.stdout)).toEqual({
+      path: app,
+      kind: 'directory',
+      hash: v1!.bundleHash,
+      size: v1!.size,
+      files: 3,
+      directories: 1,
+    });
     expect(hashJson.stderr).toBe('');
     const ofFile = await swarm(['hash', out, '--json'], {});
     expect(JSON.parse(ofFile.stdout)).toEqual({ path: out, kind: 'file', hash: v1!.bundleHash, size: v1!.size });
@@ -515,7 +590,9 @@ describe('swarm pack, hash and push against a registry', () => {
     const tsx = path.join(repoRoot, 'node_modules/.bin/tsx');
     const cli = path.join(repoRoot, 'packages/sdk/src/cli/main.ts');
     // `script` gives the CLI a pseudo-terminal; nothing leaves this machine.
-    const { stdout } = await run('script', ['-qec', `${tsx} ${cli} hash ${app}`, '/dev/null'], { env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm' } });
+    const { stdout } = await run('script', ['-qec', `${tsx} ${cli} hash ${app}`, '/dev/null'], {
+      env: { PATH: process.env.PATH, HOME: process.env.HOME, TERM: 'xterm' },
+    });
     expect(stdout).toMatch(/packing\s+\[.*\] 100% \| 29\d KiB \/ 29\d KiB \| .*\/s \| ETA \d+s/);
     expect(stdout).not.toContain('packing done');
   });
@@ -525,7 +602,10 @@ describe('swarm pack, hash and push against a registry', () => {
     await fs.mkdir(empty);
     const cases: Array<[string[], RegExp]> = [
       [['pack', path.join(work, 'missing'), '-o', path.join(work, 'x.tar.gz')], /^swarm: .*missing does not exist\n$/],
-      [['pack', app, '-o', path.join(work, 'missing-dir', 'x.tar.gz')], /^swarm: cannot write .*x\.tar\.gz: directory .*missing-dir does not exist\n$/],
+      [
+        ['pack', app, '-o', path.join(work, 'missing-dir', 'x.tar.gz')],
+        /^swarm: cannot write .*x\.tar\.gz: directory .*missing-dir does not exist\n$/,
+      ],
       [['pack', app], /^error: required option '-o, --output <file>' not specified\n/],
       [['pack', empty, '-o', path.join(work, 'e.tar.gz')], /^swarm: nothing to pack: .* has no files\n$/],
       [['hash', path.join(work, 'missing')], /^swarm: .*missing does not exist\n$/],

@@ -25,7 +25,16 @@ const after = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
 
 describe('guestForwards', () => {
   it('forwards the metadata service and each given port to 127.0.0.1, per connection through busybox nc', () => {
-    expect(guestForwards(8111, [{ guestPort: 9000, hostPort: 9001 }, { guestAddress: '169.254.169.21', guestPort: 3000, hostPort: 3000 }], 'exec')).toEqual([
+    expect(
+      guestForwards(
+        8111,
+        [
+          { guestPort: 9000, hostPort: 9001 },
+          { guestAddress: '169.254.169.21', guestPort: 3000, hostPort: 3000 },
+        ],
+        'exec',
+      ),
+    ).toEqual([
       'guestfwd=tcp:169.254.169.254:80-cmd:/bin/busybox nc 127.0.0.1 8111',
       'guestfwd=tcp:169.254.169.20:9000-cmd:/bin/busybox nc 127.0.0.1 9001',
       'guestfwd=tcp:169.254.169.21:3000-cmd:/bin/busybox nc 127.0.0.1 3000',
@@ -40,22 +49,52 @@ describe('guestForwards', () => {
   });
 
   const refused: Array<[string, () => unknown, RegExp]> = [
-    ['an address outside 169.254.169.0/24', () => guestForwards(1, [{ guestAddress: '10.0.0.1', guestPort: 1, hostPort: 1 }], 'exec'), /must be in 169\.254\.169\.0\/24/],
-    ["the guest's own address", () => guestForwards(1, [{ guestAddress: '169.254.169.15', guestPort: 1, hostPort: 1 }], 'exec'), /not \.0, \.2, \.3, \.15 or \.255/],
-    ["slirp's host address", () => guestForwards(1, [{ guestAddress: '169.254.169.2', guestPort: 1, hostPort: 1 }], 'exec'), /not \.0, \.2/],
+    [
+      'an address outside 169.254.169.0/24',
+      () => guestForwards(1, [{ guestAddress: '10.0.0.1', guestPort: 1, hostPort: 1 }], 'exec'),
+      /must be in 169\.254\.169\.0\/24/,
+    ],
+    [
+      "the guest's own address",
+      () => guestForwards(1, [{ guestAddress: '169.254.169.15', guestPort: 1, hostPort: 1 }], 'exec'),
+      /not \.0, \.2, \.3, \.15 or \.255/,
+    ],
+    [
+      "slirp's host address",
+      () => guestForwards(1, [{ guestAddress: '169.254.169.2', guestPort: 1, hostPort: 1 }], 'exec'),
+      /not \.0, \.2/,
+    ],
     ['an octet above 255', () => guestForwards(1, [{ guestAddress: '169.254.169.256', guestPort: 1, hostPort: 1 }], 'exec'), /must be in/],
     ['port 0', () => guestForwards(1, [{ guestPort: 0, hostPort: 1 }], 'exec'), /not a TCP port: 0/],
     ['a host port above 65535', () => guestForwards(1, [{ guestPort: 1, hostPort: 70_000 }], 'exec'), /not a TCP port: 70000/],
     ['a bad metadata port', () => guestForwards(1.5, [], 'exec'), /metadataPort: not a TCP port/],
-    ['the same guest address and port twice', () => guestForwards(1, [{ guestPort: 5, hostPort: 1 }, { guestPort: 5, hostPort: 2 }], 'exec'), /given twice/],
-    ["the metadata service's address", () => guestForwards(1, [{ guestAddress: '169.254.169.254', guestPort: 80, hostPort: 2 }], 'exec'), /given twice/],
+    [
+      'the same guest address and port twice',
+      () =>
+        guestForwards(
+          1,
+          [
+            { guestPort: 5, hostPort: 1 },
+            { guestPort: 5, hostPort: 2 },
+          ],
+          'exec',
+        ),
+      /given twice/,
+    ],
+    [
+      "the metadata service's address",
+      () => guestForwards(1, [{ guestAddress: '169.254.169.254', guestPort: 80, hostPort: 2 }], 'exec'),
+      /given twice/,
+    ],
   ];
   for (const [what, call, message] of refused) it(`refuses ${what}`, () => expect(call).toThrow(message));
 });
 
 describe('kernelCommandLine', () => {
   it('passes settings to /init as swarm.<name>=<value> after the console and panic settings', () => {
-    expect(kernelCommandLine({ fetch_attempts: '2', probe: '1' }, ['loglevel=3'])).toBe('console=ttyS0 panic=-1 quiet swarm.fetch_attempts=2 swarm.probe=1 loglevel=3');
+    expect(kernelCommandLine({ fetch_attempts: '2', probe: '1' }, ['loglevel=3'])).toBe(
+      'console=ttyS0 panic=-1 quiet swarm.fetch_attempts=2 swarm.probe=1 loglevel=3',
+    );
     expect(kernelCommandLine()).toBe('console=ttyS0 panic=-1 quiet');
   });
 
@@ -69,7 +108,19 @@ describe('kernelCommandLine', () => {
 describe('qemuArgs', () => {
   it('boots the kernel with no devices but the serial console, a restricted user network and the virtio NIC', () => {
     const args = qemuArgs(vm);
-    expect(args.slice(0, 11)).toEqual(['-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio', '-no-reboot', '-machine', 'pc,accel=tcg']);
+    expect(args.slice(0, 11)).toEqual([
+      '-nodefaults',
+      '-no-user-config',
+      '-display',
+      'none',
+      '-monitor',
+      'none',
+      '-serial',
+      'stdio',
+      '-no-reboot',
+      '-machine',
+      'pc,accel=tcg',
+    ]);
     expect(after(args, '-cpu')).toBe('max');
     expect(after(args, '-m')).toBe('512');
     expect(after(args, '-kernel')).toBe('/img/vmlinuz');
@@ -107,7 +158,15 @@ describe('the serial console', () => {
     expect(consoleMarker(AGENT_START_MARKER)).toEqual({ kind: 'agent-start' });
     expect(consoleMarker(`${AGENT_LOG_PREFIX}unpacked 3 files (120 bytes) into /opt/workflow`)).toEqual({ kind: 'unpacked' });
     expect(consoleMarker(`${EXIT_MARKER}65`)).toEqual({ kind: 'exit', code: 65 });
-    for (const other of [`${EXIT_MARKER}`, `${EXIT_MARKER}1 `, ` ${EXIT_MARKER}1`, `echo "${EXIT_MARKER}$1"`, `${AGENT_START_MARKER} `, 'hello']) expect(consoleMarker(other), other).toBeUndefined();
+    for (const other of [
+      `${EXIT_MARKER}`,
+      `${EXIT_MARKER}1 `,
+      ` ${EXIT_MARKER}1`,
+      `echo "${EXIT_MARKER}$1"`,
+      `${AGENT_START_MARKER} `,
+      'hello',
+    ])
+      expect(consoleMarker(other), other).toBeUndefined();
   });
 
   it('splits chunks into lines without CR/LF, takes the first exit code and times each marker', () => {
@@ -125,8 +184,16 @@ describe('the serial console', () => {
     expect(lines).toEqual(['boot', `${INIT_MARKER} uptime=1.5`, AGENT_START_MARKER, `${EXIT_MARKER}3`, `${EXIT_MARKER}4`, 'last words']);
     expect(exits).toEqual([3]);
     expect(reader.exitCode).toBe(3);
-    expect(reader.timings).toEqual({ firstOutputMs: 100, bootToInitMs: 200, guestUptimeAtInitMs: 1500, agentStartMs: 200, exitMarkerMs: 300 });
-    expect(reader.text).toBe(`boot\r\n${INIT_MARKER} uptime=1.5\r\n${AGENT_START_MARKER}\n${EXIT_MARKER}3\r\r\n${EXIT_MARKER}4\nlast words`);
+    expect(reader.timings).toEqual({
+      firstOutputMs: 100,
+      bootToInitMs: 200,
+      guestUptimeAtInitMs: 1500,
+      agentStartMs: 200,
+      exitMarkerMs: 300,
+    });
+    expect(reader.text).toBe(
+      `boot\r\n${INIT_MARKER} uptime=1.5\r\n${AGENT_START_MARKER}\n${EXIT_MARKER}3\r\r\n${EXIT_MARKER}4\nlast words`,
+    );
   });
 
   it('survives a listener that throws', () => {

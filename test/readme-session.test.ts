@@ -49,11 +49,16 @@ function run(command: string): Promise<{ code: number; stdout: string; stderr: s
   const cli = `${path.join(root, 'node_modules/.bin/tsx')} ${path.join(root, 'packages/sdk/src/cli/main.ts')}`;
   const script = `pnpm() { [ "$1" = swarm ] || exit 97; shift; ${cli} "$@"; }\n${command}`;
   return new Promise((resolve) => {
-    execFile('bash', ['-euo', 'pipefail', '-c', script], {
-      cwd: work,
-      env: { PATH: process.env.PATH, HOME: process.env.HOME, SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken },
-      timeout: 120_000,
-    }, (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }));
+    execFile(
+      'bash',
+      ['-euo', 'pipefail', '-c', script],
+      {
+        cwd: work,
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken },
+        timeout: 120_000,
+      },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    );
   });
 }
 
@@ -62,7 +67,9 @@ it('runs the release session of the README and prints what it shows', async () =
   const session = fencedBlocks(readme).filter((b) => b.marker === 'session: test/readme-session.test.ts');
   expect(session).toHaveLength(1);
   const all = steps(session[0]!.body);
-  expect(all.map((s) => s.command.split(' ').slice(0, 3).join(' '))).toEqual(expect.arrayContaining(['pnpm swarm push', 'pnpm swarm canary', 'pnpm swarm promote', 'pnpm swarm rollback', 'pnpm swarm history']));
+  expect(all.map((s) => s.command.split(' ').slice(0, 3).join(' '))).toEqual(
+    expect.arrayContaining(['pnpm swarm push', 'pnpm swarm canary', 'pnpm swarm promote', 'pnpm swarm rollback', 'pnpm swarm history']),
+  );
   for (const step of all) {
     const r = await run(step.command);
     expect(r.code, `${step.command}\n${r.stderr}`).toBe(0);

@@ -87,7 +87,10 @@ describe('two replicas on one database: changes on A reach B through the notific
     await warm(id, 1);
     const ca = a.client();
     await ca.call(() => ca.trpc.versions.activate.mutate({ workflow: id, version: 2 }));
-    const seen = await eventually(() => resolveOn(b, id, token), (r) => r.version === 2);
+    const seen = await eventually(
+      () => resolveOn(b, id, token),
+      (r) => r.version === 2,
+    );
     expect(seen.value).toEqual({ status: 200, version: 2 });
     await annotate(`B answered the new version ${seen.ms} ms after A's activation returned`);
     // A, where the change was made, answers it at once.
@@ -100,7 +103,10 @@ describe('two replicas on one database: changes on A reach B through the notific
     await ca.call(() => ca.trpc.versions.activate.mutate({ workflow: id, version: 2 }));
     await warm(id, 2);
     await ca.call(() => ca.trpc.releases.rollback.mutate({ workflow: id }));
-    const seen = await eventually(() => resolveOn(b, id, token), (r) => r.version === 1);
+    const seen = await eventually(
+      () => resolveOn(b, id, token),
+      (r) => r.version === 1,
+    );
     expect(seen.value).toEqual({ status: 200, version: 1 });
     await annotate(`B answered the rolled-back version after ${seen.ms} ms`);
   });
@@ -137,7 +143,10 @@ describe('two replicas on one database: changes on A reach B through the notific
     await ca.call(() => ca.trpc.releases.setCanary.mutate({ workflow: id, version: 2, weight: 10 }));
     await warm(id, 1);
     await ca.call(() => ca.trpc.releases.promote.mutate({ workflow: id }));
-    const promoted = await eventually(() => resolveOn(b, id, token), (r) => r.version === 2);
+    const promoted = await eventually(
+      () => resolveOn(b, id, token),
+      (r) => r.version === 2,
+    );
     expect(promoted.value).toEqual({ status: 200, version: 2 });
     await annotate(`B answered the promoted version after ${promoted.ms} ms`);
   });
@@ -151,7 +160,9 @@ describe('two replicas on one database: changes on A reach B through the notific
     // No waiting: the spawn's own locked read of the workflow decides, not the cache.
     const spawned = await cb.call(() => cb.trpc.executions.spawn.mutate({ workflow: id }));
     expect(spawned.execution).toMatchObject({ version: 2, versionReason: 'active' });
-    expect(spawned.metadata.bundle?.hash).toBe((await ca.call(() => ca.trpc.workflows.versions.query({ workflow: id }))).find((v) => v.version === 2)?.bundleHash);
+    expect(spawned.metadata.bundle?.hash).toBe(
+      (await ca.call(() => ca.trpc.workflows.versions.query({ workflow: id }))).find((v) => v.version === 2)?.bundleHash,
+    );
   });
 
   it("hands out the same signed URL again while more than half its lifetime is left, with the URL's own expiry", async () => {
@@ -178,7 +189,10 @@ describe('two replicas on one database: changes on A reach B through the notific
     await ca.call(() => ca.trpc.tokens.revoke.mutate({ id: own.id }));
     // Revoked where it was revoked: refused at once.
     expect((await resolveOn(a, id, own.token)).status).toBe(401);
-    const seen = await eventually(() => resolveOn(b, id, own.token), (r) => r.status === 401);
+    const seen = await eventually(
+      () => resolveOn(b, id, own.token),
+      (r) => r.status === 401,
+    );
     expect(seen.value.status).toBe(401);
     await annotate(`B refused the revoked token after ${seen.ms} ms`);
   });
@@ -195,7 +209,10 @@ describe('two replicas on one database: changes on A reach B through the notific
       });
       await sleep(round % 5);
       await ca.call(() => ca.trpc.versions.activate.mutate({ workflow: id, version: next }));
-      const seen = await eventually(() => resolveOn(b, id, token), (r) => r.version === next);
+      const seen = await eventually(
+        () => resolveOn(b, id, token),
+        (r) => r.version === next,
+      );
       stop = true;
       await Promise.all(hammering);
       expect(seen.value.version, `round ${round}`).toBe(next);
@@ -210,7 +227,9 @@ describe('two replicas on one database: changes on A reach B through the notific
     const sql = postgres(a.deps.config.databaseUrl!, { max: 1, onnotice: () => {} });
     try {
       const pids = () =>
-        sql<{ pid: number }[]>`select pid from pg_stat_activity where datname = current_database() and application_name = 'swarm-registry-listener'`;
+        sql<
+          { pid: number }[]
+        >`select pid from pg_stat_activity where datname = current_database() and application_name = 'swarm-registry-listener'`;
       const before = (await pids()).map((r) => r.pid);
       expect(before).toHaveLength(2); // A's and B's
       await sql`select pg_terminate_backend(pid) from pg_stat_activity where pid in ${sql(before)}`;
@@ -224,7 +243,10 @@ describe('two replicas on one database: changes on A reach B through the notific
       await warm(id, 1);
       const ca = a.client();
       await ca.call(() => ca.trpc.versions.activate.mutate({ workflow: id, version: 2 }));
-      const seen = await eventually(() => resolveOn(b, id, token), (r) => r.version === 2);
+      const seen = await eventually(
+        () => resolveOn(b, id, token),
+        (r) => r.version === 2,
+      );
       expect(seen.value).toEqual({ status: 200, version: 2 });
     } finally {
       await sql.end();
@@ -232,7 +254,7 @@ describe('two replicas on one database: changes on A reach B through the notific
   });
 });
 
-describe("a replica whose PostgreSQL connection is cut (listener included)", () => {
+describe('a replica whose PostgreSQL connection is cut (listener included)', () => {
   let a: TestRegistry;
   let b: TestRegistry;
   let proxy: TcpProxy;
@@ -253,7 +275,9 @@ describe("a replica whose PostgreSQL connection is cut (listener included)", () 
     await proxy?.close();
   });
 
-  it('serves nothing from its cache while cut off, and answers an activation made meanwhile as soon as it is back', async ({ annotate }) => {
+  it('serves nothing from its cache while cut off, and answers an activation made meanwhile as soon as it is back', async ({
+    annotate,
+  }) => {
     const id = await workflowWithVersions(a, 'cut', 2);
     const warmed = await eventually(
       async () => (await resolveOn(b, id, token), b.deps.caches.releases.peek(id)?.active?.version),
@@ -262,7 +286,10 @@ describe("a replica whose PostgreSQL connection is cut (listener included)", () 
     expect(warmed.value).toBe(1);
 
     await proxy.cut();
-    const down = await eventually(() => resolveOn(b, id, token), (r) => r.status !== 200);
+    const down = await eventually(
+      () => resolveOn(b, id, token),
+      (r) => r.status !== 200,
+    );
     // Not a cached 200: B cannot know whether its entry is still true.
     expect(down.value.status).toBe(503);
     expect(b.deps.caches.releases.peek(id)).toBeUndefined();
@@ -270,7 +297,10 @@ describe("a replica whose PostgreSQL connection is cut (listener included)", () 
     await ca.call(() => ca.trpc.versions.activate.mutate({ workflow: id, version: 2 }));
 
     await proxy.restore();
-    const back = await eventually(() => resolveOn(b, id, token), (r) => r.status === 200);
+    const back = await eventually(
+      () => resolveOn(b, id, token),
+      (r) => r.status === 200,
+    );
     // Its first answer once back is the version activated during the outage.
     expect(back.value).toEqual({ status: 200, version: 2 });
     await annotate(`B answered again ${back.ms} ms after the connection was restored`);
@@ -304,7 +334,8 @@ describe('caching off (SWARM_CACHE_TTL_SECONDS=0)', () => {
     expect(await resolveOn(b, id, token)).toEqual({ status: 200, version: 2 });
     const sql = postgres(a.deps.config.databaseUrl!, { max: 1, onnotice: () => {} });
     try {
-      const rows = await sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'swarm-registry-listener'`;
+      const rows =
+        await sql`select 1 from pg_stat_activity where datname = current_database() and application_name = 'swarm-registry-listener'`;
       expect(rows).toHaveLength(0);
     } finally {
       await sql.end();
@@ -323,7 +354,11 @@ describe('LiveCache: what a load may store', () => {
 
   it('stores what it loaded when nothing was invalidated meanwhile', async () => {
     const cache = live();
-    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    await cache.load(
+      'wf',
+      async () => ({ version: 1 }),
+      () => 'wf',
+    );
     expect(cache.get('wf')).toEqual({ version: 1 });
   });
 
@@ -344,16 +379,28 @@ describe('LiveCache: what a load may store', () => {
 
   it('does not store an answer when the listener went down while it loaded', async () => {
     const cache = live();
-    await cache.load('wf', async () => (cache.setLive(false), cache.setLive(true), { version: 1 }), () => 'wf');
+    await cache.load(
+      'wf',
+      async () => (cache.setLive(false), cache.setLive(true), { version: 1 }),
+      () => 'wf',
+    );
     expect(cache.get('wf')).toBeUndefined();
   });
 
   it('serves and stores nothing while the listener is down', async () => {
     const cache = live();
-    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    await cache.load(
+      'wf',
+      async () => ({ version: 1 }),
+      () => 'wf',
+    );
     cache.setLive(false);
     expect(cache.get('wf')).toBeUndefined();
-    await cache.load('wf', async () => ({ version: 2 }), () => 'wf');
+    await cache.load(
+      'wf',
+      async () => ({ version: 2 }),
+      () => 'wf',
+    );
     cache.setLive(true);
     expect(cache.get('wf')).toBeUndefined();
   });
@@ -361,7 +408,11 @@ describe('LiveCache: what a load may store', () => {
   it('caches nothing with a TTL of 0 (caching off)', async () => {
     const cache = new LiveCache<{ version: number }>(0);
     cache.setLive(true);
-    await cache.load('wf', async () => ({ version: 1 }), () => 'wf');
+    await cache.load(
+      'wf',
+      async () => ({ version: 1 }),
+      () => 'wf',
+    );
     expect(cache.get('wf')).toBeUndefined();
   });
 });

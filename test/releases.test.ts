@@ -27,9 +27,12 @@ afterAll(async () => {
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
-
 /** A workflow with `n` versions whose bundles hold `files(i)`; none active. */
-async function workflowWithVersions(name: string, n: number, files: (i: number) => Record<string, string> = (i) => ({ 'main.sh': `echo ${name} ${i}\n` })) {
+async function workflowWithVersions(
+  name: string,
+  n: number,
+  files: (i: number) => Record<string, string> = (i) => ({ 'main.sh': `echo ${name} ${i}\n` }),
+) {
   const c = reg.client();
   await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
   const ref = `acme/${name}`;
@@ -66,7 +69,9 @@ describe('rollback', () => {
     const ref = await workflowWithVersions('rb', 3);
     const c = reg.client();
     for (const v of [1, 2, 3]) await activate(ref, v);
-    expect(await c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref, message: 'v3 is broken' }))).toMatchObject({ activeVersion: 2 });
+    expect(await c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref, message: 'v3 is broken' }))).toMatchObject({
+      activeVersion: 2,
+    });
     expect(await c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref }))).toMatchObject({ activeVersion: 1 });
     const h = await history(ref);
     expect(h.map((e) => [e.kind, e.fromVersion, e.toVersion])).toEqual([
@@ -153,7 +158,9 @@ describe('canary', () => {
     const n = 300;
     const spawned = [];
     for (let i = 0; i < n; i += 25) {
-      spawned.push(...(await Promise.all(Array.from({ length: 25 }, () => orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: ref }))))));
+      spawned.push(
+        ...(await Promise.all(Array.from({ length: 25 }, () => orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: ref }))))),
+      );
     }
     const canary = spawned.filter((s) => s.execution.versionReason === 'canary');
     for (const s of spawned) expect(s.execution.version).toBe(s.execution.versionReason === 'canary' ? 2 : 1);
@@ -174,7 +181,9 @@ describe('canary', () => {
     await c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 50 }));
     const orch = await orchestrator();
     for (const key of ['customer-1', 'customer-2', 'customer-3', 'customer-4']) {
-      const runs = await Promise.all(Array.from({ length: 8 }, () => orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: ref, routingKey: key }))));
+      const runs = await Promise.all(
+        Array.from({ length: 8 }, () => orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: ref, routingKey: key }))),
+      );
       expect(new Set(runs.map((r) => r.execution.version)).size).toBe(1);
       expect(runs[0]!.execution.routingKey).toBe(key);
     }
@@ -197,7 +206,9 @@ describe('canary', () => {
     }
     // Another workflow buckets the same keys independently.
     const other = '00000000-0000-4000-8000-000000000000';
-    const same = Array.from({ length: 1000 }, (_, i) => routingBucket(wf, `k${i}`) === routingBucket(other, `k${i}`)).filter(Boolean).length;
+    const same = Array.from({ length: 1000 }, (_, i) => routingBucket(wf, `k${i}`) === routingBucket(other, `k${i}`)).filter(
+      Boolean,
+    ).length;
     expect(same).toBeLessThan(60);
   });
 
@@ -207,11 +218,23 @@ describe('canary', () => {
     const c = reg.client();
     await c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 10 }));
     await c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 50, message: 'ramp up' }));
-    expect(await c.call(() => c.trpc.releases.promote.mutate({ workflow: ref }))).toEqual({ workflow: ref, activeVersion: 2, canary: null });
+    expect(await c.call(() => c.trpc.releases.promote.mutate({ workflow: ref }))).toEqual({
+      workflow: ref,
+      activeVersion: 2,
+      canary: null,
+    });
     await c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 3, weight: 5 }));
-    expect(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow: ref }))).toEqual({ workflow: ref, activeVersion: 2, canary: null });
+    expect(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow: ref }))).toEqual({
+      workflow: ref,
+      activeVersion: 2,
+      canary: null,
+    });
     const before = await history(ref);
-    expect(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow: ref }))).toEqual({ workflow: ref, activeVersion: 2, canary: null });
+    expect(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow: ref }))).toEqual({
+      workflow: ref,
+      activeVersion: 2,
+      canary: null,
+    });
     expect(await history(ref)).toEqual(before);
     expect(before.map((e) => [e.kind, e.fromVersion, e.toVersion, e.weight])).toEqual([
       ['canary_clear', 3, null, null],
@@ -251,20 +274,32 @@ describe('canary', () => {
     const ref = await workflowWithVersions('cn-same', 1);
     await activate(ref, 1);
     const c = reg.client();
-    await refusedWithoutChange(ref, () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 1, weight: 10 })), 'PRECONDITION_FAILED');
+    await refusedWithoutChange(
+      ref,
+      () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 1, weight: 10 })),
+      'PRECONDITION_FAILED',
+    );
   });
 
   it('refuses a canary when no version is active', async () => {
     const ref = await workflowWithVersions('cn-noactive', 2);
     const c = reg.client();
-    await refusedWithoutChange(ref, () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 10 })), 'PRECONDITION_FAILED');
+    await refusedWithoutChange(
+      ref,
+      () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 10 })),
+      'PRECONDITION_FAILED',
+    );
   });
 
   it('refuses a canary of a version that does not exist', async () => {
     const ref = await workflowWithVersions('cn-missing', 1);
     await activate(ref, 1);
     const c = reg.client();
-    await refusedWithoutChange(ref, () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 5, weight: 10 })), 'NOT_FOUND');
+    await refusedWithoutChange(
+      ref,
+      () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 5, weight: 10 })),
+      'NOT_FOUND',
+    );
   });
 
   for (const weight of [0, 100, 12.5, -3]) {
@@ -272,7 +307,11 @@ describe('canary', () => {
       const ref = await workflowWithVersions(`cn-weight-${String(weight).replace(/\W/g, '_')}`, 2);
       await activate(ref, 1);
       const c = reg.client();
-      await refusedWithoutChange(ref, () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight })), 'BAD_REQUEST');
+      await refusedWithoutChange(
+        ref,
+        () => c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight })),
+        'BAD_REQUEST',
+      );
     });
   }
 });

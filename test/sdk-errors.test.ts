@@ -18,7 +18,11 @@ describe('SwarmError codes from the wire', () => {
   beforeAll(async () => {
     server = http.createServer((_req, res) => {
       res.writeHead(answer.status, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ error: { message: 'the message', code: -32600, data: { code: answer.code, httpStatus: answer.status, hint: 'the hint' } } }));
+      res.end(
+        JSON.stringify({
+          error: { message: 'the message', code: -32600, data: { code: answer.code, httpStatus: answer.status, hint: 'the hint' } },
+        }),
+      );
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

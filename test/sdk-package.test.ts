@@ -47,11 +47,26 @@ describe('the packed SDK', () => {
     tarball = path.join(project, path.basename(stdout.trim().split('\n').pop()!.trim()));
     await fs.writeFile(
       path.join(project, 'package.json'),
-      JSON.stringify({ name: 'consumer', private: true, type: 'module', dependencies: { '@swarm/sdk': `file:${tarball}`, typescript: '~5.9.3', '@types/node': '^20.19.0' } }),
+      JSON.stringify({
+        name: 'consumer',
+        private: true,
+        type: 'module',
+        dependencies: { '@swarm/sdk': `file:${tarball}`, typescript: '~5.9.3', '@types/node': '^20.19.0' },
+      }),
     );
     await fs.writeFile(
       path.join(project, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext', moduleResolution: 'nodenext', target: 'es2022', noEmit: true, skipLibCheck: true, types: ['node'] } }),
+      JSON.stringify({
+        compilerOptions: {
+          strict: true,
+          module: 'nodenext',
+          moduleResolution: 'nodenext',
+          target: 'es2022',
+          noEmit: true,
+          skipLibCheck: true,
+          types: ['node'],
+        },
+      }),
     );
     await run('npm', ['install', '--no-audit', '--no-fund', '--loglevel=error'], { cwd: project, timeout: 240_000 });
   }, 300_000);

@@ -67,7 +67,12 @@ describe('spawn with the process driver', () => {
   it('runs the active version with secrets in its environment only, and records every step', async () => {
     const client = await orchestrator();
     const lines: string[] = [];
-    const out = await spawnWorkflow(client, 'acme/job', { agentPath, cacheDir, secrets: { API_KEY: SECRET }, onOutput: (l) => lines.push(l) });
+    const out = await spawnWorkflow(client, 'acme/job', {
+      agentPath,
+      cacheDir,
+      secrets: { API_KEY: SECRET },
+      onOutput: (l) => lines.push(l),
+    });
     firstExecution = out.executionId;
     expect(out.exitCode, out.output).toBe(0);
     expect(lines).toContain(`v1 digest=${digest}`);
@@ -77,7 +82,15 @@ describe('spawn with the process driver', () => {
     expect(execution.startedAt).not.toBeNull();
     expect(execution.finishedAt).not.toBeNull();
     const events = await eventsOf(out.executionId);
-    expect(events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_miss', 'fetched', 'verified', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(events.map((e) => e.type)).toEqual([
+      'metadata_loaded',
+      'cache_miss',
+      'fetched',
+      'verified',
+      'unpacked',
+      'runtime_started',
+      'runtime_exited',
+    ]);
     expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
 
     const dump = await sql.unsafe(
@@ -171,10 +184,20 @@ describe('spawn with the process driver', () => {
     expect(await append(a.execution.id, 0)).toEqual({ accepted: true });
     expect(await append(a.execution.id, 0)).toEqual({ accepted: false }); // a retry is idempotent
     expect((await append(b.execution.id, 0).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({ code: 'NOT_FOUND' });
-    expect((await agentA.call(() => agentA.trpc.tenants.list.query()).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({ code: 'UNAUTHORIZED' });
-    expect(await reg.fetch(`/internal/workflow/${a.execution.workflowId}/active`, { token: a.metadata.execution!.agentToken }).then((r) => r.status)).toBe(401);
+    expect((await agentA.call(() => agentA.trpc.tenants.list.query()).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({
+      code: 'UNAUTHORIZED',
+    });
+    expect(
+      await reg
+        .fetch(`/internal/workflow/${a.execution.workflowId}/active`, { token: a.metadata.execution!.agentToken })
+        .then((r) => r.status),
+    ).toBe(401);
     // An API token cannot pose as an agent.
-    expect((await client.call(() => client.trpc.executions.appendEvent.mutate({ executionId: a.execution.id, seq: 1, type: 'failed', data: {} })).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({ code: 'UNAUTHORIZED' });
+    expect(
+      (await client
+        .call(() => client.trpc.executions.appendEvent.mutate({ executionId: a.execution.id, seq: 1, type: 'failed', data: {} }))
+        .catch((e: SwarmError) => e)) as SwarmError,
+    ).toMatchObject({ code: 'UNAUTHORIZED' });
     await sql`update executions set agent_token_expires_at = now() - interval '1 second' where id = ${a.execution.id}`;
     expect((await append(a.execution.id, 1).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({ code: 'UNAUTHORIZED' });
     expect((await client.call(() => client.trpc.executions.get.query({ id: a.execution.id }))).status).toBe('booting');

@@ -47,7 +47,13 @@ describe.each<StorageKind>(['fs', 's3'])('uploads to the %s store', (kind) => {
     expect(up).toMatchObject({ version: 1, bundleHash: sha256(body), size: body.length, created: true, active: true });
 
     const active = await (await reg.fetch(`/internal/workflow/${up.workflowId}/active`)).json();
-    expect(active).toMatchObject({ workflowId: up.workflowId, versionId: up.versionId, version: 1, bundleHash: up.bundleHash, size: body.length });
+    expect(active).toMatchObject({
+      workflowId: up.workflowId,
+      versionId: up.versionId,
+      version: 1,
+      bundleHash: up.bundleHash,
+      size: body.length,
+    });
     const bytes = Buffer.from(await (await fetch(active.bundleUrl)).arrayBuffer());
     expect(sha256(bytes)).toBe(active.bundleHash);
 
@@ -158,12 +164,14 @@ describe.each<StorageKind>(['fs', 's3'])('uploads to the %s store', (kind) => {
           c.enqueue(chunk);
         },
       });
-      const res = await reg.fetch('/internal/bundles?workflow=acme/bad', {
-        method: 'POST',
-        body: stream,
-        headers: { 'content-type': 'application/gzip' },
+      const res = await reg
+        .fetch('/internal/bundles?workflow=acme/bad', {
+          method: 'POST',
+          body: stream,
+          headers: { 'content-type': 'application/gzip' },
           duplex: 'half',
-      }).catch((err: Error) => err);
+        })
+        .catch((err: Error) => err);
       // The server may answer 413 and close before the client finishes sending.
       if (res instanceof Response) expect(res.status).toBe(413);
       await waitFor(async () => (await storeKeys('uploads/')).length === 0);
@@ -295,7 +303,11 @@ describe('uploads with a declared hash go straight to their address on S3, publi
   afterAll(() => reg?.close());
 
   const post = (body: Buffer, hash: string) =>
-    reg.fetch('/internal/bundles?workflow=acme/app', { method: 'POST', headers: { 'content-type': 'application/gzip', 'x-bundle-sha256': hash }, body });
+    reg.fetch('/internal/bundles?workflow=acme/app', {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip', 'x-bundle-sha256': hash },
+      body,
+    });
   // Whatever an upload left behind (temporary object, unfinished multipart upload) is what the sweep removes.
   const leftovers = () => reg.deps.store.sweepUploads(0);
 

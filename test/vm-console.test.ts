@@ -22,13 +22,17 @@ it("build-image.sh's /init prints exactly the console markers of vm-console.ts",
   const echoed = [...init!.matchAll(/^\s*echo "(SWARM_[^"]*)"$/gm)].map((m) => m[1]!);
   expect(echoed).toEqual([`${INIT_MARKER} uptime=$(cut -d' ' -f1 /proc/uptime)`, `${EXIT_MARKER}$1`, AGENT_START_MARKER]);
   // And the driver reads each as what it is, once the shell has filled in its values.
-  expect(consoleMarker(echoed[0]!.replace('$(cut -d\' \' -f1 /proc/uptime)', '4.52'))).toEqual({ kind: 'init', guestUptimeMs: 4520 });
+  expect(consoleMarker(echoed[0]!.replace("$(cut -d' ' -f1 /proc/uptime)", '4.52'))).toEqual({ kind: 'init', guestUptimeMs: 4520 });
   expect(consoleMarker(echoed[1]!.replace('$1', '70'))).toEqual({ kind: 'exit', code: 70 });
   expect(consoleMarker(echoed[2]!)).toEqual({ kind: 'agent-start' });
 });
 
 it('the boot agent logs its lines with the prefix of vm-console.ts', async () => {
-  const agent = promisify(execFile)(path.join(root, 'node_modules/.bin/tsx'), [path.join(root, 'packages/boot-agent/src/main.ts'), '--no-such-flag'], { env: { PATH: process.env.PATH } });
+  const agent = promisify(execFile)(
+    path.join(root, 'node_modules/.bin/tsx'),
+    [path.join(root, 'packages/boot-agent/src/main.ts'), '--no-such-flag'],
+    { env: { PATH: process.env.PATH } },
+  );
   const { stderr } = (await agent.catch((err: { stderr: string }) => err)) as { stderr: string };
   expect(stderr.startsWith(AGENT_LOG_PREFIX), stderr).toBe(true);
 });

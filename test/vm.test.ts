@@ -89,7 +89,9 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     const events = await admin.call(() => admin.trpc.executions.events.query({ id: out.executionId }));
     const at = (type: string) => events.find((e) => e.type === type)?.createdAt;
     const since = (t?: string) => (t ? `${((Date.parse(t) - Date.parse(execution.createdAt)) / 1000).toFixed(1)} s` : '-');
-    timings.push(`  ${label}: spawn → runtime_started ${since(at('runtime_started'))}, → exit ${since(execution.finishedAt ?? undefined)}, total ${(out.durationMs / 1000).toFixed(1)} s`);
+    timings.push(
+      `  ${label}: spawn → runtime_started ${since(at('runtime_started'))}, → exit ${since(execution.finishedAt ?? undefined)}, total ${(out.durationMs / 1000).toFixed(1)} s`,
+    );
     return { out, execution, events, console: console.join('\n') };
   }
 
@@ -103,7 +105,15 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     expect(out.exitCode, console).toBe(0);
     expect(console).toContain(`v1 digest=${digest} file=v1 wrote this`);
     expect(execution).toMatchObject({ status: 'succeeded', exitCode: 0, version: 1 });
-    expect(events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_miss', 'fetched', 'verified', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(events.map((e) => e.type)).toEqual([
+      'metadata_loaded',
+      'cache_miss',
+      'fetched',
+      'verified',
+      'unpacked',
+      'runtime_started',
+      'runtime_exited',
+    ]);
     expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     const [dump] = await sql`select string_agg(to_jsonb(x)::text, ' ') as all from (select * from executions) x`;
     const [eventDump] = await sql`select string_agg(to_jsonb(x)::text, ' ') as all from (select * from execution_events) x`;

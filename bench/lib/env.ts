@@ -37,7 +37,8 @@ export type BenchEnv = {
 export type Registry = ServerProcess & { token: string; bucket: string; databaseUrl: string; client: ReturnType<typeof createSwarmClient> };
 
 /** SWARM_BENCH_PROFILE=<dir>: every registry the bench starts writes a V8 CPU profile there (`node --cpu-prof`). */
-const profileArgs = () => (process.env.SWARM_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.SWARM_BENCH_PROFILE)}`] : []);
+const profileArgs = () =>
+  process.env.SWARM_BENCH_PROFILE ? ['--cpu-prof', `--cpu-prof-dir=${path.resolve(process.env.SWARM_BENCH_PROFILE)}`] : [];
 
 const uid = () => randomBytes(5).toString('hex');
 
@@ -50,14 +51,32 @@ export async function startBenchEnv(): Promise<BenchEnv> {
     for (const stop of stops.reverse()) await stop().catch(() => {});
   };
   try {
-    const pg = await startService('embedded PostgreSQL', process.execPath, ['--import', 'tsx', path.join(root, 'test/support/postgres-server.ts'), path.join(workDir, 'pg')]);
+    const pg = await startService('embedded PostgreSQL', process.execPath, [
+      '--import',
+      'tsx',
+      path.join(root, 'test/support/postgres-server.ts'),
+      path.join(workDir, 'pg'),
+    ]);
     stops.push(() => pg.stop());
-    const swift = await startSwiftS3({ dataDir: path.join(workDir, 's3'), port: await freeLoopbackPort(), accessKey: 'swarmbench:bench', secretKey: randomBytes(16).toString('hex') });
+    const swift = await startSwiftS3({
+      dataDir: path.join(workDir, 's3'),
+      port: await freeLoopbackPort(),
+      accessKey: 'swarmbench:bench',
+      secretKey: randomBytes(16).toString('hex'),
+    });
     stops.push(() => swift.stop());
     const s3: S3 = { endpoint: swift.url, accessKey: swift.accessKey, secretKey: swift.secretKey, region: 'us-east-1' };
     const url = new URL(s3.endpoint);
     const minio = () =>
-      new Minio.Client({ endPoint: url.hostname, port: Number(url.port), useSSL: false, accessKey: s3.accessKey, secretKey: s3.secretKey, region: s3.region, pathStyle: true });
+      new Minio.Client({
+        endPoint: url.hostname,
+        port: Number(url.port),
+        useSSL: false,
+        accessKey: s3.accessKey,
+        secretKey: s3.secretKey,
+        region: s3.region,
+        pathStyle: true,
+      });
 
     const createDatabase = async () => {
       const name = `swarm_bench_${uid()}`;
@@ -77,18 +96,22 @@ export async function startBenchEnv(): Promise<BenchEnv> {
       const token = `bench-admin-${randomBytes(16).toString('hex')}`;
       const bucket = `swarm-bench-${uid()}`;
       const databaseUrl = await createDatabase();
-      const server = await startServerProcess({
-        DATABASE_URL: databaseUrl,
-        S3_ENDPOINT: s3.endpoint,
-        S3_ACCESS_KEY: s3.accessKey,
-        S3_SECRET_KEY: s3.secretKey,
-        S3_BUCKET: bucket,
-        SWARM_ADMIN_TOKEN: token,
-        SWARM_DATA_DIR: path.join(workDir, `registry-${uid()}`),
-        PORT: String(await freeLoopbackPort()),
-        LOG_LEVEL: 'warn',
-        ...env,
-      }, 90_000, nodeArgs);
+      const server = await startServerProcess(
+        {
+          DATABASE_URL: databaseUrl,
+          S3_ENDPOINT: s3.endpoint,
+          S3_ACCESS_KEY: s3.accessKey,
+          S3_SECRET_KEY: s3.secretKey,
+          S3_BUCKET: bucket,
+          SWARM_ADMIN_TOKEN: token,
+          SWARM_DATA_DIR: path.join(workDir, `registry-${uid()}`),
+          PORT: String(await freeLoopbackPort()),
+          LOG_LEVEL: 'warn',
+          ...env,
+        },
+        90_000,
+        nodeArgs,
+      );
       stops.push(() => server.stop('SIGTERM'));
       return Object.assign(server, { token, bucket, databaseUrl, client: createSwarmClient({ url: server.url, token }) });
     };

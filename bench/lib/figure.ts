@@ -1,7 +1,11 @@
 /** One row of the results table: our measurement, its baseline from the same run, and the target. */
 import type { Summary } from './stats.js';
 
-export type Target = { op: '>=' | '<='; value: number; /** ratio: ours/baseline medians; value: ours' median itself */ on: 'ratio' | 'value' };
+export type Target = {
+  op: '>=' | '<=';
+  value: number /** ratio: ours/baseline medians; value: ours' median itself */;
+  on: 'ratio' | 'value';
+};
 
 export type Row = {
   id: string;

@@ -23,7 +23,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
-import { bootQemuVm, createCacheDrive, type ForwardMode, type QemuAccel, type QemuVmResult } from '../../packages/sdk/src/orchestrator/index.js';
+import {
+  bootQemuVm,
+  createCacheDrive,
+  type ForwardMode,
+  type QemuAccel,
+  type QemuVmResult,
+} from '../../packages/sdk/src/orchestrator/index.js';
 import { startMetadataService } from '../../packages/sdk/src/orchestrator/mmds.js';
 import { listBundleEntries, packDirectory } from '../../packages/sdk/src/pack.js';
 import { AGENT_LOG_PREFIX, AGENT_START_MARKER, EXIT_MARKER, INIT_MARKER } from '../../packages/sdk/src/vm-console.js';
@@ -58,9 +64,15 @@ const check = (ok: boolean, what: string) => {
 function runBuild(imageDir: string): Promise<number> {
   return new Promise((resolve, reject) => {
     const started = performance.now();
-    const child = spawn('bash', [path.join(ROOT, 'scripts/vm/build-image.sh'), imageDir], { stdio: 'inherit', timeout: 20 * 60_000, killSignal: 'SIGKILL' });
+    const child = spawn('bash', [path.join(ROOT, 'scripts/vm/build-image.sh'), imageDir], {
+      stdio: 'inherit',
+      timeout: 20 * 60_000,
+      killSignal: 'SIGKILL',
+    });
     child.once('error', reject);
-    child.once('exit', (code) => (code === 0 ? resolve(performance.now() - started) : reject(new Error(`build-image.sh failed with ${code}`))));
+    child.once('exit', (code) =>
+      code === 0 ? resolve(performance.now() - started) : reject(new Error(`build-image.sh failed with ${code}`)),
+    );
   });
 }
 
@@ -136,7 +148,9 @@ async function main(): Promise<void> {
     bundle: { url: `http://${guestHost}:${port}/b.tgz`, hash: bundle.hash, size: bundle.size },
     secrets: { GREETING: 'hello-secret', PING_URL: `http://${guestHost}:${port}/ping`, HOST_PORT: String(port) },
   });
-  say(`bundle ${bundle.hash.slice(0, 12)} (${bundle.size} bytes) on 127.0.0.1:${port} as ${guestHost}:${port}; MMDS on 127.0.0.1:${mmds.port}`);
+  say(
+    `bundle ${bundle.hash.slice(0, 12)} (${bundle.size} bytes) on 127.0.0.1:${port} as ${guestHost}:${port}; MMDS on 127.0.0.1:${mmds.port}`,
+  );
 
   const boot = async (label: string, cacheDrive?: string) => {
     let runtimeOutputMs: number | undefined;
@@ -152,7 +166,10 @@ async function main(): Promise<void> {
       timeoutMs: 240_000,
       onLine: (line) => {
         if (line.startsWith(RUNTIME_LINE)) runtimeOutputMs ??= Math.round(performance.now() - started);
-        if (args.verbose || ['SMOKE', INIT_MARKER, AGENT_START_MARKER, EXIT_MARKER, AGENT_LOG_PREFIX, 'init:'].some((p) => line.startsWith(p))) {
+        if (
+          args.verbose ||
+          ['SMOKE', INIT_MARKER, AGENT_START_MARKER, EXIT_MARKER, AGENT_LOG_PREFIX, 'init:'].some((p) => line.startsWith(p))
+        ) {
           console.log(`  [vm ${label} +${((performance.now() - started) / 1000).toFixed(2)}s] ${line}`);
         }
       },
@@ -165,9 +182,18 @@ async function main(): Promise<void> {
     check(r1.exitCode === 0, `boot 1 exit code 0 (got ${r1.exitCode})`);
     check(printed(r1.console, `${RUNTIME_LINE} (greeting=hello-secret`), 'boot 1: the workflow printed its line, with the secret');
     check(r1.console.includes(`${AGENT_LOG_PREFIX}fetched and verified`), 'boot 1: the bundle was fetched and verified');
-    check(/SMOKE: sequential \["200 pong \?n=0","200 pong \?n=1","200 pong \?n=2"\]/.test(r1.console), 'boot 1: three sequential connections through the forward');
-    check(/SMOKE: concurrent \["200 pong \?p=0","200 pong \?p=1","200 pong \?p=2"\]/.test(r1.console), 'boot 1: three concurrent connections through the forward');
-    check(/SMOKE: unforwarded (timeout|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH)/.test(r1.console), 'boot 1: an address that is not forwarded is unreachable');
+    check(
+      /SMOKE: sequential \["200 pong \?n=0","200 pong \?n=1","200 pong \?n=2"\]/.test(r1.console),
+      'boot 1: three sequential connections through the forward',
+    );
+    check(
+      /SMOKE: concurrent \["200 pong \?p=0","200 pong \?p=1","200 pong \?p=2"\]/.test(r1.console),
+      'boot 1: three concurrent connections through the forward',
+    );
+    check(
+      /SMOKE: unforwarded (timeout|ECONNREFUSED|ECONNRESET|EHOSTUNREACH|ENETUNREACH)/.test(r1.console),
+      'boot 1: an address that is not forwarded is unreachable',
+    );
 
     const drive = path.join(work, 'cache.img');
     await createCacheDrive(drive, 64);
@@ -181,14 +207,21 @@ async function main(): Promise<void> {
     check(r3.exitCode === 0, `boot 3 exit code 0 (got ${r3.exitCode})`);
     check(r3.console.includes(`${AGENT_LOG_PREFIX}cache hit`), 'boot 3: "cache hit"');
     check(printed(r3.console, RUNTIME_LINE), 'boot 3: the workflow printed its line');
-    check(fetchesMid === fetchesBefore + 1 && fetchesAfter === fetchesMid, `boot 3: no download (bundle GETs: ${fetchesBefore} → ${fetchesMid} → ${fetchesAfter})`);
+    check(
+      fetchesMid === fetchesBefore + 1 && fetchesAfter === fetchesMid,
+      `boot 3: no download (bundle GETs: ${fetchesBefore} → ${fetchesMid} → ${fetchesAfter})`,
+    );
 
     const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
     const s = (ms?: number) => (ms === undefined ? '–' : `${(ms / 1000).toFixed(2)} s`);
     console.log('\nmeasurements (accel %s, %d CPU(s) on the host):', r1.accel, os.cpus().length);
     if (buildMs !== undefined) console.log(`  build-image.sh this run:   ${s(buildMs)}`);
     console.log(`  image: kernel ${mib(kernelBytes)} + initramfs ${mib(initrdBytes)} = ${mib(kernelBytes + initrdBytes)}`);
-    for (const [label, r] of [['boot 1 (no drive)', r1], ['boot 2 (cache miss)', r2], ['boot 3 (cache hit)', r3]] as const) {
+    for (const [label, r] of [
+      ['boot 1 (no drive)', r1],
+      ['boot 2 (cache miss)', r2],
+      ['boot 3 (cache hit)', r3],
+    ] as const) {
       const t = r.timings;
       console.log(
         `  ${label.padEnd(20)} total ${s(r.durationMs)} | to /init ${s(t.bootToInitMs)} (guest uptime ${s(t.guestUptimeAtInitMs)}) | to agent ${s(t.agentStartMs)}` +

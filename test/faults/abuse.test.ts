@@ -67,14 +67,23 @@ async function call(pathName: string, type: ProcType, input: unknown, authorizat
       text = '';
       const deadline = Date.now() + 1500;
       while (Date.now() < deadline && !text.includes('serialized-error')) {
-        const next = await Promise.race([reader.read(), new Promise<{ value?: undefined; done?: boolean }>((r) => setTimeout(() => r({}), 300))]);
+        const next = await Promise.race([
+          reader.read(),
+          new Promise<{ value?: undefined; done?: boolean }>((r) => setTimeout(() => r({}), 300)),
+        ]);
         if (next.value) text += Buffer.from(next.value).toString();
         if (next.done) break;
       }
       await reader.cancel().catch(() => {});
       const m = /event: serialized-error\ndata: (.*)\n/.exec(text);
       const events = text.replace(/event: connected\ndata: .*\n/, '').replace(/event: serialized-error\ndata: .*\n/, '');
-      return { status: res.status, text, body: m ? { error: JSON.parse(m[1]!) } : undefined, sse: true, sseData: /^(data|id):/m.test(events) };
+      return {
+        status: res.status,
+        text,
+        body: m ? { error: JSON.parse(m[1]!) } : undefined,
+        sse: true,
+        sseData: /^(data|id):/m.test(events),
+      };
     } else {
       text = await res.text();
     }
@@ -104,7 +113,8 @@ async function fingerprint(): Promise<string> {
 }
 
 async function dumpAllTables(): Promise<string> {
-  const tables = await sql`select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by 1`;
+  const tables =
+    await sql`select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by 1`;
   const parts: string[] = [];
   for (const { table_name } of tables) {
     const rows = await sql.unsafe(`select to_jsonb(t)::text as j from "${table_name}" t`);
@@ -159,14 +169,18 @@ beforeAll(async () => {
   sql = postgres(reg.deps.config.databaseUrl!, { max: 2, onnotice: () => {} });
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-abuse-'));
 
-  const tables = await sql`select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by 1`;
+  const tables =
+    await sql`select table_name from information_schema.tables where table_schema = 'public' and table_type = 'BASE TABLE' order by 1`;
   expect(tables.length).toBeGreaterThan(3);
   fingerprintQuery = `select md5(concat_ws('|', ${tables
     .map((t) => `(select coalesce(string_agg(to_jsonb(x)::text, ',' order by to_jsonb(x)::text), '') from "${t.table_name}" x)`)
     .join(', ')})) as f`;
 
   procedures = new Map(
-    Object.entries((createAppRouter(reg.deps) as any)._def.procedures as Record<string, { _def: { type: ProcType } }>).map(([k, v]) => [k, v._def.type]),
+    Object.entries((createAppRouter(reg.deps) as any)._def.procedures as Record<string, { _def: { type: ProcType } }>).map(([k, v]) => [
+      k,
+      v._def.type,
+    ]),
   );
 
   const c = reg.client();
@@ -177,7 +191,11 @@ beforeAll(async () => {
   // A real bundle: releases.diff lists its files.
   const bytes = await fs.readFile(await bundleOf(path.join(work, 'abuse-bundle'), { 'main.sh': 'echo abuse\n' }));
   bundleHash = sha256(bytes);
-  const up = await reg.fetch('/internal/bundles?workflow=acme%2Fjob&activate=true', { method: 'POST', body: bytes, headers: { 'content-type': 'application/gzip' } });
+  const up = await reg.fetch('/internal/bundles?workflow=acme%2Fjob&activate=true', {
+    method: 'POST',
+    body: bytes,
+    headers: { 'content-type': 'application/gzip' },
+  });
   expect(up.status, await up.clone().text()).toBe(201);
 
   const a = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
@@ -306,11 +324,16 @@ describe('auth matrix over every tRPC procedure', () => {
     expect(await fingerprint()).toBe(before);
   });
 
-  it("lets an agent token append events to its own execution only", async () => {
+  it('lets an agent token append events to its own execution only', async () => {
     const c = reg.client();
     const own = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
     const token = own.metadata.execution!.agentToken;
-    const ok = await call('executions.appendEvent', 'mutation', { executionId: own.execution.id, seq: 0, type: 'metadata_loaded', data: {} }, bearer(token));
+    const ok = await call(
+      'executions.appendEvent',
+      'mutation',
+      { executionId: own.execution.id, seq: 0, type: 'metadata_loaded', data: {} },
+      bearer(token),
+    );
     expect(ok.status, ok.text).toBe(200);
     expect(ok.body.result.data).toEqual({ accepted: true });
   });
@@ -418,7 +441,12 @@ describe('input fuzzing (fast-check) as admin', () => {
     await fc.assert(
       fc.asyncProperty(fc.dictionary(fc.string(), fc.anything(), { maxKeys: 5 }), async (data) => {
         fuzzed++;
-        const r = await call('executions.appendEvent', 'mutation', { executionId: own.execution.id, seq: seq++, type: 'runtime_output', data }, bearer(own.metadata.execution!.agentToken));
+        const r = await call(
+          'executions.appendEvent',
+          'mutation',
+          { executionId: own.execution.id, seq: seq++, type: 'runtime_output', data },
+          bearer(own.metadata.execution!.agentToken),
+        );
         const label = `${JSON.stringify(data).slice(0, 200)} → ${r.status} ${r.text.slice(0, 300)}`;
         expect(r.status, label).toBeLessThan(500);
         if (r.status >= 400) expect(r.body?.error?.data?.code, label).toMatch(/^[A-Z_]+$/);
@@ -447,7 +475,10 @@ describe('framing attacks over raw sockets', () => {
       expect(r.statuses, `${te}: ${r.text.slice(0, 300)}`).toEqual([400]);
     }
     // Two Content-Length headers that disagree.
-    const twoLengths = await rawRequest(port, `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: 0\r\nContent-Length: 19\r\n\r\n{"slug":"smuggled"}`);
+    const twoLengths = await rawRequest(
+      port,
+      `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: 0\r\nContent-Length: 19\r\n\r\n{"slug":"smuggled"}`,
+    );
     expect(twoLengths.statuses, twoLengths.text.slice(0, 300)).toEqual([400]);
     const r = await call('tenants.get', 'query', { tenant: 'smuggled' }, bearer(reg.adminToken));
     expect(r.status).toBe(404);
@@ -457,7 +488,10 @@ describe('framing attacks over raw sockets', () => {
 
   it('refuses a 100 KB header with 431', async () => {
     const before = await fingerprint();
-    const r = await rawRequest(port, `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nX-Padding: ${'a'.repeat(100 * 1024)}\r\nContent-Length: 15\r\n\r\n{"slug":"huge"}`);
+    const r = await rawRequest(
+      port,
+      `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nX-Padding: ${'a'.repeat(100 * 1024)}\r\nContent-Length: 15\r\n\r\n{"slug":"huge"}`,
+    );
     expect(r.statuses, r.text.slice(0, 300)).toEqual([431]);
     expect(await fingerprint()).toBe(before);
     await healthy();
@@ -466,7 +500,10 @@ describe('framing attacks over raw sockets', () => {
   it('refuses a tRPC body over 1 MiB with 413', async () => {
     const before = await fingerprint();
     const body = JSON.stringify({ slug: 'too-big', pad: 'a'.repeat(1024 * 1024 + 100) });
-    const r = await rawRequest(port, `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`);
+    const r = await rawRequest(
+      port,
+      `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
     expect(r.statuses, r.text.slice(0, 300)).toEqual([413]);
     // The same through fetch, chunked (no Content-Length up front).
     const streamed = await fetch(`${reg.url}/trpc/tenants.create`, {
@@ -483,8 +520,16 @@ describe('framing attacks over raw sockets', () => {
   it('refuses JSON nested 100,000 levels deep with 400/413 and stays healthy', async () => {
     const before = await fingerprint();
     const deep = 100_000;
-    for (const body of ['['.repeat(deep), '['.repeat(deep) + ']'.repeat(deep), `{"slug":${'['.repeat(deep)}${']'.repeat(deep)}}`, '{"a":'.repeat(deep) + '1' + '}'.repeat(deep)]) {
-      const r = await rawRequest(port, `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`);
+    for (const body of [
+      '['.repeat(deep),
+      '['.repeat(deep) + ']'.repeat(deep),
+      `{"slug":${'['.repeat(deep)}${']'.repeat(deep)}}`,
+      '{"a":'.repeat(deep) + '1' + '}'.repeat(deep),
+    ]) {
+      const r = await rawRequest(
+        port,
+        `POST /trpc/tenants.create HTTP/1.1\r\nHost: 127.0.0.1\r\n${admin()}Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+      );
       expect(r.statuses.length, r.text.slice(0, 300)).toBe(1);
       expect([400, 413], r.text.slice(0, 300)).toContain(r.statuses[0]);
       expect(r.text).not.toMatch(/node_modules|\/work\/|\bat \S+ \(/);
@@ -507,7 +552,11 @@ describe('secrets', () => {
     });
     await admin.uploadBundle(file, { workflow: 'acme/secret-run', activate: true });
     const { token } = await admin.call(() => admin.trpc.tokens.create.mutate({ scope: 'orchestrator', name: 'secret-orchestrator' }));
-    const out = await spawnWorkflow(reg.client(token), 'acme/secret-run', { agentPath, cacheDir: path.join(work, 'cache'), secrets: { API_KEY: SECRET } });
+    const out = await spawnWorkflow(reg.client(token), 'acme/secret-run', {
+      agentPath,
+      cacheDir: path.join(work, 'cache'),
+      secrets: { API_KEY: SECRET },
+    });
     expect(out.exitCode, out.output).toBe(0);
     expect(out.output).toContain('has key=yes');
     const events = await admin.call(() => admin.trpc.executions.events.query({ id: out.executionId }));

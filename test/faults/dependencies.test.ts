@@ -43,7 +43,12 @@ async function call(op: Op, url: string, init: RequestInit & { timeoutMs?: numbe
     return { op, status: res.status, code, ms: Date.now() - t0, body };
   } catch (err) {
     const e = err as Error & { cause?: unknown };
-    return { op, status: e.name === 'TimeoutError' ? 'timeout' : 'network', ms: Date.now() - t0, detail: `${e.message} ${String(e.cause ?? '')}` };
+    return {
+      op,
+      status: e.name === 'TimeoutError' ? 'timeout' : 'network',
+      ms: Date.now() - t0,
+      detail: `${e.message} ${String(e.cause ?? '')}`,
+    };
   }
 }
 
@@ -70,7 +75,8 @@ const clean503 = (o: Outcome) => o.status === 503 && o.code === 'SERVICE_UNAVAIL
 
 function summarize(outcomes: Outcome[]) {
   const by: Record<string, number> = {};
-  for (const o of outcomes) by[`${o.op} ${o.status}${o.code ? ` ${o.code}` : ''}`] = (by[`${o.op} ${o.status}${o.code ? ` ${o.code}` : ''}`] ?? 0) + 1;
+  for (const o of outcomes)
+    by[`${o.op} ${o.status}${o.code ? ` ${o.code}` : ''}`] = (by[`${o.op} ${o.status}${o.code ? ` ${o.code}` : ''}`] ?? 0) + 1;
   return by;
 }
 
@@ -143,7 +149,15 @@ async function listKeys(driver: StorageDriver, prefix: string) {
 }
 
 type MultipartLister = {
-  client: { listIncompleteUploadsQuery(b: string, p: string, k: string, u: string, d: string): Promise<{ uploads: Array<{ key: string }>; prefixes: Array<{ prefix: string }> }> };
+  client: {
+    listIncompleteUploadsQuery(
+      b: string,
+      p: string,
+      k: string,
+      u: string,
+      d: string,
+    ): Promise<{ uploads: Array<{ key: string }>; prefixes: Array<{ prefix: string }> }>;
+  };
 };
 /**
  * Unfinished multipart uploads (what a crash mid-upload leaves on S3): under uploads/, and
@@ -153,7 +167,15 @@ async function incompleteUploads(driver: S3Driver, bucket: string, prefixes = ['
   let n = 0;
   for (const prefix of prefixes) {
     const res = await (driver as unknown as MultipartLister).client.listIncompleteUploadsQuery(bucket, prefix, '', '', '/');
-    n += res.uploads.length + (res.prefixes.length ? await incompleteUploads(driver, bucket, res.prefixes.map((p) => p.prefix)) : 0);
+    n +=
+      res.uploads.length +
+      (res.prefixes.length
+        ? await incompleteUploads(
+            driver,
+            bucket,
+            res.prefixes.map((p) => p.prefix),
+          )
+        : 0);
   }
   return n;
 }
@@ -177,7 +199,11 @@ describe('PostgreSQL and S3 go down under load and come back', () => {
     const s3 = new URL(inject('s3').endpoint);
     s3Proxy = await startTcpProxy({ host: s3.hostname, port: Number(s3.port) });
     dbUrl.port = String(pgProxy.port);
-    reg = await startTestRegistry({ storage: 's3', databaseUrl: dbUrl.toString(), env: { S3_ENDPOINT: s3Proxy.url(inject('s3').endpoint), LOG_LEVEL: 'warn' } });
+    reg = await startTestRegistry({
+      storage: 's3',
+      databaseUrl: dbUrl.toString(),
+      env: { S3_ENDPOINT: s3Proxy.url(inject('s3').endpoint), LOG_LEVEL: 'warn' },
+    });
     sql = postgres(realDb, { max: 2, onnotice: () => {} });
     direct = s3DriverFor(reg.bucket!);
     const c = reg.client();
@@ -192,18 +218,20 @@ describe('PostgreSQL and S3 go down under load and come back', () => {
     await s3Proxy?.close();
   });
 
-  const mixed = (seed: string, bigClients = 0) => (client: number, i: number) => {
-    switch ((client + i) % 3) {
-      case 0: {
-        const size = client < bigClients ? 10 * MiB : 32 * 1024;
-        return uploadOp(reg.url, reg.adminToken, WF, bundleBytes(`${seed}-${client}-${i}`, size));
+  const mixed =
+    (seed: string, bigClients = 0) =>
+    (client: number, i: number) => {
+      switch ((client + i) % 3) {
+        case 0: {
+          const size = client < bigClients ? 10 * MiB : 32 * 1024;
+          return uploadOp(reg.url, reg.adminToken, WF, bundleBytes(`${seed}-${client}-${i}`, size));
+        }
+        case 1:
+          return resolveOp(reg.url, reg.adminToken, WF);
+        default:
+          return spawnOp(reg.url, reg.adminToken, WF);
       }
-      case 1:
-        return resolveOp(reg.url, reg.adminToken, WF);
-      default:
-        return spawnOp(reg.url, reg.adminToken, WF);
-    }
-  };
+    };
 
   async function worksAgain() {
     await waitHealthy(reg.url);
@@ -212,7 +240,10 @@ describe('PostgreSQL and S3 go down under load and come back', () => {
       await resolveOp(reg.url, reg.adminToken, WF),
       await spawnOp(reg.url, reg.adminToken, WF),
     ];
-    expect(after.map((o) => o.status), JSON.stringify(after)).toEqual([201, 200, 200]);
+    expect(
+      after.map((o) => o.status),
+      JSON.stringify(after),
+    ).toEqual([201, 200, 200]);
   }
 
   it('PostgreSQL stopped for 5 s under 20 clients: only clean 503s, no hang, then recovery', async () => {
@@ -236,7 +267,11 @@ describe('PostgreSQL and S3 go down under load and come back', () => {
     expect(unclear, JSON.stringify(unclear.slice(0, 5))).toEqual([]);
     expect(outcomes.filter(clean503).length).toBeGreaterThan(0);
     expect(outcomes.filter(ok).length).toBeGreaterThan(0);
-    for (const op of ['upload', 'resolve', 'spawn'] as const) expect(outcomes.some((o) => o.op === op && clean503(o)), op).toBe(true);
+    for (const op of ['upload', 'resolve', 'spawn'] as const)
+      expect(
+        outcomes.some((o) => o.op === op && clean503(o)),
+        op,
+      ).toBe(true);
     expect(Math.max(...outcomes.map((o) => o.ms))).toBeLessThan(REQUEST_TIMEOUT_MS);
     expect(health[0]?.status).toBe(503);
     expect(health[0]?.body?.status).toMatch(/database/);
@@ -309,7 +344,10 @@ describe('the registry process', () => {
     const bucket = `swarm-test-${randomBytes(6).toString('hex')}`;
     const dataDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-faults-'));
     const sql = postgres(databaseUrl, { max: 2, onnotice: () => {} });
-    cleanups.push(() => sql.end(), () => fs.rm(dataDir, { recursive: true, force: true }));
+    cleanups.push(
+      () => sql.end(),
+      () => fs.rm(dataDir, { recursive: true, force: true }),
+    );
     const env = {
       DATABASE_URL: databaseUrl,
       S3_ENDPOINT: s3.endpoint,
@@ -328,7 +366,11 @@ describe('the registry process', () => {
       return p;
     };
     const p = await start();
-    await call('spawn', `${p.url}/trpc/tenants.create`, { method: 'POST', headers: auth(token, { 'content-type': 'application/json' }), body: JSON.stringify({ slug: name }) });
+    await call('spawn', `${p.url}/trpc/tenants.create`, {
+      method: 'POST',
+      headers: auth(token, { 'content-type': 'application/json' }),
+      body: JSON.stringify({ slug: name }),
+    });
     const wf = await call('spawn', `${p.url}/trpc/workflows.create`, {
       method: 'POST',
       headers: auth(token, { 'content-type': 'application/json' }),
@@ -383,7 +425,10 @@ describe('the registry process', () => {
 
     await sleep(1_200); // older than SWARM_UPLOAD_SWEEP_AFTER_SECONDS
     const again = await start();
-    const sweptLine = again.stdout().split('\n').find((l) => l.includes('swept leftover uploads'));
+    const sweptLine = again
+      .stdout()
+      .split('\n')
+      .find((l) => l.includes('swept leftover uploads'));
     expect(sweptLine).toBeDefined();
     expect(JSON.parse(sweptLine!)).toMatchObject({ objects: left.objects, multipart: left.multipart });
     expect(await listKeys(driver, 'uploads/')).toEqual([]);
@@ -548,13 +593,21 @@ describe('abandoned executions', () => {
     const running = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'ab/app' }));
     const agent = (s: typeof booting) => reg.client(s.metadata.execution!.agentToken);
     const ag1 = agent(booting);
-    await ag1.call(() => ag1.trpc.executions.appendEvent.mutate({ executionId: booting.execution.id, seq: 0, type: 'metadata_loaded', data: {} }));
+    await ag1.call(() =>
+      ag1.trpc.executions.appendEvent.mutate({ executionId: booting.execution.id, seq: 0, type: 'metadata_loaded', data: {} }),
+    );
     const ag2 = agent(running);
-    await ag2.call(() => ag2.trpc.executions.appendEvent.mutate({ executionId: running.execution.id, seq: 0, type: 'runtime_started', data: {} }));
+    await ag2.call(() =>
+      ag2.trpc.executions.appendEvent.mutate({ executionId: running.execution.id, seq: 0, type: 'runtime_started', data: {} }),
+    );
 
     const get = (id: string) => c.call(() => c.trpc.executions.get.query({ id }));
     const end = Date.now() + 10_000;
-    while (Date.now() < end && ((await get(pending.execution.id)).status !== 'failed' || (await get(booting.execution.id)).status !== 'failed')) await sleep(200);
+    while (
+      Date.now() < end &&
+      ((await get(pending.execution.id)).status !== 'failed' || (await get(booting.execution.id)).status !== 'failed')
+    )
+      await sleep(200);
     for (const e of [pending, booting]) {
       expect(await get(e.execution.id)).toMatchObject({ status: 'failed', failureReason: 'abandoned', finishedAt: expect.any(String) });
     }

@@ -66,7 +66,14 @@ async function startRegistryProcess(env: Record<string, string>): Promise<Regist
     PORT: String(port),
     ...env,
   });
-  const store = new S3Driver({ endpoint: s3.endpoint, publicEndpoint: s3.endpoint, accessKey: s3.accessKey, secretKey: s3.secretKey, bucket, region: s3.region });
+  const store = new S3Driver({
+    endpoint: s3.endpoint,
+    publicEndpoint: s3.endpoint,
+    accessKey: s3.accessKey,
+    secretKey: s3.secretKey,
+    bucket,
+    region: s3.region,
+  });
   return { server, token, bucket, databaseUrl, store, admin: createSwarmClient({ url: server.url, token }), port };
 }
 
@@ -83,7 +90,8 @@ const serverErrors = (server: ServerProcess) =>
       }
     });
 
-const percentile = (sorted: number[], p: number) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN);
+const percentile = (sorted: number[], p: number) =>
+  sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]! : NaN;
 
 async function storeKeys(store: S3Driver, prefix: string): Promise<string[]> {
   const keys: string[] = [];
@@ -93,7 +101,13 @@ async function storeKeys(store: S3Driver, prefix: string): Promise<string[]> {
 
 /** Unfinished multipart uploads under prefix (they hold parts but list as no object). */
 async function incompleteUploads(store: S3Driver, bucket: string, prefix: string): Promise<string[]> {
-  const client = (store as unknown as { client: { listIncompleteUploadsQuery(b: string, p: string, k: string, u: string, d: string): Promise<{ uploads: Array<{ key: string }> }> } }).client;
+  const client = (
+    store as unknown as {
+      client: {
+        listIncompleteUploadsQuery(b: string, p: string, k: string, u: string, d: string): Promise<{ uploads: Array<{ key: string }> }>;
+      };
+    }
+  ).client;
   const res = await client.listIncompleteUploadsQuery(bucket, prefix, '', '', '');
   return res.uploads.map((u) => u.key);
 }
@@ -173,9 +187,15 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
       if (res.statusCode !== 201 || !json.created) throw new Error(`upload answered ${res.statusCode} ${JSON.stringify(json)}`);
     };
     const resolveRest = async () => {
-      const res = await request(`${base}/internal/workflow/load%2Fjob/active`, { dispatcher: http, headers: auth, headersTimeout: 60_000, bodyTimeout: 60_000 });
+      const res = await request(`${base}/internal/workflow/load%2Fjob/active`, {
+        dispatcher: http,
+        headers: auth,
+        headersTimeout: 60_000,
+        bodyTimeout: 60_000,
+      });
       const json = (await res.body.json()) as { version?: number };
-      if (res.statusCode !== 200 || typeof json.version !== 'number') throw new Error(`resolve answered ${res.statusCode} ${JSON.stringify(json)}`);
+      if (res.statusCode !== 200 || typeof json.version !== 'number')
+        throw new Error(`resolve answered ${res.statusCode} ${JSON.stringify(json)}`);
     };
     const resolveTrpc = async () => {
       const active = await reg.admin.resolveActive('load/job');
@@ -186,8 +206,14 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
       const signal = AbortSignal.timeout(90_000);
       await orchestrator.watchExecution(id, (e) => types.push(e.type), { signal });
       if (types.at(-1) !== 'runtime_exited') {
-        const agentSaid = outputs.get(id)?.split('\n').filter((l) => l.includes('swarm-boot-agent')).join(' | ');
-        throw new Error(`stream of ${id} ended with ${types.join(',')}${signal.aborted ? ' (timed out)' : ''}; agent: ${agentSaid ?? '(still running)'}`);
+        const agentSaid = outputs
+          .get(id)
+          ?.split('\n')
+          .filter((l) => l.includes('swarm-boot-agent'))
+          .join(' | ');
+        throw new Error(
+          `stream of ${id} ended with ${types.join(',')}${signal.aborted ? ' (timed out)' : ''}; agent: ${agentSaid ?? '(still running)'}`,
+        );
       }
     };
     const spawnAndWatch = async () => {
@@ -199,7 +225,8 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
           timeoutMs: 90_000,
           onSpawned: (e) => (live = timed('watch-live', () => watch(e.id))),
         });
-        if (out.exitCode !== 0 || !out.output.includes('load job ran')) throw new Error(`spawn exited ${out.exitCode}: ${out.output.slice(-500)}`);
+        if (out.exitCode !== 0 || !out.output.includes('load job ran'))
+          throw new Error(`spawn exited ${out.exitCode}: ${out.output.slice(-500)}`);
         outputs.set(out.executionId, out.output);
         finished.push(out.executionId);
       });
@@ -226,7 +253,8 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
       let sampling = true;
       const sampler = (async () => {
         for (let i = 0; sampling && i < 2000; i++) {
-          const [row] = await sql`select count(*)::int as n from pg_stat_activity where application_name = 'swarm-registry' and datname = current_database()`;
+          const [row] =
+            await sql`select count(*)::int as n from pg_stat_activity where application_name = 'swarm-registry' and datname = current_database()`;
           pgMax = Math.max(pgMax, row!.n as number);
           pgSamples++;
           await sleep(200);
@@ -300,24 +328,26 @@ describe('slow clients', () => {
 
   /** A raw loopback socket that records when and by whom it was closed (`abort` closes it from this side). */
   const rawSocket = (port: number) =>
-    new Promise<{ socket: net.Socket; abort: () => void; closed: Promise<{ byServer: boolean; at: number; received: string }> }>((resolve, reject) => {
-      const socket = net.connect(port, '127.0.0.1');
-      let received = '';
-      let destroyedByUs = false;
-      socket.on('data', (c: Buffer) => (received += c.toString()));
-      socket.on('error', () => {});
-      socket.on('end', () => socket.end());
-      const closed = new Promise<{ byServer: boolean; at: number; received: string }>((r) =>
-        socket.once('close', () => r({ byServer: !destroyedByUs, at: performance.now(), received })),
-      );
-      const abort = () => {
-        destroyedByUs = true;
-        socket.destroy();
-      };
-      socket.once('connect', () => resolve({ socket, abort, closed }));
-      socket.once('error', reject);
-    });
-  const within = <T,>(p: Promise<T>, ms: number) => Promise.race([p, sleep(ms).then(() => null)]);
+    new Promise<{ socket: net.Socket; abort: () => void; closed: Promise<{ byServer: boolean; at: number; received: string }> }>(
+      (resolve, reject) => {
+        const socket = net.connect(port, '127.0.0.1');
+        let received = '';
+        let destroyedByUs = false;
+        socket.on('data', (c: Buffer) => (received += c.toString()));
+        socket.on('error', () => {});
+        socket.on('end', () => socket.end());
+        const closed = new Promise<{ byServer: boolean; at: number; received: string }>((r) =>
+          socket.once('close', () => r({ byServer: !destroyedByUs, at: performance.now(), received })),
+        );
+        const abort = () => {
+          destroyedByUs = true;
+          socket.destroy();
+        };
+        socket.once('connect', () => resolve({ socket, abort, closed }));
+        socket.once('error', reject);
+      },
+    );
+  const within = <T>(p: Promise<T>, ms: number) => Promise.race([p, sleep(ms).then(() => null)]);
 
   it('cuts off an upload that stalls after the idle timeout, and keeps nothing of it', async () => {
     const { socket, abort, closed } = await rawSocket(reg.port);
@@ -365,7 +395,10 @@ describe('slow clients', () => {
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'slow', name: 'ok' }));
     await c.uploadBundle(Readable.from([randomBytes(1024)]), { workflow: 'slow/ok', activate: true });
     const resolve = async () => {
-      const res = await request(`${reg.server.url}/internal/workflow/slow%2Fok/active`, { dispatcher: http, headers: { authorization: `Bearer ${reg.token}` } });
+      const res = await request(`${reg.server.url}/internal/workflow/slow%2Fok/active`, {
+        dispatcher: http,
+        headers: { authorization: `Bearer ${reg.token}` },
+      });
       await res.body.dump();
       return res.statusCode;
     };

@@ -4,7 +4,11 @@ export type FencedBlock = { marker: string; lang: string; body: string };
 
 /** Every fenced block with a language, with the HTML comment on the line right above it (if any). */
 export function fencedBlocks(markdown: string): FencedBlock[] {
-  return [...markdown.matchAll(/(?:<!-- (.*?) -->\n)?```(\w+)\n([\s\S]*?)```/g)].map((m) => ({ marker: m[1] ?? '', lang: m[2]!, body: m[3]! }));
+  return [...markdown.matchAll(/(?:<!-- (.*?) -->\n)?```(\w+)\n([\s\S]*?)```/g)].map((m) => ({
+    marker: m[1] ?? '',
+    lang: m[2]!,
+    body: m[3]!,
+  }));
 }
 
 /** Backticked variable names (`LIKE_THIS`) in the first column of markdown table rows. */

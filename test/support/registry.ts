@@ -111,7 +111,9 @@ export function bundleBytes(seed: string, size = 1024): Buffer {
 }
 
 export const sha256 = (data: Buffer | ArrayBuffer | Uint8Array) =>
-  createHash('sha256').update(data instanceof ArrayBuffer ? new Uint8Array(data) : data).digest('hex');
+  createHash('sha256')
+    .update(data instanceof ArrayBuffer ? new Uint8Array(data) : data)
+    .digest('hex');
 
 /** Two registries sharing one fresh database and one fresh bucket: replicas. */
 export async function startReplicas(env: Record<string, string> = { LOG_LEVEL: 'warn' }) {

@@ -4,7 +4,12 @@ import { createInterface } from 'node:readline';
 
 export type Service = { url: string; stop(): Promise<void> };
 
-export function startService(name: string, command: string, args: string[], opts: { timeoutMs?: number; installHint?: string } = {}): Promise<Service> {
+export function startService(
+  name: string,
+  command: string,
+  args: string[],
+  opts: { timeoutMs?: number; installHint?: string } = {},
+): Promise<Service> {
   const timeoutMs = opts.timeoutMs ?? 60_000;
   const hint = opts.installHint ? `; ${opts.installHint}` : '';
   // stdin stays open as a lifeline: it closes when this process dies, however it dies.

@@ -16,7 +16,18 @@ export async function startSwiftS3(opts: { dataDir: string; port: number; access
   const service = await startService(
     'Swift S3 server',
     '/usr/bin/python3',
-    [script, '--data-dir', opts.dataDir, '--port', String(opts.port), '--access-key', opts.accessKey, '--secret-key', opts.secretKey, '--exit-with-parent'],
+    [
+      script,
+      '--data-dir',
+      opts.dataDir,
+      '--port',
+      String(opts.port),
+      '--access-key',
+      opts.accessKey,
+      '--secret-key',
+      opts.secretKey,
+      '--exit-with-parent',
+    ],
     { installHint: 'install it with: bash scripts/s3/install.sh' },
   );
   return { ...service, accessKey: opts.accessKey, secretKey: opts.secretKey, logFile: path.join(opts.dataDir, 'log', 'proxy.log') };

@@ -160,7 +160,9 @@ export function walkArchive(
         fail(err);
       }
     });
-    parser.on('ignoredEntry', (entry: ReadEntry) => fail(new UnsafeBundle(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
+    parser.on('ignoredEntry', (entry: ReadEntry) =>
+      fail(new UnsafeBundle(`entry "${entry.path}" has an unsupported type (${entry.type})`)),
+    );
     parser.on('error', fail);
     parser.on('abort', fail);
     parser.on('end', () => {

@@ -103,7 +103,10 @@ export class BundleCache {
   /** Removes a tree: renamed away first, so nobody finds a half-removed tree under the bundle's name. */
   async discardTree(hash: string): Promise<void> {
     const trash = path.join(this.dir, `.trash-${process.pid}-${randomBytes(6).toString('hex')}`);
-    const moved = await fs.rename(this.treePath(hash), trash).then(() => true, () => false);
+    const moved = await fs.rename(this.treePath(hash), trash).then(
+      () => true,
+      () => false,
+    );
     if (moved) await fs.rm(trash, { recursive: true, force: true });
   }
 

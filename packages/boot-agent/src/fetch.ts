@@ -61,9 +61,11 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
         let url = opts.url;
         let res;
         for (let hop = 0; ; hop++) {
-          res = await get(url, rangeStart > 0 ? { range: `bytes=${rangeStart}-` } : {}, opts).catch((err: { code?: string; message: string }) => {
-            throw fetchFailed(`cannot reach the store: ${err.code ?? err.message}`, true);
-          });
+          res = await get(url, rangeStart > 0 ? { range: `bytes=${rangeStart}-` } : {}, opts).catch(
+            (err: { code?: string; message: string }) => {
+              throw fetchFailed(`cannot reach the store: ${err.code ?? err.message}`, true);
+            },
+          );
           if (res.statusCode < 300 || res.statusCode >= 400) break;
           res.body.resume();
           const location = res.headers.location;
@@ -90,15 +92,25 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
           // A destroyed response may still emit 'error'; unheard, it would crash the agent.
           res.body.on('error', () => {});
           res.body.destroy();
-          throw new AgentError(opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle', `the store offers ${written + declared} bytes, more than the expected ${limit}`);
+          throw new AgentError(
+            opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle',
+            `the store offers ${written + declared} bytes, more than the expected ${limit}`,
+          );
         }
-        await pump(res.body, opts, limit, (chunk) => {
-          hash.update(chunk);
-          return chunk;
-        }, async (chunk) => {
-          await handle.write(chunk, 0, chunk.length, written);
-          written += chunk.length;
-        }, () => written);
+        await pump(
+          res.body,
+          opts,
+          limit,
+          (chunk) => {
+            hash.update(chunk);
+            return chunk;
+          },
+          async (chunk) => {
+            await handle.write(chunk, 0, chunk.length, written);
+            written += chunk.length;
+          },
+          () => written,
+        );
         if (opts.expectedSize !== undefined && written !== opts.expectedSize) {
           throw fetchFailed(`the download ended after ${written} of ${opts.expectedSize} bytes`, true);
         }
@@ -155,21 +167,27 @@ async function pump(
 ): Promise<void> {
   const samples: Array<[number, number]> = [[Date.now(), total()]];
   let stalled: AgentError | undefined;
-  const watchdog = setInterval(() => {
-    const now = Date.now();
-    samples.push([now, total()]);
-    while (samples.length > 1 && now - samples[0]![0] > opts.stallWindowMs) samples.shift();
-    const [t0, b0] = samples[0]!;
-    if (now - t0 >= opts.stallWindowMs * 0.9 && ((total() - b0) * 1000) / (now - t0) < opts.minBytesPerSecond) {
-      stalled = fetchFailed(`the store is sending slower than ${opts.minBytesPerSecond} bytes/s; abandoned`, true);
-      body.destroy(stalled);
-    }
-  }, Math.max(50, Math.min(1000, opts.stallWindowMs / 10)));
+  const watchdog = setInterval(
+    () => {
+      const now = Date.now();
+      samples.push([now, total()]);
+      while (samples.length > 1 && now - samples[0]![0] > opts.stallWindowMs) samples.shift();
+      const [t0, b0] = samples[0]!;
+      if (now - t0 >= opts.stallWindowMs * 0.9 && ((total() - b0) * 1000) / (now - t0) < opts.minBytesPerSecond) {
+        stalled = fetchFailed(`the store is sending slower than ${opts.minBytesPerSecond} bytes/s; abandoned`, true);
+        body.destroy(stalled);
+      }
+    },
+    Math.max(50, Math.min(1000, opts.stallWindowMs / 10)),
+  );
   try {
     for await (const chunk of body) {
       if (total() + chunk.length > limit) {
         body.destroy();
-        throw new AgentError(opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle', `the store sent more than the expected ${limit} bytes; cut off`);
+        throw new AgentError(
+          opts.expectedSize !== undefined ? 'hash_mismatch' : 'unsafe_bundle',
+          `the store sent more than the expected ${limit} bytes; cut off`,
+        );
       }
       await write(inspect(chunk));
     }

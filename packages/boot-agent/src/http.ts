@@ -17,17 +17,21 @@ export function smallRequest(
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const headers = { ...o.headers, ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}) };
-    const req = (u.protocol === 'https:' ? https : http).request(u, { method: o.method ?? 'GET', headers, agent: false, signal: AbortSignal.timeout(o.timeoutMs) }, (res) => {
-      const chunks: Buffer[] = [];
-      let size = 0;
-      res.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > maxBytes) return req.destroy(new Error(`answer larger than ${maxBytes} bytes`));
-        chunks.push(c);
-      });
-      res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
-      res.on('error', reject);
-    });
+    const req = (u.protocol === 'https:' ? https : http).request(
+      u,
+      { method: o.method ?? 'GET', headers, agent: false, signal: AbortSignal.timeout(o.timeoutMs) },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on('data', (c: Buffer) => {
+          size += c.length;
+          if (size > maxBytes) return req.destroy(new Error(`answer larger than ${maxBytes} bytes`));
+          chunks.push(c);
+        });
+        res.on('end', () => resolve({ statusCode: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        res.on('error', reject);
+      },
+    );
     req.on('error', (err) => reject(err.name === 'AbortError' ? new Error(`no answer within ${o.timeoutMs} ms`) : err));
     req.end(o.body);
   });

@@ -28,7 +28,11 @@ async function main(argv: string[]): Promise<number> {
   const workflowDir = text(vars, 'SWARM_WORKFLOW_DIR');
   const cache = new BundleCache(text(vars, 'SWARM_CACHE_DIR'), count(vars, 'SWARM_CACHE_MAX_BYTES'));
   const maxBundleBytes = count(vars, 'SWARM_MAX_BUNDLE_BYTES');
-  const limits = { ...DEFAULT_BUNDLE_LIMITS, maxBytes: count(vars, 'SWARM_MAX_UNPACKED_BYTES'), maxEntries: count(vars, 'SWARM_MAX_ENTRIES') };
+  const limits = {
+    ...DEFAULT_BUNDLE_LIMITS,
+    maxBytes: count(vars, 'SWARM_MAX_UNPACKED_BYTES'),
+    maxEntries: count(vars, 'SWARM_MAX_ENTRIES'),
+  };
 
   const mmdsUrl = text(vars, 'SWARM_MMDS_URL').replace(/\/+$/, '');
   const metadataFile = text(vars, 'SWARM_METADATA_FILE');
@@ -39,7 +43,9 @@ async function main(argv: string[]): Promise<number> {
     await fromFile(metadataFile, vars.SWARM_METADATA_FILE !== undefined),
   ]);
   const events = new EventReporter(
-    metadata.execution && metadata.apiUrl ? { apiUrl: metadata.apiUrl, executionId: metadata.execution.id, agentToken: metadata.execution.agentToken } : undefined,
+    metadata.execution && metadata.apiUrl
+      ? { apiUrl: metadata.apiUrl, executionId: metadata.execution.id, agentToken: metadata.execution.agentToken }
+      : undefined,
   );
   try {
     return await boot();
@@ -68,7 +74,9 @@ async function main(argv: string[]): Promise<number> {
     }
 
     const unpacked = await fromCache(bundle);
-    log(`unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}${unpacked.from === 'tree' ? ' from the cached tree' : ''}`);
+    log(
+      `unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}${unpacked.from === 'tree' ? ' from the cached tree' : ''}`,
+    );
 
     const command = await runtimeCommand(workflowDir, metadata.runtime?.command);
     const code = await runWorkflow(command, workflowDir, metadata.secrets, (pid) => events.emit('runtime_started', { pid }));
@@ -83,7 +91,11 @@ async function main(argv: string[]): Promise<number> {
    * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
    * discarded.
    */
-  async function fromCache(bundle: { url: string; hash: string; size?: number | undefined }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
+  async function fromCache(bundle: {
+    url: string;
+    hash: string;
+    size?: number | undefined;
+  }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
     const started = Date.now();
     const tree = cache.treePath(bundle.hash);
     const archive = await fs.stat(cache.pathFor(bundle.hash)).catch(() => null);
@@ -94,7 +106,13 @@ async function main(argv: string[]): Promise<number> {
         await cache.touch(bundle.hash);
         events.emit('cache_hit', { bytes: archive.size, from: 'tree' });
         log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree)`);
-        events.emit('unpacked', { files: result.files, directories: result.directories, bytes: result.bytes, ms: Date.now() - started, from: 'tree' });
+        events.emit('unpacked', {
+          files: result.files,
+          directories: result.directories,
+          bytes: result.bytes,
+          ms: Date.now() - started,
+          from: 'tree',
+        });
         return { ...result, from: 'tree' };
       } catch (err) {
         // Whatever went wrong, the archive path decides: it reports a bad archive or an unsafe bundle properly.
@@ -121,7 +139,13 @@ async function main(argv: string[]): Promise<number> {
       treeSkipped = await cache.saveTree(bundle.hash, staging, r, listing);
     });
     if (treeSkipped) log(`no unpacked tree kept in the cache: ${treeSkipped}`);
-    events.emit('unpacked', { files: result.files, directories: result.directories, bytes: result.bytes, ms: Date.now() - unpackStarted, from: 'archive' });
+    events.emit('unpacked', {
+      files: result.files,
+      directories: result.directories,
+      bytes: result.bytes,
+      ms: Date.now() - unpackStarted,
+      from: 'archive',
+    });
     return { ...result, from: 'archive' };
   }
 

@@ -33,12 +33,12 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
   }
   return (
     prune({
-    bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size }),
-    workflow: v.SWARM_WORKFLOW,
-    execution: prune({ id: v.SWARM_EXECUTION_ID, agentToken: v.SWARM_AGENT_TOKEN }),
-    apiUrl: v.SWARM_API_URL,
-    runtime: command === undefined ? undefined : { command },
-  }) ?? {}
+      bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size }),
+      workflow: v.SWARM_WORKFLOW,
+      execution: prune({ id: v.SWARM_EXECUTION_ID, agentToken: v.SWARM_AGENT_TOKEN }),
+      apiUrl: v.SWARM_API_URL,
+      runtime: command === undefined ? undefined : { command },
+    }) ?? {}
   );
 }
 
@@ -47,15 +47,21 @@ export async function fromMmds(base: string): Promise<Partial | null> {
   const opts = { timeoutMs: MMDS_TIMEOUT_MS * 2 };
   let token: string;
   try {
-    const res = await smallRequest(`${base}/latest/api/token`, { ...opts, method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '300' } });
+    const res = await smallRequest(`${base}/latest/api/token`, {
+      ...opts,
+      method: 'PUT',
+      headers: { 'x-metadata-token-ttl-seconds': '300' },
+    });
     token = res.text.trim();
     if (res.statusCode !== 200 || !token) return null;
   } catch {
     return null; // no metadata service here: not an error, other sources may suffice
   }
-  const res = await smallRequest(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch((err: Error) => {
-    throw bad(`the metadata service at ${base} failed: ${err.message}`);
-  });
+  const res = await smallRequest(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch(
+    (err: Error) => {
+      throw bad(`the metadata service at ${base} failed: ${err.message}`);
+    },
+  );
   const text = res.text;
   if (res.statusCode !== 200) throw bad(`the metadata service at ${base} answered HTTP ${res.statusCode}`);
   return parseJson(text, `metadata from ${base}`);

@@ -17,7 +17,10 @@ export async function runtimeCommand(workflowDir: string, fromMetadata: string[]
   if (fromMetadata) return fromMetadata;
   const text = await fs.readFile(path.join(workflowDir, 'swarm.json'), 'utf8').catch(() => null);
   if (text === null) {
-    throw new AgentError('bad_metadata', 'no runtime command: give one in the metadata (runtime.command, SWARM_RUNTIME_CMD or after --), or an entrypoint in the bundle\'s swarm.json');
+    throw new AgentError(
+      'bad_metadata',
+      "no runtime command: give one in the metadata (runtime.command, SWARM_RUNTIME_CMD or after --), or an entrypoint in the bundle's swarm.json",
+    );
   }
   let manifest: unknown;
   try {
@@ -26,11 +29,20 @@ export async function runtimeCommand(workflowDir: string, fromMetadata: string[]
     throw new AgentError('unsafe_bundle', "the bundle's swarm.json is not valid JSON");
   }
   const parsed = bundleManifest.safeParse(manifest);
-  if (!parsed.success) throw new AgentError('unsafe_bundle', `the bundle's swarm.json: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`);
+  if (!parsed.success)
+    throw new AgentError(
+      'unsafe_bundle',
+      `the bundle's swarm.json: ${parsed.error.issues[0]!.path.join('.')}: ${parsed.error.issues[0]!.message}`,
+    );
   return parsed.data.entrypoint;
 }
 
-export function runWorkflow(command: string[], cwd: string, secrets: Record<string, string>, onStart: (pid: number) => void): Promise<number> {
+export function runWorkflow(
+  command: string[],
+  cwd: string,
+  secrets: Record<string, string>,
+  onStart: (pid: number) => void,
+): Promise<number> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!AGENT_VARIABLES.test(k)) env[k] = v;
   Object.assign(env, secrets);

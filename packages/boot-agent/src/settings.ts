@@ -33,8 +33,18 @@ const SECTIONS = [
       { flag: 'api-url', arg: 'URL', env: 'SWARM_API_URL', help: "the registry's API (events, resolving)" },
       { flag: 'execution-id', arg: 'ID', env: 'SWARM_EXECUTION_ID', help: 'execution to report events for' },
       { flag: 'agent-token', arg: 'T', env: 'SWARM_AGENT_TOKEN', help: 'token for events and resolving' },
-      { arg: '-- command...', env: 'SWARM_RUNTIME_CMD', help: 'the command to run (JSON array in the environment);\ndefault: "entrypoint" of swarm.json in the bundle' },
-      { flag: 'metadata-file', arg: 'PATH', env: 'SWARM_METADATA_FILE', help: 'JSON metadata document', default: '/run/swarm/metadata.json' },
+      {
+        arg: '-- command...',
+        env: 'SWARM_RUNTIME_CMD',
+        help: 'the command to run (JSON array in the environment);\ndefault: "entrypoint" of swarm.json in the bundle',
+      },
+      {
+        flag: 'metadata-file',
+        arg: 'PATH',
+        env: 'SWARM_METADATA_FILE',
+        help: 'JSON metadata document',
+        default: '/run/swarm/metadata.json',
+      },
       { flag: 'mmds-url', arg: 'URL', env: 'SWARM_MMDS_URL', help: 'Firecracker MMDS, or "off"', default: 'http://169.254.169.254' },
     ],
   },
@@ -48,7 +58,14 @@ const SECTIONS = [
       { flag: 'max-unpacked-bytes', arg: 'N', env: 'SWARM_MAX_UNPACKED_BYTES', default: DEFAULT_BUNDLE_LIMITS.maxBytes, min: 1 },
       { flag: 'max-entries', arg: 'N', env: 'SWARM_MAX_ENTRIES', default: DEFAULT_BUNDLE_LIMITS.maxEntries, min: 1 },
       { flag: 'fetch-attempts', arg: 'N', env: 'SWARM_FETCH_ATTEMPTS', default: DEFAULT_FETCH.attempts, min: 1 },
-      { flag: 'min-rate', arg: 'N', env: 'SWARM_FETCH_MIN_BYTES_PER_SECOND', help: 'bytes per second, over --stall-seconds', default: DEFAULT_FETCH.minBytesPerSecond, min: 0 },
+      {
+        flag: 'min-rate',
+        arg: 'N',
+        env: 'SWARM_FETCH_MIN_BYTES_PER_SECOND',
+        help: 'bytes per second, over --stall-seconds',
+        default: DEFAULT_FETCH.minBytesPerSecond,
+        min: 0,
+      },
       { flag: 'stall-seconds', arg: 'N', env: 'SWARM_FETCH_STALL_SECONDS', default: DEFAULT_FETCH.stallWindowMs / 1000, min: 1 },
     ],
   },
@@ -68,7 +85,12 @@ const EXIT_CODES = `Exit codes: the runtime's own code once it has started; befo
 
 /** --help, from the table: one row a setting, columns as wide as each section needs. */
 export function helpText(): string {
-  const out = ['Usage: swarm-boot-agent [options] [-- command...]', '', 'Fetches a workflow bundle, verifies its sha256, unpacks it and runs it.', ''];
+  const out = [
+    'Usage: swarm-boot-agent [options] [-- command...]',
+    '',
+    'Fetches a workflow bundle, verifies its sha256, unpacks it and runs it.',
+    '',
+  ];
   for (const { title, settings } of SECTIONS) {
     const rows = settings.map((s: Setting) => {
       const usage = s.flag ? `--${s.flag} ${s.arg}` : s.arg;
@@ -128,6 +150,7 @@ export function count(vars: Vars, name: Extract<Entry, { min: number }>['env']):
   const { default: fallback, min = 0 } = byName(name);
   const raw = vars[name];
   if (raw === undefined) return fallback as number;
-  if (!/^\d+$/.test(raw) || Number(raw) < min) throw new AgentError('bad_metadata', `${name}: must be a whole number ≥ ${min}, not "${raw}"`);
+  if (!/^\d+$/.test(raw) || Number(raw) < min)
+    throw new AgentError('bad_metadata', `${name}: must be a whole number ≥ ${min}, not "${raw}"`);
   return Number(raw);
 }

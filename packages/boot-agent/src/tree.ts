@@ -30,7 +30,13 @@ const mismatch = (reason: string) => new TreeMismatch(reason);
 export const TREE_FILES = 'files';
 
 /** Links the cached tree's files into `target` after checking it against `archive` (which must hash to `hash`). */
-export async function linkFromTree(archive: string, hash: string, tree: string, target: string, limits: BundleLimits): Promise<BundleCounts> {
+export async function linkFromTree(
+  archive: string,
+  hash: string,
+  tree: string,
+  target: string,
+  limits: BundleLimits,
+): Promise<BundleCounts> {
   const manifest = checkTreeLayout(tree, hash);
   if (!(await isGzip(archive))) throw mismatch('the cached archive is not gzip-compressed');
   const files = path.join(tree, TREE_FILES);

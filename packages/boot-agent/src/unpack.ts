@@ -71,7 +71,12 @@ export type BeforeSwap = (staging: string, counts: BundleCounts, listing: Listin
  * ratio), which bound an accepted bundle too: one gunzip instead of a checking pass and
  * a writing pass.
  */
-export async function unpackBundle(file: string, target: string, limits: BundleLimits = DEFAULT_BUNDLE_LIMITS, beforeSwap?: BeforeSwap): Promise<BundleCounts> {
+export async function unpackBundle(
+  file: string,
+  target: string,
+  limits: BundleLimits = DEFAULT_BUNDLE_LIMITS,
+  beforeSwap?: BeforeSwap,
+): Promise<BundleCounts> {
   if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
   return viaStaging(target, async (staging) => {
     const { counts, listing } = await walkArchive(createReadStream(file), limits, writeInto(staging)).catch((err: unknown) => {

@@ -62,7 +62,9 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
 
   const storeRequests = async () => {
     const log = inject('s3').logFile;
-    return log ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(`/${reg.bucket}/`) && l.includes(bundle.hash)).length : null;
+    return log
+      ? (await fs.readFile(log, 'utf8')).split('\n').filter((l) => l.includes(`/${reg.bucket}/`) && l.includes(bundle.hash)).length
+      : null;
   };
 
   it('fetches from a presigned S3 URL, verifies, caches, unpacks and runs, reporting every step', async () => {
@@ -79,7 +81,15 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     if (before !== null) expect(await storeRequests()).toBeGreaterThan(before);
 
     const events = recorder.events.filter((e) => e.executionId === executionId);
-    expect(events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_miss', 'fetched', 'verified', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(events.map((e) => e.type)).toEqual([
+      'metadata_loaded',
+      'cache_miss',
+      'fetched',
+      'verified',
+      'unpacked',
+      'runtime_started',
+      'runtime_exited',
+    ]);
     expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
     expect(events.find((e) => e.type === 'fetched')!.data).toMatchObject({ bytes: bundle.size, attempts: 1 });
     expect(events.find((e) => e.type === 'unpacked')!.data).toMatchObject({ files: 3 });
@@ -138,7 +148,11 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
   it('leaves nothing outside its cache and workflow directories', async () => {
     const outside = (await sandbox.tree()).filter((p) => !/^(cache|workflow)\//.test(p));
     expect(outside).toEqual(['metadata.json']);
-    expect((await sandbox.tree()).filter((p) => /^cache\/[^/]*\/?$/.test(p))).toEqual(['cache/', `cache/${bundle.hash}.tar.gz`, `cache/${bundle.hash}.tree/`]);
+    expect((await sandbox.tree()).filter((p) => /^cache\/[^/]*\/?$/.test(p))).toEqual([
+      'cache/',
+      `cache/${bundle.hash}.tar.gz`,
+      `cache/${bundle.hash}.tree/`,
+    ]);
   });
 });
 
@@ -174,7 +188,9 @@ describe('the built agent', () => {
   it('is one self-contained file that runs on plain Node, and boot.sh execs it', async () => {
     const pkg = path.resolve(import.meta.dirname, '..');
     await new Promise<void>((resolve, reject) =>
-      spawn('pnpm', ['run', 'build'], { cwd: pkg, stdio: 'ignore' }).on('exit', (c) => (c === 0 ? resolve() : reject(new Error(`build exited ${c}`)))),
+      spawn('pnpm', ['run', 'build'], { cwd: pkg, stdio: 'ignore' }).on('exit', (c) =>
+        c === 0 ? resolve() : reject(new Error(`build exited ${c}`)),
+      ),
     );
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-built-agent-'));
     try {

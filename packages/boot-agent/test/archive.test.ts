@@ -69,7 +69,13 @@ function digestOnDisk(root: string): string {
         walk(r);
       } else {
         const bytes = fsSync.readFileSync(path.join(root, r));
-        entries.push({ type: 'file', path: r, mode: unpackedMode(fsSync.statSync(path.join(root, r)).mode), size: bytes.length, sha256: sha256(bytes) });
+        entries.push({
+          type: 'file',
+          path: r,
+          mode: unpackedMode(fsSync.statSync(path.join(root, r)).mode),
+          size: bytes.length,
+          sha256: sha256(bytes),
+        });
       }
     }
   };
@@ -80,7 +86,13 @@ function digestOnDisk(root: string): string {
 describe('walkArchive', () => {
   test('hands each checked entry to the sink in archive order, each directory once, parents before their files', async () => {
     const { sink, seen } = recordingSink();
-    const bytes = gzip(tarBytes([{ path: 'a/b/c.txt', body: 'c' }, { path: 'a/', type: 'Directory' }, { path: 'a/b/x', mode: 0o700, body: 'x' }]));
+    const bytes = gzip(
+      tarBytes([
+        { path: 'a/b/c.txt', body: 'c' },
+        { path: 'a/', type: 'Directory' },
+        { path: 'a/b/x', mode: 0o700, body: 'x' },
+      ]),
+    );
     const walked = await walkArchive(fromBytes(bytes), DEFAULT_BUNDLE_LIMITS, sink);
     expect(seen).toEqual(['dir a/b', `file a/b/c.txt 644 ${sha256('c')}`, 'dir a', `file a/b/x 755 ${sha256('x')}`]);
     expect(walked.counts).toEqual({ files: 2, directories: 1, bytes: 2 });
@@ -102,7 +114,11 @@ describe('walkArchive', () => {
 
   test('refuses an entry the rules refuse, with an UnsafeBundle naming it, and hands nothing more over', async () => {
     const { sink, seen } = recordingSink();
-    const entries: TarEntry[] = [{ path: 'a', body: 'a' }, { path: 'link', type: 'SymbolicLink', linkpath: '/etc' }, { path: 'b', body: 'b' }];
+    const entries: TarEntry[] = [
+      { path: 'a', body: 'a' },
+      { path: 'link', type: 'SymbolicLink', linkpath: '/etc' },
+      { path: 'b', body: 'b' },
+    ];
     const walk = walkArchive(fromBytes(gzip(tarBytes(entries))), DEFAULT_BUNDLE_LIMITS, sink);
     await expect(walk).rejects.toThrow(UnsafeBundle);
     await expect(walk).rejects.toThrow('entry "link" is a SymbolicLink; bundles may hold only regular files and directories');
@@ -110,7 +126,9 @@ describe('walkArchive', () => {
   });
 
   test("passes the parser's refusal of an archive with no entries", async () => {
-    await expect(walkArchive(fromBytes(gzip(tarBytes([]))), DEFAULT_BUNDLE_LIMITS, recordingSink().sink)).rejects.toThrow('TAR_BAD_ARCHIVE');
+    await expect(walkArchive(fromBytes(gzip(tarBytes([]))), DEFAULT_BUNDLE_LIMITS, recordingSink().sink)).rejects.toThrow(
+      'TAR_BAD_ARCHIVE',
+    );
   });
 
   test("passes the sink's own error on as it was raised, and closes the open file", async () => {
@@ -128,12 +146,16 @@ describe('walkArchive', () => {
         };
       },
     };
-    await expect(walkArchive(fromBytes(gzip(tarBytes([{ path: 'f', body: 'x' }]))), DEFAULT_BUNDLE_LIMITS, sink)).rejects.toThrow('disk full');
+    await expect(walkArchive(fromBytes(gzip(tarBytes([{ path: 'f', body: 'x' }]))), DEFAULT_BUNDLE_LIMITS, sink)).rejects.toThrow(
+      'disk full',
+    );
     expect(() => fsSync.fstatSync(fd)).toThrow(/EBADF/);
   });
 
   test("passes the parser's error on for what is not a gzip'd tar", async () => {
-    await expect(walkArchive(fromBytes(gzip(Buffer.from('not a tar'.repeat(200)))), DEFAULT_BUNDLE_LIMITS, recordingSink().sink)).rejects.toThrow();
+    await expect(
+      walkArchive(fromBytes(gzip(Buffer.from('not a tar'.repeat(200)))), DEFAULT_BUNDLE_LIMITS, recordingSink().sink),
+    ).rejects.toThrow();
   });
 });
 

@@ -95,7 +95,13 @@ describe('unpackedMode', () => {
 describe('EntryRules', () => {
   test('a file: its relative path, unpacked mode and size; counted and listed with its implied directories', () => {
     const rules = new EntryRules(DEFAULT_BUNDLE_LIMITS);
-    expect(rules.check(file('./app/bin/run', 5, 0o4775))).toEqual({ type: 'file', path: './app/bin/run', rel: 'app/bin/run', mode: 0o755, size: 5 });
+    expect(rules.check(file('./app/bin/run', 5, 0o4775))).toEqual({
+      type: 'file',
+      path: './app/bin/run',
+      rel: 'app/bin/run',
+      mode: 0o755,
+      size: 5,
+    });
     expect(rules.counts).toEqual({ files: 1, directories: 0, bytes: 5 });
     expect(rules.listing.files).toEqual(new Map([['app/bin/run', 0o755]]));
     expect(rules.listing.dirs).toEqual(new Set(['app/bin', 'app']));
@@ -110,7 +116,12 @@ describe('EntryRules', () => {
     expect(checkAll([file('a/b'), dir('a/')]).listing.dirs).toEqual(new Set(['a']));
   });
   test('old-style and contiguous files are regular files', () => {
-    expect(checkAll([{ path: 'x', type: 'OldFile', size: 0 }, { path: 'y', type: 'ContiguousFile', size: 0 }]).counts.files).toBe(2);
+    expect(
+      checkAll([
+        { path: 'x', type: 'OldFile', size: 0 },
+        { path: 'y', type: 'ContiguousFile', size: 0 },
+      ]).counts.files,
+    ).toBe(2);
   });
   test('a file with no size counts 0 bytes', () => {
     expect(checkAll([{ path: 'x', type: 'File' }]).counts.bytes).toBe(0);
@@ -121,7 +132,9 @@ describe('EntryRules', () => {
 
   for (const type of ['SymbolicLink', 'Link', 'CharacterDevice', 'BlockDevice', 'FIFO']) {
     test(`refuses a ${type}`, () => {
-      expect(refusal(() => checkAll([{ path: 'x', type }]))).toBe(`entry "x" is a ${type}; bundles may hold only regular files and directories`);
+      expect(refusal(() => checkAll([{ path: 'x', type }]))).toBe(
+        `entry "x" is a ${type}; bundles may hold only regular files and directories`,
+      );
     });
   }
   test('refuses a file naming the bundle root', () => {

@@ -73,7 +73,11 @@ async function expectClean(expect: ExpectStatic, sb: Sandbox, cached: string[], 
   expect(await leftoverProblems(sb, { cached, alsoAllowed })).toEqual([]);
 }
 
-const exists = (p: string) => fs.lstat(p).then(() => true, () => false);
+const exists = (p: string) =>
+  fs.lstat(p).then(
+    () => true,
+    () => false,
+  );
 const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A small valid bundle: its manifest exits with `code`. */
@@ -161,7 +165,11 @@ describe.concurrent('boot agent against hostile input', () => {
       const { sb, before } = await arena(ctx, { previous: true });
       const outside = path.join(sb.dir, 'outside');
       await fs.mkdir(outside);
-      const b = bundle([manifest(), { path: 'escape', type: 'SymbolicLink', linkpath: outside }, { path: 'escape/pwned.txt', body: 'pwned' }]);
+      const b = bundle([
+        manifest(),
+        { path: 'escape', type: 'SymbolicLink', linkpath: outside },
+        { path: 'escape/pwned.txt', body: 'pwned' },
+      ]);
       const store = await started(ctx, serveBundle(b.bytes));
 
       const run = await sb.fetch(store.url(), b.hash);
@@ -173,7 +181,10 @@ describe.concurrent('boot agent against hostile input', () => {
     });
 
     test('a symlink pointing outside the bundle is refused (66)', async (ctx) => {
-      const r = await unpackHostile(ctx, [manifest(), { path: 'config/passwd', type: 'SymbolicLink', linkpath: '../../../../../../../../etc/passwd' }]);
+      const r = await unpackHostile(ctx, [
+        manifest(),
+        { path: 'config/passwd', type: 'SymbolicLink', linkpath: '../../../../../../../../etc/passwd' },
+      ]);
       await expectUnsafe(ctx, r, 'entry "config/passwd" is a SymbolicLink');
     });
 
@@ -606,7 +617,12 @@ describe.concurrent('boot agent against hostile input', () => {
     const hash = 'd'.repeat(64);
 
     /** Refused with one line naming `field`; the store never asked; nothing written. */
-    async function expectBadMetadata(ctx: TestContext, args: (url: string) => string[], env: Record<string, string>, message: RegExp | string) {
+    async function expectBadMetadata(
+      ctx: TestContext,
+      args: (url: string) => string[],
+      env: Record<string, string>,
+      message: RegExp | string,
+    ) {
       const { sb } = await arena(ctx);
       const store = await started(ctx, serveBundle(goodBundle().bytes));
       const run = await sb.run(args(store.url()), env);
@@ -617,19 +633,39 @@ describe.concurrent('boot agent against hostile input', () => {
     }
 
     test('a malformed hash is refused (64), naming bundle.hash', async (ctx) => {
-      await expectBadMetadata(ctx, (url) => ['--bundle-url', url, '--bundle-hash', 'D'.repeat(63)], {}, 'bad_metadata: metadata bundle.hash: must be a sha256 digest');
+      await expectBadMetadata(
+        ctx,
+        (url) => ['--bundle-url', url, '--bundle-hash', 'D'.repeat(63)],
+        {},
+        'bad_metadata: metadata bundle.hash: must be a sha256 digest',
+      );
     });
 
     test('a file:// URL is refused (64), naming bundle.url', async (ctx) => {
-      await expectBadMetadata(ctx, () => ['--bundle-url', 'file:///etc/passwd', '--bundle-hash', hash], {}, 'bad_metadata: metadata bundle.url: must be an http:// or https:// URL');
+      await expectBadMetadata(
+        ctx,
+        () => ['--bundle-url', 'file:///etc/passwd', '--bundle-hash', hash],
+        {},
+        'bad_metadata: metadata bundle.url: must be an http:// or https:// URL',
+      );
     });
 
     test('an ftp:// URL is refused (64), naming bundle.url', async (ctx) => {
-      await expectBadMetadata(ctx, () => ['--bundle-url', 'ftp://127.0.0.1/bundle.tar.gz', '--bundle-hash', hash], {}, 'bad_metadata: metadata bundle.url: must be an http:// or https:// URL');
+      await expectBadMetadata(
+        ctx,
+        () => ['--bundle-url', 'ftp://127.0.0.1/bundle.tar.gz', '--bundle-hash', hash],
+        {},
+        'bad_metadata: metadata bundle.url: must be an http:// or https:// URL',
+      );
     });
 
     test('an empty runtime command (SWARM_RUNTIME_CMD=[]) is refused (64), naming runtime.command', async (ctx) => {
-      await expectBadMetadata(ctx, (url) => ['--bundle-url', url, '--bundle-hash', hash], { SWARM_RUNTIME_CMD: '[]' }, 'bad_metadata: metadata runtime.command: must not be empty');
+      await expectBadMetadata(
+        ctx,
+        (url) => ['--bundle-url', url, '--bundle-hash', hash],
+        { SWARM_RUNTIME_CMD: '[]' },
+        'bad_metadata: metadata runtime.command: must not be empty',
+      );
     });
 
     test('no metadata at all is refused (64), naming bundle', async (ctx) => {
@@ -645,7 +681,11 @@ async function bytesUnder(dir: string, skip: string): Promise<number> {
     const p = path.join(dir, d.name);
     if (p === skip) continue;
     if (d.isDirectory()) total += await bytesUnder(p, skip);
-    else if (d.isFile()) total += await fs.stat(p).then((s) => s.size, () => 0);
+    else if (d.isFile())
+      total += await fs.stat(p).then(
+        (s) => s.size,
+        () => 0,
+      );
   }
   return total;
 }

@@ -10,13 +10,29 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { describe, type ExpectStatic, type TestContext, test } from 'vitest';
 import { eventRecorder } from './support/events.js';
-import { type Blob, bundle, leftoverProblems, noise, type Sandbox, sandbox, sendBundle, serve, serveBundle, type TestServer } from './support/fixtures.js';
+import {
+  type Blob,
+  bundle,
+  leftoverProblems,
+  noise,
+  type Sandbox,
+  sandbox,
+  sendBundle,
+  serve,
+  serveBundle,
+  type TestServer,
+} from './support/fixtures.js';
 
 const MESSAGE = 'hello from the bundle';
 /** Prints the bundle's message and the size of its large file: what ran is visible in the output. */
 const treeBundle = (big = noise(1536 * 1024)): Blob =>
   bundle([
-    { path: 'swarm.json', body: JSON.stringify({ entrypoint: ['sh', '-c', 'echo WORKFLOW-RAN; cat app/msg.txt; echo; wc -c < data/big.bin; cksum data/big.bin'] }) },
+    {
+      path: 'swarm.json',
+      body: JSON.stringify({
+        entrypoint: ['sh', '-c', 'echo WORKFLOW-RAN; cat app/msg.txt; echo; wc -c < data/big.bin; cksum data/big.bin'],
+      }),
+    },
     { path: 'app/', type: 'Directory' },
     { path: 'app/msg.txt', body: MESSAGE },
     { path: 'app/run.sh', body: '#!/bin/sh\necho run\n', mode: 0o755 },
@@ -78,8 +94,15 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     const w = await warmed(ctx);
     const recorder = await eventRecorder();
     ctx.onTestFinished(() => recorder.close());
-    await fs.writeFile(path.join(w.sb.dir, 'metadata.json'), JSON.stringify({ apiUrl: recorder.url, execution: { id: '6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b', agentToken: 'agent-token-1' } }));
-    const before = { msg: await ino(path.join(w.files, 'app/msg.txt')), big: await ino(path.join(w.files, 'data/big.bin')), workflow: await ino(w.sb.workflowDir) };
+    await fs.writeFile(
+      path.join(w.sb.dir, 'metadata.json'),
+      JSON.stringify({ apiUrl: recorder.url, execution: { id: '6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b', agentToken: 'agent-token-1' } }),
+    );
+    const before = {
+      msg: await ino(path.join(w.files, 'app/msg.txt')),
+      big: await ino(path.join(w.files, 'data/big.bin')),
+      workflow: await ino(w.sb.workflowDir),
+    };
 
     const run = await w.sb.fetch(w.store.url(), w.b.hash);
 
@@ -231,9 +254,15 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     // The verified archive is in the cache (a cold boot caches before it unpacks), and someone planted a tree beside it.
     await fs.mkdir(path.join(sb.cacheDir, `${b.hash}.tree`, 'files'), { recursive: true });
     await fs.writeFile(path.join(sb.cacheDir, `${b.hash}.tar.gz`), b.bytes);
-    await fs.writeFile(path.join(sb.cacheDir, `${b.hash}.tree`, 'files', 'swarm.json'), JSON.stringify({ entrypoint: ['sh', '-c', 'echo WORKFLOW-RAN'] }));
+    await fs.writeFile(
+      path.join(sb.cacheDir, `${b.hash}.tree`, 'files', 'swarm.json'),
+      JSON.stringify({ entrypoint: ['sh', '-c', 'echo WORKFLOW-RAN'] }),
+    );
     await fs.writeFile(path.join(sb.cacheDir, `${b.hash}.tree`, 'files', 'passwd'), await fs.readFile('/etc/passwd'));
-    await fs.writeFile(path.join(sb.cacheDir, `${b.hash}.tree`, 'manifest.json'), JSON.stringify({ bundle: b.hash, files: 2, directories: 0, bytes: 0 }));
+    await fs.writeFile(
+      path.join(sb.cacheDir, `${b.hash}.tree`, 'manifest.json'),
+      JSON.stringify({ bundle: b.hash, files: 2, directories: 0, bytes: 0 }),
+    );
     const store = await started(ctx, serveBundle(b.bytes));
 
     const run = await sb.fetch(store.url(), b.hash);
@@ -250,7 +279,10 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     const w = await warmed(ctx);
     const otherWorkflowDir = path.join(w.sb.dir, 'workflow-b');
 
-    const [one, two] = await Promise.all([w.sb.fetch(w.store.url(), w.b.hash), w.sb.fetch(w.store.url(), w.b.hash, [], { SWARM_WORKFLOW_DIR: otherWorkflowDir })]);
+    const [one, two] = await Promise.all([
+      w.sb.fetch(w.store.url(), w.b.hash),
+      w.sb.fetch(w.store.url(), w.b.hash, [], { SWARM_WORKFLOW_DIR: otherWorkflowDir }),
+    ]);
 
     expect([one.code, two.code], one.stderr + two.stderr).toEqual([0, 0]);
     for (const r of [one, two]) {
@@ -281,7 +313,10 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
       }),
     );
 
-    const [one, two] = await Promise.all([sb.fetch(store.url(), b.hash), sb.fetch(store.url(), b.hash, [], { SWARM_WORKFLOW_DIR: path.join(sb.dir, 'workflow-b') })]);
+    const [one, two] = await Promise.all([
+      sb.fetch(store.url(), b.hash),
+      sb.fetch(store.url(), b.hash, [], { SWARM_WORKFLOW_DIR: path.join(sb.dir, 'workflow-b') }),
+    ]);
 
     expect([one.code, two.code], one.stderr + two.stderr).toEqual([0, 0]);
     expect((await fs.readdir(sb.cacheDir)).sort()).toEqual([`${b.hash}.tar.gz`, `${b.hash}.tree`]);
@@ -297,9 +332,18 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     ctx.onTestFinished(() => sb.remove());
     // Incompressible: each archive is ~300 KiB and so is its tree. Two archives fit in
     // 1,000,000 bytes; two archives and their trees (~1.2 MB) do not.
-    const a = bundle([{ path: 'swarm.json', body: '{"entrypoint":["true"]}' }, { path: 'a.bin', body: noise(300 * 1024) }]);
-    const b = bundle([{ path: 'swarm.json', body: '{"entrypoint":["true"]}' }, { path: 'b.bin', body: noise(300 * 1024).reverse() }]);
-    const store = await started(ctx, serve((req, res) => sendBundle(req, res, req.url === '/a.tar.gz' ? a.bytes : b.bytes)));
+    const a = bundle([
+      { path: 'swarm.json', body: '{"entrypoint":["true"]}' },
+      { path: 'a.bin', body: noise(300 * 1024) },
+    ]);
+    const b = bundle([
+      { path: 'swarm.json', body: '{"entrypoint":["true"]}' },
+      { path: 'b.bin', body: noise(300 * 1024).reverse() },
+    ]);
+    const store = await started(
+      ctx,
+      serve((req, res) => sendBundle(req, res, req.url === '/a.tar.gz' ? a.bytes : b.bytes)),
+    );
     const env = { SWARM_CACHE_MAX_BYTES: '1000000' };
 
     expect((await sb.fetch(store.url('a.tar.gz'), a.hash, [], env)).code).toBe(0);
@@ -314,14 +358,25 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     const { expect } = ctx;
     const sb = await sandbox();
     ctx.onTestFinished(() => sb.remove());
-    const a = bundle([{ path: 'swarm.json', body: '{"entrypoint":["true"]}' }, { path: 'a.bin', body: noise(300 * 1024) }]);
-    const b = bundle([{ path: 'swarm.json', body: '{"entrypoint":["true"]}' }, { path: 'b.bin', body: noise(300 * 1024).reverse() }]);
-    const store = await started(ctx, serve((req, res) => sendBundle(req, res, req.url === '/a.tar.gz' ? a.bytes : b.bytes)));
+    const a = bundle([
+      { path: 'swarm.json', body: '{"entrypoint":["true"]}' },
+      { path: 'a.bin', body: noise(300 * 1024) },
+    ]);
+    const b = bundle([
+      { path: 'swarm.json', body: '{"entrypoint":["true"]}' },
+      { path: 'b.bin', body: noise(300 * 1024).reverse() },
+    ]);
+    const store = await started(
+      ctx,
+      serve((req, res) => sendBundle(req, res, req.url === '/a.tar.gz' ? a.bytes : b.bytes)),
+    );
     const env = { SWARM_CACHE_MAX_BYTES: '1400000' };
 
     expect((await sb.fetch(store.url('a.tar.gz'), a.hash, [], env)).code).toBe(0);
     expect((await sb.fetch(store.url('b.tar.gz'), b.hash, [], env)).code).toBe(0);
 
-    expect((await fs.readdir(sb.cacheDir)).sort()).toEqual([`${a.hash}.tar.gz`, `${a.hash}.tree`, `${b.hash}.tar.gz`, `${b.hash}.tree`].sort());
+    expect((await fs.readdir(sb.cacheDir)).sort()).toEqual(
+      [`${a.hash}.tar.gz`, `${a.hash}.tree`, `${b.hash}.tar.gz`, `${b.hash}.tree`].sort(),
+    );
   });
 });

@@ -69,10 +69,7 @@ export function createSwarmClient(opts: SwarmClientOptions) {
   };
 
   /** Streams bytes to POST /internal/bundles. */
-  async function postBundle(
-    body: Readable,
-    o: UploadOptions & { hash?: string; size?: number },
-  ): Promise<UploadResult> {
+  async function postBundle(body: Readable, o: UploadOptions & { hash?: string; size?: number }): Promise<UploadResult> {
     const query = new URLSearchParams({ workflow: o.workflow });
     if (o.activate) query.set('activate', 'true');
     if (o.message) query.set('message', o.message);
@@ -91,7 +88,13 @@ export function createSwarmClient(opts: SwarmClientOptions) {
     );
     body.on('error', (err) => counted.destroy(err));
     const res = await call(() =>
-      request(`${base}/internal/bundles?${query}`, { method: 'POST', headers, body: counted, headersTimeout: 300_000, bodyTimeout: 300_000 }),
+      request(`${base}/internal/bundles?${query}`, {
+        method: 'POST',
+        headers,
+        body: counted,
+        headersTimeout: 300_000,
+        bodyTimeout: 300_000,
+      }),
     );
     const json = (await res.body.json().catch(() => null)) as { error?: { code: string; message: string; hint?: string } } | null;
     if (res.statusCode >= 400 || !json) {
@@ -150,7 +153,11 @@ export function createSwarmClient(opts: SwarmClientOptions) {
      * Streams an execution's events as they happen, resuming after `afterSeq`; resolves
      * when the execution has finished and every event was delivered.
      */
-    watchExecution(id: string, onEvent: (e: ExecutionEvent) => void, opts: { afterSeq?: number; signal?: AbortSignal } = {}): Promise<void> {
+    watchExecution(
+      id: string,
+      onEvent: (e: ExecutionEvent) => void,
+      opts: { afterSeq?: number; signal?: AbortSignal } = {},
+    ): Promise<void> {
       return new Promise((resolve, reject) => {
         const sub = trpc.executions.watch.subscribe(
           { id, afterSeq: opts.afterSeq },

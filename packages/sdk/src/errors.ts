@@ -21,7 +21,8 @@ export type SwarmErrorCode = RegistryErrorCode | LocalErrorCode;
 const isRegistryErrorCode = (code: string): code is RegistryErrorCode => (REGISTRY_ERROR_CODES as readonly string[]).includes(code);
 
 /** A code read off the wire: the registry's own, else HTTP_ERROR. */
-export const wireErrorCode = (code: string | undefined): SwarmErrorCode => (code !== undefined && isRegistryErrorCode(code) ? code : 'HTTP_ERROR');
+export const wireErrorCode = (code: string | undefined): SwarmErrorCode =>
+  code !== undefined && isRegistryErrorCode(code) ? code : 'HTTP_ERROR';
 
 /** Every failure the SDK reports: the registry's error code, its message and, where known, what to do. */
 export class SwarmError extends Error {
@@ -49,14 +50,24 @@ export function toSwarmError(err: unknown): SwarmError {
   return networkError(err);
 }
 
-const NETWORK_CODES = new Set(['ECONNREFUSED', 'ENOTFOUND', 'ECONNRESET', 'EHOSTUNREACH', 'ETIMEDOUT', 'UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_SOCKET']);
+const NETWORK_CODES = new Set([
+  'ECONNREFUSED',
+  'ENOTFOUND',
+  'ECONNRESET',
+  'EHOSTUNREACH',
+  'ETIMEDOUT',
+  'UND_ERR_CONNECT_TIMEOUT',
+  'UND_ERR_SOCKET',
+]);
 
 function networkError(err: unknown): SwarmError {
   // fetch wraps the socket error: TypeError('fetch failed') → cause → Error{code}.
   let cur = err as { code?: unknown; cause?: unknown; message?: string } | undefined;
   for (let depth = 0; cur && depth < 5; depth++, cur = cur.cause as typeof cur) {
     if (typeof cur.code === 'string' && NETWORK_CODES.has(cur.code)) {
-      return new SwarmError('NETWORK_ERROR', `cannot reach the registry (${cur.code})`, 'is it running? check SWARM_URL', undefined, { cause: err });
+      return new SwarmError('NETWORK_ERROR', `cannot reach the registry (${cur.code})`, 'is it running? check SWARM_URL', undefined, {
+        cause: err,
+      });
     }
   }
   return new SwarmError('INTERNAL_ERROR', (err as Error)?.message ?? String(err), undefined, undefined, { cause: err });

@@ -83,12 +83,25 @@ export async function scanBundle(root: string, opts: ScanOptions = {}): Promise<
           throw new SwarmError('INVALID_INPUT', `symlink ${relPath} ${what}`, `remove the link, ${hint}`);
         }
         if (!inside(realRoot, target)) {
-          throw new SwarmError('INVALID_INPUT', `symlink ${relPath} points outside the bundle directory (to ${linkText})`, `copy the file into the directory, ${hint}`);
+          throw new SwarmError(
+            'INVALID_INPUT',
+            `symlink ${relPath} points outside the bundle directory (to ${linkText})`,
+            `copy the file into the directory, ${hint}`,
+          );
         }
         if (!targetStat?.isFile()) {
-          throw new SwarmError('INVALID_INPUT', `symlink ${relPath} points to a directory; only links to files are packed`, `replace the link with a copy of the directory, ${hint}`);
+          throw new SwarmError(
+            'INVALID_INPUT',
+            `symlink ${relPath} points to a directory; only links to files are packed`,
+            `replace the link with a copy of the directory, ${hint}`,
+          );
         }
-        entries.push({ path: relPath, type: 'file', size: targetStat.size, linkTarget: path.relative(realRoot, target).split(path.sep).join('/') });
+        entries.push({
+          path: relPath,
+          type: 'file',
+          size: targetStat.size,
+          linkTarget: path.relative(realRoot, target).split(path.sep).join('/'),
+        });
       } else if (d.isDirectory()) {
         if (rules.ignores(relPath, true)) {
           ignored++;
@@ -136,7 +149,11 @@ export function tarSize(entries: readonly BundleEntry[]): number {
  * A tar.gz stream of `root`'s entries (from scanBundle or listBundleEntries), in the
  * order given. `onTarBytes` sees the uncompressed bytes as they are compressed.
  */
-export function packDirectory(root: string, entries: ReadonlyArray<string | BundleEntry>, opts: { onTarBytes?: (n: number) => void } = {}): Readable {
+export function packDirectory(
+  root: string,
+  entries: ReadonlyArray<string | BundleEntry>,
+  opts: { onTarBytes?: (n: number) => void } = {},
+): Readable {
   const archive = tar.create(
     {
       cwd: root,
@@ -239,7 +256,8 @@ export async function packBundle(
     const dir = path.dirname(path.resolve(opts.out));
     const dirStat = await fs.stat(dir).catch(() => null);
     if (!dirStat?.isDirectory()) throw new SwarmError('INVALID_INPUT', `cannot write ${opts.out}: directory ${dir} does not exist`);
-    if ((await fs.stat(opts.out).catch(() => null))?.isDirectory()) throw new SwarmError('INVALID_INPUT', `cannot write ${opts.out}: it is a directory`);
+    if ((await fs.stat(opts.out).catch(() => null))?.isDirectory())
+      throw new SwarmError('INVALID_INPUT', `cannot write ${opts.out}: it is a directory`);
     tmp = path.join(dir, `.${path.basename(opts.out)}.${randomBytes(6).toString('hex')}.partial`);
   }
   const entries = await scanBundle(root, opts);

@@ -14,50 +14,56 @@ const optionalString = z
 
 const httpUrl = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
 
-const envSchema = z
-  .object({
-    HOST: z.string().default('127.0.0.1'),
-    PORT: z.coerce.number().int().min(0).max(65535).default(3000),
-    SWARM_DATA_DIR: z.string().default('./.swarm'),
-    SWARM_PUBLIC_URL: httpUrl.optional(),
-    SWARM_ADMIN_TOKEN: optionalString.pipe(
-      z.string().min(24, 'must be at least 24 characters (use a random value)').optional(),
-    ),
-    /** Key for the registry's own signed download URLs (fs driver); generated into the data dir if unset. */
-    SWARM_URL_SIGNING_KEY: optionalString.pipe(z.string().min(32).optional()),
-    SWARM_MAX_BUNDLE_BYTES: z.coerce.number().int().positive().default(512 * MiB),
-    SWARM_URL_TTL_SECONDS: z.coerce.number().int().min(10).max(7 * 24 * 3600).default(900),
-    SWARM_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
-    /** A connection that sends nothing for this long (mid-request included) is closed. */
-    SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
-    // At least 2: gc holds a bundle's lock on one connection while it updates the row on another.
-    SWARM_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
-    /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
-    SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
-    /**
-     * gc deletes a stored bundle only once it is this old (and no live version uses it),
-     * and orphaned objects only once they were written this long ago.
-     */
-    SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
-    /** Executions still pending or booting after this long are marked failed ("abandoned"). */
-    SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
-    /**
-     * Longest time a cached release state or token stays cached (a backstop: changes
-     * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
-     */
-    SWARM_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(60),
-    LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
-    DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
-    S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
-    S3_PUBLIC_ENDPOINT: optionalString.pipe(httpUrl.optional()),
-    S3_ACCESS_KEY: optionalString,
-    S3_SECRET_KEY: optionalString,
-    S3_BUCKET: z
-      .string()
-      .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name')
-      .default('swarm-bundles'),
-    S3_REGION: z.string().default('us-east-1'),
-  });
+const envSchema = z.object({
+  HOST: z.string().default('127.0.0.1'),
+  PORT: z.coerce.number().int().min(0).max(65535).default(3000),
+  SWARM_DATA_DIR: z.string().default('./.swarm'),
+  SWARM_PUBLIC_URL: httpUrl.optional(),
+  SWARM_ADMIN_TOKEN: optionalString.pipe(z.string().min(24, 'must be at least 24 characters (use a random value)').optional()),
+  /** Key for the registry's own signed download URLs (fs driver); generated into the data dir if unset. */
+  SWARM_URL_SIGNING_KEY: optionalString.pipe(z.string().min(32).optional()),
+  SWARM_MAX_BUNDLE_BYTES: z.coerce
+    .number()
+    .int()
+    .positive()
+    .default(512 * MiB),
+  SWARM_URL_TTL_SECONDS: z.coerce
+    .number()
+    .int()
+    .min(10)
+    .max(7 * 24 * 3600)
+    .default(900),
+  SWARM_SHUTDOWN_GRACE_SECONDS: z.coerce.number().min(0).max(600).default(10),
+  /** A connection that sends nothing for this long (mid-request included) is closed. */
+  SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
+  // At least 2: gc holds a bundle's lock on one connection while it updates the row on another.
+  SWARM_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
+  /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
+  SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
+  /**
+   * gc deletes a stored bundle only once it is this old (and no live version uses it),
+   * and orphaned objects only once they were written this long ago.
+   */
+  SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
+  /** Executions still pending or booting after this long are marked failed ("abandoned"). */
+  SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
+  /**
+   * Longest time a cached release state or token stays cached (a backstop: changes
+   * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
+   */
+  SWARM_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(60),
+  LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
+  S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
+  S3_PUBLIC_ENDPOINT: optionalString.pipe(httpUrl.optional()),
+  S3_ACCESS_KEY: optionalString,
+  S3_SECRET_KEY: optionalString,
+  S3_BUCKET: z
+    .string()
+    .regex(/^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$/, 'must be a valid S3 bucket name')
+    .default('swarm-bundles'),
+  S3_REGION: z.string().default('us-east-1'),
+});
 
 /** The names of every environment variable the registry reads (docs/deploy.md and README.md list exactly these). */
 export const configVariables = Object.keys(envSchema.shape) as Array<keyof typeof envSchema.shape>;

@@ -61,8 +61,16 @@ export function toRegistryError(err: unknown): RegistryError {
   if (code === '23514' || code === '22P02' || code === '22001' || code === '22021' || code === '22P05') {
     return new RegistryError('BAD_REQUEST', 'invalid value');
   }
-  if ((code && UNAVAILABLE_SQLSTATE.test(code)) || (code && NETWORK_ERRNO.has(code)) || code === 'CONNECTION_CLOSED' || code === 'CONNECT_TIMEOUT' || code === 'CONNECTION_DESTROYED') {
-    return new RegistryError('SERVICE_UNAVAILABLE', 'a backing service is unavailable', 'retry shortly; GET /healthz names what is down', { cause: err });
+  if (
+    (code && UNAVAILABLE_SQLSTATE.test(code)) ||
+    (code && NETWORK_ERRNO.has(code)) ||
+    code === 'CONNECTION_CLOSED' ||
+    code === 'CONNECT_TIMEOUT' ||
+    code === 'CONNECTION_DESTROYED'
+  ) {
+    return new RegistryError('SERVICE_UNAVAILABLE', 'a backing service is unavailable', 'retry shortly; GET /healthz names what is down', {
+      cause: err,
+    });
   }
   return new RegistryError('INTERNAL_SERVER_ERROR', 'internal error', undefined, { cause: err });
 }

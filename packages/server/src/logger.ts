@@ -13,13 +13,13 @@ export const redactUrl = (url: string) => url.replace(SECRET_PARAMS, '$1[redacte
 export function createLogger(level: Config['logLevel'], destination?: DestinationStream): Logger {
   return pino(
     {
-    level,
-    redact: { paths: ['req.headers.authorization', '*.authorization', '*.token', '*.secrets'], censor: '[redacted]' },
-    serializers: {
-      req: (req: { method: string; url: string; id?: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
-      err: pino.stdSerializers.err,
+      level,
+      redact: { paths: ['req.headers.authorization', '*.authorization', '*.token', '*.secrets'], censor: '[redacted]' },
+      serializers: {
+        req: (req: { method: string; url: string; id?: string }) => ({ id: req.id, method: req.method, url: redactUrl(req.url) }),
+        err: pino.stdSerializers.err,
+      },
     },
-  },
     destination,
   );
 }

@@ -10,18 +10,30 @@ describe('configuration', () => {
   it('lists every problem at once', () => {
     let err: unknown;
     try {
-      loadConfig({ PORT: 'eighty', DATABASE_URL: 'mysql://x', S3_ENDPOINT: 'http://127.0.0.1:9000', SWARM_ADMIN_TOKEN: 'short', SWARM_MAX_BUNDLE_BYTES: '-1' });
+      loadConfig({
+        PORT: 'eighty',
+        DATABASE_URL: 'mysql://x',
+        S3_ENDPOINT: 'http://127.0.0.1:9000',
+        SWARM_ADMIN_TOKEN: 'short',
+        SWARM_MAX_BUNDLE_BYTES: '-1',
+      });
     } catch (e) {
       err = e;
     }
     expect(err).toBeInstanceOf(ConfigError);
     const msg = (err as Error).message;
-    for (const name of ['PORT', 'DATABASE_URL', 'S3_ACCESS_KEY', 'SWARM_ADMIN_TOKEN', 'SWARM_MAX_BUNDLE_BYTES']) expect(msg).toContain(name);
+    for (const name of ['PORT', 'DATABASE_URL', 'S3_ACCESS_KEY', 'SWARM_ADMIN_TOKEN', 'SWARM_MAX_BUNDLE_BYTES'])
+      expect(msg).toContain(name);
   });
 
   it('signs S3 URLs for S3_PUBLIC_ENDPOINT, defaulting to S3_ENDPOINT', () => {
     const base = { S3_ENDPOINT: 'http://127.0.0.1:9000/', S3_ACCESS_KEY: 'k', S3_SECRET_KEY: 's' };
-    expect(loadConfig(base).s3).toMatchObject({ endpoint: 'http://127.0.0.1:9000', publicEndpoint: 'http://127.0.0.1:9000', bucket: 'swarm-bundles', region: 'us-east-1' });
+    expect(loadConfig(base).s3).toMatchObject({
+      endpoint: 'http://127.0.0.1:9000',
+      publicEndpoint: 'http://127.0.0.1:9000',
+      bucket: 'swarm-bundles',
+      region: 'us-east-1',
+    });
     expect(loadConfig({ ...base, S3_PUBLIC_ENDPOINT: 'http://10.0.2.2:9000' }).s3?.publicEndpoint).toBe('http://10.0.2.2:9000');
   });
 });

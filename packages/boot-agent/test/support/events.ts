@@ -20,5 +20,9 @@ export async function eventRecorder(token = 'agent-token-1') {
     });
   });
   await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
-  return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, events, close: () => new Promise<void>((r) => server.close(() => r())) };
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    events,
+    close: () => new Promise<void>((r) => server.close(() => r())),
+  };
 }

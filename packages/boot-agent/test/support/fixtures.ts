@@ -193,7 +193,11 @@ export function sendBundle(req: http.IncomingMessage, res: http.ServerResponse, 
   const range = /^bytes=(\d+)-$/.exec(req.headers.range ?? '');
   const start = range ? Number(range[1]) : 0;
   if (range && start < bytes.length) {
-    res.writeHead(206, { 'content-type': 'application/gzip', 'content-length': bytes.length - start, 'content-range': `bytes ${start}-${bytes.length - 1}/${bytes.length}` });
+    res.writeHead(206, {
+      'content-type': 'application/gzip',
+      'content-length': bytes.length - start,
+      'content-range': `bytes ${start}-${bytes.length - 1}/${bytes.length}`,
+    });
     res.end(bytes.subarray(start));
     return;
   }
@@ -270,7 +274,9 @@ export async function leftoverProblems(sb: AgentSandbox, opts: { cached: string[
     problems.push(`outside the cache and workflow directories: ${p}`);
   }
   for (const p of tree) if (/\.partial-|\.staging-|\.trash-|\.old$|\.old\//.test(p)) problems.push(`temporary leftover: ${p}`);
-  const cacheNames = tree.filter((p) => p.startsWith('cache/') && p !== 'cache/' && !/^cache\/[^/]+\/./.test(p)).map((p) => p.slice('cache/'.length));
+  const cacheNames = tree
+    .filter((p) => p.startsWith('cache/') && p !== 'cache/' && !/^cache\/[^/]+\/./.test(p))
+    .map((p) => p.slice('cache/'.length));
   for (const name of cacheNames) {
     const t = /^([0-9a-f]{64})\.tree\/$/.exec(name);
     if (t) {

@@ -30,7 +30,9 @@ export type Listing = { files: Map<string, number>; dirs: Set<string> };
 export type ArchiveEntry = { path: string; type: string; size?: number | undefined; mode?: number | undefined };
 
 /** An entry that passed the rules: `path` as the archive names it, `rel` relative to the bundle root ("" is the root). */
-export type CheckedEntry = { type: 'dir'; path: string; rel: string } | { type: 'file'; path: string; rel: string; mode: number; size: number };
+export type CheckedEntry =
+  | { type: 'dir'; path: string; rel: string }
+  | { type: 'file'; path: string; rel: string; mode: number; size: number };
 
 /** The entry's path relative to the bundle root ("a/b", "" for the root), or a refusal naming it. */
 export function safeRelativePath(raw: string, maxDepth: number): string {
@@ -66,7 +68,8 @@ export class EntryRules {
   check(entry: ArchiveEntry): CheckedEntry {
     const { files, dirs } = this.listing;
     const rel = safeRelativePath(entry.path, this.limits.maxDepth);
-    if (this.counts.files + this.counts.directories >= this.limits.maxEntries) throw new UnsafeBundle(`more than ${this.limits.maxEntries} entries`);
+    if (this.counts.files + this.counts.directories >= this.limits.maxEntries)
+      throw new UnsafeBundle(`more than ${this.limits.maxEntries} entries`);
     if (entry.type === 'Directory') {
       this.counts.directories++;
       if (files.has(rel)) throw new UnsafeBundle(`entry "${entry.path}" conflicts with another entry`);
@@ -83,7 +86,8 @@ export class EntryRules {
     if (this.counts.bytes > this.limits.maxBytes) throw new UnsafeBundle(`unpacked size exceeds ${this.limits.maxBytes} bytes`);
     const mode = unpackedMode(entry.mode);
     if (files.has(rel)) throw new UnsafeBundle(`entry "${entry.path}" appears twice`);
-    if (dirs.has(rel) || [...ancestors(rel)].some((a) => files.has(a))) throw new UnsafeBundle(`entry "${entry.path}" conflicts with another entry`);
+    if (dirs.has(rel) || [...ancestors(rel)].some((a) => files.has(a)))
+      throw new UnsafeBundle(`entry "${entry.path}" conflicts with another entry`);
     files.set(rel, mode);
     this.addDir(path.posix.dirname(rel));
     return { type: 'file', path: entry.path, rel, mode, size };

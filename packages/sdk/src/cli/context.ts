@@ -39,7 +39,12 @@ export function createCli(program: Command, io: CliIo): Cli {
     json: () => !!globals().json,
     client() {
       const { url, token } = globals();
-      if (!token) throw new SwarmError('UNAUTHORIZED', 'no API token', 'set SWARM_TOKEN or pass --token (the registry prints its admin token at first start)');
+      if (!token)
+        throw new SwarmError(
+          'UNAUTHORIZED',
+          'no API token',
+          'set SWARM_TOKEN or pass --token (the registry prints its admin token at first start)',
+        );
       return createSwarmClient({ url, token });
     },
     output(value, human) {

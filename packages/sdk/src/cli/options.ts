@@ -20,7 +20,10 @@ function parsedBy<T>(schema: z.ZodType<T, unknown>, expected: string): ValuePars
 }
 
 /** Decimal digits as typed, without a sign, a fraction or leading zeros. */
-const decimal = z.string().regex(/^(0|[1-9]\d{0,9})$/).transform(Number);
+const decimal = z
+  .string()
+  .regex(/^(0|[1-9]\d{0,9})$/)
+  .transform(Number);
 
 export const asVersion = parsedBy(decimal.pipe(versionNumber), 'a version number (1, 2, …)');
 /** Every count the CLI takes (--limit, --keep): the registry holds each to its own maximum. */
@@ -30,10 +33,12 @@ export const asScope = parsedBy(tokenScope, 'admin, orchestrator or tenant:<slug
 export const asWorkflow = parsedBy(workflowRef, 'a workflow id or tenant/name');
 /** `tenant/name` only (creating a workflow: there is no id yet), as its two parts. */
 export const asNewWorkflow = parsedBy(
-  workflowRef.refine((ref) => ref.includes('/')).transform((ref) => {
-    const [tenant = '', name = ''] = ref.split('/');
-    return { tenant, name };
-  }),
+  workflowRef
+    .refine((ref) => ref.includes('/'))
+    .transform((ref) => {
+      const [tenant = '', name = ''] = ref.split('/');
+      return { tenant, name };
+    }),
   'of the form tenant/name',
 );
 /** In seconds. */

@@ -22,7 +22,10 @@ const PLAIN_EVERY_MS = 2000;
 const rate = (bytes: number, ms: number) => `${formatBytes(ms > 0 ? Math.round((bytes * 1000) / ms) : bytes)}/s`;
 const seconds = (ms: number) => `${(ms / 1000).toFixed(1)} s`;
 
-export async function createProgress(opts: { json?: boolean; stream?: NodeJS.WritableStream & { isTTY?: boolean } }): Promise<ProgressReporter | undefined> {
+export async function createProgress(opts: {
+  json?: boolean;
+  stream?: NodeJS.WritableStream & { isTTY?: boolean };
+}): Promise<ProgressReporter | undefined> {
   if (opts.json) return undefined;
   const stream = opts.stream ?? process.stderr;
   if (!stream.isTTY) return plainReporter(stream);
@@ -52,7 +55,9 @@ function plainReporter(stream: NodeJS.WritableStream): ProgressReporter {
       if (t - phase.lastLine >= PLAIN_EVERY_MS) {
         phase.lastLine = t;
         const pct = p.total ? ` (${Math.floor((p.bytes * 100) / p.total)}%)` : '';
-        line(`${LABELS[p.phase] ?? p.phase} ${formatBytes(p.bytes)}${p.total ? ` / ${formatBytes(p.total)}` : ''}${pct}, ${rate(p.bytes, t - phase.start)}`);
+        line(
+          `${LABELS[p.phase] ?? p.phase} ${formatBytes(p.bytes)}${p.total ? ` / ${formatBytes(p.total)}` : ''}${pct}, ${rate(p.bytes, t - phase.start)}`,
+        );
       }
     },
     end,
@@ -78,7 +83,12 @@ function barReporter(stream: NodeJS.WritableStream, newBar: (o: BarOptions) => S
     update(p) {
       if (current?.name !== p.phase) {
         end();
-        const bar = newBar({ stream, format: '{label} [{bar}] {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}', hideCursor: true, barsize: 30 });
+        const bar = newBar({
+          stream,
+          format: '{label} [{bar}] {percentage}% | {done} / {size} | {rate} | ETA {eta_formatted}',
+          hideCursor: true,
+          barsize: 30,
+        });
         current = { name: p.phase, bar, start: now() };
         bar.start(Math.max(p.total ?? p.bytes, 1), 0, payload(p, current.start));
       }

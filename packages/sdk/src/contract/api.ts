@@ -4,17 +4,7 @@
  * server's database or storage libraries.
  */
 import { z } from 'zod';
-import {
-  bundleHash,
-  commitMessage,
-  tenantSlug,
-  timestamp,
-  tokenScope,
-  uuid,
-  versionNumber,
-  workflowName,
-  workflowRef,
-} from './names.js';
+import { bundleHash, commitMessage, tenantSlug, timestamp, tokenScope, uuid, versionNumber, workflowName, workflowRef } from './names.js';
 
 export const tenant = z.object({ id: uuid, slug: tenantSlug, createdAt: timestamp });
 export type Tenant = z.infer<typeof tenant>;

@@ -4,16 +4,10 @@ import { SHA256_HEX_PATTERN, TENANT_SLUG_PATTERN, TOKEN_SCOPE_KINDS, WORKFLOW_NA
 const slugRe = new RegExp(TENANT_SLUG_PATTERN);
 
 /** A bundle's content address: the sha256 of its bytes, as 64 lowercase hex digits. */
-export const bundleHash = z
-  .string()
-  .regex(new RegExp(SHA256_HEX_PATTERN), 'must be a sha256 digest: 64 lowercase hex characters');
+export const bundleHash = z.string().regex(new RegExp(SHA256_HEX_PATTERN), 'must be a sha256 digest: 64 lowercase hex characters');
 
 /** Tenant slugs appear in URLs, token scopes and `tenant/name` references. */
-export const tenantSlug = z
-  .string()
-  .min(1)
-  .max(63)
-  .regex(slugRe, 'must be lowercase letters, digits and inner dashes (at most 63)');
+export const tenantSlug = z.string().min(1).max(63).regex(slugRe, 'must be lowercase letters, digits and inner dashes (at most 63)');
 
 /** Workflow names: like slugs, plus `.` and `_`, so existing job names fit. */
 export const workflowName = z

@@ -85,6 +85,11 @@ export const releaseInputs = {
     /** Keep the newest N versions of every workflow (besides the active and canary ones). */
     keep: z.number().int().min(1, 'keep at least 1 version per workflow').max(100_000).default(10),
     /** Only prune versions older than this many seconds. */
-    olderThanSeconds: z.number().int().min(0).max(100 * 365 * 86_400).default(0),
+    olderThanSeconds: z
+      .number()
+      .int()
+      .min(0)
+      .max(100 * 365 * 86_400)
+      .default(0),
   }),
 } as const;

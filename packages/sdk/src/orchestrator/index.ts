@@ -1,3 +1,14 @@
 export { renderMetadataFile, renderMmdsListing, startMetadataService, type MetadataService } from './mmds.js';
 export { runVm, spawnWorkflow, vmEndpoints, type Driver, type SpawnOptions, type SpawnOutcome, type VmOptions } from './spawn.js';
-export { bootQemuVm, createCacheDrive, guestForwards, QemuVmError, type ForwardMode, type GuestForward, type QemuAccel, type QemuVmOptions, type QemuVmResult, type QemuVmTimings } from './qemu/index.js';
+export {
+  bootQemuVm,
+  createCacheDrive,
+  guestForwards,
+  QemuVmError,
+  type ForwardMode,
+  type GuestForward,
+  type QemuAccel,
+  type QemuVmOptions,
+  type QemuVmResult,
+  type QemuVmTimings,
+} from './qemu/index.js';

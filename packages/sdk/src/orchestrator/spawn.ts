@@ -59,7 +59,10 @@ export type SpawnOutcome = {
   durationMs: number;
 };
 
-export type VmOptions = Pick<SpawnOptions, 'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'cacheDrive' | 'imageDir' | 'onTimings'> & {
+export type VmOptions = Pick<
+  SpawnOptions,
+  'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'cacheDrive' | 'imageDir' | 'onTimings'
+> & {
   /** qemu: guest ports forwarded to host loopback ports (the API and the store, as spawn addressed them). */
   forwards?: GuestForward[];
 };
@@ -69,7 +72,10 @@ export type VmOptions = Pick<SpawnOptions, 'driver' | 'agentPath' | 'cacheDir' |
  * uses the host's addresses; a qemu guest reaches the API and the store through
  * link-local addresses forwarded to loopback, and its bundle URL must be signed for them.
  */
-export function vmEndpoints(registryUrl: string, opts: Pick<SpawnOptions, 'driver' | 'storeUrl'>): { apiUrl?: string; storeEndpoint?: string; forwards: GuestForward[] } {
+export function vmEndpoints(
+  registryUrl: string,
+  opts: Pick<SpawnOptions, 'driver' | 'storeUrl'>,
+): { apiUrl?: string; storeEndpoint?: string; forwards: GuestForward[] } {
   if ((opts.driver ?? 'process') === 'process') return { forwards: [] };
   const api = new URL(registryUrl);
   const forwards: GuestForward[] = [{ guestAddress: GUEST_API_ADDRESS, guestPort: portOf(api), hostPort: portOf(api) }];
@@ -101,7 +107,12 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
     }
   }
   const agentPath = opts.agentPath ?? process.env.SWARM_BOOT_AGENT;
-  if (!agentPath) throw new SwarmError('INVALID_INPUT', 'no boot agent', 'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to its dist/boot-agent.mjs');
+  if (!agentPath)
+    throw new SwarmError(
+      'INVALID_INPUT',
+      'no boot agent',
+      'build it (pnpm --filter @swarm/boot-agent build) and set SWARM_BOOT_AGENT to its dist/boot-agent.mjs',
+    );
   await fs.access(agentPath).catch(() => {
     throw new SwarmError('INVALID_INPUT', `boot agent not found at ${agentPath}`, 'build it: pnpm --filter @swarm/boot-agent build');
   });
@@ -136,7 +147,13 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
 async function runProcessVm(
   metadata: VmMetadata,
   agentPath: string,
-  o: { cacheDir: string; workflowDir: string; timeoutMs: number; onOutput?: ((line: string) => void) | undefined; env: Record<string, string> },
+  o: {
+    cacheDir: string;
+    workflowDir: string;
+    timeoutMs: number;
+    onOutput?: ((line: string) => void) | undefined;
+    env: Record<string, string>;
+  },
 ): Promise<{ code: number; output: string }> {
   const mmds = await startMetadataService(metadata);
   try {

@@ -112,10 +112,7 @@ export const bundles = pgTable(
     createdAt: createdAt(),
     deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
   },
-  (t) => [
-    check('bundles_hash_format', matches(t.hash, SHA256_HEX_PATTERN)),
-    check('bundles_size_nonnegative', sql`${t.size} >= 0`),
-  ],
+  (t) => [check('bundles_hash_format', matches(t.hash, SHA256_HEX_PATTERN)), check('bundles_size_nonnegative', sql`${t.size} >= 0`)],
 );
 
 /**
@@ -215,9 +212,7 @@ export const executions = pgTable(
     versionId: uuid('version_id')
       .notNull()
       .references(() => workflowVersions.id),
-    status: text('status', { enum: EXECUTION_STATUSES })
-      .notNull()
-      .default('pending'),
+    status: text('status', { enum: EXECUTION_STATUSES }).notNull().default('pending'),
     exitCode: integer('exit_code'),
     failureReason: text('failure_reason'),
     /**

@@ -13,7 +13,10 @@ import { schemaSql } from './schema-sql.js';
 
 const usage = 'usage: pnpm db:sql [--prefix <digits>] [-o <file>]';
 const args = z.object({
-  prefix: z.string().regex(/^\d{1,6}$/, '--prefix takes digits, e.g. 016').optional(),
+  prefix: z
+    .string()
+    .regex(/^\d{1,6}$/, '--prefix takes digits, e.g. 016')
+    .optional(),
   output: z.string().min(1).optional(),
 });
 
@@ -25,7 +28,9 @@ try {
     allowPositionals: false,
   });
   if (values.help) {
-    console.log(`${usage}\n\nWrites the whole schema (every migration in drizzle/) as one idempotent SQL file.\n  --prefix 016   write 016_workflow_bundles.sql in the current directory\n  -o <file>      write to <file> (default without --prefix: stdout)`);
+    console.log(
+      `${usage}\n\nWrites the whole schema (every migration in drizzle/) as one idempotent SQL file.\n  --prefix 016   write 016_workflow_bundles.sql in the current directory\n  -o <file>      write to <file> (default without --prefix: stdout)`,
+    );
     process.exit(0);
   }
   const { help: _help, ...rest } = values;

@@ -8,7 +8,11 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, thrown: 
   if (thrown instanceof RegistryError) {
     err = thrown;
   } else if (fe.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' || fe.statusCode === 415) {
-    err = new RegistryError('UNSUPPORTED_MEDIA_TYPE', `unsupported content type "${request.headers['content-type'] ?? ''}"`, 'send the bundle with Content-Type: application/gzip (or application/octet-stream)');
+    err = new RegistryError(
+      'UNSUPPORTED_MEDIA_TYPE',
+      `unsupported content type "${request.headers['content-type'] ?? ''}"`,
+      'send the bundle with Content-Type: application/gzip (or application/octet-stream)',
+    );
   } else if (fe.code === 'FST_ERR_CTP_BODY_TOO_LARGE') {
     err = new RegistryError('PAYLOAD_TOO_LARGE', 'request body too large');
   } else if (fe.validation || (fe.statusCode === 400 && fe.code?.startsWith('FST_'))) {

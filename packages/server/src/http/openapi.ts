@@ -28,7 +28,13 @@ export const healthBody = z.object({
 });
 
 /** The components every response refers to, by name. */
-export const restSchemas = { UploadResult: uploadResult, Bundle: bundle, ActiveVersion: activeVersion, Error: errorBody, Health: healthBody } as const;
+export const restSchemas = {
+  UploadResult: uploadResult,
+  Bundle: bundle,
+  ActiveVersion: activeVersion,
+  Error: errorBody,
+  Health: healthBody,
+} as const;
 export type RestSchemaName = keyof typeof restSchemas;
 
 const jsonSchema = (schema: z.ZodType) => {
@@ -70,9 +76,27 @@ export function openApiDocument() {
           summary: 'Upload a bundle as a new version of a workflow',
           parameters: [
             { name: 'workflow', in: 'query', required: true, description: 'workflow id or tenant/name', schema: { type: 'string' } },
-            { name: 'activate', in: 'query', required: false, description: 'make the new version active', schema: { type: 'string', enum: ['true', 'false', '1', '0'] } },
-            { name: 'message', in: 'query', required: false, description: 'what changed, kept in the version history', schema: { type: 'string', maxLength: 1000 } },
-            { name: 'X-Bundle-Sha256', in: 'header', required: false, description: 'the sha256 the bytes must have; a mismatch stores nothing', schema: jsonSchema(bundleHash) },
+            {
+              name: 'activate',
+              in: 'query',
+              required: false,
+              description: 'make the new version active',
+              schema: { type: 'string', enum: ['true', 'false', '1', '0'] },
+            },
+            {
+              name: 'message',
+              in: 'query',
+              required: false,
+              description: 'what changed, kept in the version history',
+              schema: { type: 'string', maxLength: 1000 },
+            },
+            {
+              name: 'X-Bundle-Sha256',
+              in: 'header',
+              required: false,
+              description: 'the sha256 the bytes must have; a mismatch stores nothing',
+              schema: jsonSchema(bundleHash),
+            },
           ],
           requestBody: {
             required: true,
@@ -156,11 +180,23 @@ export function openApiDocument() {
             { name: 'key', in: 'path', required: true, description: 'the object key; may contain `/`', schema: { type: 'string' } },
             { name: 'expires', in: 'query', required: true, schema: { type: 'integer' } },
             { name: 'signature', in: 'query', required: true, schema: { type: 'string' } },
-            { name: 'Range', in: 'header', required: false, description: 'one range: `bytes=a-b`, `bytes=a-` or `bytes=-n`', schema: { type: 'string' } },
+            {
+              name: 'Range',
+              in: 'header',
+              required: false,
+              description: 'one range: `bytes=a-b`, `bytes=a-` or `bytes=-n`',
+              schema: { type: 'string' },
+            },
           ],
           responses: {
-            '200': { description: 'the object', content: { 'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } } } },
-            '206': { description: 'the requested range', content: { 'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } } } },
+            '200': {
+              description: 'the object',
+              content: { 'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } } },
+            },
+            '206': {
+              description: 'the requested range',
+              content: { 'application/gzip': { schema: { type: 'string', contentMediaType: 'application/gzip' } } },
+            },
             '403': error('invalid signature, or the URL expired'),
             '404': error('no such object'),
             '416': { description: 'the range lies outside the object' },

@@ -6,7 +6,14 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import type { ApiToken, CreatedApiToken, TokenScope, TokenScopeKind } from '@swarm/sdk/contract';
 import { tenantIdBySlug, tenantSlugById } from '../db/queries/tenants.js';
-import { type ApiTokenRow, executionOfAgentToken, insertApiToken, listApiTokens, liveApiToken, revokeApiToken } from '../db/queries/tokens.js';
+import {
+  type ApiTokenRow,
+  executionOfAgentToken,
+  insertApiToken,
+  listApiTokens,
+  liveApiToken,
+  revokeApiToken,
+} from '../db/queries/tokens.js';
 import { RegistryError, notFound } from '../errors.js';
 import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
@@ -39,7 +46,9 @@ export async function authenticate(
   }
   if (token.startsWith(AGENT_TOKEN_PREFIX)) {
     const execution = await executionOfAgentToken(deps.db, hash.toString('hex'));
-    return execution ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id } : null;
+    return execution
+      ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id }
+      : null;
   }
   if (!token.startsWith(TOKEN_PREFIX)) return null;
   // Cached per replica; a revocation drops the entry everywhere (see revokeToken).
@@ -89,7 +98,13 @@ export async function createToken(
     scope = input.scope as Exclude<TokenScopeKind, 'tenant'>;
   }
   const token = generateToken();
-  const row = await insertApiToken(deps.db, { name: input.name ?? `${input.scope} token`, scope, tenantId, tokenHash: sha256(token), createdBy: p.name });
+  const row = await insertApiToken(deps.db, {
+    name: input.name ?? `${input.scope} token`,
+    scope,
+    tenantId,
+    tokenHash: sha256(token),
+    createdBy: p.name,
+  });
   return { ...toApiToken({ ...row, tenantSlug }), token };
 }
 

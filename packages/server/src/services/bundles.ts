@@ -37,7 +37,11 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   const max = deps.config.maxBundleBytes;
   if (input.declaredSize !== undefined && input.declaredSize > max) {
-    throw new RegistryError('PAYLOAD_TOO_LARGE', `bundle of ${input.declaredSize} bytes exceeds the limit of ${max} bytes`, 'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller');
+    throw new RegistryError(
+      'PAYLOAD_TOO_LARGE',
+      `bundle of ${input.declaredSize} bytes exceeds the limit of ${max} bytes`,
+      'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller',
+    );
   }
   if (input.declaredSize === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
   const alreadyStored = input.declaredHash !== undefined && (await deps.store.stat(input.declaredHash)) !== null;

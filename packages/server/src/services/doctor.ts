@@ -69,7 +69,11 @@ async function checkMigrations(deps: Deps): Promise<DoctorCheck> {
     const missing = files.filter((f) => !applied.has(f.hash)).map((f) => f.tag);
     const unknown = [...applied].filter((h) => !known.has(h));
     if (missing.length) {
-      return fail(name, `${missing.length} of ${files.length} not applied: ${missing.join(', ')}`, 'run `pnpm db:migrate` with this DATABASE_URL, or restart the registry (it migrates at start-up)');
+      return fail(
+        name,
+        `${missing.length} of ${files.length} not applied: ${missing.join(', ')}`,
+        'run `pnpm db:migrate` with this DATABASE_URL, or restart the registry (it migrates at start-up)',
+      );
     }
     if (unknown.length) {
       return fail(
@@ -81,7 +85,11 @@ async function checkMigrations(deps: Deps): Promise<DoctorCheck> {
     return ok(name, `all ${files.length} applied (last: ${files.at(-1)?.tag ?? 'none'})`);
   } catch (err) {
     if ((err as { cause?: { code?: string } }).cause?.code === '42P01') {
-      return fail(name, 'no migrations applied (drizzle.__drizzle_migrations does not exist)', 'run `pnpm db:migrate` with this DATABASE_URL, or start the registry on it');
+      return fail(
+        name,
+        'no migrations applied (drizzle.__drizzle_migrations does not exist)',
+        'run `pnpm db:migrate` with this DATABASE_URL, or start the registry on it',
+      );
     }
     return fail(name, `could not read the migration state: ${reason(err)}`, 'fix the database check first');
   }
@@ -114,7 +122,9 @@ async function checkRoundTrip(deps: Deps): Promise<[DoctorCheck, DoctorCheck]> {
   const storeName = 'store-roundtrip';
   const publicName = s3 ? 'presigned-get' : 'signed-download';
   const via = s3 ? `S3_PUBLIC_ENDPOINT (${s3.publicEndpoint})` : `the registry's /store route at ${deps.publicUrl()}`;
-  const permissions = s3 ? "the registry's key needs s3:PutObject, s3:GetObject and s3:DeleteObject on the bucket (docs/deploy.md)" : 'check that SWARM_DATA_DIR/store is writable by the registry';
+  const permissions = s3
+    ? "the registry's key needs s3:PutObject, s3:GetObject and s3:DeleteObject on the bucket (docs/deploy.md)"
+    : 'check that SWARM_DATA_DIR/store is writable by the registry';
   let stored = false;
   let problem: string | undefined;
   const work = (async () => {
@@ -128,7 +138,12 @@ async function checkRoundTrip(deps: Deps): Promise<[DoctorCheck, DoctorCheck]> {
   } catch (err) {
     problem = `${stored ? 'get' : 'put'} of ${key}: ${reason(err)}`;
     // A put that timed out may still land: remove the probe then too.
-    if (!stored) void work.catch(() => {}).then(async () => { if (stored) await driver.delete(key).catch(() => {}); });
+    if (!stored)
+      void work
+        .catch(() => {})
+        .then(async () => {
+          if (stored) await driver.delete(key).catch(() => {});
+        });
   }
   // checkDownload reports its own failures; it never throws.
   const download = problem
@@ -139,7 +154,9 @@ async function checkRoundTrip(deps: Deps): Promise<[DoctorCheck, DoctorCheck]> {
       problem ??= `delete of ${key}: ${reason(err)}`;
     });
   }
-  const store = problem ? fail(storeName, problem, permissions) : ok(storeName, `put, get and delete of a probe object under ${DOCTOR_PREFIX} work`);
+  const store = problem
+    ? fail(storeName, problem, permissions)
+    : ok(storeName, `put, get and delete of a probe object under ${DOCTOR_PREFIX} work`);
   return [store, download];
 }
 
@@ -161,8 +178,18 @@ async function checkDownload(deps: Deps, key: string, payload: string, name: str
 export function classifyClockSkew(skewMs: number): Omit<DoctorCheck, 'name'> {
   const abs = Math.abs(skewMs);
   const detail = `the store's clock is ${(skewMs / 1000).toFixed(1)} s ${skewMs >= 0 ? 'ahead of' : 'behind'} the registry's (±1 s)`;
-  if (abs > CLOCK_SKEW_FAIL_MS) return { status: 'fail', detail, hint: 'SigV4 refuses requests more than 15 minutes off: sync both clocks (chrony, systemd-timesyncd)' };
-  if (abs > CLOCK_SKEW_WARN_MS) return { status: 'warn', detail, hint: 'presigned URLs expire early or late by this much: sync both clocks (chrony, systemd-timesyncd)' };
+  if (abs > CLOCK_SKEW_FAIL_MS)
+    return {
+      status: 'fail',
+      detail,
+      hint: 'SigV4 refuses requests more than 15 minutes off: sync both clocks (chrony, systemd-timesyncd)',
+    };
+  if (abs > CLOCK_SKEW_WARN_MS)
+    return {
+      status: 'warn',
+      detail,
+      hint: 'presigned URLs expire early or late by this much: sync both clocks (chrony, systemd-timesyncd)',
+    };
   return { status: 'ok', detail };
 }
 
@@ -175,14 +202,22 @@ async function checkClock(deps: Deps): Promise<DoctorCheck> {
     // Any signed request will do (a missing key answers 404 with a Date header, as does a skew refusal).
     const url = await deps.store.driver.presignGet(`${DOCTOR_PREFIX}clock`, 60, s3.endpoint);
     const before = Date.now();
-    const { value: res } = await timed(() => fetch(url, { method: 'GET', signal: AbortSignal.timeout(DOCTOR_CHECK_TIMEOUT_MS) }), 'S3_ENDPOINT');
+    const { value: res } = await timed(
+      () => fetch(url, { method: 'GET', signal: AbortSignal.timeout(DOCTOR_CHECK_TIMEOUT_MS) }),
+      'S3_ENDPOINT',
+    );
     const after = Date.now();
     await res.body?.cancel();
     const date = Date.parse(res.headers.get('date') ?? '');
-    if (Number.isNaN(date)) return { name, status: 'warn', detail: 'the store sent no Date header', hint: 'compare the clocks by hand (date -u on both hosts)' };
+    if (Number.isNaN(date))
+      return { name, status: 'warn', detail: 'the store sent no Date header', hint: 'compare the clocks by hand (date -u on both hosts)' };
     // Date has whole seconds: the store's time lies in [date, date + 1 s).
     return { name, ...classifyClockSkew(date + 500 - (before + after) / 2) };
   } catch (err) {
-    return fail(name, `S3_ENDPOINT (${s3.endpoint}): ${reason((err as { cause?: unknown }).cause ?? err)}`, 'check S3_ENDPOINT and that the store is running');
+    return fail(
+      name,
+      `S3_ENDPOINT (${s3.endpoint}): ${reason((err as { cause?: unknown }).cause ?? err)}`,
+      'check S3_ENDPOINT and that the store is running',
+    );
   }
 }

@@ -63,7 +63,11 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
     spawnedBy: p.name,
   });
   if (!spawned) {
-    throw new RegistryError('NOT_FOUND', `workflow "${wf.tenant}/${wf.name}" has no active version`, `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`);
+    throw new RegistryError(
+      'NOT_FOUND',
+      `workflow "${wf.tenant}/${wf.name}" has no active version`,
+      `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
+    );
   }
   const { row } = spawned;
   const picked = { version: spawned.version, bundleHash: spawned.bundleHash, size: spawned.size, reason: row.versionReason };
@@ -106,14 +110,20 @@ export async function appendEvent(
   if (p.scope !== 'agent' || p.executionId !== input.executionId) throw notFound(`execution ${input.executionId}`);
   return deps.db.transaction(async (tx) => {
     // A retried event (same sequence number) is accepted once.
-    if (!(await insertEvent(tx, { executionId: input.executionId, seq: input.seq, type: input.type, data: input.data }))) return { accepted: false };
+    if (!(await insertEvent(tx, { executionId: input.executionId, seq: input.seq, type: input.type, data: input.data })))
+      return { accepted: false };
     const current = await lockExecution(tx, input.executionId);
     if (!current || RANK[current.status] === 3) return { accepted: true };
     const now = new Date();
     const change: Partial<ExecutionRow> = {};
     if (input.type === 'runtime_exited') {
       const code = typeof input.data.code === 'number' ? input.data.code : null;
-      Object.assign(change, { status: code === 0 ? 'succeeded' : 'failed', exitCode: code, finishedAt: now, failureReason: code === 0 ? null : 'nonzero_exit' });
+      Object.assign(change, {
+        status: code === 0 ? 'succeeded' : 'failed',
+        exitCode: code,
+        finishedAt: now,
+        failureReason: code === 0 ? null : 'nonzero_exit',
+      });
     } else if (input.type === 'failed') {
       const reason = typeof input.data.reason === 'string' ? input.data.reason.slice(0, 100) : 'unknown';
       Object.assign(change, { status: 'failed', failureReason: reason, finishedAt: now });
@@ -139,7 +149,11 @@ export async function getExecution(deps: Deps, p: Principal, input: { id: string
   return toExecution(row.e, row.version);
 }
 
-export async function listExecutions(deps: Deps, p: Principal, input: { workflow: string; limit: number; cursor?: string | undefined }): Promise<Execution[]> {
+export async function listExecutions(
+  deps: Deps,
+  p: Principal,
+  input: { workflow: string; limit: number; cursor?: string | undefined },
+): Promise<Execution[]> {
   requireOrchestrator(p);
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const rows = await executionsPage(deps.db, wf.id, input);
@@ -150,7 +164,13 @@ export async function listExecutions(deps: Deps, p: Principal, input: { workflow
 export async function listEvents(deps: Deps, p: Principal, input: { id: string; afterSeq?: number }): Promise<ExecutionEvent[]> {
   await findExecution(deps.db, p, input.id);
   const rows = await eventsAfter(deps.db, input.id, input.afterSeq ?? -1);
-  return rows.map((r) => ({ executionId: r.executionId, seq: r.seq, type: r.type as ExecutionEvent['type'], data: r.data, createdAt: r.createdAt.toISOString() }));
+  return rows.map((r) => ({
+    executionId: r.executionId,
+    seq: r.seq,
+    type: r.type as ExecutionEvent['type'],
+    data: r.data,
+    createdAt: r.createdAt.toISOString(),
+  }));
 }
 
 const WATCH_POLL_MS = 250;
@@ -158,7 +178,12 @@ const WATCH_POLL_MS = 250;
 const WATCH_MAX_MS = 30 * 60 * 1000;
 
 /** Yields the execution's events in order, live, until it finishes (or the caller goes away). */
-export async function* watchEvents(deps: Deps, p: Principal, input: { id: string; afterSeq?: number }, signal?: AbortSignal): AsyncGenerator<ExecutionEvent> {
+export async function* watchEvents(
+  deps: Deps,
+  p: Principal,
+  input: { id: string; afterSeq?: number },
+  signal?: AbortSignal,
+): AsyncGenerator<ExecutionEvent> {
   let last = input.afterSeq ?? -1;
   const deadline = Date.now() + WATCH_MAX_MS;
   while (!signal?.aborted && Date.now() < deadline) {

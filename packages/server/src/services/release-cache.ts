@@ -86,7 +86,11 @@ export class ReleaseCache implements CachedReleases {
   /** The workflow's release state, or null when there is no such workflow (not cached). */
   async lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null> {
     const id = ref.includes('/') ? this.ids?.get(ref) : ref;
-    const release = await this.byId.load(id, () => loadRelease(db, ref), (r) => r.workflow.id);
+    const release = await this.byId.load(
+      id,
+      () => loadRelease(db, ref),
+      (r) => r.workflow.id,
+    );
     if (release) this.ids?.set(`${release.workflow.tenant}/${release.workflow.name}`, release.workflow.id);
     return release;
   }
@@ -139,11 +143,7 @@ export function startCacheInvalidation(databaseUrl: string, caches: ReplicaCache
  * entry at once (other replicas drop theirs on the notification), so a caller reads its
  * own change on the next request here.
  */
-export async function changingRelease<T>(
-  deps: Pick<Deps, 'db' | 'caches'>,
-  workflowId: string,
-  fn: (tx: Tx) => Promise<T>,
-): Promise<T> {
+export async function changingRelease<T>(deps: Pick<Deps, 'db' | 'caches'>, workflowId: string, fn: (tx: Tx) => Promise<T>): Promise<T> {
   try {
     return await deps.db.transaction(fn);
   } finally {

@@ -62,7 +62,11 @@ export async function setActive(
   message?: string,
 ): Promise<void> {
   const endsCanary = locked.canaryVersionId === to;
-  await updateRelease(tx, locked.id, endsCanary ? { activeVersionId: to, canaryVersionId: null, canaryWeight: null } : { activeVersionId: to });
+  await updateRelease(
+    tx,
+    locked.id,
+    endsCanary ? { activeVersionId: to, canaryVersionId: null, canaryWeight: null } : { activeVersionId: to },
+  );
   await record(tx, p, { workflowId: locked.id, kind, from: locked.activeVersionId, to, message });
   if (endsCanary && kind !== 'promote') {
     await record(tx, p, { workflowId: locked.id, kind: 'canary_clear', from: to, to: null, message: `version became active (${kind})` });
@@ -91,7 +95,8 @@ async function releaseState(db: DbOrTx, wf: WorkflowRow): Promise<ReleaseState> 
   return {
     workflow: refOf(fresh),
     activeVersion: fresh.activeVersion,
-    canary: fresh.canaryVersion !== null && fresh.canaryWeight !== null ? { version: fresh.canaryVersion, weight: fresh.canaryWeight } : null,
+    canary:
+      fresh.canaryVersion !== null && fresh.canaryWeight !== null ? { version: fresh.canaryVersion, weight: fresh.canaryWeight } : null,
   };
 }
 
@@ -108,7 +113,11 @@ export async function rollback(
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.activeVersionId) {
-      throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no active version to roll back from`, `activate one: swarm activate ${refOf(wf)} <version>`);
+      throw new RegistryError(
+        'PRECONDITION_FAILED',
+        `${refOf(wf)} has no active version to roll back from`,
+        `activate one: swarm activate ${refOf(wf)} <version>`,
+      );
     }
     let target: VersionRow;
     if (input.to !== undefined) {
@@ -116,13 +125,21 @@ export async function rollback(
     } else {
       const id = rollbackTarget(await activeVersionHistory(tx, wf.id));
       if (!id) {
-        throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no earlier active version to roll back to`, `name one: swarm rollback ${refOf(wf)} --to <version>`);
+        throw new RegistryError(
+          'PRECONDITION_FAILED',
+          `${refOf(wf)} has no earlier active version to roll back to`,
+          `name one: swarm rollback ${refOf(wf)} --to <version>`,
+        );
       }
       const v = await versionById(tx, id);
       target = await releasableVersion(tx, wf, v!.version);
     }
     if (target.id === locked.activeVersionId) {
-      throw new RegistryError('PRECONDITION_FAILED', `version ${target.version} of ${refOf(wf)} is already active`, `see the history: swarm history ${refOf(wf)}`);
+      throw new RegistryError(
+        'PRECONDITION_FAILED',
+        `version ${target.version} of ${refOf(wf)} is already active`,
+        `see the history: swarm history ${refOf(wf)}`,
+      );
     }
     await setActive(tx, p, locked, target.id, 'rollback', input.message);
     return releaseState(tx, wf);
@@ -138,22 +155,41 @@ export async function setCanary(
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.activeVersionId) {
-      throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no active version; a canary runs beside one`, `activate a version first: swarm activate ${refOf(wf)} <version>`);
+      throw new RegistryError(
+        'PRECONDITION_FAILED',
+        `${refOf(wf)} has no active version; a canary runs beside one`,
+        `activate a version first: swarm activate ${refOf(wf)} <version>`,
+      );
     }
     const target = await releasableVersion(tx, wf, input.version);
     if (target.id === locked.activeVersionId) {
-      throw new RegistryError('PRECONDITION_FAILED', `version ${input.version} is already the active version of ${refOf(wf)}`, 'a canary is a version other than the active one');
+      throw new RegistryError(
+        'PRECONDITION_FAILED',
+        `version ${input.version} is already the active version of ${refOf(wf)}`,
+        'a canary is a version other than the active one',
+      );
     }
     if (target.id !== locked.canaryVersionId || input.weight !== locked.canaryWeight) {
       await updateRelease(tx, wf.id, { canaryVersionId: target.id, canaryWeight: input.weight });
-      await record(tx, p, { workflowId: wf.id, kind: 'canary', from: locked.canaryVersionId, to: target.id, weight: input.weight, message: input.message });
+      await record(tx, p, {
+        workflowId: wf.id,
+        kind: 'canary',
+        from: locked.canaryVersionId,
+        to: target.id,
+        weight: input.weight,
+        message: input.message,
+      });
     }
     return releaseState(tx, wf);
   });
 }
 
 /** Ends the canary; all spawns get the active version again. Without a canary, nothing changes. */
-export async function clearCanary(deps: Deps, p: Principal, input: { workflow: string; message?: string | undefined }): Promise<ReleaseState> {
+export async function clearCanary(
+  deps: Deps,
+  p: Principal,
+  input: { workflow: string; message?: string | undefined },
+): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
@@ -166,12 +202,20 @@ export async function clearCanary(deps: Deps, p: Principal, input: { workflow: s
 }
 
 /** Makes the canary the active version. */
-export async function promoteCanary(deps: Deps, p: Principal, input: { workflow: string; message?: string | undefined }): Promise<ReleaseState> {
+export async function promoteCanary(
+  deps: Deps,
+  p: Principal,
+  input: { workflow: string; message?: string | undefined },
+): Promise<ReleaseState> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   return changingRelease(deps, wf.id, async (tx) => {
     const locked = await lockWorkflow(tx, wf.id);
     if (!locked.canaryVersionId) {
-      throw new RegistryError('PRECONDITION_FAILED', `${refOf(wf)} has no canary to promote`, `start one: swarm canary ${refOf(wf)} <version> --weight 10`);
+      throw new RegistryError(
+        'PRECONDITION_FAILED',
+        `${refOf(wf)} has no canary to promote`,
+        `start one: swarm canary ${refOf(wf)} <version> --weight 10`,
+      );
     }
     await setActive(tx, p, locked, locked.canaryVersionId, 'promote', input.message);
     return releaseState(tx, wf);

@@ -18,7 +18,7 @@ export const BLOBS_PREFIX = 'blobs/';
 export const blobKey = (hash: string) => `${BLOBS_PREFIX}sha256/${hash.slice(0, 2)}/${hash}`;
 export const UPLOADS_PREFIX = 'uploads/';
 
-export type IngestResult = { hash: string; size: number; /** false: the store already had these bytes */ stored: boolean };
+export type IngestResult = { hash: string; size: number /** false: the store already had these bytes */; stored: boolean };
 
 export type IngestOptions = {
   maxBytes: number;
@@ -42,7 +42,13 @@ export class HashingMeter extends Transform {
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
     this.bytes += chunk.length;
     if (this.bytes > this.maxBytes) {
-      done(new RegistryError('PAYLOAD_TOO_LARGE', `bundle exceeds the limit of ${this.maxBytes} bytes`, 'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller'));
+      done(
+        new RegistryError(
+          'PAYLOAD_TOO_LARGE',
+          `bundle exceeds the limit of ${this.maxBytes} bytes`,
+          'raise SWARM_MAX_BUNDLE_BYTES on the registry, or make the bundle smaller',
+        ),
+      );
       return;
     }
     this.hash.update(chunk);

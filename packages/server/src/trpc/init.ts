@@ -23,14 +23,16 @@ const t = initTRPC.context<Context>().create({
   isDev: false,
   errorFormatter({ shape, error }) {
     // An error thrown while a subscription streams never passes through mapErrors: map it here.
-    const streamed = error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof ZodError) ? toRegistryError(error.cause ?? error) : undefined;
+    const streamed =
+      error.code === 'INTERNAL_SERVER_ERROR' && !(error.cause instanceof ZodError) ? toRegistryError(error.cause ?? error) : undefined;
     if (streamed && streamed.code !== 'INTERNAL_SERVER_ERROR') {
       const data = { code: streamed.code, httpStatus: streamed.status, hint: streamed.hint };
       return { ...shape, code: TRPC_ERROR_CODES_BY_KEY[streamed.code], message: streamed.message, data };
     }
     const cause = error.cause;
     const hint = cause instanceof RegistryError ? cause.hint : undefined;
-    const message = cause instanceof ZodError ? `invalid input: ${describeIssues(cause.issues)}` : streamed ? streamed.message : shape.message;
+    const message =
+      cause instanceof ZodError ? `invalid input: ${describeIssues(cause.issues)}` : streamed ? streamed.message : shape.message;
     return { ...shape, message, data: { code: shape.data.code, httpStatus: shape.data.httpStatus, hint } };
   },
 });

@@ -136,7 +136,9 @@ export function driverSuite(name: string, make: () => Promise<StorageDriver>): v
       const listed = [];
       for await (const o of driver.list(at('l/a/'))) listed.push(o);
       listed.sort((x, y) => (x.key < y.key ? -1 : 1));
-      expect(listed).toMatchObject(['l/a/1', 'l/a/2', 'l/a/deep/er/3'].map((k) => ({ key: at(k), size: k.length, lastModified: expect.any(Date) })));
+      expect(listed).toMatchObject(
+        ['l/a/1', 'l/a/2', 'l/a/deep/er/3'].map((k) => ({ key: at(k), size: k.length, lastModified: expect.any(Date) })),
+      );
       expect(await keysUnder(driver, at('l/a/deep/'))).toEqual([at('l/a/deep/er/3')]);
       // A prefix is a string prefix, not a directory: 'l/a' also takes in 'l/ab'.
       expect(await keysUnder(driver, at('l/a'))).toEqual(['l/a/1', 'l/a/2', 'l/a/deep/er/3', 'l/ab'].map(at));

@@ -14,13 +14,18 @@ import { formatBytes } from '../format.js';
 import { asWorkflow, valueOption } from '../options.js';
 import { type ProgressReporter, createProgress } from '../progress.js';
 
-const ALLOW_SECRET_FILES = ['--allow-secret-files', 'pack files that look like secrets (.env, private keys, credentials) instead of refusing'] as const;
+const ALLOW_SECRET_FILES = [
+  '--allow-secret-files',
+  'pack files that look like secrets (.env, private keys, credentials) instead of refusing',
+] as const;
 
 /** Clears a progress bar before the error is printed, then rethrows. */
-const failed = (progress: ProgressReporter | undefined) => (err: unknown): never => {
-  progress?.end(true);
-  throw err;
-};
+const failed =
+  (progress: ProgressReporter | undefined) =>
+  (err: unknown): never => {
+    progress?.end(true);
+    throw err;
+  };
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
@@ -29,7 +34,9 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
 
   program
     .command('push <path>')
-    .description('upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)')
+    .description(
+      'upload a bundle as a new version: a .tar.gz file as it is, or a directory packed as `swarm pack` does (honours .swarmignore, refuses secret files)',
+    )
     .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', asWorkflow).makeOptionMandatory())
     .option('--activate', 'make the new version active')
     .option('-m, --message <msg>', 'what changed (kept in the version history)')
@@ -60,7 +67,9 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
         const { uploaded, ...body } = result;
         cli.output(body, (r) => {
           const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
-          cli.print(`${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`);
+          cli.print(
+            `${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`,
+          );
         });
       } finally {
         if (!ok) progress?.end(true);
@@ -70,22 +79,30 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
 
   program
     .command('pack <dir>')
-    .description('pack a directory into a bundle file deterministically, as `swarm push <dir>` would: the same tree gives the same bytes anywhere (see docs/bundles.md)')
+    .description(
+      'pack a directory into a bundle file deterministically, as `swarm push <dir>` would: the same tree gives the same bytes anywhere (see docs/bundles.md)',
+    )
     .requiredOption('-o, --output <file>', 'where to write the .tar.gz')
     .option(...ALLOW_SECRET_FILES)
     .action(async (dir: string, o: { output: string; allowSecretFiles?: boolean }) => {
       const progress = await progressFor();
-      const r = await packBundle(dir, { out: o.output, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
+      const r = await packBundle(dir, {
+        out: o.output,
+        allowSecretFiles: o.allowSecretFiles,
+        onProgress: (p) => progress?.update(p),
+      }).catch(failed(progress));
       progress?.end();
       cli.output({ file: o.output, ...r }, (v) => {
-        cli.print(`packed ${plural(v.files, 'file')} and ${plural(v.directories, 'directory', 'directories')} of ${dir} into ${v.file} (${formatBytes(v.size)})`);
+        cli.print(
+          `packed ${plural(v.files, 'file')} and ${plural(v.directories, 'directory', 'directories')} of ${dir} into ${v.file} (${formatBytes(v.size)})`,
+        );
         cli.print(`sha256:${v.hash}`);
       });
     });
 
   program
     .command('hash <file|dir>')
-    .description('print the sha256 a push would register: of a file\'s bytes, or of the bundle a directory packs into (no file is written)')
+    .description("print the sha256 a push would register: of a file's bytes, or of the bundle a directory packs into (no file is written)")
     .option(...ALLOW_SECRET_FILES)
     .action(async (source: string, o: { allowSecretFiles?: boolean }) => {
       const st = await fs.stat(source).catch(() => {
@@ -94,11 +111,15 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
       const progress = await progressFor();
       let result: { kind: 'file' | 'directory'; hash: string; size: number; files?: number; directories?: number };
       if (st.isDirectory()) {
-        const packed = await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(failed(progress));
+        const packed = await packBundle(source, { allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) }).catch(
+          failed(progress),
+        );
         result = { kind: 'directory', ...packed };
       } else if (st.isFile()) {
         let bytes = 0;
-        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size })).catch(failed(progress));
+        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size })).catch(
+          failed(progress),
+        );
         result = { kind: 'file', hash, size: st.size };
       } else {
         throw new SwarmError('INVALID_INPUT', `${source} is neither a file nor a directory`);

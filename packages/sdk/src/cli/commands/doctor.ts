@@ -9,14 +9,24 @@ import type { DoctorCheck, DoctorReport } from '../../contract/index.js';
 import { toSwarmError } from '../../errors.js';
 import type { Cli } from '../context.js';
 
-export type DoctorOutput = { ok: boolean; url: string; version: string | null; storage: DoctorReport['storage'] | null; checks: DoctorCheck[] };
+export type DoctorOutput = {
+  ok: boolean;
+  url: string;
+  version: string | null;
+  storage: DoctorReport['storage'] | null;
+  checks: DoctorCheck[];
+};
 
 export async function runDoctor(client: SwarmClient): Promise<DoctorOutput> {
   const start = performance.now();
   try {
     const report = await client.call(() => client.trpc.system.doctor.query());
     const ms = Math.round(performance.now() - start);
-    const api: DoctorCheck = { name: 'api', status: 'ok', detail: `registry ${report.version} at ${client.url} answered in ${ms} ms (${report.storage} store)` };
+    const api: DoctorCheck = {
+      name: 'api',
+      status: 'ok',
+      detail: `registry ${report.version} at ${client.url} answered in ${ms} ms (${report.storage} store)`,
+    };
     const checks = [api, ...report.checks];
     return { ok: checks.every((c) => c.status !== 'fail'), url: client.url, version: report.version, storage: report.storage, checks };
   } catch (err) {
@@ -25,7 +35,13 @@ export async function runDoctor(client: SwarmClient): Promise<DoctorOutput> {
       e.code === 'FORBIDDEN' || e.code === 'UNAUTHORIZED'
         ? 'swarm doctor needs an admin token (SWARM_TOKEN or --token)'
         : (e.hint ?? 'check SWARM_URL and that the registry is running');
-    return { ok: false, url: client.url, version: null, storage: null, checks: [{ name: 'api', status: 'fail', detail: `${client.url}: ${e.message}`, hint }] };
+    return {
+      ok: false,
+      url: client.url,
+      version: null,
+      storage: null,
+      checks: [{ name: 'api', status: 'fail', detail: `${client.url}: ${e.message}`, hint }],
+    };
   }
 }
 

@@ -4,7 +4,8 @@ import type { ExecutionEvent } from '../../contract/index.js';
 import type { Cli } from '../context.js';
 import { asCount, valueOption, WORKFLOW } from '../options.js';
 
-const formatEvent = (e: ExecutionEvent) => `${e.createdAt}  #${e.seq} ${e.type}${Object.keys(e.data).length ? ` ${JSON.stringify(e.data)}` : ''}`;
+const formatEvent = (e: ExecutionEvent) =>
+  `${e.createdAt}  #${e.seq} ${e.type}${Object.keys(e.data).length ? ` ${JSON.stringify(e.data)}` : ''}`;
 
 export function registerExecutionCommands(program: Command, cli: Cli): void {
   const executions = program.command('executions').description('inspect executions');
@@ -43,7 +44,9 @@ export function registerExecutionCommands(program: Command, cli: Cli): void {
     .action(async (id: string, o: { follow?: boolean }) => {
       const c = cli.client();
       if (!o.follow) {
-        cli.output(await c.call(() => c.trpc.executions.events.query({ id })), (events) => events.forEach((e) => cli.print(formatEvent(e))));
+        cli.output(await c.call(() => c.trpc.executions.events.query({ id })), (events) =>
+          events.forEach((e) => cli.print(formatEvent(e))),
+        );
         return;
       }
       const seen: ExecutionEvent[] = [];

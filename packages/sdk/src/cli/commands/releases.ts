@@ -36,7 +36,13 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .description('make a version the active one')
     .argument(...WORKFLOW)
     .argument('<version>', 'the version to make active', asVersion('version'))
-    .addOption(valueOption('--expect <version>', 'only if this is the active version now (compare-and-set; "none" for no active version)', asExpectedVersion))
+    .addOption(
+      valueOption(
+        '--expect <version>',
+        'only if this is the active version now (compare-and-set; "none" for no active version)',
+        asExpectedVersion,
+      ),
+    )
     .option('-m, --message <msg>', 'why (kept in the activation history)')
     .action(async (workflow: string, version: number, o: { expect?: number | null; message?: string }) => {
       const c = cli.client();
@@ -85,11 +91,17 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
       const c = cli.client();
       if (o.clear) {
         if (version !== undefined || o.weight !== undefined) throw new SwarmError('INVALID_INPUT', '--clear takes no version or --weight');
-        cli.output(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow, message: o.message })), (r) => cli.print(describeRelease(r)));
+        cli.output(await c.call(() => c.trpc.releases.clearCanary.mutate({ workflow, message: o.message })), (r) =>
+          cli.print(describeRelease(r)),
+        );
         return;
       }
       if (version === undefined || o.weight === undefined) {
-        throw new SwarmError('INVALID_INPUT', 'a canary needs a version and --weight', `e.g. swarm canary ${workflow} 4 --weight 10, or --clear`);
+        throw new SwarmError(
+          'INVALID_INPUT',
+          'a canary needs a version and --weight',
+          `e.g. swarm canary ${workflow} 4 --weight 10, or --clear`,
+        );
       }
       const input = { workflow, version, weight: o.weight, message: o.message };
       cli.output(await c.call(() => c.trpc.releases.setCanary.mutate(input)), (r) => cli.print(describeRelease(r)));
@@ -102,7 +114,9 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
     .option('-m, --message <msg>', 'why (kept in the history)')
     .action(async (workflow: string, o: { message?: string }) => {
       const c = cli.client();
-      cli.output(await c.call(() => c.trpc.releases.promote.mutate({ workflow, message: o.message })), (r) => cli.print(`promoted ${describeRelease(r)}`));
+      cli.output(await c.call(() => c.trpc.releases.promote.mutate({ workflow, message: o.message })), (r) =>
+        cli.print(`promoted ${describeRelease(r)}`),
+      );
     });
 
   program
@@ -136,7 +150,9 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
         for (const f of d.added) cli.print(`+ ${f.path} (${formatBytes(f.size)})`);
         for (const f of d.removed) cli.print(`- ${f.path} (${formatBytes(f.size)})`);
         for (const f of d.changed) cli.print(`M ${f.path} (${formatBytes(f.from.size)} → ${formatBytes(f.to.size)})`);
-        cli.print(`version ${d.fromVersion} → ${d.toVersion}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`);
+        cli.print(
+          `version ${d.fromVersion} → ${d.toVersion}: ${d.added.length} added, ${d.removed.length} removed, ${d.changed.length} changed, ${d.unchanged} unchanged`,
+        );
       });
     });
 }

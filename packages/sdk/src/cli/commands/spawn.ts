@@ -11,13 +11,28 @@ import { WORKFLOW } from '../options.js';
 
 /** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
 async function findAgent(given: string | undefined): Promise<string> {
-  const candidates = given ? [given] : process.env.SWARM_BOOT_AGENT ? [process.env.SWARM_BOOT_AGENT] : [
-    // From this file in the workspace (src/cli/commands/), and from the bundled dist/cli.js.
-    fileURLToPath(new URL('../../../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
-    fileURLToPath(new URL('../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
-  ];
-  for (const c of candidates) if (await fs.access(c).then(() => true, () => false)) return c;
-  throw new SwarmError('INVALID_INPUT', `boot agent not found (${candidates.join(', ')})`, 'build it with `pnpm --filter @swarm/boot-agent build`, or pass --agent / SWARM_BOOT_AGENT');
+  const candidates = given
+    ? [given]
+    : process.env.SWARM_BOOT_AGENT
+      ? [process.env.SWARM_BOOT_AGENT]
+      : [
+          // From this file in the workspace (src/cli/commands/), and from the bundled dist/cli.js.
+          fileURLToPath(new URL('../../../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+          fileURLToPath(new URL('../../boot-agent/dist/boot-agent.mjs', import.meta.url)),
+        ];
+  for (const c of candidates)
+    if (
+      await fs.access(c).then(
+        () => true,
+        () => false,
+      )
+    )
+      return c;
+  throw new SwarmError(
+    'INVALID_INPUT',
+    `boot agent not found (${candidates.join(', ')})`,
+    'build it with `pnpm --filter @swarm/boot-agent build`, or pass --agent / SWARM_BOOT_AGENT',
+  );
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
@@ -70,14 +85,22 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         imageDir: o.imageDir,
         forwards,
       };
-      const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
+      const { execution, metadata } = await c.call(() =>
+        c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }),
+      );
       if (!o.wait) {
         // The VM outlives this command: a detached driver process gets the metadata (with
         // its secrets) through a pipe, never a file.
-        const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], { detached: true, stdio: ['pipe', 'ignore', 'ignore'] });
+        const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], {
+          detached: true,
+          stdio: ['pipe', 'ignore', 'ignore'],
+        });
         child.stdin.end(JSON.stringify({ metadata, vm }));
         child.unref();
-        cli.output({ id: execution.id, status: execution.status, version: execution.version, versionReason: execution.versionReason }, (e) => cli.print(e.id));
+        cli.output(
+          { id: execution.id, status: execution.status, version: execution.version, versionReason: execution.versionReason },
+          (e) => cli.print(e.id),
+        );
         return;
       }
       if (!cli.json()) cli.io.stderr.write(`execution ${execution.id} (version ${execution.version}, ${execution.versionReason})\n`);

@@ -16,7 +16,11 @@ export function registerTenantCommands(program: Command, cli: Cli): void {
     .action(async () => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.tenants.list.query()), (rows) =>
-        cli.table(rows, [['SLUG', (t) => t.slug], ['ID', (t) => t.id], ['CREATED', (t) => t.createdAt]]),
+        cli.table(rows, [
+          ['SLUG', (t) => t.slug],
+          ['ID', (t) => t.id],
+          ['CREATED', (t) => t.createdAt],
+        ]),
       );
     });
 }

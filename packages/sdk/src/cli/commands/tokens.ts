@@ -23,7 +23,12 @@ export function registerTokenCommands(program: Command, cli: Cli): void {
     .action(async () => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.tokens.list.query()), (rows) =>
-        cli.table(rows, [['ID', (t) => t.id], ['NAME', (t) => t.name], ['SCOPE', (t) => t.scope], ['REVOKED', (t) => t.revokedAt ?? '-']]),
+        cli.table(rows, [
+          ['ID', (t) => t.id],
+          ['NAME', (t) => t.name],
+          ['SCOPE', (t) => t.scope],
+          ['REVOKED', (t) => t.revokedAt ?? '-'],
+        ]),
       );
     });
   tokens

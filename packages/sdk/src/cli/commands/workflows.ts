@@ -20,7 +20,11 @@ export function registerWorkflowCommands(program: Command, cli: Cli): void {
     .action(async (tenant: string) => {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.workflows.list.query({ tenant })), (rows) =>
-        cli.table(rows, [['NAME', (w) => `${w.tenant}/${w.name}`], ['ACTIVE', (w) => (w.activeVersion === null ? '-' : String(w.activeVersion))], ['ID', (w) => w.id]]),
+        cli.table(rows, [
+          ['NAME', (w) => `${w.tenant}/${w.name}`],
+          ['ACTIVE', (w) => (w.activeVersion === null ? '-' : String(w.activeVersion))],
+          ['ID', (w) => w.id],
+        ]),
       );
     });
 }

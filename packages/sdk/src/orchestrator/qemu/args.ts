@@ -42,19 +42,31 @@ export function guestForwards(metadataPort: number, forwards: GuestForward[], mo
 /** The machine: no devices but the serial console on stdio, no reboot (a guest's poweroff ends QEMU). */
 export function machineArgs(accel: 'tcg' | 'kvm', memoryMiB: number, cpus: number): string[] {
   return [
-    '-nodefaults', '-no-user-config', '-display', 'none', '-monitor', 'none', '-serial', 'stdio',
+    '-nodefaults',
+    '-no-user-config',
+    '-display',
+    'none',
+    '-monitor',
+    'none',
+    '-serial',
+    'stdio',
     '-no-reboot',
-    '-machine', `pc,accel=${accel}`,
-    '-cpu', accel === 'kvm' ? 'host' : 'max',
-    '-m', String(memoryMiB),
-    '-smp', String(cpus),
+    '-machine',
+    `pc,accel=${accel}`,
+    '-cpu',
+    accel === 'kvm' ? 'host' : 'max',
+    '-m',
+    String(memoryMiB),
+    '-smp',
+    String(cpus),
   ];
 }
 
 /** The kernel command line: /init reads `swarm.<name>=<value>` settings from it. */
 export function kernelCommandLine(settings: Record<string, string> = {}, kernelArgs: string[] = []): string {
   const swarm = Object.entries(settings).map(([k, v]) => {
-    if (!/^[A-Za-z0-9_]+$/.test(k) || /[\s"]/.test(v)) throw new TypeError(`setting ${k}=${v}: names are [A-Za-z0-9_], values have no spaces or quotes`);
+    if (!/^[A-Za-z0-9_]+$/.test(k) || /[\s"]/.test(v))
+      throw new TypeError(`setting ${k}=${v}: names are [A-Za-z0-9_], values have no spaces or quotes`);
     return `swarm.${k}=${v}`;
   });
   return ['console=ttyS0', 'panic=-1', 'quiet', ...swarm, ...kernelArgs].join(' ');
@@ -78,13 +90,28 @@ export type VmArgs = {
 
 /** QEMU's arguments for one boot. */
 export function qemuArgs(vm: VmArgs): string[] {
-  const netdev = ['user', 'id=n0', 'restrict=on', 'ipv6=off', `net=${NET}.0/24`, `host=${NET}.2`, ...guestForwards(vm.metadataPort, vm.forwards, vm.forwardMode, vm.busybox)];
+  const netdev = [
+    'user',
+    'id=n0',
+    'restrict=on',
+    'ipv6=off',
+    `net=${NET}.0/24`,
+    `host=${NET}.2`,
+    ...guestForwards(vm.metadataPort, vm.forwards, vm.forwardMode, vm.busybox),
+  ];
   if (netdev.some((p) => p.includes(','))) throw new TypeError('a forward contains a comma');
   const args = [
     ...machineArgs(vm.accel, vm.memoryMiB, vm.cpus),
-    '-kernel', vm.kernel, '-initrd', vm.initrd, '-append', vm.append,
-    '-netdev', netdev.join(','),
-    '-device', 'virtio-net-pci,netdev=n0,romfile=',
+    '-kernel',
+    vm.kernel,
+    '-initrd',
+    vm.initrd,
+    '-append',
+    vm.append,
+    '-netdev',
+    netdev.join(','),
+    '-device',
+    'virtio-net-pci,netdev=n0,romfile=',
   ];
   if (vm.cacheDrive) {
     args.push('-drive', `file=${vm.cacheDrive.replaceAll(',', ',,')},if=none,id=cache,format=raw`, '-device', 'virtio-blk-pci,drive=cache');

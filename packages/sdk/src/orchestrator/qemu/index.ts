@@ -37,7 +37,11 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
       throw new Error(`forwardMode 'exec' needs ${busybox} (apt-get install busybox-static), or use forwardMode 'chardev'`);
     });
   }
-  const accel = await chooseAccel(opts.accel ?? (process.env.SWARM_QEMU_ACCEL as QemuAccel | undefined) ?? 'auto', { kernel, initrd, qemu });
+  const accel = await chooseAccel(opts.accel ?? (process.env.SWARM_QEMU_ACCEL as QemuAccel | undefined) ?? 'auto', {
+    kernel,
+    initrd,
+    qemu,
+  });
   const cacheDrive = opts.cacheDrive ? path.resolve(opts.cacheDrive) : undefined;
   const args = qemuArgs({
     accel,
@@ -66,5 +70,12 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
       outcome.durationMs,
     );
   }
-  return { exitCode: outcome.exitCode, console: outcome.console, durationMs: outcome.durationMs, accel, timings: outcome.timings, command: [qemu, ...args] };
+  return {
+    exitCode: outcome.exitCode,
+    console: outcome.console,
+    durationMs: outcome.durationMs,
+    accel,
+    timings: outcome.timings,
+    command: [qemu, ...args],
+  };
 }

@@ -26,8 +26,12 @@ async function kvmUsable(image: { kernel: string; initrd: string; qemu: string }
   }
   const args = [
     ...machineArgs('kvm', 256, 1),
-    '-kernel', image.kernel, '-initrd', image.initrd,
-    '-append', kernelCommandLine({ probe: '1' }),
+    '-kernel',
+    image.kernel,
+    '-initrd',
+    image.initrd,
+    '-append',
+    kernelCommandLine({ probe: '1' }),
   ];
   const outcome = await superviseQemu(image.qemu, args, { timeoutMs: 10_000, exitGraceMs: 5_000 }).catch(() => null);
   return outcome?.exitCode === 0;

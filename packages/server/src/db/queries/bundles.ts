@@ -68,7 +68,14 @@ export async function bundleState(db: DbOrTx, hash: string): Promise<{ deletedAt
  */
 const unreferenced = (asPruned: string[] = []) => sql`not exists (select 1 from ${workflowVersions}
   where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflowVersions.prunedAt} is null
-  ${asPruned.length ? sql`and ${workflowVersions.id} not in (${sql.join(asPruned.map((id) => sql`${id}::uuid`), sql`, `)})` : sql``})`;
+  ${
+    asPruned.length
+      ? sql`and ${workflowVersions.id} not in (${sql.join(
+          asPruned.map((id) => sql`${id}::uuid`),
+          sql`, `,
+        )})`
+      : sql``
+  })`;
 
 /** Stored bundles no live version uses (but for the versions in `asPruned`). */
 export function unreferencedBundles(db: DbOrTx, asPruned: string[], limit: number) {

@@ -57,7 +57,14 @@ export type SpawnedExecution = { row: ExecutionRow; version: number; bundleHash:
  */
 export async function insertSpawnedExecution(
   db: DbOrTx,
-  spawn: { workflowId: string; bucket: number; routingKey: string | undefined; agentTokenHash: string; agentTokenExpiresAt: Date; spawnedBy: string },
+  spawn: {
+    workflowId: string;
+    bucket: number;
+    routingKey: string | undefined;
+    agentTokenHash: string;
+    agentTokenExpiresAt: Date;
+    spawnedBy: string;
+  },
 ): Promise<SpawnedExecution | undefined> {
   const rows = await db.execute<SpawnedRow>(sql`
     with release as (
@@ -133,7 +140,10 @@ export async function executionsPage(
 ): Promise<{ e: ExecutionRow; version: number }[] | undefined> {
   let after: SQL | undefined;
   if (page.cursor) {
-    const [c] = await db.select({ createdAt: executions.createdAt, id: executions.id }).from(executions).where(eq(executions.id, page.cursor));
+    const [c] = await db
+      .select({ createdAt: executions.createdAt, id: executions.id })
+      .from(executions)
+      .where(eq(executions.id, page.cursor));
     if (!c) return undefined;
     after = or(lt(executions.createdAt, c.createdAt), and(eq(executions.createdAt, c.createdAt), lt(executions.id, c.id)));
   }

@@ -81,7 +81,15 @@ export async function updateRelease(
  */
 export async function insertReleaseEvent(
   tx: Tx,
-  row: { workflowId: string; kind: ReleaseKind; from: string | null; to: string | null; weight?: number | undefined; actor: string; message?: string | undefined },
+  row: {
+    workflowId: string;
+    kind: ReleaseKind;
+    from: string | null;
+    to: string | null;
+    weight?: number | undefined;
+    actor: string;
+    message?: string | undefined;
+  },
 ): Promise<void> {
   await tx.insert(workflowActivations).values({
     workflowId: row.workflowId,
@@ -125,4 +133,3 @@ export const RELEASE_CHANNEL = 'swarm_release';
 export async function notifyReleaseChanged(tx: Pick<Tx, 'execute'>, workflowId: string): Promise<void> {
   await tx.execute(sql`select pg_notify(${RELEASE_CHANNEL}, ${workflowId})`);
 }
-

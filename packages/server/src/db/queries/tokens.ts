@@ -19,7 +19,10 @@ export async function executionOfAgentToken(db: DbOrTx, tokenHash: string): Prom
 }
 
 /** The unrevoked API token with this sha256 (hex). */
-export async function liveApiToken(db: DbOrTx, tokenHash: string): Promise<Pick<ApiTokenRow, 'id' | 'name' | 'scope' | 'tenantId'> | undefined> {
+export async function liveApiToken(
+  db: DbOrTx,
+  tokenHash: string,
+): Promise<Pick<ApiTokenRow, 'id' | 'name' | 'scope' | 'tenantId'> | undefined> {
   const [row] = await db
     .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
     .from(apiTokens)

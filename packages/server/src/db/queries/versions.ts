@@ -64,7 +64,13 @@ function prunable({ keep, olderThanSeconds }: Retention) {
 /** Versions retention would retire, across all workflows, in `tenant/name` and version order. */
 export function pruneCandidates(db: DbOrTx, retention: Retention) {
   return db
-    .select({ id: workflowVersions.id, workflowId: workflows.id, ref: sql<string>`${tenants.slug} || '/' || ${workflows.name}`, version: workflowVersions.version, bundleHash: workflowVersions.bundleHash })
+    .select({
+      id: workflowVersions.id,
+      workflowId: workflows.id,
+      ref: sql<string>`${tenants.slug} || '/' || ${workflows.name}`,
+      version: workflowVersions.version,
+      bundleHash: workflowVersions.bundleHash,
+    })
     .from(workflowVersions)
     .innerJoin(workflows, eq(workflows.id, workflowVersions.workflowId))
     .innerJoin(tenants, eq(tenants.id, workflows.tenantId))

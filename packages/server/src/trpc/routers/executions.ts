@@ -37,11 +37,13 @@ export const executionsRouter = (deps: Deps) =>
      * client reconnects with `lastEventId`, the seq of the last event it got: resume after
      * it instead of replaying the stream from the start.
      */
-    watch: authedProcedure
-      .input(eventsInput.extend({ lastEventId: z.string().regex(/^\d+$/).optional() }))
-      .subscription(async function* ({ ctx, input, signal }) {
-        const { lastEventId, ...rest } = input;
-        const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
-        for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
-      }),
+    watch: authedProcedure.input(eventsInput.extend({ lastEventId: z.string().regex(/^\d+$/).optional() })).subscription(async function* ({
+      ctx,
+      input,
+      signal,
+    }) {
+      const { lastEventId, ...rest } = input;
+      const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
+      for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
+    }),
   });
