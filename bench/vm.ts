@@ -19,7 +19,8 @@ const imageDir = path.join(root, '.swarm/vm');
 
 export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number): Promise<Row[]> {
   await promisify(execFile)('bash', [path.join(root, 'scripts/vm/build-image.sh'), imageDir], { timeout: 15 * 60_000 });
-  const accel = (process.env.SWARM_QEMU_ACCEL ??= 'tcg');
+  process.env.SWARM_QEMU_ACCEL ??= 'tcg';
+  const accel = process.env.SWARM_QEMU_ACCEL;
   const reg = await env.startRegistry();
   try {
     const admin = reg.client;

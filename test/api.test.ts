@@ -278,7 +278,7 @@ describe('tokens and tenancy', () => {
     }
     const res = await reg.fetch('/trpc/tenants.list', { token: null });
     expect(res.status).toBe(401);
-    expect(await reg.fetch('/internal/bundles/' + 'a'.repeat(64), { token: null }).then((r) => r.status)).toBe(401);
+    expect(await reg.fetch(`/internal/bundles/${'a'.repeat(64)}`, { token: null }).then((r) => r.status)).toBe(401);
     expect(await reg.fetch('/metrics', { token: null }).then((r) => r.status)).toBe(401);
   });
 

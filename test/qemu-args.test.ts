@@ -21,7 +21,7 @@ const vm: VmArgs = {
 };
 
 /** The value following `flag` in argv. */
-const after = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
+const valueAfter = (args: string[], flag: string) => args[args.indexOf(flag) + 1];
 
 describe('guestForwards', () => {
   it('forwards the metadata service and each given port to 127.0.0.1, per connection through busybox nc', () => {
@@ -121,28 +121,28 @@ describe('qemuArgs', () => {
       '-machine',
       'pc,accel=tcg',
     ]);
-    expect(after(args, '-cpu')).toBe('max');
-    expect(after(args, '-m')).toBe('512');
-    expect(after(args, '-kernel')).toBe('/img/vmlinuz');
-    expect(after(args, '-initrd')).toBe('/img/initramfs.cpio');
-    expect(after(args, '-append')).toBe('console=ttyS0');
-    expect(after(args, '-netdev')).toBe(
+    expect(valueAfter(args, '-cpu')).toBe('max');
+    expect(valueAfter(args, '-m')).toBe('512');
+    expect(valueAfter(args, '-kernel')).toBe('/img/vmlinuz');
+    expect(valueAfter(args, '-initrd')).toBe('/img/initramfs.cpio');
+    expect(valueAfter(args, '-append')).toBe('console=ttyS0');
+    expect(valueAfter(args, '-netdev')).toBe(
       'user,id=n0,restrict=on,ipv6=off,net=169.254.169.0/24,host=169.254.169.2,guestfwd=tcp:169.254.169.254:80-cmd:/bin/busybox nc 127.0.0.1 8111',
     );
-    expect(after(args, '-device')).toBe('virtio-net-pci,netdev=n0,romfile=');
+    expect(valueAfter(args, '-device')).toBe('virtio-net-pci,netdev=n0,romfile=');
     expect(args).not.toContain('-drive');
   });
 
   it('uses the host CPU under KVM', () => {
     const args = qemuArgs({ ...vm, accel: 'kvm', cpus: 2 });
-    expect(after(args, '-machine')).toBe('pc,accel=kvm');
-    expect(after(args, '-cpu')).toBe('host');
-    expect(after(args, '-smp')).toBe('2');
+    expect(valueAfter(args, '-machine')).toBe('pc,accel=kvm');
+    expect(valueAfter(args, '-cpu')).toBe('host');
+    expect(valueAfter(args, '-smp')).toBe('2');
   });
 
   it('attaches a cache drive as a virtio disk, escaping commas in its path', () => {
     const args = qemuArgs({ ...vm, cacheDrive: '/tmp/a,b/cache.ext4' });
-    expect(after(args, '-drive')).toBe('file=/tmp/a,,b/cache.ext4,if=none,id=cache,format=raw');
+    expect(valueAfter(args, '-drive')).toBe('file=/tmp/a,,b/cache.ext4,if=none,id=cache,format=raw');
     expect(args.slice(-2)).toEqual(['-device', 'virtio-blk-pci,drive=cache']);
   });
 

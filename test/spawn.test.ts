@@ -14,7 +14,7 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
-import { SwarmError } from '../packages/sdk/src/index.js';
+import type { SwarmError } from '../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
 import { bundleOf } from './support/bundles.js';
 import { swarm } from './support/cli.js';

@@ -524,7 +524,7 @@ describe('framing attacks over raw sockets', () => {
       '['.repeat(deep),
       '['.repeat(deep) + ']'.repeat(deep),
       `{"slug":${'['.repeat(deep)}${']'.repeat(deep)}}`,
-      '{"a":'.repeat(deep) + '1' + '}'.repeat(deep),
+      `${'{"a":'.repeat(deep)}1${'}'.repeat(deep)}`,
     ]) {
       const r = await rawRequest(
         port,

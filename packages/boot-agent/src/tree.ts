@@ -100,7 +100,9 @@ function* readHashing(file: string, sha: Hash): Generator<Buffer> {
   const fd = fsSync.openSync(file, 'r');
   try {
     const chunk = Buffer.allocUnsafe(256 * 1024);
-    for (let n; (n = fsSync.readSync(fd, chunk, 0, chunk.length, null)) > 0; ) {
+    for (;;) {
+      const n = fsSync.readSync(fd, chunk, 0, chunk.length, null);
+      if (n === 0) break;
       const bytes = Buffer.from(chunk.subarray(0, n)); // the parser may keep what it is given
       sha.update(bytes);
       yield bytes;

@@ -27,6 +27,7 @@ const RETRY_MAX_MS = 2000;
 export function startListener(url: string, channels: string[], handlers: ListenHandlers, log: Logger): Listener {
   let stopped = false;
   let closes = 0;
+  // biome-ignore lint/correctness/noUnusedVariables: read by `??=` in subscribe(): one subscribe loop at a time
   let subscribing: Promise<void> | undefined;
   let retry: NodeJS.Timeout | undefined;
   const options = {

@@ -60,6 +60,6 @@ export const authedProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next
 /** For the boot agent's calls: needs the agent token of an execution. */
 export const agentProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next }) => {
   const principal = await ctx.principal();
-  if (!principal || principal.scope !== 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid agent token');
+  if (principal?.scope !== 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid agent token');
   return next({ ctx: { principal } });
 });

@@ -117,9 +117,10 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
         result = { kind: 'directory', ...packed };
       } else if (st.isFile()) {
         let bytes = 0;
-        const hash = await sha256File(source, (n) => progress?.update({ phase: 'hash', bytes: (bytes += n), total: st.size })).catch(
-          failed(progress),
-        );
+        const hash = await sha256File(source, (n) => {
+          bytes += n;
+          progress?.update({ phase: 'hash', bytes, total: st.size });
+        }).catch(failed(progress));
         result = { kind: 'file', hash, size: st.size };
       } else {
         throw new SwarmError('INVALID_INPUT', `${source} is neither a file nor a directory`);

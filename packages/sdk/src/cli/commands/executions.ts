@@ -44,9 +44,9 @@ export function registerExecutionCommands(program: Command, cli: Cli): void {
     .action(async (id: string, o: { follow?: boolean }) => {
       const c = cli.client();
       if (!o.follow) {
-        cli.output(await c.call(() => c.trpc.executions.events.query({ id })), (events) =>
-          events.forEach((e) => cli.print(formatEvent(e))),
-        );
+        cli.output(await c.call(() => c.trpc.executions.events.query({ id })), (events) => {
+          for (const e of events) cli.print(formatEvent(e));
+        });
         return;
       }
       const seen: ExecutionEvent[] = [];

@@ -15,7 +15,8 @@ let kvmProbe: Promise<boolean> | undefined;
 export async function chooseAccel(requested: QemuAccel, image: { kernel: string; initrd: string; qemu: string }): Promise<'tcg' | 'kvm'> {
   if (!['tcg', 'kvm', 'auto'].includes(requested)) throw new TypeError(`accel: tcg, kvm or auto, not "${requested}"`);
   if (requested !== 'auto') return requested;
-  return (await (kvmProbe ??= kvmUsable(image))) ? 'kvm' : 'tcg';
+  kvmProbe ??= kvmUsable(image);
+  return (await kvmProbe) ? 'kvm' : 'tcg';
 }
 
 async function kvmUsable(image: { kernel: string; initrd: string; qemu: string }): Promise<boolean> {
