@@ -45,4 +45,12 @@ describe('docs/architecture.md', () => {
     expect(Object.keys(tables).length).toBeGreaterThan(5);
     expect(drawn).toEqual(tables);
   });
+
+  it('names only paths that exist in its "where a change goes" table', async () => {
+    const doc = await read('docs/architecture.md');
+    const table = doc.slice(doc.indexOf('<!-- where-things-go'), doc.indexOf('\n\n', doc.indexOf('<!-- where-things-go')));
+    const paths = [...table.matchAll(/`((?:packages|test|scripts)\/[\w./-]+)`/g)].map((m) => m[1]!);
+    expect(paths.length).toBeGreaterThan(10);
+    for (const p of paths) await expect(fs.access(path.join(root, p)), p).resolves.toBeUndefined();
+  });
 });
