@@ -1,6 +1,6 @@
 /**
  * One QEMU process from start to end: its serial console on stdout read by a
- * ConsoleReader, the exit channel (the second serial port) on a pipe of its own, a hard
+ * ConsoleReader, the exit channel (the second serial port) on a socket of its own, a hard
  * time limit, a grace period to power off after the exit code arrived, abort, and nothing
  * left behind (QEMU and its per-connection forwarders share a process group that is killed
  * at the end, and when this process exits).
