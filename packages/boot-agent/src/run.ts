@@ -44,23 +44,25 @@ export async function runtimeCommand(workflowDir: string, fromMetadata: string[]
   return parsed.data.entrypoint;
 }
 
+const PASSWD = '/etc/passwd';
+
 /** A user the workflow runs as, from /etc/passwd. */
 export type RuntimeUser = { name: string; uid: number; gid: number; home: string };
 
 /**
  * Who runs the workflow: the agent's own user, unless the agent is root; then `name`,
- * looked up in `passwdFile` (Node has no getpwnam). A name that is not there stops the
+ * looked up in /etc/passwd (Node has no getpwnam). A name that is not there stops the
  * boot: running the workflow as root instead would hand it the agent's credential.
  */
-export function runtimeUser(name: string, passwdFile = '/etc/passwd'): RuntimeUser | undefined {
+export function runtimeUser(name: string): RuntimeUser | undefined {
   if (process.getuid?.() !== 0) return undefined;
   let text: string;
   try {
-    text = fsSync.readFileSync(passwdFile, 'utf8');
+    text = fsSync.readFileSync(PASSWD, 'utf8');
   } catch (err) {
     throw new AgentError(
       'bad_metadata',
-      `cannot read ${passwdFile} to find the runtime user "${name}": ${(err as NodeJS.ErrnoException).code}`,
+      `cannot read ${PASSWD} to find the runtime user "${name}": ${(err as NodeJS.ErrnoException).code}`,
     );
   }
   for (const line of text.split('\n')) {
@@ -69,7 +71,7 @@ export function runtimeUser(name: string, passwdFile = '/etc/passwd'): RuntimeUs
       return { name, uid: Number(uid), gid: Number(gid), home: home || '/' };
     }
   }
-  throw new AgentError('bad_metadata', `the runtime user "${name}" is not in ${passwdFile} (SWARM_RUNTIME_USER, --runtime-user)`);
+  throw new AgentError('bad_metadata', `the runtime user "${name}" is not in ${PASSWD} (SWARM_RUNTIME_USER, --runtime-user)`);
 }
 
 /** Lets `user` create files in the workflow directory, not touch the bundle's: root's, mode 1777 (sticky). */
