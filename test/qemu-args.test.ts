@@ -1,11 +1,11 @@
 /**
  * The qemu driver's pure parts, without starting QEMU: the command line (the guest
- * reaches nothing but forwards to 127.0.0.1), the kernel command line for /init, and
- * the reading of the serial console into an exit code and timings.
+ * reaches nothing but forwards to 127.0.0.1), the kernel command line for /init, the
+ * reading of the serial console into timings, and of the exit channel into the exit code.
  */
 import { describe, expect, it } from 'vitest';
 import { guestForwards, kernelCommandLine, qemuArgs, type VmArgs } from '../packages/sdk/src/orchestrator/qemu/args.js';
-import { ConsoleReader, consoleMarker } from '../packages/sdk/src/orchestrator/qemu/console.js';
+import { ConsoleReader, consoleMarker, exitChannelCode } from '../packages/sdk/src/orchestrator/qemu/console.js';
 import { AGENT_LOG_PREFIX, AGENT_START_MARKER, EXIT_MARKER, INIT_MARKER } from '../packages/sdk/src/vm-console.js';
 
 const vm: VmArgs = {
@@ -106,9 +106,9 @@ describe('kernelCommandLine', () => {
 });
 
 describe('qemuArgs', () => {
-  it('boots the kernel with no devices but the serial console, a restricted user network and the virtio NIC', () => {
+  it('boots the kernel with no devices but the console and the exit channel, a restricted user network and the virtio NIC', () => {
     const args = qemuArgs(vm);
-    expect(args.slice(0, 11)).toEqual([
+    expect(args.slice(0, 15)).toEqual([
       '-nodefaults',
       '-no-user-config',
       '-display',
@@ -117,6 +117,10 @@ describe('qemuArgs', () => {
       'none',
       '-serial',
       'stdio',
+      '-chardev',
+      'socket,id=exit,fd=3',
+      '-serial',
+      'chardev:exit',
       '-no-reboot',
       '-machine',
       'pc,accel=tcg',
@@ -157,23 +161,22 @@ describe('the serial console', () => {
     expect(consoleMarker(INIT_MARKER)).toEqual({ kind: 'init' });
     expect(consoleMarker(AGENT_START_MARKER)).toEqual({ kind: 'agent-start' });
     expect(consoleMarker(`${AGENT_LOG_PREFIX}unpacked 3 files (120 bytes) into /opt/workflow`)).toEqual({ kind: 'unpacked' });
-    expect(consoleMarker(`${EXIT_MARKER}65`)).toEqual({ kind: 'exit', code: 65 });
-    for (const other of [
-      `${EXIT_MARKER}`,
-      `${EXIT_MARKER}1 `,
-      ` ${EXIT_MARKER}1`,
-      `echo "${EXIT_MARKER}$1"`,
-      `${AGENT_START_MARKER} `,
-      'hello',
-    ])
+    for (const other of [`${EXIT_MARKER}`, `${EXIT_MARKER}1 `, ` ${EXIT_MARKER}1`, `${AGENT_START_MARKER} `, 'hello'])
       expect(consoleMarker(other), other).toBeUndefined();
   });
 
-  it('splits chunks into lines without CR/LF, takes the first exit code and times each marker', () => {
+  it('takes no exit code from the console, where the workload writes too (`echo SWARM_EXIT=0; exit 1`)', () => {
+    expect(consoleMarker(`${EXIT_MARKER}0`)).toBeUndefined();
+    const reader = new ConsoleReader({ since: () => 0 });
+    reader.push(`${EXIT_MARKER}0\r\n`);
+    expect(reader).not.toHaveProperty('exitCode');
+    expect(reader.timings).not.toHaveProperty('exitMarkerMs');
+  });
+
+  it('splits chunks into lines without CR/LF and times each marker', () => {
     let now = 0;
     const lines: string[] = [];
-    const exits: number[] = [];
-    const reader = new ConsoleReader({ since: () => now, onLine: (l) => lines.push(l), onExit: (c) => exits.push(c) });
+    const reader = new ConsoleReader({ since: () => now, onLine: (l) => lines.push(l) });
     now = 100;
     reader.push(`boot\r\n${INIT_MARKER} upt`);
     now = 200;
@@ -182,14 +185,11 @@ describe('the serial console', () => {
     reader.push(`${EXIT_MARKER}3\r\r\n${EXIT_MARKER}4\nlast words`);
     reader.end();
     expect(lines).toEqual(['boot', `${INIT_MARKER} uptime=1.5`, AGENT_START_MARKER, `${EXIT_MARKER}3`, `${EXIT_MARKER}4`, 'last words']);
-    expect(exits).toEqual([3]);
-    expect(reader.exitCode).toBe(3);
     expect(reader.timings).toEqual({
       firstOutputMs: 100,
       bootToInitMs: 200,
       guestUptimeAtInitMs: 1500,
       agentStartMs: 200,
-      exitMarkerMs: 300,
     });
     expect(reader.text).toBe(
       `boot\r\n${INIT_MARKER} uptime=1.5\r\n${AGENT_START_MARKER}\n${EXIT_MARKER}3\r\r\n${EXIT_MARKER}4\nlast words`,
@@ -203,8 +203,8 @@ describe('the serial console', () => {
         throw new Error('listener bug');
       },
     });
-    reader.push(`${EXIT_MARKER}0\n`);
-    expect(reader.exitCode).toBe(0);
+    reader.push(`${AGENT_START_MARKER}\n`);
+    expect(reader.timings.agentStartMs).toBe(0);
   });
 
   it('keeps the last 4 MiB of the console and passes a line with no end on once it is over 64 KiB', () => {
@@ -215,5 +215,19 @@ describe('the serial console', () => {
     expect(reader.text.length).toBe(4 * 1024 * 1024);
     expect(lines).toHaveLength(70);
     expect(lines.every((l) => l.length === 70_000)).toBe(true);
+  });
+});
+
+describe('the exit channel', () => {
+  it("reads the exit code from its first line, once the line is complete (the tty's CR/LF included)", () => {
+    expect(exitChannelCode(`${EXIT_MARKER}65\r\n`)).toBe(65);
+    expect(exitChannelCode(`${EXIT_MARKER}0\n`)).toBe(0);
+    expect(exitChannelCode(`${EXIT_MARKER}1`)).toBeUndefined(); // more digits may follow
+    expect(exitChannelCode('')).toBeUndefined();
+  });
+
+  it('takes nothing but a first line of exactly SWARM_EXIT=<digits>', () => {
+    for (const other of [`x\n${EXIT_MARKER}0\n`, ` ${EXIT_MARKER}0\n`, `${EXIT_MARKER}\n`, `${EXIT_MARKER}0 \n`, `${EXIT_MARKER}-1\n`])
+      expect(exitChannelCode(other), other).toBeUndefined();
   });
 });

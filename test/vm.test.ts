@@ -14,9 +14,13 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
-import { createCacheDrive, spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import type { SwarmError } from '../packages/sdk/src/index.js';
+import { createCacheDrive, runVm, spawnWorkflow, vmEndpoints } from '../packages/sdk/src/orchestrator/index.js';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
+import { bundleOf } from './support/bundles.js';
+import { swarmInProcess } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
+import { THEFT_EXIT_CODE, theftProgram, theftReport } from './support/theft.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const imageDir = path.join(root, '.swarm/vm');
@@ -136,6 +140,66 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     expect(hit.events.map((e) => e.type)).toContain('cache_hit');
     expect(hit.events.map((e) => e.type)).not.toContain('fetched');
     if (before !== null) expect(await storeRequests()).toBe(before);
+  });
+
+  it('keeps the agent credential from the workload: nothing in /proc or the metadata service, no forged result (issue #12 §1)', async () => {
+    const c = reg.client();
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name: 'thief' }));
+    const file = await bundleOf(path.join(work, 'thief'), { 'index.js': theftProgram, 'swarm.json': '{"entrypoint":["node","index.js"]}' });
+    await c.uploadBundle(file, { workflow: 'acme/thief', activate: true });
+    const { token } = await c.call(() => c.trpc.tokens.create.mutate({ scope: 'orchestrator' }));
+    const orchestrator = reg.client(token);
+    const { forwards, ...endpoints } = vmEndpoints(reg.url, { driver: 'qemu', storeUrl });
+    const { execution, metadata } = await orchestrator.call(() =>
+      orchestrator.trpc.executions.spawn.mutate({
+        workflow: 'acme/thief',
+        secrets: { API_URL: endpoints.apiUrl!, MMDS_URL: 'http://169.254.169.254' },
+        ...endpoints,
+      }),
+    );
+    metadata.secrets = { ...metadata.secrets, EXECUTION_ID: execution.id };
+
+    const exit = await runVm(metadata, { driver: 'qemu', imageDir, forwards, timeoutMs: BOOT_TIMEOUT_MS });
+    const report = theftReport(exit.output);
+
+    expect(report.uid, 'the image runs workflows as its swarm user').toBe(1000);
+    expect({ environ: report.environ, mem: report.mem }).toEqual({ environ: 'EACCES', mem: 'EACCES' });
+    expect(report.mmds).toMatchObject({ token: 200, document: 404, agentToken: 404 });
+    expect(report.tokens).toEqual([]);
+    expect(report.forged.length).toBeGreaterThan(0);
+    for (const forged of report.forged) expect(forged.status, JSON.stringify(forged)).toBe(401);
+    expect(exit.exitCode, exit.output).toBe(THEFT_EXIT_CODE);
+    expect(await c.call(() => c.trpc.executions.get.query({ id: execution.id }))).toMatchObject({
+      status: 'failed',
+      exitCode: THEFT_EXIT_CODE,
+    });
+    const events = await c.call(() => c.trpc.executions.events.query({ id: execution.id }));
+    expect(events.filter((e) => e.type === 'runtime_exited').map((e) => e.data)).toEqual([{ code: THEFT_EXIT_CODE }]);
+    // The metadata's credential is dead (the credential exchange and revocation, issue #12 §1).
+    const agent = reg.client(metadata.execution!.agentToken);
+    const late = await agent
+      .call(() =>
+        agent.trpc.executions.appendEvent.mutate({ executionId: execution.id, seq: 100, type: 'runtime_exited', data: { code: 0 } }),
+      )
+      .catch((e: SwarmError) => e);
+    expect(late).toMatchObject({ code: 'UNAUTHORIZED' });
+  });
+
+  it('takes the exit code from the exit channel: a workflow printing SWARM_EXIT=0 and exiting 1 makes spawn --wait exit 1', async () => {
+    const c = reg.client();
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name: 'forger' }));
+    const file = await bundleOf(path.join(work, 'forger'), { 'swarm.json': '{"entrypoint":["sh","-c","echo SWARM_EXIT=0; exit 1"]}' });
+    await c.uploadBundle(file, { workflow: 'acme/forger', activate: true });
+
+    const waited = await swarmInProcess([
+      ...['spawn', 'acme/forger', '--driver', 'qemu', '--wait', '--image-dir', imageDir, '--store-url', storeUrl],
+      ...['--url', reg.url, '--token', reg.adminToken],
+    ]);
+
+    expect(waited.stdout).toContain('SWARM_EXIT=0'); // on the console, where the workload writes
+    expect(waited.code, waited.stderr).toBe(1);
+    const [recorded] = await c.call(() => c.trpc.executions.list.query({ workflow: 'acme/forger' }));
+    expect(recorded).toMatchObject({ status: 'failed', exitCode: 1 });
   });
 
   it('refuses bytes replaced in the bucket behind the registry: failed with hash_mismatch', async () => {

@@ -20,13 +20,19 @@
 # Network: apt-get talks to the configured Debian mirror (package installs and the one
 # kernel package download); nothing else is downloaded.
 #
-# The VM's /init (see the heredoc below) prints, on the serial console:
+# The VM's /init (see the heredoc below) prints, on the serial console (ttyS0):
 #   SWARM_INIT uptime=<s>     as soon as it runs
 #   SWARM_AGENT_START         just before it runs /opt/swarm/boot.sh
+# and on the exit channel, the second serial port (/dev/ttyS1, root's only, opened by
+# /init alone once boot.sh has ended; the workload's output goes to the console and
+# cannot forge it):
 #   SWARM_EXIT=<code>         boot.sh's exit code (the workflow's, or the agent's own)
 # and then powers off. The qemu driver reads these markers with the constants of
-# packages/sdk/src/vm-console.ts; test/vm-console.test.ts fails when the two disagree. Kernel command line settings it understands:
-#   swarm.probe=1             print SWARM_EXIT=0 and power off at once (acceleration probe)
+# packages/sdk/src/vm-console.ts; test/vm-console.test.ts fails when the two disagree.
+# The agent runs as root and runs the workflow as the unprivileged user `swarm` (uid and
+# gid 1000, home /home/swarm; see docs/boot-agent.md). Kernel command line settings /init
+# understands:
+#   swarm.probe=1             report exit code 0 and power off at once (acceleration probe)
 #   swarm.net_addr=A/N        the guest address instead of 169.254.169.15/24
 #   swarm.<name>=<value>      exported as SWARM_<NAME>=<value> to boot.sh and the agent
 #                             (e.g. swarm.fetch_attempts=2); values cannot contain spaces
@@ -183,9 +189,11 @@ cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 cp "$BOOT_SH" "$RFS/opt/swarm/boot.sh"
 chmod 755 "$RFS/opt/swarm/boot.sh"
 
-# minimal /etc (so user and host lookups in the guest find something)
-echo 'root:x:0:0:root:/root:/bin/sh' > "$RFS/etc/passwd"
-echo 'root:x:0:' > "$RFS/etc/group"
+# minimal /etc (so user and host lookups in the guest find something); `swarm` is the
+# user the boot agent runs the workflow as (SWARM_RUNTIME_USER's default)
+printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'swarm:x:1000:1000:swarm workflow runtime:/home/swarm:/bin/sh' > "$RFS/etc/passwd"
+printf '%s\n' 'root:x:0:' 'swarm:x:1000:' > "$RFS/etc/group"
+mkdir -p "$RFS/home/swarm"
 printf '127.0.0.1 localhost\n' > "$RFS/etc/hosts"
 
 # the kernel opens /dev/console before /init runs: it must exist in the archive
@@ -205,11 +213,15 @@ mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mkdir -p /run /tmp
 echo "SWARM_INIT uptime=$(cut -d' ' -f1 /proc/uptime)"
+# The exit channel: root's only (devtmpfs makes it 0600 already; this says so).
+chmod 600 /dev/ttyS1
+# The archive makes every file root's; the runtime user's home is its own.
+chown swarm:swarm /home/swarm
 
 finish() {
   sync
   grep -q ' /var/cache/swarm ' /proc/mounts && umount /var/cache/swarm
-  echo "SWARM_EXIT=$1"
+  echo "SWARM_EXIT=$1" >/dev/ttyS1
   poweroff -f
   sleep 5
   exit "$1" # PID 1 exiting panics the kernel; with panic=-1 and -no-reboot QEMU ends

@@ -225,7 +225,7 @@ async function main(): Promise<void> {
       const t = r.timings;
       console.log(
         `  ${label.padEnd(20)} total ${s(r.durationMs)} | to /init ${s(t.bootToInitMs)} (guest uptime ${s(t.guestUptimeAtInitMs)}) | to agent ${s(t.agentStartMs)}` +
-          ` | to runtime output ${s(r.runtimeOutputMs)} | to SWARM_EXIT ${s(t.exitMarkerMs)} | power-off ${s(t.shutdownMs)}`,
+          ` | to runtime output ${s(r.runtimeOutputMs)} | to exit code ${s(t.exitMarkerMs)} | power-off ${s(t.shutdownMs)}`,
       );
     }
   } finally {

@@ -10,7 +10,7 @@ import { AgentError, EXIT } from './errors.js';
 import { EventReporter } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
-import { runWorkflow, runtimeCommand } from './run.js';
+import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
 import { count, helpText, parseInvocation, text } from './settings.js';
 import { linkFromTree } from './tree.js';
 import { unpackBundle } from './unpack.js';
@@ -58,6 +58,9 @@ async function main(argv: string[]): Promise<number> {
 
   async function boot(): Promise<number> {
     events.emit('metadata_loaded', { source: metadata.bundle ? 'bundle' : 'workflow' });
+    // From the agent's own settings only (a metadata service must not choose root), and
+    // before anything is fetched.
+    const user = runtimeUser(text(vars, 'SWARM_RUNTIME_USER'));
     let bundle = metadata.bundle;
     if (!bundle) {
       const token = metadata.execution?.agentToken ?? vars.SWARM_TOKEN;
@@ -79,7 +82,8 @@ async function main(argv: string[]): Promise<number> {
     );
 
     const command = await runtimeCommand(workflowDir, metadata.runtime?.command);
-    const code = await runWorkflow(command, workflowDir, metadata.secrets, (pid) => events.emit('runtime_started', { pid }));
+    await openWorkflowDir(workflowDir, user);
+    const code = await runWorkflow(command, workflowDir, metadata.secrets, user, (pid) => events.emit('runtime_started', { pid }));
     events.emit('runtime_exited', { code });
     await events.flush();
     return code;

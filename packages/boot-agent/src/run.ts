@@ -2,8 +2,15 @@
  * Runs the workflow: the command from metadata, or the entrypoint of the bundle's
  * swarm.json, in the unpacked directory. Secrets reach it as environment variables only;
  * the agent's own settings (token, URLs) do not. Signals are forwarded.
+ *
+ * An agent running as root runs the workflow as an unprivileged user (SWARM_RUNTIME_USER,
+ * never the metadata's choice): another uid cannot read the agent's /proc/<pid>/environ or
+ * /proc/<pid>/mem, signal it, or write the bundle's files, which stay root's (0644/0755).
+ * The workflow directory becomes sticky and world-writable (1777) so that the workflow can
+ * still create files in it, as it could as root, but not replace or delete the bundle's.
  */
 import { spawn } from 'node:child_process';
+import fsSync from 'node:fs';
 import os from 'node:os';
 import fs from 'node:fs/promises';
 import path from 'node:path';
@@ -37,17 +44,56 @@ export async function runtimeCommand(workflowDir: string, fromMetadata: string[]
   return parsed.data.entrypoint;
 }
 
+const PASSWD = '/etc/passwd';
+
+/** A user the workflow runs as, from /etc/passwd. */
+export type RuntimeUser = { name: string; uid: number; gid: number; home: string };
+
+/**
+ * Who runs the workflow: the agent's own user, unless the agent is root; then `name`,
+ * looked up in /etc/passwd (Node has no getpwnam). A name that is not there stops the
+ * boot: running the workflow as root instead would hand it the agent's credential.
+ */
+export function runtimeUser(name: string): RuntimeUser | undefined {
+  if (process.getuid?.() !== 0) return undefined;
+  let text: string;
+  try {
+    text = fsSync.readFileSync(PASSWD, 'utf8');
+  } catch (err) {
+    throw new AgentError(
+      'bad_metadata',
+      `cannot read ${PASSWD} to find the runtime user "${name}": ${(err as NodeJS.ErrnoException).code}`,
+    );
+  }
+  for (const line of text.split('\n')) {
+    const [user, , uid, gid, , home] = line.split(':');
+    if (user === name && /^\d+$/.test(uid ?? '') && /^\d+$/.test(gid ?? '')) {
+      return { name, uid: Number(uid), gid: Number(gid), home: home || '/' };
+    }
+  }
+  throw new AgentError('bad_metadata', `the runtime user "${name}" is not in ${PASSWD} (SWARM_RUNTIME_USER, --runtime-user)`);
+}
+
+/** Lets `user` create files in the workflow directory, not touch the bundle's: root's, mode 1777 (sticky). */
+export async function openWorkflowDir(dir: string, user: RuntimeUser | undefined): Promise<void> {
+  if (user && user.uid !== 0) await fs.chmod(dir, 0o1777);
+}
+
 export function runWorkflow(
   command: string[],
   cwd: string,
   secrets: Record<string, string>,
+  user: RuntimeUser | undefined,
   onStart: (pid: number) => void,
 ): Promise<number> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!AGENT_VARIABLES.test(k)) env[k] = v;
+  if (user) Object.assign(env, { HOME: user.home, USER: user.name, LOGNAME: user.name });
   Object.assign(env, secrets);
   return new Promise((resolve, reject) => {
-    const child = spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'inherit' });
+    // With uid and gid, libuv also drops the agent's supplementary groups (setgroups(0)).
+    const identity = user ? { uid: user.uid, gid: user.gid } : {};
+    const child = spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'inherit', ...identity });
     const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
     const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);

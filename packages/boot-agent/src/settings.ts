@@ -53,6 +53,13 @@ const SECTIONS = [
     settings: [
       { flag: 'cache-dir', arg: 'DIR', env: 'SWARM_CACHE_DIR', default: '/var/cache/swarm/bundles' },
       { flag: 'workflow-dir', arg: 'DIR', env: 'SWARM_WORKFLOW_DIR', default: '/opt/workflow' },
+      {
+        flag: 'runtime-user',
+        arg: 'USER',
+        env: 'SWARM_RUNTIME_USER',
+        help: 'when the agent runs as root, the workflow runs as this user\n(from /etc/passwd; never taken from the metadata)',
+        default: 'swarm',
+      },
       { flag: 'cache-max-bytes', arg: 'N', env: 'SWARM_CACHE_MAX_BYTES', default: 2 * 1024 ** 3, min: 0 },
       { flag: 'max-bundle-bytes', arg: 'N', env: 'SWARM_MAX_BUNDLE_BYTES', default: 512 * 1024 ** 2, min: 1 },
       { flag: 'max-unpacked-bytes', arg: 'N', env: 'SWARM_MAX_UNPACKED_BYTES', default: DEFAULT_BUNDLE_LIMITS.maxBytes, min: 1 },

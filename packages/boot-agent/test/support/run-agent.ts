@@ -26,6 +26,8 @@ export type AgentSandbox = {
 
 export async function agentSandbox(): Promise<AgentSandbox> {
   const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-agent-'));
+  // Run as root, the agent runs workflows as `nobody`, who must reach the workflow directory.
+  await fs.chmod(dir, 0o711);
   const cacheDir = path.join(dir, 'cache');
   const workflowDir = path.join(dir, 'workflow');
   return {
@@ -47,6 +49,7 @@ export async function agentSandbox(): Promise<AgentSandbox> {
               SWARM_WORKFLOW_DIR: workflowDir,
               SWARM_MMDS_URL: 'off',
               SWARM_METADATA_FILE: path.join(dir, 'metadata.json'),
+              SWARM_RUNTIME_USER: 'nobody',
               ...env,
             },
             maxBuffer: 16 * 1024 * 1024,

@@ -4,6 +4,10 @@
  * `X-metadata-token-ttl-seconds` returns a session token; every `GET` needs it in
  * `X-metadata-token`, and answers JSON (`Accept: application/json`) or the plain
  * key/value listing. Listens on loopback; the VM reaches it through an explicit forward.
+ *
+ * `once: true` (what the drivers use): the first GET answered is the last. The document,
+ * with its agent token and secrets, is then forgotten and every later GET answers 404, so
+ * a workload that reaches the service after the agent read it finds nothing.
  */
 import { randomBytes } from 'node:crypto';
 import http from 'node:http';
@@ -24,8 +28,11 @@ export function renderMmdsListing(value: unknown): string {
   return typeof value === 'string' ? value : JSON.stringify(value);
 }
 
-export async function startMetadataService(doc: VmMetadata, opts: { host?: string; port?: number } = {}): Promise<MetadataService> {
-  const document = vmMetadata.parse(doc);
+export async function startMetadataService(
+  doc: VmMetadata,
+  opts: { host?: string; port?: number; once?: boolean } = {},
+): Promise<MetadataService> {
+  let document: VmMetadata | undefined = vmMetadata.parse(doc);
   const tokens = new Map<string, number>(); // token → expiry (ms)
   const server = http.createServer((req, res) => {
     const send = (status: number, body: string, type = 'text/plain') => {
@@ -48,6 +55,7 @@ export async function startMetadataService(doc: VmMetadata, opts: { host?: strin
       value = value && typeof value === 'object' ? (value as Record<string, unknown>)[decodeURIComponent(part)] : undefined;
     }
     if (value === undefined) return send(404, 'not found');
+    if (opts.once) document = undefined;
     if (req.headers.accept === 'application/json') return send(200, JSON.stringify(value), 'application/json');
     return send(200, renderMmdsListing(value));
   });

@@ -35,6 +35,11 @@ export type SpawnOptions = {
   timeoutMs?: number;
   /** Extra environment for the process driver's agent (e.g. fetch limits). */
   agentEnv?: Record<string, string>;
+  /**
+   * process driver run as root: the user the agent runs the workflow as (default `nobody`,
+   * which every Linux has; the VM image has its own `swarm` user).
+   */
+  runtimeUser?: string;
   /** qemu: the object store as this host reaches it (S3_ENDPOINT); unset with the registry's fs store. */
   storeUrl?: string;
   /** qemu: an ext4 cache drive (createCacheDrive) mounted at /var/cache/swarm, for cache hits across boots. */
@@ -61,7 +66,7 @@ export type SpawnOutcome = {
 
 export type VmOptions = Pick<
   SpawnOptions,
-  'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'cacheDrive' | 'imageDir' | 'onTimings'
+  'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'runtimeUser' | 'cacheDrive' | 'imageDir' | 'onTimings'
 > & {
   /** qemu: guest ports forwarded to host loopback ports (the API and the store, as spawn addressed them). */
   forwards?: GuestForward[];
@@ -90,7 +95,7 @@ export function vmEndpoints(
 export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise<{ exitCode: number; output: string }> {
   const driver = opts.driver ?? 'process';
   if (driver === 'qemu') {
-    const mmds = await startMetadataService(metadata);
+    const mmds = await startMetadataService(metadata, { once: true });
     try {
       const vm = await bootQemuVm({
         imageDir: opts.imageDir,
@@ -118,12 +123,14 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
   });
   const work = await fs.mkdtemp(path.join(os.tmpdir(), `swarm-vm-${metadata.execution?.id.slice(0, 8) ?? 'run'}-`));
   try {
+    // The runtime user must reach the workflow directory inside (not list it).
+    await fs.chmod(work, 0o711);
     const exit = await runProcessVm(metadata, agentPath, {
       cacheDir: opts.cacheDir ?? path.join(work, 'cache'),
       workflowDir: path.join(work, 'workflow'),
       timeoutMs: opts.timeoutMs ?? 10 * 60_000,
       onOutput: opts.onOutput,
-      env: opts.agentEnv ?? {},
+      env: { ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: opts.runtimeUser ?? 'nobody' } : {}), ...opts.agentEnv },
     });
     return { exitCode: exit.code, output: exit.output };
   } finally {
@@ -143,7 +150,11 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 
-/** The `process` driver: the boot agent as a child process, reading its metadata over MMDS like in a VM. */
+/**
+ * The `process` driver: the boot agent as a child process, reading its metadata over MMDS
+ * like in a VM; the metadata service answers once. An agent run as root runs the workflow
+ * as the runtime user (see runtimeUser).
+ */
 async function runProcessVm(
   metadata: VmMetadata,
   agentPath: string,
@@ -155,7 +166,7 @@ async function runProcessVm(
     env: Record<string, string>;
   },
 ): Promise<{ code: number; output: string }> {
-  const mmds = await startMetadataService(metadata);
+  const mmds = await startMetadataService(metadata, { once: true });
   try {
     return await new Promise((resolve, reject) => {
       const child = spawn(process.execPath, [agentPath], {

@@ -39,7 +39,18 @@ export function guestForwards(metadataPort: number, forwards: GuestForward[], mo
   return entries;
 }
 
-/** The machine: no devices but the serial console on stdio, no reboot (a guest's poweroff ends QEMU). */
+/**
+ * The file descriptor of the QEMU process on which the guest's second serial port (the
+ * exit channel, /dev/ttyS1: see vm-console.ts) arrives. supervise.ts passes one end of a
+ * socket pair there (what Node's stdio 'pipe' is), which QEMU takes as a connected socket
+ * chardev (a `file:/dev/fd/3` chardev cannot open a socket).
+ */
+export const EXIT_CHANNEL_FD = 3;
+
+/**
+ * The machine: no devices but two serial ports, the console on stdio and the exit channel
+ * on EXIT_CHANNEL_FD; no reboot (a guest's poweroff ends QEMU).
+ */
 export function machineArgs(accel: 'tcg' | 'kvm', memoryMiB: number, cpus: number): string[] {
   return [
     '-nodefaults',
@@ -50,6 +61,10 @@ export function machineArgs(accel: 'tcg' | 'kvm', memoryMiB: number, cpus: numbe
     'none',
     '-serial',
     'stdio',
+    '-chardev',
+    `socket,id=exit,fd=${EXIT_CHANNEL_FD}`,
+    '-serial',
+    'chardev:exit',
     '-no-reboot',
     '-machine',
     `pc,accel=${accel}`,

@@ -1,7 +1,9 @@
 /**
- * The serial console as the host reads it: chunks of text → lines without their CR/LF,
- * the last 4 MiB kept, and the markers /init and the boot agent print (vm-console.ts)
- * turned into the exit code and boot timings. No process here (test/qemu-args.test.ts).
+ * What the host reads from the VM: the serial console (chunks of text → lines without
+ * their CR/LF, the last 4 MiB kept, the markers /init and the boot agent print turned into
+ * boot timings) and the exit channel (the exit code). The console carries the workload's
+ * output too, so nothing on it counts as an exit code. No process here
+ * (test/qemu-args.test.ts).
  */
 import { AGENT_LOG_PREFIX, AGENT_START_MARKER, EXIT_MARKER, INIT_MARKER } from '../../vm-console.js';
 import type { QemuVmTimings } from './types.js';
@@ -9,14 +11,11 @@ import type { QemuVmTimings } from './types.js';
 const CONSOLE_CAP = 4 * 1024 * 1024;
 /** A "line" longer than this is passed on as it is, so a guest printing no newline cannot grow us. */
 const LINE_CAP = 65_536;
-const EXIT_LINE = new RegExp(`^${EXIT_MARKER}(\\d+)$`);
+/** The exit channel's first line, once complete: /init writes nothing else there. */
+const EXIT_LINE = new RegExp(`^${EXIT_MARKER}(\\d+)\\r*\\n`);
 const UNPACKED = `${AGENT_LOG_PREFIX}unpacked `;
 
-export type ConsoleMarker =
-  | { kind: 'init'; guestUptimeMs?: number }
-  | { kind: 'agent-start' }
-  | { kind: 'unpacked' }
-  | { kind: 'exit'; code: number };
+export type ConsoleMarker = { kind: 'init'; guestUptimeMs?: number } | { kind: 'agent-start' } | { kind: 'unpacked' };
 
 /** What one console line marks, if anything. */
 export function consoleMarker(line: string): ConsoleMarker | undefined {
@@ -25,23 +24,25 @@ export function consoleMarker(line: string): ConsoleMarker | undefined {
     return up ? { kind: 'init', guestUptimeMs: Math.round(Number(up[1]) * 1000) } : { kind: 'init' };
   }
   if (line === AGENT_START_MARKER) return { kind: 'agent-start' };
-  if (line.startsWith(UNPACKED)) return { kind: 'unpacked' };
-  const exit = EXIT_LINE.exec(line);
-  return exit ? { kind: 'exit', code: Number(exit[1]) } : undefined;
+  return line.startsWith(UNPACKED) ? { kind: 'unpacked' } : undefined;
+}
+
+/** The exit code in what the exit channel carried so far: its first line, `SWARM_EXIT=<code>`, once complete. */
+export function exitChannelCode(text: string): number | undefined {
+  const exit = EXIT_LINE.exec(text);
+  return exit ? Number(exit[1]) : undefined;
 }
 
 /**
  * Reads one boot's console. `since()` is the time since QEMU started; `onLine` gets every
- * line (a throwing listener is ignored: it must not take the VM down), `onExit` the first
- * SWARM_EXIT code.
+ * line (a throwing listener is ignored: it must not take the VM down).
  */
 export class ConsoleReader {
   text = '';
-  exitCode: number | undefined;
   readonly timings: QemuVmTimings = {};
   private partial = '';
 
-  constructor(private readonly o: { since: () => number; onLine?: (line: string) => void; onExit?: (code: number) => void }) {}
+  constructor(private readonly o: { since: () => number; onLine?: (line: string) => void }) {}
 
   push(chunk: string): void {
     this.timings.firstOutputMs ??= this.o.since();
@@ -71,11 +72,6 @@ export class ConsoleReader {
       if (marker.guestUptimeMs !== undefined) t.guestUptimeAtInitMs = marker.guestUptimeMs;
     } else if (marker?.kind === 'agent-start') t.agentStartMs ??= this.o.since();
     else if (marker?.kind === 'unpacked') t.unpackedMs ??= this.o.since();
-    else if (marker?.kind === 'exit' && this.exitCode === undefined) {
-      this.exitCode = marker.code;
-      t.exitMarkerMs = this.o.since();
-      this.o.onExit?.(marker.code);
-    }
     try {
       this.o.onLine?.(text);
     } catch {

@@ -1,8 +1,8 @@
 /**
  * The `qemu` VM driver: boots the image built by `scripts/vm/build-image.sh` (a Debian
- * cloud kernel and an initramfs whose /init runs the boot agent once, prints
- * `SWARM_EXIT=<code>` on the serial console and powers off) and reports the workflow's
- * exit code, the console and where the time went.
+ * cloud kernel and an initramfs whose /init runs the boot agent once, writes
+ * `SWARM_EXIT=<code>` on the exit channel, a second serial port the workload cannot open,
+ * and powers off) and reports the workflow's exit code, the console and where the time went.
  *
  * args.ts builds the command line and the network (loopback forwards only), probe.ts
  * picks KVM or TCG (SWARM_QEMU_ACCEL), supervise.ts runs QEMU, console.ts reads what the
@@ -65,7 +65,7 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
   });
   if (outcome.exitCode === undefined) {
     throw new QemuVmError(
-      `the VM ended without a SWARM_EXIT line (${outcome.qemuStatus}); console tail:\n${outcome.console.slice(-3000)}`,
+      `the VM ended without an exit code on its exit channel (${outcome.qemuStatus}); console tail:\n${outcome.console.slice(-3000)}`,
       outcome.console,
       outcome.durationMs,
     );

@@ -39,7 +39,7 @@ export type QemuVmOptions = {
   accel?: QemuAccel;
   /** Hard limit for the whole boot: QEMU is killed and the promise rejects (default 180 s). */
   timeoutMs?: number;
-  /** After SWARM_EXIT is printed, how long QEMU may take to power off before it is killed (default 15 s). */
+  /** After the exit code arrived on the exit channel, how long QEMU may take to power off before it is killed (default 15 s). */
   exitGraceMs?: number;
   /** Settings for /init, passed on the kernel command line as `swarm.<name>=<value>` (no spaces). */
   settings?: Record<string, string>;
@@ -64,9 +64,9 @@ export type QemuVmTimings = {
   agentStartMs?: number;
   /** QEMU start → the agent's "unpacked" line: the workflow starts right after. */
   unpackedMs?: number;
-  /** QEMU start → the SWARM_EXIT line. */
+  /** QEMU start → the exit code on the exit channel. */
   exitMarkerMs?: number;
-  /** SWARM_EXIT line → QEMU gone. */
+  /** Exit code → QEMU gone. */
   shutdownMs?: number;
 };
 
