@@ -137,7 +137,8 @@ describe('gc retention', () => {
     await c.call(() => c.trpc.versions.activate.mutate({ workflow: ref, version: 2 }));
     const report = await gc({ keep: 1 });
     expect(report.prunedVersions.filter((v) => v.workflow === ref)).toEqual([]);
-    await sql`update executions set status = 'failed' where workflow_id = (select id from workflows where name = 'running')`;
+    // Ended as the registry ends executions: with its agent credentials revoked (executions_ended_revoked).
+    await sql`update executions set status = 'failed', agent_token_hash = null where workflow_id = (select id from workflows where name = 'running')`;
     expect((await gc({ keep: 1 })).prunedVersions.filter((v) => v.workflow === ref).map((v) => v.version)).toEqual([1]);
   });
 

@@ -178,7 +178,10 @@ describe('spawn with the process driver', () => {
     const client = await orchestrator();
     const a = await client.call(() => client.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
     const b = await client.call(() => client.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
-    const agentA = reg.client(a.metadata.execution!.agentToken);
+    // The metadata's token is a bootstrap credential: the agent reports with the session it trades it for.
+    const bootstrapA = reg.client(a.metadata.execution!.agentToken);
+    const { sessionToken } = await bootstrapA.call(() => bootstrapA.trpc.executions.exchangeToken.mutate({ executionId: a.execution.id }));
+    const agentA = reg.client(sessionToken);
     const append = (executionId: string, seq: number) =>
       agentA.call(() => agentA.trpc.executions.appendEvent.mutate({ executionId, seq, type: 'metadata_loaded', data: {} }));
     expect(await append(a.execution.id, 0)).toEqual({ accepted: true });
@@ -198,8 +201,13 @@ describe('spawn with the process driver', () => {
         .call(() => client.trpc.executions.appendEvent.mutate({ executionId: a.execution.id, seq: 1, type: 'failed', data: {} }))
         .catch((e: SwarmError) => e)) as SwarmError,
     ).toMatchObject({ code: 'UNAUTHORIZED' });
-    await sql`update executions set agent_token_expires_at = now() - interval '1 second' where id = ${a.execution.id}`;
-    expect((await append(a.execution.id, 1).catch((e: SwarmError) => e)) as SwarmError).toMatchObject({ code: 'UNAUTHORIZED' });
+    await sql`update executions set agent_token_expires_at = now() - interval '1 second' where id = ${b.execution.id}`;
+    const bootstrapB = reg.client(b.metadata.execution!.agentToken);
+    expect(
+      (await bootstrapB
+        .call(() => bootstrapB.trpc.executions.exchangeToken.mutate({ executionId: b.execution.id }))
+        .catch((e: SwarmError) => e)) as SwarmError,
+    ).toMatchObject({ code: 'UNAUTHORIZED' });
     expect((await client.call(() => client.trpc.executions.get.query({ id: a.execution.id }))).status).toBe('booting');
   });
 

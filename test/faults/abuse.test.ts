@@ -37,7 +37,8 @@ let procedures: Map<string, ProcType>;
 let bundleHash: string;
 let executionA: string; // its agent token is expired in beforeAll
 let expiredAgentToken: string;
-let otherAgentToken: string; // execution B's (live) agent token
+let otherAgentToken: string; // execution B's (live) agent session
+let spentBootstrapToken: string; // execution B's bootstrap token, exchanged for that session
 let revokedToken: string;
 let betaToken: string; // tenant token of another tenant
 let orchestratorTokenId: string;
@@ -142,6 +143,7 @@ function sampleInputs(): Record<string, unknown> {
     'tokens.list': undefined,
     'tokens.revoke': { id: orchestratorTokenId },
     'executions.spawn': { workflow: 'acme/job', secrets: { API_KEY: 'x' } },
+    'executions.exchangeToken': { executionId: executionA },
     'executions.appendEvent': { executionId: executionA, seq: 0, type: 'metadata_loaded', data: {} },
     'executions.get': { id: executionA },
     'executions.list': { workflow: 'acme/job' },
@@ -160,7 +162,14 @@ function sampleInputs(): Record<string, unknown> {
 }
 
 /** The only procedures agent tokens may call. Everything else needs an API token. */
-const AGENT_PROCEDURES = new Set(['executions.appendEvent']);
+const AGENT_PROCEDURES = new Set(['executions.exchangeToken', 'executions.appendEvent']);
+
+/** What a boot agent does first: its bootstrap token (from the metadata) for a session token. */
+async function exchange(executionId: string, bootstrapToken: string): Promise<string> {
+  const r = await call('executions.exchangeToken', 'mutation', { executionId }, bearer(bootstrapToken));
+  expect(r.status, r.text).toBe(200);
+  return r.body.result.data.sessionToken;
+}
 
 beforeAll(async () => {
   const build = promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'run', 'build'], { timeout: 120_000 });
@@ -202,7 +211,8 @@ beforeAll(async () => {
   const b = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
   executionA = a.execution.id;
   expiredAgentToken = a.metadata.execution!.agentToken;
-  otherAgentToken = b.metadata.execution!.agentToken;
+  spentBootstrapToken = b.metadata.execution!.agentToken;
+  otherAgentToken = await exchange(b.execution.id, spentBootstrapToken);
   await sql`update executions set agent_token_expires_at = now() - interval '1 minute' where id = ${executionA}`;
 
   const revoked = await c.call(() => c.trpc.tokens.create.mutate({ scope: 'admin', name: 'to-revoke' }));
@@ -262,6 +272,8 @@ describe('auth matrix over every tRPC procedure', () => {
     ['SQL in the token', () => "Bearer swt_' or '1'='1"],
     ['a revoked API token', () => bearer(revokedToken)],
     ['an expired agent token', () => bearer(expiredAgentToken)],
+    ['a spent (exchanged) bootstrap agent token', () => bearer(spentBootstrapToken)],
+    ['a made-up sws_ session token', () => 'Bearer sws_AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA'],
   ];
   for (const [label, auth] of unauthorized) {
     it(`every procedure refuses ${label} with 401 UNAUTHORIZED and changes nothing`, async () => {
@@ -327,7 +339,7 @@ describe('auth matrix over every tRPC procedure', () => {
   it('lets an agent token append events to its own execution only', async () => {
     const c = reg.client();
     const own = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
-    const token = own.metadata.execution!.agentToken;
+    const token = await exchange(own.execution.id, own.metadata.execution!.agentToken);
     const ok = await call(
       'executions.appendEvent',
       'mutation',
@@ -437,6 +449,7 @@ describe('input fuzzing (fast-check) as admin', () => {
   it('fuzzes event data from a live agent token: never a 5xx', async () => {
     const c = reg.client();
     const own = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));
+    const session = await exchange(own.execution.id, own.metadata.execution!.agentToken);
     let seq = 0;
     await fc.assert(
       fc.asyncProperty(fc.dictionary(fc.string(), fc.anything(), { maxKeys: 5 }), async (data) => {
@@ -445,7 +458,7 @@ describe('input fuzzing (fast-check) as admin', () => {
           'executions.appendEvent',
           'mutation',
           { executionId: own.execution.id, seq: seq++, type: 'runtime_output', data },
-          bearer(own.metadata.execution!.agentToken),
+          bearer(session),
         );
         const label = `${JSON.stringify(data).slice(0, 200)} → ${r.status} ${r.text.slice(0, 300)}`;
         expect(r.status, label).toBeLessThan(500);

@@ -591,12 +591,17 @@ describe('abandoned executions', () => {
     const pending = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'ab/app' }));
     const booting = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'ab/app' }));
     const running = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'ab/app' }));
-    const agent = (s: typeof booting) => reg.client(s.metadata.execution!.agentToken);
-    const ag1 = agent(booting);
+    // The agent's session, bought with the metadata's bootstrap token.
+    const agent = async (s: typeof booting) => {
+      const bootstrap = reg.client(s.metadata.execution!.agentToken);
+      const { sessionToken } = await bootstrap.call(() => bootstrap.trpc.executions.exchangeToken.mutate({ executionId: s.execution.id }));
+      return reg.client(sessionToken);
+    };
+    const ag1 = await agent(booting);
     await ag1.call(() =>
       ag1.trpc.executions.appendEvent.mutate({ executionId: booting.execution.id, seq: 0, type: 'metadata_loaded', data: {} }),
     );
-    const ag2 = agent(running);
+    const ag2 = await agent(running);
     await ag2.call(() =>
       ag2.trpc.executions.appendEvent.mutate({ executionId: running.execution.id, seq: 0, type: 'runtime_started', data: {} }),
     );

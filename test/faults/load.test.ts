@@ -462,7 +462,9 @@ describe('slow clients', () => {
   it('an event stream quiet for longer than the idle timeout resumes where it was cut, without duplicates', async () => {
     const c = reg.admin;
     const { execution, metadata } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'slow/ok' }));
-    const agent = createSwarmClient({ url: reg.server.url, token: metadata.execution!.agentToken });
+    const bootstrap = createSwarmClient({ url: reg.server.url, token: metadata.execution!.agentToken });
+    const { sessionToken } = await bootstrap.call(() => bootstrap.trpc.executions.exchangeToken.mutate({ executionId: execution.id }));
+    const agent = createSwarmClient({ url: reg.server.url, token: sessionToken });
     const append = (seq: number, type: 'metadata_loaded' | 'runtime_started' | 'runtime_exited', data: Record<string, unknown> = {}) =>
       agent.call(() => agent.trpc.executions.appendEvent.mutate({ executionId: execution.id, seq, type, data }));
     await append(0, 'metadata_loaded');

@@ -1,7 +1,10 @@
 /**
- * Best-effort progress events to the registry. Sent in order, one at a time, each with a
- * short timeout; a registry that is down delays nothing and never stops the workflow.
- * Secrets are never part of an event.
+ * The agent's link to the registry. First the exchange: the metadata's agent token is a
+ * one-time bootstrap credential, traded before the workload starts for a session token
+ * that only this process's memory holds (never the environment, a file or an argument).
+ * Then best-effort progress events with the session, sent in order, one at a time, each
+ * with a short timeout; a registry that is down or refuses an event delays nothing and
+ * never stops the workflow. Secrets are never part of an event.
  */
 import { smallRequest } from './http.js';
 
@@ -20,19 +23,75 @@ const SEND_TIMEOUT_MS = 2000;
 /** Attempts per event; a 4xx answer is final. */
 const SEND_ATTEMPTS = 3;
 const FLUSH_TIMEOUT_MS = 10_000;
+/** One exchange attempt waits at most this long; attempts repeat until the budget is spent. */
+const EXCHANGE_ATTEMPT_MS = 5000;
+
+const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}\n`);
+
+/** The registry's own words for a refusal (tRPC's error body), else the HTTP status. */
+function refusal(res: { statusCode: number; text: string }): string {
+  try {
+    const message = (JSON.parse(res.text) as { error?: { message?: unknown } }).error?.message;
+    if (typeof message === 'string') return `HTTP ${res.statusCode}: ${message.slice(0, 300)}`;
+  } catch {}
+  return `HTTP ${res.statusCode}`;
+}
+
+/**
+ * Trades the bootstrap token for a session token, retrying network failures and 5xx
+ * answers for up to `budgetMs`; a 4xx answer is final. Undefined when there is no session
+ * (logged): the caller then runs the workflow without reporting. The bootstrap token is
+ * used here only, and the caller keeps no reference to it.
+ */
+export async function exchangeBootstrapToken(
+  target: { apiUrl: string; executionId: string },
+  bootstrapToken: string,
+  budgetMs: number,
+): Promise<string | undefined> {
+  const deadline = Date.now() + budgetMs;
+  let problem = 'no attempt';
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const res = await smallRequest(`${target.apiUrl}/trpc/executions.exchangeToken`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${bootstrapToken}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ executionId: target.executionId }),
+        timeoutMs: Math.max(1, Math.min(EXCHANGE_ATTEMPT_MS, deadline - Date.now())),
+        maxBytes: 64 * 1024,
+      });
+      if (res.statusCode === 200) {
+        const session = (JSON.parse(res.text) as { result?: { data?: { sessionToken?: unknown } } }).result?.data?.sessionToken;
+        if (typeof session === 'string' && session) return session;
+        problem = 'an answer without a session token';
+      } else problem = refusal(res);
+      if (res.statusCode >= 400 && res.statusCode < 500) break;
+    } catch (err) {
+      problem = (err as Error).message;
+    }
+    const pause = Math.min(250 * 2 ** (attempt - 1), 2000);
+    if (Date.now() + pause >= deadline) break;
+    await new Promise((r) => setTimeout(r, pause));
+  }
+  log(`cannot exchange the agent token for a session (${problem}); running the workflow without reporting: cannot report events`);
+  return undefined;
+}
 
 export class EventReporter {
   private seq = 0;
   private queue: Promise<void> = Promise.resolve();
+  /** Set once an event could not be delivered at all: the registry is taken to be down. */
   private warned = false;
+  /** Set when the registry no longer takes the session (revoked): later events are not sent. */
+  private revoked = false;
 
-  constructor(private readonly target: { apiUrl: string; executionId: string; agentToken: string } | undefined) {}
+  constructor(private readonly target: { apiUrl: string; executionId: string; sessionToken: string } | undefined) {}
 
   emit(type: EventType, data: Record<string, unknown> = {}): void {
     if (!this.target) return;
-    const { apiUrl, executionId, agentToken } = this.target;
+    const { apiUrl, executionId, sessionToken } = this.target;
     const event = { executionId, seq: this.seq++, type, data, at: new Date().toISOString() };
     this.queue = this.queue.then(async () => {
+      if (this.revoked) return;
       // A slow registry (a busy machine) must not lose an event: a lost runtime_exited
       // leaves the execution running for ever. The registry accepts a sequence number
       // once, so a retry after a timeout that did reach it is harmless.
@@ -43,18 +102,24 @@ export class EventReporter {
         try {
           const res = await smallRequest(`${apiUrl}/trpc/executions.appendEvent`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${agentToken}`, 'content-type': 'application/json' },
+            headers: { authorization: `Bearer ${sessionToken}`, 'content-type': 'application/json' },
             body: JSON.stringify(event),
             timeoutMs: SEND_TIMEOUT_MS,
           });
-          if (res.statusCode >= 400) throw Object.assign(new Error(`HTTP ${res.statusCode}`), { final: res.statusCode < 500 });
+          if (res.statusCode >= 400 && res.statusCode < 500) {
+            // Refused, not lost: over a cap, or the session is gone. Logged; the workflow carries on.
+            log(`the registry refused event #${event.seq} ${type} (${refusal(res)}); carrying on`);
+            if (res.statusCode === 401) this.revoked = true;
+            return;
+          }
+          if (res.statusCode >= 500) throw new Error(`HTTP ${res.statusCode}`);
           return;
         } catch (err) {
-          if (attempt < attempts && !(err as { final?: boolean }).final) {
+          if (attempt < attempts) {
             await new Promise((r) => setTimeout(r, 250 * attempt));
             continue;
           }
-          if (!this.warned) process.stderr.write(`swarm-boot-agent: cannot report events (${(err as Error).message}); carrying on\n`);
+          if (!this.warned) log(`cannot report events (${(err as Error).message}); carrying on`);
           this.warned = true;
           return;
         }

@@ -7,7 +7,7 @@ import fs from 'node:fs/promises';
 import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
-import { EventReporter } from './events.js';
+import { EventReporter, exchangeBootstrapToken } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
 import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
@@ -42,16 +42,33 @@ async function main(argv: string[]): Promise<number> {
     mmdsUrl === 'off' ? null : await fromMmds(mmdsUrl),
     await fromFile(metadataFile, vars.SWARM_METADATA_FILE !== undefined),
   ]);
+  // The metadata's agent token is a bootstrap credential the workload may be able to read:
+  // traded for a session before anything else happens, and dropped from the agent's state
+  // (metadata, variables, environment) whatever the outcome, so that nothing left here
+  // refers to it. (A JS string cannot be wiped in place; once unreferenced it is garbage,
+  // and the runtime's user cannot read this process's memory.)
+  const execution = metadata.execution;
+  metadata.execution = undefined;
+  delete vars.SWARM_AGENT_TOKEN;
+  delete fromFlags.SWARM_AGENT_TOKEN;
+  delete env.SWARM_AGENT_TOKEN;
+  const sessionToken =
+    execution && metadata.apiUrl
+      ? await exchangeBootstrapToken(
+          { apiUrl: metadata.apiUrl, executionId: execution.id },
+          execution.agentToken,
+          count(vars, 'SWARM_EXCHANGE_SECONDS') * 1000,
+        )
+      : undefined;
   const events = new EventReporter(
-    metadata.execution && metadata.apiUrl
-      ? { apiUrl: metadata.apiUrl, executionId: metadata.execution.id, agentToken: metadata.execution.agentToken }
-      : undefined,
+    execution && metadata.apiUrl && sessionToken ? { apiUrl: metadata.apiUrl, executionId: execution.id, sessionToken } : undefined,
   );
   try {
     return await boot();
   } catch (err) {
     const e = err instanceof AgentError ? err : new AgentError('internal', (err as Error).message ?? String(err));
-    events.emit('failed', { reason: e.reason, message: e.message });
+    // Kept well inside the registry's cap on one event's data: the final report must get through.
+    events.emit('failed', { reason: e.reason, message: e.message.slice(0, 2000) });
     await events.flush();
     throw e;
   }
@@ -63,8 +80,9 @@ async function main(argv: string[]): Promise<number> {
     const user = runtimeUser(text(vars, 'SWARM_RUNTIME_USER'));
     let bundle = metadata.bundle;
     if (!bundle) {
-      const token = metadata.execution?.agentToken ?? vars.SWARM_TOKEN;
-      if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs a token (SWARM_AGENT_TOKEN or SWARM_TOKEN)');
+      // An API token: agent credentials only report on their execution.
+      const token = vars.SWARM_TOKEN;
+      if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs an API token (SWARM_TOKEN)');
       // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
       // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
       const { createSwarmClient } = await import('@swarm/sdk/client');

@@ -74,6 +74,14 @@ const SECTIONS = [
         min: 0,
       },
       { flag: 'stall-seconds', arg: 'N', env: 'SWARM_FETCH_STALL_SECONDS', default: DEFAULT_FETCH.stallWindowMs / 1000, min: 1 },
+      {
+        flag: 'exchange-seconds',
+        arg: 'N',
+        env: 'SWARM_EXCHANGE_SECONDS',
+        help: 'how long to try trading the agent token for a session;\nafter that the workflow runs without reporting',
+        default: 10,
+        min: 1,
+      },
     ],
   },
 ] as const satisfies ReadonlyArray<{ title: string; settings: readonly Setting[] }>;

@@ -9,7 +9,15 @@ import { createTRPCClient, httpLink, httpSubscriptionLink, splitLink } from '@tr
 import { EventSource } from 'eventsource';
 import { request } from 'undici';
 import type { AppRouter } from '../../server/src/trpc/router.js';
-import { type ActiveVersion, type ExecutionEvent, type UploadResult, bundleHash, toUploadResult, uploadResult } from './contract/index.js';
+import {
+  type ActiveVersion,
+  EVENTS_PAGE_MAX,
+  type ExecutionEvent,
+  type UploadResult,
+  bundleHash,
+  toUploadResult,
+  uploadResult,
+} from './contract/index.js';
 import { SwarmError, toSwarmError, wireErrorCode } from './errors.js';
 import { sha256File } from './hash.js';
 
@@ -147,6 +155,20 @@ export function createSwarmClient(opts: SwarmClientOptions) {
     /** The active version of a workflow, with a download URL for its bundle. */
     resolveActive(workflow: string): Promise<ActiveVersion> {
       return call(() => trpc.versions.active.query({ workflow }));
+    },
+
+    /**
+     * Every event of an execution so far (after `afterSeq`), in order, fetched a page
+     * (≤ 1,000 events) at a time as the caller iterates.
+     */
+    async *executionEvents(id: string, opts: { afterSeq?: number } = {}): AsyncGenerator<ExecutionEvent> {
+      let afterSeq = opts.afterSeq ?? -1;
+      for (;;) {
+        const page = await call(() => trpc.executions.events.query({ id, afterSeq, limit: EVENTS_PAGE_MAX }));
+        yield* page;
+        if (page.length < EVENTS_PAGE_MAX) return;
+        afterSeq = page.at(-1)!.seq;
+      }
     },
 
     /**

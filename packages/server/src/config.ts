@@ -47,6 +47,21 @@ const envSchema = z.object({
   SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
   /** Executions still pending or booting after this long are marked failed ("abandoned"). */
   SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
+  /** A spawn's bootstrap agent token that was never exchanged for a session is dead after this long. */
+  SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS: z.coerce.number().int().min(1).max(3600).default(300),
+  /** Caps on what an execution's agent may report (its final report is never refused by the per-execution caps). */
+  SWARM_MAX_EVENT_DATA_BYTES: z.coerce
+    .number()
+    .int()
+    .min(256)
+    .max(512 * 1024)
+    .default(16 * 1024),
+  SWARM_MAX_EVENTS_PER_EXECUTION: z.coerce.number().int().min(1).default(10_000),
+  SWARM_MAX_EVENT_BYTES_PER_EXECUTION: z.coerce
+    .number()
+    .int()
+    .min(1)
+    .default(16 * MiB),
   /**
    * Longest time a cached release state or token stays cached (a backstop: changes
    * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
@@ -96,6 +111,10 @@ export type Config = {
   /** An execution still pending or booting this long after it was spawned is abandoned. */
   executionTimeoutMs: number;
   gcGraceMs: number;
+  /** Lifetime of a spawn's bootstrap agent token, unless the spawn asks for another. */
+  bootstrapTokenTtlSeconds: number;
+  /** What one execution's events may hold: per event (`data` as JSON text), and in all. */
+  eventLimits: { maxDataBytes: number; maxEvents: number; maxBytes: number };
   /** On shutdown, requests still open after this long are cut off. */
   shutdownGraceMs: number;
   /** Max age of a cached release state or principal; 0: no caching (services/release-cache.ts). */
@@ -137,6 +156,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     uploadSweepAfterMs: e.SWARM_UPLOAD_SWEEP_AFTER_SECONDS * 1000,
     executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
     gcGraceMs: e.SWARM_GC_GRACE_SECONDS * 1000,
+    bootstrapTokenTtlSeconds: e.SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS,
+    eventLimits: {
+      maxDataBytes: e.SWARM_MAX_EVENT_DATA_BYTES,
+      maxEvents: e.SWARM_MAX_EVENTS_PER_EXECUTION,
+      maxBytes: e.SWARM_MAX_EVENT_BYTES_PER_EXECUTION,
+    },
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
     cacheTtlSeconds: e.SWARM_CACHE_TTL_SECONDS,
     idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,

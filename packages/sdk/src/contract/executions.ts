@@ -59,6 +59,11 @@ export const spawnInput = z.object({
    * same version; without one the choice is random at the canary's weight.
    */
   routingKey: z.string().min(1).max(200).optional(),
+  /**
+   * How long the VM has to exchange the metadata's agent token for its session
+   * (default: the registry's SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS), e.g. longer for a slow boot.
+   */
+  bootstrapTokenTtlSeconds: z.number().int().min(1).max(3600).optional(),
 });
 
 export const spawnResult = z.object({ execution, metadata: vmMetadata });
@@ -70,6 +75,25 @@ export const appendEventInput = z.object({
   type: eventType,
   data: z.record(z.string(), z.unknown()).default({}),
   at: z.string().optional(),
+});
+
+/** The boot agent's first call, with the metadata's (bootstrap) agent token. */
+export const exchangeAgentTokenInput = z.object({ executionId: uuid });
+
+/**
+ * The session: an object, so later fields (e.g. how often to report) can join it. The
+ * session token lives only in the agent's memory and dies when the execution ends.
+ */
+export const agentSession = z.object({ sessionToken: z.string() });
+export type AgentSession = z.infer<typeof agentSession>;
+
+/** Events come in pages of at most this many, after the cursor `afterSeq`. */
+export const EVENTS_PAGE_MAX = 1000;
+export const listEventsInput = z.object({
+  id: uuid,
+  /** Events after this sequence number (the previous page's last `seq`); -1 or absent: from the start. */
+  afterSeq: z.number().int().min(-1).optional(),
+  limit: z.number().int().min(1).max(EVENTS_PAGE_MAX).default(EVENTS_PAGE_MAX),
 });
 
 export const listExecutionsInput = z.object({

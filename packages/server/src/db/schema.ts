@@ -9,6 +9,7 @@ import {
   RELEASE_KINDS,
   SHA256_HEX_PATTERN,
   TENANT_SLUG_PATTERN,
+  TERMINAL_EXECUTION_STATUSES,
   TOKEN_SCOPE_KINDS,
   VERSION_REASONS,
   WORKFLOW_NAME_PATTERN,
@@ -216,12 +217,24 @@ export const executions = pgTable(
     exitCode: integer('exit_code'),
     failureReason: text('failure_reason'),
     /**
-     * The execution's agent token, hashed like API tokens: it lets the VM append this
-     * execution's events and nothing else, until it expires. Stored (not signed) so that
-     * every replica can check it without sharing a key.
+     * The execution's agent credentials, hashed like API tokens and stored (not signed) so
+     * that every replica can check them without sharing a key. The agent token of the VM
+     * metadata is a bootstrap credential: it does one thing, once, before
+     * `agent_token_expires_at` — trade itself for the session credential, which lives only
+     * in the boot agent's memory and appends this execution's events. The exchange clears
+     * the bootstrap hash (so the metadata's token is dead before the workload starts);
+     * the execution's end clears both (executions_ended_revoked).
      */
     agentTokenHash: text('agent_token_hash').unique(),
     agentTokenExpiresAt: timestamp('agent_token_expires_at', { withTimezone: true, mode: 'date' }),
+    agentSessionHash: text('agent_session_hash').unique(),
+    /**
+     * How many events, and how many bytes of event data (as JSON text), the execution
+     * has: kept here, under the row lock every append takes, so the per-execution caps
+     * cost no count over the events table.
+     */
+    eventCount: integer('event_count').notNull().default(0),
+    eventBytes: bigint('event_bytes', { mode: 'number' }).notNull().default(0),
     /** Who spawned it (token name). */
     spawnedBy: text('spawned_by'),
     /** Why this version was picked: the workflow's `active` version or its `canary`. */
@@ -235,6 +248,12 @@ export const executions = pgTable(
   (t) => [
     check('executions_status_known', oneOf(t.status, EXECUTION_STATUSES)),
     check('executions_version_reason_known', oneOf(t.versionReason, VERSION_REASONS)),
+    // An ended execution takes nobody's report any more: whatever the workload may have
+    // learnt, no credential of it is live once the agent's final report is recorded.
+    check(
+      'executions_ended_revoked',
+      sql`not ${oneOf(t.status, TERMINAL_EXECUTION_STATUSES)} or (${t.agentTokenHash} is null and ${t.agentSessionHash} is null)`,
+    ),
     // Both must point at the same workflow: a version of another workflow is refused.
     foreignKey({
       name: 'executions_version_of_workflow_fk',

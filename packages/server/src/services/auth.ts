@@ -8,7 +8,7 @@ import type { ApiToken, CreatedApiToken, TokenScope, TokenScopeKind } from '@swa
 import { tenantIdBySlug, tenantSlugById } from '../db/queries/tenants.js';
 import {
   type ApiTokenRow,
-  executionOfAgentToken,
+  executionOfAgentCredential,
   insertApiToken,
   listApiTokens,
   liveApiToken,
@@ -19,16 +19,21 @@ import { requireAdmin } from './access.js';
 import type { Deps, Principal } from './context.js';
 
 const TOKEN_PREFIX = 'swt_';
-/** Agent tokens: minted per execution by a spawn, stored hashed on the execution row. */
+/**
+ * Agent credentials, minted per execution and stored hashed on its row: the bootstrap
+ * token a spawn puts in the VM metadata (`swa_`), and the session the agent trades it
+ * for (`sws_`), which only the agent's memory holds.
+ */
 const AGENT_TOKEN_PREFIX = 'swa_';
+const AGENT_SESSION_PREFIX = 'sws_';
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 export function generateToken(): string {
   return TOKEN_PREFIX + randomBytes(32).toString('base64url');
 }
 
-export function generateAgentToken(): { token: string; hash: string } {
-  const token = AGENT_TOKEN_PREFIX + randomBytes(32).toString('base64url');
+export function generateAgentToken(kind: 'bootstrap' | 'session'): { token: string; hash: string } {
+  const token = (kind === 'bootstrap' ? AGENT_TOKEN_PREFIX : AGENT_SESSION_PREFIX) + randomBytes(32).toString('base64url');
   return { token, hash: sha256(token) };
 }
 
@@ -44,10 +49,19 @@ export async function authenticate(
   if (timingSafeEqual(hash, deps.adminTokenHash)) {
     return { tokenId: null, name: 'admin (bootstrap)', scope: 'admin', tenantId: null };
   }
-  if (token.startsWith(AGENT_TOKEN_PREFIX)) {
-    const execution = await executionOfAgentToken(deps.db, hash.toString('hex'));
+  const agentCredential = token.startsWith(AGENT_TOKEN_PREFIX) ? 'bootstrap' : token.startsWith(AGENT_SESSION_PREFIX) ? 'session' : null;
+  if (agentCredential) {
+    // Never cached: an exchange or the execution's end must kill the credential on every replica at once.
+    const execution = await executionOfAgentCredential(deps.db, agentCredential, hash.toString('hex'));
     return execution
-      ? { tokenId: null, name: `agent of execution ${execution.id}`, scope: 'agent', tenantId: null, executionId: execution.id }
+      ? {
+          tokenId: null,
+          name: `agent of execution ${execution.id}`,
+          scope: 'agent',
+          tenantId: null,
+          executionId: execution.id,
+          agentCredential,
+        }
       : null;
   }
   if (!token.startsWith(TOKEN_PREFIX)) return null;

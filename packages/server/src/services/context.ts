@@ -50,4 +50,6 @@ export type Principal = {
   tenantId: string | null;
   /** For agent tokens: the one execution this principal may report on. */
   executionId?: string;
+  /** For agent tokens: the metadata's bootstrap token (it can only be exchanged) or the agent's session. */
+  agentCredential?: 'bootstrap' | 'session';
 };

@@ -60,6 +60,9 @@ export const authedProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next
 /** For the boot agent's calls: needs the agent token of an execution. */
 export const agentProcedure = t.procedure.use(mapErrors).use(async ({ ctx, next }) => {
   const principal = await ctx.principal();
-  if (principal?.scope !== 'agent') throw new RegistryError('UNAUTHORIZED', 'missing or invalid agent token');
+  if (principal?.scope !== 'agent') {
+    const hint = 'a bootstrap token is exchanged once, before it expires; every agent credential dies when its execution ends';
+    throw new RegistryError('UNAUTHORIZED', 'missing, invalid, spent or revoked agent token', hint);
+  }
   return next({ ctx: { principal } });
 });

@@ -44,9 +44,13 @@ export function registerExecutionCommands(program: Command, cli: Cli): void {
     .action(async (id: string, o: { follow?: boolean }) => {
       const c = cli.client();
       if (!o.follow) {
-        cli.output(await c.call(() => c.trpc.executions.events.query({ id })), (events) => {
-          for (const e of events) cli.print(formatEvent(e));
-        });
+        // Page by page: printed as they come, or gathered for --json's one document.
+        const all: ExecutionEvent[] = [];
+        for await (const e of c.executionEvents(id)) {
+          if (cli.json()) all.push(e);
+          else cli.print(formatEvent(e));
+        }
+        if (cli.json()) cli.output(all, () => {});
         return;
       }
       const seen: ExecutionEvent[] = [];

@@ -17,6 +17,9 @@ type SpawnedRow = {
   failure_reason: string | null;
   agent_token_hash: string | null;
   agent_token_expires_at: Date | null;
+  agent_session_hash: string | null;
+  event_count: number;
+  event_bytes: string | number;
   spawned_by: string | null;
   version_reason: VersionReason;
   routing_key: string | null;
@@ -36,7 +39,10 @@ const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
   exitCode: r.exit_code,
   failureReason: r.failure_reason,
   agentTokenHash: r.agent_token_hash,
-  agentTokenExpiresAt: r.agent_token_expires_at,
+  agentTokenExpiresAt: r.agent_token_expires_at && new Date(r.agent_token_expires_at),
+  agentSessionHash: r.agent_session_hash,
+  eventCount: r.event_count,
+  eventBytes: Number(r.event_bytes),
   spawnedBy: r.spawned_by,
   versionReason: r.version_reason,
   routingKey: r.routing_key,
@@ -62,7 +68,8 @@ export async function insertSpawnedExecution(
     bucket: number;
     routingKey: string | undefined;
     agentTokenHash: string;
-    agentTokenExpiresAt: Date;
+    /** The bootstrap token dies this long after the spawn, by the database's clock. */
+    agentTokenTtlSeconds: number;
     spawnedBy: string;
   },
 ): Promise<SpawnedExecution | undefined> {
@@ -77,7 +84,7 @@ export async function insertSpawnedExecution(
     ), spawned as (
       insert into ${executions} (workflow_id, version_id, version_reason, routing_key, agent_token_hash, agent_token_expires_at, spawned_by)
       select ${spawn.workflowId}::uuid, version_id, version_reason, ${spawn.routingKey ?? null}::text, ${spawn.agentTokenHash}::text,
-             ${spawn.agentTokenExpiresAt.toISOString()}::timestamptz, ${spawn.spawnedBy}::text
+             now() + make_interval(secs => ${spawn.agentTokenTtlSeconds}), ${spawn.spawnedBy}::text
       from chosen where version_id is not null
       returning *
     )
@@ -88,14 +95,18 @@ export async function insertSpawnedExecution(
   return { row: executionFromSql(spawned), version: spawned.version, bundleHash: spawned.bundle_hash, size: Number(spawned.size) };
 }
 
+/** What ending an execution sets besides its status: every agent credential is revoked. */
+export const REVOKED = { agentTokenHash: null, agentSessionHash: null } as const;
+
 /**
  * Marks executions still pending or booting `timeoutMs` after they were spawned as
- * failed ("abandoned"), by the database's clock. Returns how many.
+ * failed ("abandoned"), by the database's clock, revoking their agent credentials.
+ * Returns how many.
  */
 export async function failAbandonedExecutions(db: DbOrTx, timeoutMs: number): Promise<number> {
   const rows = await db
     .update(executions)
-    .set({ status: 'failed', failureReason: 'abandoned', finishedAt: sql`now()` })
+    .set({ ...REVOKED, status: 'failed', failureReason: 'abandoned', finishedAt: sql`now()` })
     .where(
       and(
         or(eq(executions.status, 'pending'), eq(executions.status, 'booting')),
@@ -155,11 +166,12 @@ export async function executionsPage(
     .limit(page.limit);
 }
 
-/** The execution's events after sequence number `afterSeq`, in order. */
-export function eventsAfter(db: DbOrTx, executionId: string, afterSeq: number): Promise<ExecutionEventRow[]> {
+/** A page of the execution's events: the first `limit` after sequence number `afterSeq`, in order. */
+export function eventsAfter(db: DbOrTx, executionId: string, afterSeq: number, limit: number): Promise<ExecutionEventRow[]> {
   return db
     .select()
     .from(executionEvents)
     .where(and(eq(executionEvents.executionId, executionId), gt(executionEvents.seq, afterSeq)))
-    .orderBy(asc(executionEvents.seq));
+    .orderBy(asc(executionEvents.seq))
+    .limit(limit);
 }

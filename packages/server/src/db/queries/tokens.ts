@@ -1,5 +1,5 @@
 /** API tokens (stored as their sha256) and the executions' agent tokens. */
-import { and, desc, eq, gt, isNull, sql } from 'drizzle-orm';
+import { and, desc, eq, gt, isNotNull, isNull, sql } from 'drizzle-orm';
 import type { TokenScopeKind } from '@swarm/sdk/contract';
 import type { DbOrTx, Tx } from '../client.js';
 import { apiTokens, executions, tenants } from '../schema.js';
@@ -8,14 +8,36 @@ export type ApiTokenRow = typeof apiTokens.$inferSelect;
 
 export const TOKEN_CHANNEL = 'swarm_tokens';
 
-/** The execution whose unexpired agent token has this sha256 (hex). */
-export async function executionOfAgentToken(db: DbOrTx, tokenHash: string): Promise<{ id: string } | undefined> {
-  const [execution] = await db
-    .select({ id: executions.id })
-    .from(executions)
-    .where(and(eq(executions.agentTokenHash, tokenHash), gt(executions.agentTokenExpiresAt, new Date())))
-    .limit(1);
+/**
+ * The execution whose agent credential has this sha256 (hex): a bootstrap token only
+ * until it was exchanged or expires (database time), a session until the execution ends.
+ * Both hashes are cleared when the execution ends (executions_ended_revoked).
+ */
+export async function executionOfAgentCredential(
+  db: DbOrTx,
+  kind: 'bootstrap' | 'session',
+  tokenHash: string,
+): Promise<{ id: string } | undefined> {
+  const live =
+    kind === 'bootstrap'
+      ? and(eq(executions.agentTokenHash, tokenHash), gt(executions.agentTokenExpiresAt, sql`now()`))
+      : eq(executions.agentSessionHash, tokenHash);
+  const [execution] = await db.select({ id: executions.id }).from(executions).where(live).limit(1);
   return execution;
+}
+
+/**
+ * Trades the execution's live bootstrap token for a session: clears the bootstrap hash
+ * and stores the session's, in one statement, so of two concurrent exchanges one wins.
+ * False when the bootstrap token is spent, expired or its execution ended.
+ */
+export async function startAgentSession(db: DbOrTx, executionId: string, sessionHash: string): Promise<boolean> {
+  const rows = await db
+    .update(executions)
+    .set({ agentTokenHash: null, agentSessionHash: sessionHash })
+    .where(and(eq(executions.id, executionId), isNotNull(executions.agentTokenHash), gt(executions.agentTokenExpiresAt, sql`now()`)))
+    .returning({ id: executions.id });
+  return rows.length > 0;
 }
 
 /** The unrevoked API token with this sha256 (hex). */

@@ -1,11 +1,28 @@
-import { appendEventInput, execution, executionEvent, listExecutionsInput, spawnInput, spawnResult, uuid } from '@swarm/sdk/contract';
+import {
+  agentSession,
+  appendEventInput,
+  exchangeAgentTokenInput,
+  execution,
+  executionEvent,
+  listEventsInput,
+  listExecutionsInput,
+  spawnInput,
+  spawnResult,
+  uuid,
+} from '@swarm/sdk/contract';
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { Deps } from '../../services/context.js';
-import { appendEvent, getExecution, listEvents, listExecutions, spawnExecution, watchEvents } from '../../services/executions.js';
+import {
+  appendEvent,
+  exchangeAgentToken,
+  getExecution,
+  listEvents,
+  listExecutions,
+  spawnExecution,
+  watchEvents,
+} from '../../services/executions.js';
 import { agentProcedure, authedProcedure, router } from '../init.js';
-
-const eventsInput = z.object({ id: uuid, afterSeq: z.number().int().min(-1).optional() });
 
 export const executionsRouter = (deps: Deps) =>
   router({
@@ -14,7 +31,12 @@ export const executionsRouter = (deps: Deps) =>
       .input(spawnInput)
       .output(spawnResult)
       .mutation(({ ctx, input }) => spawnExecution(deps, ctx.principal, input)),
-    /** Boot agent (agent token): one progress event of its own execution. */
+    /** Boot agent, first call: the metadata's bootstrap agent token, once, for a session token. */
+    exchangeToken: agentProcedure
+      .input(exchangeAgentTokenInput)
+      .output(agentSession)
+      .mutation(({ ctx, input }) => exchangeAgentToken(deps, ctx.principal, input)),
+    /** Boot agent (session token): one progress event of its own execution. */
     appendEvent: agentProcedure
       .input(appendEventInput)
       .output(z.object({ accepted: z.boolean() }))
@@ -27,8 +49,9 @@ export const executionsRouter = (deps: Deps) =>
       .input(listExecutionsInput)
       .output(z.array(execution))
       .query(({ ctx, input }) => listExecutions(deps, ctx.principal, input)),
+    /** A page of events after `afterSeq` (at most `limit`, ≤ 1,000). */
     events: authedProcedure
-      .input(eventsInput)
+      .input(listEventsInput)
       .output(z.array(executionEvent))
       .query(({ ctx, input }) => listEvents(deps, ctx.principal, input)),
     /**
@@ -37,13 +60,11 @@ export const executionsRouter = (deps: Deps) =>
      * client reconnects with `lastEventId`, the seq of the last event it got: resume after
      * it instead of replaying the stream from the start.
      */
-    watch: authedProcedure.input(eventsInput.extend({ lastEventId: z.string().regex(/^\d+$/).optional() })).subscription(async function* ({
-      ctx,
-      input,
-      signal,
-    }) {
-      const { lastEventId, ...rest } = input;
-      const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
-      for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
-    }),
+    watch: authedProcedure
+      .input(listEventsInput.omit({ limit: true }).extend({ lastEventId: z.string().regex(/^\d+$/).optional() }))
+      .subscription(async function* ({ ctx, input, signal }) {
+        const { lastEventId, ...rest } = input;
+        const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
+        for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
+      }),
   });
