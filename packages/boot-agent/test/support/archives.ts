@@ -9,7 +9,7 @@ import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import zlib from 'node:zlib';
+import zlib, { createGzip } from 'node:zlib';
 import { Header, Pax } from 'tar';
 
 const BLOCK = 512;
@@ -138,3 +138,27 @@ export function noise(bytes = 256 * 1024): Buffer {
 
 /** A valid bundle holding `data/noise.bin` (incompressible, so a download can be cut in the middle). */
 export const bigBundle = (code = 0, bytes = 256 * 1024): Blob => bundle([manifest(code), { path: 'data/noise.bin', body: noise(bytes) }]);
+
+/**
+ * A large bundle streamed, never held in memory: one tar entry `data.bin` of `size` bytes,
+ * `block` repeated (size a multiple of its length), gzip'd at level 0: random bytes do not
+ * compress, so any level ends up writing these stored blocks, and level 0 skips the
+ * compressor's search. `stream()` makes the same bytes each time; hash and length are of them.
+ */
+export async function streamedBundle(block: Buffer, size: number): Promise<{ hash: string; length: number; stream: () => Readable }> {
+  const stream = () =>
+    Readable.from(
+      (function* () {
+        yield headerBlocks({ path: 'data.bin', size });
+        for (let left = size; left > 0; left -= block.length) yield block;
+        yield END_OF_ARCHIVE;
+      })(),
+    ).pipe(createGzip({ level: 0 }));
+  const hash = createHash('sha256');
+  let length = 0;
+  for await (const chunk of stream()) {
+    hash.update(chunk as Buffer);
+    length += (chunk as Buffer).length;
+  }
+  return { hash: hash.digest('hex'), length, stream };
+}
