@@ -6,6 +6,7 @@
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { bundle } from '../packages/boot-agent/test/support/archives.js';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
@@ -55,7 +56,7 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
   const res = await fetch(`${reg.url}/internal/bundles?workflow=bench/app&activate=true`, {
     method: 'POST',
     headers: { authorization: `Bearer ${reg.token}`, 'content-type': 'application/gzip' },
-    body: randomBytes(4096),
+    body: bundle([{ path: 'data.bin', body: randomBytes(4096) }]).bytes,
   });
   if (res.status !== 201) throw new Error(`setup upload failed: ${res.status} ${await res.text()}`);
   const { token } = await admin.call(() => admin.trpc.tokens.create.mutate({ scope: 'orchestrator', name: 'bench' }));

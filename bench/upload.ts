@@ -4,11 +4,13 @@
  * the S3 server, which is also the floor: the registry cannot store faster than the store
  * accepts. The registry runs in its own process; its peak RSS growth during the upload is
  * read from /proc (VmHWM, reset through clear_refs), as test/upload-memory.test.ts does.
- * Every run sends different bytes (a fresh random block), so nothing is ever "already stored".
+ * Every run sends a different bundle (a tar.gz around a fresh random block), which the
+ * registry checks entry by entry as it streams in, as it does every upload.
  */
-import { createHash, randomBytes } from 'node:crypto';
-import { Readable } from 'node:stream';
+import { randomBytes } from 'node:crypto';
+import type { Readable } from 'node:stream';
 import { request } from 'undici';
+import { bundle, streamedBundle } from '../packages/boot-agent/test/support/archives.js';
 import type { BenchEnv } from './lib/env.js';
 import { procMemory, resetPeak } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
@@ -16,21 +18,8 @@ import { MiB, summarize } from './lib/stats.js';
 
 const SIZE = 200 * MiB;
 
-/** SIZE bytes: one random MiB repeated (random, so gzip-like incompressible; fresh per run). */
-function payload(): { hash: string; stream: () => Readable } {
-  const block = randomBytes(MiB);
-  const h = createHash('sha256');
-  for (let i = 0; i < SIZE / MiB; i++) h.update(block);
-  return {
-    hash: h.digest('hex'),
-    stream: () =>
-      Readable.from(
-        (function* () {
-          for (let i = 0; i < SIZE / MiB; i++) yield block;
-        })(),
-      ),
-  };
-}
+/** A bundle of about SIZE bytes: a tar.gz around a fresh random MiB repeated (see streamedBundle). */
+const payload = () => streamedBundle(randomBytes(MiB), SIZE);
 
 export async function uploadFigure(env: BenchEnv, ctx: FigureContext, runs: number): Promise<Row[]> {
   const reg = await env.startRegistry();
@@ -56,26 +45,26 @@ export async function uploadFigure(env: BenchEnv, ctx: FigureContext, runs: numb
       throw new Error(`upload answered ${res.statusCode}: ${JSON.stringify(json)}`);
   };
   try {
-    const warm = randomBytes(1000);
-    await post(warm, warm.length, createHash('sha256').update(warm).digest('hex'));
-    await minio.putObject(bucket, 'warm', warm);
+    const warm = bundle([{ path: 'warm.bin', body: randomBytes(1000) }]);
+    await post(warm.bytes, warm.bytes.length, warm.hash);
+    await minio.putObject(bucket, 'warm', warm.bytes);
 
     const base: number[] = [];
     const ours: number[] = [];
     const growth: number[] = [];
     for (let i = 0; i < runs; i++) {
-      let p = payload();
+      let p = await payload();
       let t = performance.now();
-      await minio.putObject(bucket, `direct-${i}`, p.stream(), SIZE);
-      base.push(SIZE / MiB / ((performance.now() - t) / 1000));
+      await minio.putObject(bucket, `direct-${i}`, p.stream(), p.length);
+      base.push(p.length / MiB / ((performance.now() - t) / 1000));
 
-      p = payload();
+      p = await payload();
       await new Promise((r) => setTimeout(r, 300));
       const before = await procMemory(pid, 'VmRSS');
       await resetPeak(pid);
       t = performance.now();
-      await post(p.stream(), SIZE, p.hash);
-      ours.push(SIZE / MiB / ((performance.now() - t) / 1000));
+      await post(p.stream(), p.length, p.hash);
+      ours.push(p.length / MiB / ((performance.now() - t) / 1000));
       growth.push((await procMemory(pid, 'VmHWM')) - before);
       ctx.log(
         `  #3 run ${i + 1}: minio putObject ${base.at(-1)!.toFixed(1)} MiB/s, registry ${ours.at(-1)!.toFixed(1)} MiB/s, RSS growth ${(growth.at(-1)! / MiB).toFixed(1)} MiB`,

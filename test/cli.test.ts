@@ -5,6 +5,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { bundle } from '../packages/boot-agent/test/support/archives.js';
 import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
 import { swarm } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
@@ -71,7 +72,7 @@ describe('swarm CLI', () => {
 
   it('pushes a tar.gz file and prints a human summary', async () => {
     const file = path.join(work, 'b.tar.gz');
-    await fs.writeFile(file, Buffer.from('not really gzip, the registry stores bytes'));
+    await fs.writeFile(file, bundle([{ path: 'main.sh', body: 'echo second\n' }]).bytes);
     const r = await swarm(['push', file, '-w', 'acme/hello', '-m', 'second'], env);
     expect(r.code, r.stderr).toBe(0);
     expect(r.stdout).toMatch(/^pushed version 2 of acme\/hello \(.*sha256:[0-9a-f]{12}\)\n$/);

@@ -4,12 +4,13 @@
  * process so its memory is measured alone (/proc/<pid>/status, peak reset through
  * clear_refs before the upload). Memory, not time, is asserted.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
-import { Readable } from 'node:stream';
+import type { Readable } from 'node:stream';
 import { request } from 'undici';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
+import { bundle, streamedBundle } from '../packages/boot-agent/test/support/archives.js';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { createTestDatabase } from './support/registry.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
@@ -44,10 +45,7 @@ describe('a 200 MiB upload', () => {
 
   it('grows the server by at most 64 MiB and stores the right bytes', async () => {
     const pid = server.child.pid!;
-    const block = randomBytes(MiB);
-    const expected = createHash('sha256');
-    for (let i = 0; i < SIZE / MiB; i++) expected.update(block);
-    const hash = expected.digest('hex');
+    const payload = await streamedBundle(randomBytes(MiB), SIZE);
 
     // Warm up the code path with a small upload, then measure from a settled state.
     const post = (body: Readable | Buffer, length: number) =>
@@ -56,24 +54,20 @@ describe('a 200 MiB upload', () => {
         headers: { authorization: `Bearer ${token}`, 'content-type': 'application/gzip', 'content-length': String(length) },
         body,
       });
-    await (await post(randomBytes(1000), 1000)).body.json();
+    const warm = bundle([{ path: 'warm.bin', body: randomBytes(1000) }]).bytes;
+    await (await post(warm, warm.length)).body.json();
     await new Promise((r) => setTimeout(r, 500));
     const before = await procStatus(pid, 'VmRSS');
     await fs.writeFile(`/proc/${pid}/clear_refs`, '5'); // resets VmHWM to the current RSS
 
     const started = process.hrtime.bigint();
-    const body = Readable.from(
-      (function* () {
-        for (let i = 0; i < SIZE / MiB; i++) yield block;
-      })(),
-    );
-    const res = await post(body, SIZE);
+    const res = await post(payload.stream(), payload.length);
     const result = (await res.body.json()) as { bundleHash: string; size: number; created: boolean };
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const peak = await procStatus(pid, 'VmHWM');
 
     expect(res.statusCode).toBe(201);
-    expect(result).toMatchObject({ bundleHash: hash, size: SIZE, created: true });
+    expect(result).toMatchObject({ bundleHash: payload.hash, size: payload.length, created: true });
     const growth = peak - before;
     console.log(
       `200 MiB upload to S3: ${(SIZE / MiB / seconds).toFixed(1)} MiB/s, server RSS ${(before / MiB).toFixed(0)} MiB before, peak ${(peak / MiB).toFixed(0)} MiB, growth ${(growth / MiB).toFixed(1)} MiB`,

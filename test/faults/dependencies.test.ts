@@ -10,6 +10,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
+import { gzipSync } from 'node:zlib';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { freeLoopbackPort } from '../../packages/server/src/db/embedded.js';
@@ -17,6 +18,7 @@ import { blobKey } from '../../packages/server/src/storage/bundle-store.js';
 import type { StorageDriver } from '../../packages/server/src/storage/driver.js';
 import { S3Driver } from '../../packages/server/src/storage/s3.js';
 import { type ServerProcess, startServerProcess } from '../support/server-process.js';
+import { END_OF_ARCHIVE, entryBytes } from '../../packages/boot-agent/test/support/archives.js';
 import { type TestRegistry, bundleBytes, createTestDatabase, sha256, startReplicas, startTestRegistry } from '../support/registry.js';
 import { type TcpProxy, startTcpProxy } from '../support/tcp-proxy.js';
 
@@ -380,31 +382,38 @@ describe('the registry process', () => {
     return { p, start, sql, bucket, driver: s3DriverFor(bucket), workflow: `${name}/app` };
   }
 
-  /** A streamed upload of `chunks` MiB; `onChunk(i)` runs before chunk i is handed over. */
+  /**
+   * A streamed upload of a bundle of `chunks` MiB-files; `onChunk(i)` runs before chunk i is handed over. Each chunk is
+   * one tar entry in its own gzip member (level 0, stored: about a MiB each); a gzip stream may hold several members,
+   * and the tar runs on across them.
+   */
   function streamUpload(base: string, workflow: string, chunks: number, onChunk: (i: number) => Promise<void> | void = () => {}) {
-    const one = bundleBytes('big', MiB);
-    const chunkAt = (i: number) => {
-      const c = Buffer.from(one);
-      c.writeUInt32BE(i, 0);
-      return c;
-    };
+    const one = Buffer.alloc(MiB - 512, 'big');
+    const chunkAt = (i: number) => gzipSync(entryBytes({ path: `part-${i}.bin`, body: one }), { level: 0 });
+    const end = gzipSync(END_OF_ARCHIVE);
     const h = createHash('sha256');
-    for (let i = 0; i < chunks; i++) h.update(chunkAt(i));
-    const hash = h.digest('hex');
+    let length = end.length;
+    for (let i = 0; i < chunks; i++) {
+      const c = chunkAt(i);
+      h.update(c);
+      length += c.length;
+    }
+    const hash = h.update(end).digest('hex');
     async function* gen() {
       for (let i = 0; i < chunks; i++) {
         await onChunk(i);
         yield chunkAt(i);
       }
+      yield end;
     }
     const outcome = call('upload', `${base}/internal/bundles?workflow=${encodeURIComponent(workflow)}`, {
       method: 'POST',
-      headers: auth(token, { 'content-type': 'application/gzip', 'content-length': String(chunks * MiB), 'x-bundle-sha256': hash }),
+      headers: auth(token, { 'content-type': 'application/gzip', 'content-length': String(length), 'x-bundle-sha256': hash }),
       body: Readable.toWeb(Readable.from(gen())) as ReadableStream,
       duplex: 'half',
       timeoutMs: 60_000,
     } as RequestInit).then((o) => ({ ...o, hash }));
-    return { hash, outcome };
+    return { hash, length, outcome };
   }
 
   it('killed with SIGKILL mid 100 MiB upload: no partial version, the temporary upload is swept at restart, a retry succeeds', async () => {
@@ -437,7 +446,7 @@ describe('the registry process', () => {
     const retry = streamUpload(again.url, workflow, 100);
     const done = await retry.outcome;
     expect(done.status, JSON.stringify(done)).toBe(201);
-    expect(done.body).toMatchObject({ version: 1, bundleHash: retry.hash, size: 100 * MiB });
+    expect(done.body).toMatchObject({ version: 1, bundleHash: retry.hash, size: retry.length });
     expect(await hashObject(driver, blobKey(retry.hash))).toBe(retry.hash);
     expect(await checkInvariants(sql, driver)).toEqual({ versions: 1, blobs: 1 });
   }, 120_000);

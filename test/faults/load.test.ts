@@ -21,9 +21,11 @@ import os from 'node:os';
 import path from 'node:path';
 import { Readable } from 'node:stream';
 import { promisify } from 'node:util';
+import { gzipSync } from 'node:zlib';
 import postgres from 'postgres';
 import { Agent, request } from 'undici';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { END_OF_ARCHIVE, bundle as bundleOf, entryBytes } from '../../packages/boot-agent/test/support/archives.js';
 import { freeLoopbackPort } from '../../packages/server/src/db/embedded.js';
 import { S3Driver } from '../../packages/server/src/storage/s3.js';
 import { type SwarmClient, createSwarmClient, listBundleEntries, packDirectory } from '../../packages/sdk/src/index.js';
@@ -155,7 +157,8 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
     const cacheDir = path.join(work, 'cache');
     const finished: string[] = [];
     const outputs = new Map<string, string>();
-    const big = randomBytes(20 * MiB);
+    // The rest of a big bundle: 20 MiB of random bytes in a tar, gzip'd (level 0: random bytes do not compress).
+    const big = gzipSync(Buffer.concat([entryBytes({ path: 'data.bin', body: randomBytes(20 * MiB) }), END_OF_ARCHIVE]), { level: 0 });
     let seq = 0;
 
     /** Times fn under `kind`; a throw is an error, never a crash of the soak. */
@@ -172,14 +175,15 @@ describe('a 60 s soak of uploads, resolves, spawns and event streams', () => {
     };
 
     const upload = async (size: number) => {
-      // A unique head makes every upload new bytes (a new version), without a new 20 MiB buffer.
-      const head = Buffer.from(`${process.pid}:${++seq}:${randomBytes(8).toString('hex')}`.padEnd(64));
-      const body = size > MiB ? Readable.from([head, big]) : Buffer.concat([head, randomBytes(size)]);
+      // A unique first file makes every upload new bytes (a new version), without a new 20 MiB buffer: a gzip
+      // stream may hold several members, and the tar runs on across them.
+      const head = gzipSync(entryBytes({ path: 'id.txt', body: `${process.pid}:${++seq}:${randomBytes(8).toString('hex')}` }));
+      const rest = size > MiB ? big : gzipSync(Buffer.concat([entryBytes({ path: 'data.bin', body: randomBytes(size) }), END_OF_ARCHIVE]));
       const res = await request(`${base}/internal/bundles?workflow=load%2Fblobs`, {
         method: 'POST',
         dispatcher: http,
-        headers: { ...auth, 'content-type': 'application/gzip', 'content-length': String(head.length + (size > MiB ? big.length : size)) },
-        body,
+        headers: { ...auth, 'content-type': 'application/gzip', 'content-length': String(head.length + rest.length) },
+        body: Readable.from([head, rest]),
         headersTimeout: 120_000,
         bodyTimeout: 120_000,
       });
@@ -356,14 +360,15 @@ describe('slow clients', () => {
       `POST /internal/bundles?workflow=slow%2Fapp&activate=true HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer ${reg.token}\r\n` +
         `Content-Type: application/gzip\r\nContent-Length: ${total}\r\n\r\n`,
     );
-    // More than one 8 MiB part: the registry has started a multipart upload by now.
-    const sent = randomBytes(9 * MiB);
+    // More than one 8 MiB part of a real bundle: the registry has started a multipart upload by now.
+    const bundle = gzipSync(Buffer.concat([entryBytes({ path: 'data.bin', body: randomBytes(total) }), END_OF_ARCHIVE]), { level: 0 });
+    const sent = bundle.subarray(0, 9 * MiB);
     await new Promise<void>((r) => socket.write(sent, () => r()));
-    // Trickle: a byte every second (under the idle timeout), five times, then nothing.
+    // Trickle: the bundle's next byte every second (under the idle timeout), five times, then nothing.
     let trickled = 0;
     for (let i = 0; i < 5 && !socket.destroyed; i++) {
       await sleep(1000);
-      socket.write(Buffer.from([i]));
+      socket.write(bundle.subarray(sent.length + i, sent.length + i + 1));
       trickled++;
     }
     const stalledAt = performance.now();
@@ -393,7 +398,10 @@ describe('slow clients', () => {
     const pid = reg.server.child.pid!;
     const c = reg.admin;
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'slow', name: 'ok' }));
-    await c.uploadBundle(Readable.from([randomBytes(1024)]), { workflow: 'slow/ok', activate: true });
+    await c.uploadBundle(Readable.from([bundleOf([{ path: 'data.bin', body: randomBytes(1024) }]).bytes]), {
+      workflow: 'slow/ok',
+      activate: true,
+    });
     const resolve = async () => {
       const res = await request(`${reg.server.url}/internal/workflow/slow%2Fok/active`, {
         dispatcher: http,

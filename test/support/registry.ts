@@ -2,7 +2,7 @@
  * A real registry for one test file: its own database on the shared PostgreSQL, its own
  * bucket on the shared S3 server (or its own fs store), listening on a loopback port.
  */
-import { createHash, randomBytes } from 'node:crypto';
+import { createCipheriv, createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
@@ -14,6 +14,7 @@ import { loadConfig } from '../../packages/server/src/config.js';
 import { createLogger } from '../../packages/server/src/logger.js';
 import { type RunningRegistry, startRegistry } from '../../packages/server/src/registry.js';
 import { createSwarmClient } from '../../packages/sdk/src/index.js';
+import { bundle } from '../../packages/boot-agent/test/support/archives.js';
 
 export type StorageKind = 'fs' | 's3';
 
@@ -99,15 +100,14 @@ export async function startTestRegistry(opts: {
   });
 }
 
-/** A gzip'd tar-ish payload; the registry stores bytes, it does not unpack them. */
+/**
+ * A real bundle (a gzip'd tar the registry and the boot agent accept) of `size` bytes of
+ * seeded noise in one file: incompressible, so the upload is a little over `size` bytes.
+ */
 export function bundleBytes(seed: string, size = 1024): Buffer {
-  const out = Buffer.alloc(size);
-  let x = Buffer.from(`${seed}:`).reduce((a, b) => (a * 31 + b) >>> 0, 7);
-  for (let i = 0; i < size; i++) {
-    x = (x * 1103515245 + 12345) >>> 0;
-    out[i] = x >>> 24;
-  }
-  return out;
+  const key = createHash('sha256').update(seed).digest();
+  const noise = createCipheriv('aes-256-ctr', key, Buffer.alloc(16)).update(Buffer.alloc(size));
+  return bundle([{ path: 'data.bin', body: noise }]).bytes;
 }
 
 export const sha256 = (data: Buffer | ArrayBuffer | Uint8Array) =>

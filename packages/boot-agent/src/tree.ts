@@ -18,8 +18,15 @@
 import { type Hash, createHash } from 'node:crypto';
 import fsSync from 'node:fs';
 import path from 'node:path';
-import type { BundleCounts, BundleLimits, Listing } from '@swarm/sdk/bundle-rules';
-import { type ArchiveSink, type WalkResult, isGzip, walkArchive } from './archive.js';
+import {
+  type ArchiveSink,
+  type BundleCounts,
+  type BundleLimits,
+  type Listing,
+  type WalkResult,
+  walkArchive,
+} from '@swarm/sdk/bundle-rules';
+import { isGzip } from './archive.js';
 import { viaStaging } from './unpack.js';
 
 export class TreeMismatch extends Error {}

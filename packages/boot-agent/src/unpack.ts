@@ -1,14 +1,22 @@
 /**
  * Unpacks a bundle into a fresh staging directory, then swaps it in with a rename: the
- * target is either the complete new tree or untouched. The archive walker (archive.ts)
+ * target is either the complete new tree or untouched. The archive walker (walkArchive of @swarm/sdk/bundle-rules)
  * checks every entry; the writer here creates nothing but regular files and directories,
  * so no link, device or FIFO can ever appear, and no path can leave the staging directory.
  */
 import fsSync, { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import path from 'node:path';
-import { type BundleCounts, type BundleLimits, DEFAULT_BUNDLE_LIMITS, type Listing, UnsafeBundle } from '@swarm/sdk/bundle-rules';
-import { type ArchiveSink, isGzip, walkArchive } from './archive.js';
+import {
+  type ArchiveSink,
+  type BundleCounts,
+  type BundleLimits,
+  DEFAULT_BUNDLE_LIMITS,
+  type Listing,
+  UnsafeBundle,
+  walkArchive,
+} from '@swarm/sdk/bundle-rules';
+import { isGzip } from './archive.js';
 import { AgentError } from './errors.js';
 
 const unsafe = (message: string) => new AgentError('unsafe_bundle', message);

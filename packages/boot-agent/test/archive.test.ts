@@ -10,8 +10,16 @@ import os from 'node:os';
 import path from 'node:path';
 import zlib from 'node:zlib';
 import { describe, expect, test, type TestContext } from 'vitest';
-import { DEFAULT_BUNDLE_LIMITS, type TreeEntry, UnsafeBundle, treeDigest, unpackedMode } from '@swarm/sdk/bundle-rules';
-import { type ArchiveSink, SMALL_FILE, walkArchive } from '../src/archive.js';
+import {
+  type ArchiveSink,
+  DEFAULT_BUNDLE_LIMITS,
+  SMALL_FILE,
+  type TreeEntry,
+  UnsafeBundle,
+  treeDigest,
+  unpackedMode,
+  walkArchive,
+} from '@swarm/sdk/bundle-rules';
 import { unpackBundle } from '../src/unpack.js';
 import { type TarEntry, gzip, noise, tarBytes } from './support/fixtures.js';
 

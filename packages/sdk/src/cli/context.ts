@@ -6,7 +6,7 @@
 import type { Command } from 'commander';
 import { createSwarmClient, type SwarmClient } from '../client.js';
 import { SwarmError } from '../errors.js';
-import { formatTable } from './format.js';
+import { escapeForTerminal, formatTable } from './format.js';
 
 export type CliIo = {
   stdout: NodeJS.WritableStream;
@@ -23,9 +23,9 @@ export type Cli = {
   client(): SwarmClient;
   /** Prints `value` as one JSON document with --json, else the human rendering. */
   output<T>(value: T, human: (v: T) => void): void;
-  /** One line of human output on stdout. */
+  /** One line of human output on stdout, escaped for the terminal (see escapeForTerminal). */
   print(line: string): void;
-  /** Rows in aligned columns on stdout, `(none)` when there are none. */
+  /** Rows in aligned columns on stdout, `(none)` when there are none; cells escaped for the terminal. */
   table<T>(rows: T[], columns: Array<[string, (row: T) => string]>): void;
 };
 
@@ -33,7 +33,8 @@ type GlobalOptions = { url: string; token?: string; json?: boolean };
 
 export function createCli(program: Command, io: CliIo): Cli {
   const globals = () => program.opts<GlobalOptions>();
-  const print = (line: string) => void io.stdout.write(`${line}\n`);
+  const write = (line: string) => void io.stdout.write(`${line}\n`);
+  const print = (line: string) => write(escapeForTerminal(line));
   return {
     io,
     json: () => !!globals().json,
@@ -52,6 +53,6 @@ export function createCli(program: Command, io: CliIo): Cli {
       else human(value);
     },
     print,
-    table: (rows, columns) => formatTable(rows, columns).forEach(print),
+    table: (rows, columns) => formatTable(rows, columns).forEach(write),
   };
 }

@@ -16,6 +16,7 @@ import { registerTenantCommands } from './commands/tenants.js';
 import { registerTokenCommands } from './commands/tokens.js';
 import { registerWorkflowCommands } from './commands/workflows.js';
 import { type CliIo, createCli } from './context.js';
+import { escapeForTerminal } from './format.js';
 
 export type { CliIo } from './context.js';
 
@@ -52,6 +53,7 @@ export function buildProgram(io: CliIo): Command {
 export function exitStatusOf(err: unknown, stderr: NodeJS.WritableStream): number {
   if (err instanceof CommanderError) return err.exitCode === 0 ? 0 : 2;
   const e = toSwarmError(err);
-  stderr.write(`swarm: ${e.message}${e.hint ? ` (hint: ${e.hint})` : ''}\n`);
+  // The registry's messages quote what callers sent (names, refs): escaped like any other text.
+  stderr.write(`swarm: ${escapeForTerminal(`${e.message}${e.hint ? ` (hint: ${e.hint})` : ''}`)}\n`);
   return e.code === 'INVALID_INPUT' ? 2 : 1;
 }

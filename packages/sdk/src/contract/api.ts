@@ -128,8 +128,8 @@ export const inputs = {
   tokenRevoke: z.object({ id: uuid }),
 } as const;
 
-/** Query string of `POST /internal/bundles`. */
-export const uploadQuery = z.object({
+/** Query string of `POST /internal/bundles`; an unknown parameter is refused, not ignored. */
+export const uploadQuery = z.strictObject({
   workflow: workflowRef,
   activate: z
     .enum(['true', 'false', '1', '0'])

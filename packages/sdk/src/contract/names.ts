@@ -39,7 +39,11 @@ export const workflowRef = z.union([
 /** Version numbers count 1, 2, 3… per workflow. */
 export const versionNumber = z.number().int().min(1).max(2_147_483_647);
 
-export const commitMessage = z.string().max(1000);
+/** Why a version or release changed. Any text but NUL, which PostgreSQL cannot store (checked before an upload stores a byte). */
+export const commitMessage = z
+  .string()
+  .max(1000)
+  .refine((m) => !m.includes('\0'), 'must not contain a NUL character');
 
 export const timestamp = z.string().describe('ISO-8601 timestamp');
 

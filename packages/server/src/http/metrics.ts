@@ -32,7 +32,7 @@ export function createMetrics() {
     }),
     storedBytes: new Counter({
       name: 'swarm_bundle_stored_bytes_total',
-      help: 'Bytes written to the object store (uploads minus deduplicated ones)',
+      help: 'Bytes of accepted uploads written to the object store (bytes it already held are written again)',
       registers: [registry],
     }),
   };

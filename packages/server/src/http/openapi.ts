@@ -116,7 +116,9 @@ export function openApiDocument() {
             '404': error('no such workflow (or one of another tenant)'),
             '413': error('larger than SWARM_MAX_BUNDLE_BYTES'),
             '415': error('a content type other than application/gzip, application/x-gzip or application/octet-stream'),
-            '422': error('the bytes do not hash to X-Bundle-Sha256'),
+            '422': error(
+              'the bytes do not hash to X-Bundle-Sha256, or are a bundle the boot agent would refuse (the message names the entry)',
+            ),
             default: unexpected,
           },
         },

@@ -50,9 +50,8 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
         onBytes: (n) => metrics.uploadBytes.inc(n),
       });
       metrics.uploads.inc({ result: result.created ? 'created' : 'existing' });
-      if (result.stored) metrics.storedBytes.inc(result.size);
-      const { stored: _stored, ...body } = result;
-      return reply.status(result.created ? 201 : 200).send(body);
+      metrics.storedBytes.inc(result.size);
+      return reply.status(result.created ? 201 : 200).send(result);
     } catch (thrown) {
       // The client went away mid-body (it closed the connection, or stalled past
       // SWARM_IDLE_TIMEOUT_SECONDS): Node fails the body with "aborted"/ECONNRESET. That is

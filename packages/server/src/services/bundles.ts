@@ -1,4 +1,5 @@
 import type { Readable } from 'node:stream';
+import { DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { type Bundle, type UploadResult, toUploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
 import { bundleVisibleTo, findWritableWorkflow } from './access.js';
@@ -29,11 +30,12 @@ export type UploadInput = {
 
 /**
  * Stores a bundle from a stream and registers it as a new version of a workflow.
- * The bytes reach their content address only once hashed and verified, and the
+ * The bytes reach their content address only once hashed, verified and checked against
+ * the boot agent's bundle rules (a refusal is 422 naming the entry), and the
  * version row only once the bytes are stored, so a failure at any step leaves no
  * version without its bundle and no bundle under a wrong address.
  */
-export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput): Promise<UploadResult & { stored: boolean }> {
+export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput): Promise<UploadResult> {
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   const max = deps.config.maxBundleBytes;
   if (input.declaredSize !== undefined && input.declaredSize > max) {
@@ -44,13 +46,13 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     );
   }
   if (input.declaredSize === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
-  const alreadyStored = input.declaredHash !== undefined && (await deps.store.stat(input.declaredHash)) !== null;
+  // No shortcut for bytes the store already has: whether another tenant stored them must not show.
   const ingested = await deps.store.ingest(input.body, {
     maxBytes: max,
+    limits: DEFAULT_BUNDLE_LIMITS,
     declaredHash: input.declaredHash,
-    alreadyStored,
     onBytes: input.onBytes,
   });
   const { version, created } = await registerStoredBundle(deps, p, wf.id, { hash: ingested.hash, size: ingested.size }, input);
-  return { ...toUploadResult(version, created), stored: ingested.stored };
+  return toUploadResult(version, created);
 }

@@ -1,16 +1,23 @@
 /**
  * Content-addressed bundles on top of a storage driver. The one invariant: nothing is
- * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash>. Uploads are
- * hashed in flight. When the caller declared the hash (the SDK always does) and the
- * driver can hold an object back until it is verified (S3: a multipart upload is
- * invisible until completed), the bytes go straight to their address and are published
- * only if they hash to it. Otherwise they go to uploads/<random id> and are moved to
- * their address once the hash is known: on S3 a copy, so those bytes are stored twice.
+ * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash> and pass the
+ * bundle rules the boot agent applies. Uploads are hashed and checked in flight (the
+ * archive is walked by @swarm/sdk/bundle-rules' walker as it streams in). When the caller
+ * declared the hash (the SDK always does) and the driver can hold an object back until it
+ * is verified (S3: a multipart upload is invisible until completed), the bytes go straight
+ * to their address and are published only if they hash to it. Otherwise they go to
+ * uploads/<random id> and are moved to their address once the hash is known: on S3 a
+ * copy, so those bytes are stored twice.
+ *
+ * Every upload takes this whole path, also when the store already holds the same bytes
+ * (they are replaced by identical ones): whether another tenant stored a bundle must not
+ * show in how long an upload takes, in what it writes, or in the metrics.
  */
 import { LRUCache } from 'lru-cache';
 import { createHash, randomUUID } from 'node:crypto';
-import { type Readable, Transform, type TransformCallback, Writable } from 'node:stream';
+import { type Readable, Transform, type TransformCallback } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { type ArchiveWalk, type BundleLimits, CHECK_ONLY, UnsafeBundle, startArchiveWalk } from '@swarm/sdk/bundle-rules';
 import { RegistryError } from '../errors.js';
 import type { ObjectInfo, StorageDriver } from './driver.js';
 
@@ -18,14 +25,14 @@ export const BLOBS_PREFIX = 'blobs/';
 export const blobKey = (hash: string) => `${BLOBS_PREFIX}sha256/${hash.slice(0, 2)}/${hash}`;
 export const UPLOADS_PREFIX = 'uploads/';
 
-export type IngestResult = { hash: string; size: number /** false: the store already had these bytes */; stored: boolean };
+export type IngestResult = { hash: string; size: number };
 
 export type IngestOptions = {
   maxBytes: number;
+  /** What the archive may hold: the boot agent's rules. A refusal stores nothing. */
+  limits: BundleLimits;
   /** The hash the caller says the bytes have: a mismatch stores nothing. */
   declaredHash?: string;
-  /** Bytes already at the declared address need only be hashed, not stored again. */
-  alreadyStored?: boolean;
   onBytes?: (n: number) => void;
 };
 
@@ -60,6 +67,62 @@ export class HashingMeter extends Transform {
   }
 }
 
+/** A refused archive: 422 naming the entry and the rule, or what is wrong with the gzip or the tar. */
+function refusal(err: unknown): RegistryError {
+  const reason = err instanceof UnsafeBundle ? err.message : `not a valid bundle: ${(err as Error).message}`;
+  return new RegistryError(
+    'UNPROCESSABLE_CONTENT',
+    `the bundle is refused: ${reason}; nothing was stored`,
+    "a VM's boot agent would refuse it too; pack the directory with `swarm push` (or tar -czf) from regular files and directories",
+  );
+}
+
+/**
+ * Passes the bytes through unchanged while walking them as a bundle archive (gzip'd tar)
+ * under the boot agent's entry rules; fails the stream at the first refusal, and at its
+ * end unless the archive was whole and valid, so the store never completes a refused one.
+ */
+export class ArchiveCheck extends Transform {
+  private readonly walk: ArchiveWalk;
+  private head = Buffer.alloc(0);
+  constructor(limits: BundleLimits) {
+    super();
+    this.walk = startArchiveWalk(limits, CHECK_ONLY);
+    this.walk.result.catch((err: unknown) => this.destroy(refusal(err)));
+  }
+  override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
+    if (this.head.length < 2) {
+      this.head = Buffer.concat([this.head, chunk.subarray(0, 2)]);
+      if (this.head.length >= 2 && (this.head[0] !== 0x1f || this.head[1] !== 0x8b)) {
+        done(refusal(new UnsafeBundle('the bundle is not gzip-compressed')));
+        return;
+      }
+    }
+    this.walk.write(chunk);
+    done(null, chunk);
+  }
+  override _flush(done: TransformCallback): void {
+    // An empty body is the caller's to report (400), not an archive to refuse.
+    if (this.head.length === 0) {
+      done();
+      return;
+    }
+    if (this.head.length < 2) {
+      done(refusal(new UnsafeBundle('the bundle is not gzip-compressed')));
+      return;
+    }
+    this.walk.end();
+    this.walk.result.then(
+      () => done(),
+      (err: unknown) => done(refusal(err)),
+    );
+  }
+  override _destroy(err: Error | null, done: (err: Error | null) => void): void {
+    this.walk.fail(err ?? new Error('upload ended'));
+    done(err);
+  }
+}
+
 export class BundleStore {
   private readonly urls: LRUCache<string, SignedUrl> | undefined;
 
@@ -72,19 +135,14 @@ export class BundleStore {
 
   async ingest(body: Readable, opts: IngestOptions): Promise<IngestResult> {
     const meter = new HashingMeter(opts.maxBytes, opts.onBytes);
-    if (opts.alreadyStored && opts.declaredHash) {
-      await pipeline(body, meter, new Writable({ write: (_c, _e, cb) => cb() }));
-      const hash = this.checkDeclared(meter, opts.declaredHash);
-      return { hash, size: meter.bytes, stored: false };
-    }
-
-    if (opts.declaredHash && this.driver.putVerified) return this.ingestDeclared(body, meter, opts.declaredHash);
+    const checked = new ArchiveCheck(opts.limits);
+    if (opts.declaredHash && this.driver.putVerified) return this.ingestDeclared(body, meter, checked, opts.declaredHash);
 
     const tempKey = `${UPLOADS_PREFIX}${randomUUID()}`;
     const [piped, put] = await Promise.allSettled([
-      pipeline(body, meter),
-      this.driver.put(tempKey, meter).catch((err) => {
-        meter.destroy(err);
+      pipeline(body, meter, checked),
+      this.driver.put(tempKey, checked).catch((err) => {
+        checked.destroy(err);
         throw err;
       }),
     ]);
@@ -92,35 +150,30 @@ export class BundleStore {
       if (piped.status === 'rejected') throw piped.reason;
       if (put.status === 'rejected') throw put.reason;
       const hash = this.checkDeclared(meter, opts.declaredHash);
-      const existing = await this.driver.stat(blobKey(hash));
-      if (existing?.size === meter.bytes) {
-        await this.driver.delete(tempKey);
-        return { hash, size: meter.bytes, stored: false };
-      }
       await this.driver.move(tempKey, blobKey(hash));
-      return { hash, size: meter.bytes, stored: true };
+      return { hash, size: meter.bytes };
     } catch (err) {
       await this.driver.delete(tempKey).catch(() => {});
       throw err;
     }
   }
 
-  /** Straight to the declared address, published only once verified; bytes already there are not stored again. */
-  private async ingestDeclared(body: Readable, meter: HashingMeter, declared: string): Promise<IngestResult> {
+  /** Straight to the declared address, published only once verified and checked. */
+  private async ingestDeclared(body: Readable, meter: HashingMeter, checked: ArchiveCheck, declared: string): Promise<IngestResult> {
     const key = blobKey(declared);
     const [piped, put] = await Promise.allSettled([
-      pipeline(body, meter),
-      this.driver.putVerified!(key, meter, async () => {
+      pipeline(body, meter, checked),
+      this.driver.putVerified!(key, checked, async () => {
         this.checkDeclared(meter, declared);
-        return (await this.driver.stat(key))?.size !== meter.bytes;
+        return true;
       }).catch((err) => {
-        meter.destroy(err);
+        checked.destroy(err);
         throw err;
       }),
     ]);
     if (piped.status === 'rejected') throw piped.reason;
     if (put.status === 'rejected') throw put.reason;
-    return { hash: declared, size: meter.bytes, stored: put.value };
+    return { hash: declared, size: meter.bytes };
   }
 
   private checkDeclared(meter: HashingMeter, declared: string | undefined): string {

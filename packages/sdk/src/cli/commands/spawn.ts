@@ -104,7 +104,9 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         return;
       }
       if (!cli.json()) cli.io.stderr.write(`execution ${execution.id} (version ${execution.version}, ${execution.versionReason})\n`);
-      const exit = await runVm(metadata, { ...vm, onOutput: cli.json() ? undefined : cli.print });
+      // The workflow's own console output, passed through as it is (colours included), as `docker run` does.
+      const passThrough = (line: string) => void cli.io.stdout.write(`${line}\n`);
+      const exit = await runVm(metadata, { ...vm, onOutput: cli.json() ? undefined : passThrough });
       const final = await c.call(() => c.trpc.executions.get.query({ id: execution.id }));
       cli.output({ ...final, exitCode: exit.exitCode }, () => {});
       cli.io.exitCode = exit.exitCode;

@@ -1,0 +1,204 @@
+/**
+ * The one walk over a bundle archive (a gzip'd tar) that stands between hostile bytes and
+ * a disk or a store: the boot agent unpacks with it, and the registry checks every upload
+ * with it while the bytes stream in, so both accept exactly the same bundles. node-tar
+ * parses; every entry passes the EntryRules before any byte of it is used, and is then
+ * handed to a sink: unpacking writes it, the agent's warm path compares it with the cached
+ * tree and links it, the registry's upload check (CHECK_ONLY) drops it.
+ *
+ * Entries are handled synchronously, one at a time, as the parser hands them over: memory
+ * stays at one chunk (or one small file) and at most one file descriptor is open, however
+ * many entries the archive holds.
+ */
+import { type Hash, createHash } from 'node:crypto';
+import fsSync from 'node:fs';
+import path from 'node:path';
+import { Parser } from 'tar/parse';
+import type { ReadEntry } from 'tar/read-entry';
+import { type BundleCounts, type BundleLimits, type CheckedEntry, EntryRules, type Listing, UnsafeBundle } from './entry-rules.js';
+import { type TreeEntry, treeDigest } from './tree-digest.js';
+
+/** Files up to this size are collected and handed to their sink in one piece; larger ones are streamed. */
+export const SMALL_FILE = 1024 * 1024;
+
+export type CheckedFile = Extract<CheckedEntry, { type: 'file' }>;
+
+/** Where one file's bytes go. The walker closes `fd`, if there is one, once the file ended or the walk failed. */
+export type FileSink = {
+  fd?: number;
+  /** The next bytes of the file, which start at `position`. */
+  write(chunk: Buffer, position: number): void;
+  /** Every byte was written; `fd` is still open. */
+  end(): void;
+};
+
+/** What a walk does with the entries that passed the rules. A sink's error fails the walk. */
+export type ArchiveSink = {
+  /** Creates directory `rel`: a directory entry, or the parent of `entry`'s file. Called once per directory. */
+  directory(rel: string, entry: CheckedEntry): void;
+  /** Opens where `file`'s bytes go; a small file is opened only once all its bytes arrived. */
+  file(file: CheckedFile): FileSink;
+};
+
+/** A sink that keeps nothing: the walk only checks the archive (and digests it, if asked). */
+export const CHECK_ONLY: ArchiveSink = { directory() {}, file: () => ({ write() {}, end() {} }) };
+
+export type WalkResult = {
+  counts: BundleCounts;
+  listing: Listing;
+  /** With `treeDigest: true`: the bundle's tree digest (see tree-digest.ts), from this same pass. */
+  treeDigest?: string;
+};
+
+/** A walk fed by its caller: `write` each chunk of the archive, then `end`; `result` settles once. */
+export type ArchiveWalk = {
+  write(chunk: Buffer): void;
+  end(): void;
+  /** Fails the walk with `err` (the source's own failure), unless it already settled. */
+  fail(err: unknown): void;
+  /** True once the walk failed or finished: later chunks are ignored. */
+  readonly settled: boolean;
+  readonly result: Promise<WalkResult>;
+};
+
+/**
+ * A walk over the archive whose bytes its caller writes, handing each checked entry to
+ * `sink`, in archive order. `result` rejects with the first problem as it was raised: an
+ * UnsafeBundle refusal, the sink's own error, or the parser's; callers say what it means to them.
+ */
+export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, options: { treeDigest?: boolean } = {}): ArchiveWalk {
+  const rules = new EntryRules(limits);
+  const madeDirs = new Set<string>(['']);
+  const makeDir = (rel: string, entry: CheckedEntry) => {
+    if (madeDirs.has(rel)) return;
+    sink.directory(rel, entry);
+    madeDirs.add(rel);
+  };
+  // Each file's sha256, only when a tree digest was asked for: it costs a hash of every byte.
+  const digested: TreeEntry[] | undefined = options.treeDigest ? [] : undefined;
+  let open: FileSink | undefined;
+  const closeOpen = () => {
+    if (open?.fd !== undefined) fsSync.closeSync(open.fd);
+    open = undefined;
+  };
+  let done = false;
+  let resolve!: (r: WalkResult) => void;
+  let reject!: (err: unknown) => void;
+  const result = new Promise<WalkResult>((ok, bad) => {
+    resolve = ok;
+    reject = bad;
+  });
+  const parser = new Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
+  const fail = (err: unknown) => {
+    if (done) return;
+    done = true;
+    closeOpen();
+    parser.abort(err instanceof Error ? err : new Error(String(err)));
+    reject(err);
+  };
+  /** All of the open file's bytes were written: ends and closes it, and keeps its sha256 for the digest. */
+  const finish = (file: CheckedFile, sha: Hash | undefined) => {
+    open!.end();
+    closeOpen();
+    if (sha) digested!.push({ type: 'file', path: file.rel, mode: file.mode, size: file.size, sha256: sha.digest('hex') });
+  };
+  parser.on('entry', (entry: ReadEntry) => {
+    if (done) return entry.resume();
+    try {
+      const checked = rules.check(entry);
+      if (checked.type === 'dir') {
+        makeDir(checked.rel, checked);
+        entry.resume();
+        return;
+      }
+      const parent = path.posix.dirname(checked.rel);
+      makeDir(parent === '.' ? '' : parent, checked);
+      const sha = digested && createHash('sha256');
+      if (checked.size <= SMALL_FILE) {
+        const chunks: Buffer[] = [];
+        entry.on('data', (c: Buffer) => chunks.push(c));
+        entry.on('end', () => {
+          if (done) return;
+          try {
+            const bytes = Buffer.concat(chunks);
+            open = sink.file(checked);
+            open.write(bytes, 0);
+            sha?.update(bytes);
+            finish(checked, sha);
+          } catch (err) {
+            fail(err);
+          }
+        });
+      } else {
+        const file = sink.file(checked);
+        open = file;
+        let position = 0;
+        entry.on('data', (c: Buffer) => {
+          if (done) return;
+          try {
+            file.write(c, position);
+            sha?.update(c);
+            position += c.length;
+          } catch (err) {
+            fail(err);
+          }
+        });
+        entry.on('end', () => {
+          if (done || open !== file) return;
+          try {
+            finish(checked, sha);
+          } catch (err) {
+            fail(err);
+          }
+        });
+      }
+    } catch (err) {
+      entry.resume();
+      fail(err);
+    }
+  });
+  parser.on('ignoredEntry', (entry: ReadEntry) => fail(new UnsafeBundle(`entry "${entry.path}" has an unsupported type (${entry.type})`)));
+  parser.on('error', fail);
+  parser.on('abort', fail);
+  parser.on('end', () => {
+    if (done) return;
+    const { counts, listing } = rules;
+    if (counts.files + counts.directories === 0) return fail(new UnsafeBundle('the archive holds no entries'));
+    done = true;
+    if (!digested) return resolve({ counts, listing });
+    const dirs = [...listing.dirs].map((d): TreeEntry => ({ type: 'dir', path: d }));
+    resolve({ counts, listing, treeDigest: treeDigest([...digested, ...dirs]) });
+  });
+  return {
+    write: (chunk) => {
+      if (!done) parser.write(chunk);
+    },
+    end: () => {
+      if (!done) parser.end();
+    },
+    fail,
+    get settled() {
+      return done;
+    },
+    result,
+  };
+}
+
+/** Walks the archive read from `source` (see startArchiveWalk). */
+export function walkArchive(
+  source: AsyncIterable<Buffer> | Iterable<Buffer>,
+  limits: BundleLimits,
+  sink: ArchiveSink,
+  options: { treeDigest?: boolean } = {},
+): Promise<WalkResult> {
+  const walk = startArchiveWalk(limits, sink, options);
+  // Leaving the loop early (a failure) closes the source: its iterator's return() runs.
+  (async () => {
+    for await (const chunk of source) {
+      if (walk.settled) return;
+      walk.write(chunk);
+    }
+    walk.end();
+  })().catch(walk.fail);
+  return walk.result;
+}
