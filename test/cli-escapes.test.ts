@@ -40,7 +40,14 @@ beforeAll(async () => {
   executionId = spawned.execution.id;
   await reg.deps.db.transaction(async (tx) => {
     await insertEvent(tx, { executionId, seq: 1, type: 'failed', data: { reason: HOSTILE } });
-    await updateExecution(tx, executionId, { status: 'failed', failureReason: HOSTILE, finishedAt: new Date() });
+    // An ended execution holds no live credential (CHECK executions_ended_revoked).
+    await updateExecution(tx, executionId, {
+      status: 'failed',
+      failureReason: HOSTILE,
+      finishedAt: new Date(),
+      agentTokenHash: null,
+      agentSessionHash: null,
+    });
   });
 });
 afterAll(() => reg?.close());
