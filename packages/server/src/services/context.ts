@@ -28,9 +28,10 @@ export interface Caches {
 }
 
 export interface CachedReleases {
-  /** The workflow's release state by id or `tenant/name`, or null when there is no such workflow. */
+  /** The workflow's release state by id or `tenant/name`, or null when there is no such workflow (cached too). */
   lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null>;
-  invalidate(workflowId: string): void;
+  /** Drops the entry of a workflow id, or of an id or `tenant/name` cached as missing. */
+  invalidate(key: string): void;
   /** For tests and diagnostics: the cached entry, if any. */
   peek(workflowId: string): WorkflowRelease | undefined;
 }
@@ -48,6 +49,8 @@ export type Principal = {
   name: string;
   scope: TokenScopeKind | 'agent';
   tenantId: string | null;
+  /** For tenant tokens: the tenant's slug, so a `tenant/name` ref of another tenant is refused without a lookup. */
+  tenantSlug?: string | undefined;
   /** For agent tokens: the one execution this principal may report on. */
   executionId?: string;
 };
