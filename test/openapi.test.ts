@@ -20,6 +20,7 @@ describe('the OpenAPI document', () => {
   let reg: TestRegistry;
   let doc: Document;
   let orchestratorToken: string;
+  let tenantToken: string;
   const v1 = bundleBytes('openapi-v1', 2048);
   beforeAll(async () => {
     // The fs store, so that /store/{key} is registered too.
@@ -29,6 +30,7 @@ describe('the OpenAPI document', () => {
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'oa', name: 'app' }));
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'oa', name: 'empty' }));
     orchestratorToken = (await c.call(() => c.trpc.tokens.create.mutate({ scope: 'orchestrator' }))).token;
+    tenantToken = (await c.call(() => c.trpc.tokens.create.mutate({ scope: 'tenant:oa' }))).token;
     const res = await reg.fetch('/openapi.json', { token: null });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('application/json');
@@ -87,6 +89,7 @@ describe('the OpenAPI document', () => {
     'GET /internal/workflow/{id}/active 404': () => reg.fetch('/internal/workflow/oa%2Fempty/active'),
     'GET /metrics 200': () => reg.fetch('/metrics'),
     'GET /metrics 401': () => reg.fetch('/metrics', { token: null }),
+    'GET /metrics 403': () => reg.fetch('/metrics', { token: tenantToken }),
     'GET /store/{key} 200': async () => reg.fetch(await signedUrl(), { token: null }),
     'GET /store/{key} 206': async () => reg.fetch(await signedUrl(), { token: null, headers: { range: 'bytes=0-9' } }),
     'GET /store/{key} 403': async () => reg.fetch((await signedUrl()).replace(/signature=[^&]+/, 'signature=forged'), { token: null }),

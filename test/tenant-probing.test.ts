@@ -109,7 +109,8 @@ describe('a tenant probing workflow names of another tenant', () => {
       'releases.promote': () => c.releases.promote({ workflow: ref }),
       'executions.spawn': () => c.executions.spawn({ workflow: ref }),
       'executions.list': () => c.executions.list({ workflow: ref }),
-      'POST /internal/bundles': () => uploadBundle(deps, principal, { workflow: ref, body: Readable.from([bundleBytes('probe', 100)]) }),
+      'POST /internal/bundles': () =>
+        uploadBundle(deps, principal, { workflow: ref, activate: false, body: Readable.from([bundleBytes('probe', 100)]) }),
     };
   };
 

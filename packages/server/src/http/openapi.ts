@@ -22,8 +22,8 @@ export const errorBody = z.object({
 export const healthBody = z.object({
   status: z.string().describe('"ok", or "unavailable: " and what is down'),
   checks: z.object({
-    database: z.string().describe('"ok" or "down: <reason>"'),
-    storage: z.string().describe('"ok" or "down: <reason>"'),
+    database: z.string().describe('"ok" or "down" ("down: <reason>" for admin and orchestrator tokens)'),
+    storage: z.string().describe('"ok" or "down" ("down: <reason>" for admin and orchestrator tokens)'),
   }),
 });
 
@@ -152,8 +152,9 @@ export function openApiDocument() {
       '/healthz': {
         get: {
           operationId: 'health',
-          summary: 'Whether PostgreSQL and the object store answer (each checked with a 3 s timeout)',
-          security: [],
+          summary:
+            'Whether PostgreSQL and the object store answer (each checked with a 3 s timeout). No token needed; with an admin or orchestrator token a check that failed says why',
+          security: [{}, { bearer: [] }],
           responses: {
             '200': json('Health', 'both answer'),
             '503': json('Health', 'something is down; `status` names it'),
@@ -163,10 +164,11 @@ export function openApiDocument() {
       '/metrics': {
         get: {
           operationId: 'metrics',
-          summary: 'Prometheus metrics (any valid token)',
+          summary: 'Prometheus metrics (admin or orchestrator token)',
           responses: {
             '200': { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
             '401': unauthorized,
+            '403': error("a tenant token: metrics describe every tenant's traffic"),
             default: unexpected,
           },
         },
