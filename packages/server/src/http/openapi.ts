@@ -116,7 +116,14 @@ export function openApiDocument() {
             '404': error('no such workflow (or one of another tenant)'),
             '413': error('larger than SWARM_MAX_BUNDLE_BYTES'),
             '415': error('a content type other than application/gzip, application/x-gzip or application/octet-stream'),
+            '408': error(
+              'the body arrived slower than SWARM_UPLOAD_MIN_BYTES_PER_SECOND over SWARM_UPLOAD_RATE_WINDOW_SECONDS; nothing was stored',
+            ),
             '422': error('the bytes do not hash to X-Bundle-Sha256'),
+            '429': {
+              ...error('the token has SWARM_MAX_UPLOADS_PER_TOKEN uploads in progress, or the registry SWARM_MAX_UPLOADS'),
+              headers: { 'Retry-After': { description: 'seconds to wait before retrying', schema: { type: 'integer' } } },
+            },
             default: unexpected,
           },
         },

@@ -10,6 +10,7 @@ import { getBundle, uploadBundle } from '../services/bundles.js';
 import type { Deps, Principal } from '../services/context.js';
 import { resolveActive } from '../services/versions.js';
 import type { Metrics } from './metrics.js';
+import { UploadSlots, withMinimumRate } from './upload-guard.js';
 
 /** Content types a bundle upload may declare; anything else is refused with 415. */
 export const BUNDLE_CONTENT_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream'];
@@ -33,9 +34,17 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(BUNDLE_CONTENT_TYPES, (_request, _payload, done) => done(null));
 
+  const uploadSlots = new UploadSlots(deps.config.uploads);
   app.post('/internal/bundles', async (request, reply) => {
+    let release = () => {};
     try {
       const principal = await principalOf(request);
+      const slot = uploadSlots.acquire(principal);
+      metrics.uploadsInProgress.inc();
+      release = () => {
+        slot();
+        metrics.uploadsInProgress.dec();
+      };
       const query = parse(uploadQuery, request.query, 'query');
       const declared = request.headers['x-bundle-sha256'];
       const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
@@ -46,7 +55,7 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
         message: query.message,
         declaredHash,
         declaredSize: length === undefined ? undefined : Number(length),
-        body: request.raw,
+        body: withMinimumRate(request.raw, deps.config.uploads),
         onBytes: (n) => metrics.uploadBytes.inc(n),
       });
       metrics.uploads.inc({ result: result.created ? 'created' : 'existing' });
@@ -67,6 +76,8 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       // this connection for its next request.
       if (!request.raw.complete) reply.header('connection', 'close');
       throw err;
+    } finally {
+      release();
     }
   });
 
