@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { TokenScopeKind } from '@swarm/sdk/contract';
+import type { BundleFile, TokenScopeKind } from '@swarm/sdk/contract';
 import type { Config } from '../config.js';
 import type { Db, DbOrTx } from '../db/client.js';
 import type { WorkflowRelease } from '../db/queries/releases.js';
@@ -15,6 +15,8 @@ export type Deps = {
   log: Logger;
   /** Per-replica caches of release state and principals. */
   caches: Caches;
+  /** Bundle listings for `releases.diff`, and its turns (services/diff.ts). */
+  listings: BundleListings;
 };
 
 /**
@@ -34,6 +36,12 @@ export interface CachedReleases {
   invalidate(key: string): void;
   /** For tests and diagnostics: the cached entry, if any. */
   peek(workflowId: string): WorkflowRelease | undefined;
+}
+
+/** The file listings of stored bundles, as `releases.diff` reads them; services/diff.ts implements it. */
+export interface BundleListings {
+  /** Each bundle's regular files by path (cached per hash; reads from the store take turns). */
+  files(deps: Pick<Deps, 'store'>, hashes: string[]): Promise<Map<string, BundleFile>[]>;
 }
 
 export interface CachedPrincipals {
