@@ -2,6 +2,7 @@
  * REST routes for callers that are not TypeScript (shell scripts, curl). They only
  * validate, authorize and call the same services as the tRPC procedures.
  */
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bundleHash, uploadQuery, workflowRef } from '@swarm/sdk/contract';
 import type { z } from 'zod';
@@ -37,6 +38,8 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
   const uploadSlots = new UploadSlots(deps.config.uploads);
   app.post('/internal/bundles', async (request, reply) => {
     let release = () => {};
+    // The body as the service reads it, under the minimum rate; its timer ends with the request.
+    let received: Readable | undefined;
     try {
       const principal = await principalOf(request);
       const slot = uploadSlots.acquire(principal);
@@ -49,13 +52,14 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       const declared = request.headers['x-bundle-sha256'];
       const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
       const length = request.headers['content-length'];
+      received = withMinimumRate(request.raw, deps.config.uploads);
       const result = await uploadBundle(deps, principal, {
         workflow: query.workflow,
         activate: query.activate,
         message: query.message,
         declaredHash,
         declaredSize: length === undefined ? undefined : Number(length),
-        body: withMinimumRate(request.raw, deps.config.uploads),
+        body: received,
         onBytes: (n) => metrics.uploadBytes.inc(n),
       });
       metrics.uploads.inc({ result: result.created ? 'created' : 'existing' });
@@ -77,6 +81,7 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       if (!request.raw.complete) reply.header('connection', 'close');
       throw err;
     } finally {
+      received?.destroy();
       release();
     }
   });

@@ -63,7 +63,8 @@ export class UploadSlots {
  * The request body, cut with 408 once a whole window passes in which the client sent
  * fewer than `minBytesPerSecond × window` bytes. A window in which the registry itself
  * held the body back (the store was slow: backpressure) is not held against the client.
- * The source is piped, not destroyed, on a cut: the socket stays open for the answer.
+ * The source is piped, not destroyed, on a cut: the socket stays open for the answer. The
+ * caller destroys the returned stream when the request ends (that stops its timer).
  */
 export function withMinimumRate(source: Readable, limits: { minBytesPerSecond: number; rateWindowMs: number }): Readable {
   if (limits.minBytesPerSecond === 0) return source;
@@ -95,6 +96,9 @@ export function withMinimumRate(source: Readable, limits: { minBytesPerSecond: n
     heldBack = false;
   }, limits.rateWindowMs);
   guarded.on('close', () => clearInterval(timer));
+  // A cut may come before the service pipes the body (it checks the workflow first): its
+  // pipeline then finds the error on the stream; no listener must be needed meanwhile.
+  guarded.on('error', () => {});
   source.on('error', (err) => guarded.destroy(err));
   source.pipe(guarded);
   return guarded;
