@@ -10,6 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { registeredRoutes } from '../packages/server/src/http/app.js';
 import { type RestSchemaName, openApiPath, restSchemas } from '../packages/server/src/http/openapi.js';
 import { type TestRegistry, bundleBytes, sha256, startTestRegistry } from './support/registry.js';
+import { trickle } from './support/trickle.js';
 
 type Operation = { responses: Record<string, { content?: Record<string, { schema?: { $ref?: string } }> }> };
 type Document = { openapi: string; paths: Record<string, Record<string, Operation>> };
@@ -20,15 +21,26 @@ describe('the OpenAPI document', () => {
   let reg: TestRegistry;
   let doc: Document;
   let orchestratorToken: string;
+  let tenantToken: string;
   const v1 = bundleBytes('openapi-v1', 2048);
   beforeAll(async () => {
     // The fs store, so that /store/{key} is registered too.
-    reg = await startTestRegistry({ storage: 'fs', env: { LOG_LEVEL: 'warn', SWARM_MAX_BUNDLE_BYTES: String(MAX_BUNDLE_BYTES) } });
+    reg = await startTestRegistry({
+      storage: 'fs',
+      env: {
+        LOG_LEVEL: 'warn',
+        SWARM_MAX_BUNDLE_BYTES: String(MAX_BUNDLE_BYTES),
+        // For the 429 and 408 cases: one upload per token at a time, a trickle is cut after 3 s.
+        SWARM_MAX_UPLOADS_PER_TOKEN: '1',
+        SWARM_UPLOAD_RATE_WINDOW_SECONDS: '3',
+      },
+    });
     const c = reg.client();
     await c.call(() => c.trpc.tenants.create.mutate({ slug: 'oa' }));
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'oa', name: 'app' }));
     await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'oa', name: 'empty' }));
     orchestratorToken = (await c.call(() => c.trpc.tokens.create.mutate({ scope: 'orchestrator' }))).token;
+    tenantToken = (await c.call(() => c.trpc.tokens.create.mutate({ scope: 'tenant:oa' }))).token;
     const res = await reg.fetch('/openapi.json', { token: null });
     expect(res.status).toBe(200);
     expect(res.headers.get('content-type')).toContain('application/json');
@@ -77,6 +89,23 @@ describe('the OpenAPI document', () => {
     'POST /internal/bundles 413': () => upload(bundleBytes('too-big', MAX_BUNDLE_BYTES + 1)),
     'POST /internal/bundles 415': () => upload(v1, { type: 'text/plain' }),
     'POST /internal/bundles 422': () => upload(bundleBytes('other'), { hash: sha256(v1) }),
+    'POST /internal/bundles 408': async () => {
+      const { answer } = trickle(reg, reg.adminToken, 'oa/app', { everyMs: 100, maxMs: 10_000, declared: 1000 });
+      const { status, body } = await answer;
+      return new Response(body, { status, headers: { 'content-type': 'application/json' } });
+    },
+    'POST /internal/bundles 429': async () => {
+      // The token's one upload slot held by a trickle (seen in the registry's gauge); an upload meanwhile is refused.
+      const held = trickle(reg, tenantToken, 'oa/app', { everyMs: 100, maxMs: 10_000, declared: 1000 });
+      try {
+        for (let i = 0; i < 200 && !/^swarm_bundle_uploads_in_progress 1$/m.test(await (await reg.fetch('/metrics')).text()); i++) {
+          await new Promise((r) => setTimeout(r, 10));
+        }
+        return await upload(bundleBytes('other'), { token: tenantToken, hash: sha256(v1) });
+      } finally {
+        held.stop();
+      }
+    },
     'GET /internal/bundles/{hash} 200': () => reg.fetch(`/internal/bundles/${sha256(v1)}`),
     'GET /internal/bundles/{hash} 400': () => reg.fetch('/internal/bundles/not-a-hash'),
     'GET /internal/bundles/{hash} 401': () => reg.fetch(`/internal/bundles/${sha256(v1)}`, { token: null }),
@@ -87,6 +116,7 @@ describe('the OpenAPI document', () => {
     'GET /internal/workflow/{id}/active 404': () => reg.fetch('/internal/workflow/oa%2Fempty/active'),
     'GET /metrics 200': () => reg.fetch('/metrics'),
     'GET /metrics 401': () => reg.fetch('/metrics', { token: null }),
+    'GET /metrics 403': () => reg.fetch('/metrics', { token: tenantToken }),
     'GET /store/{key} 200': async () => reg.fetch(await signedUrl(), { token: null }),
     'GET /store/{key} 206': async () => reg.fetch(await signedUrl(), { token: null, headers: { range: 'bytes=0-9' } }),
     'GET /store/{key} 403': async () => reg.fetch((await signedUrl()).replace(/signature=[^&]+/, 'signature=forged'), { token: null }),

@@ -67,6 +67,19 @@ const envSchema = z.object({
    * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
    */
   SWARM_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(60),
+  /** Bundle uploads in progress at once, per token and in all (past either: 429 with Retry-After). */
+  SWARM_MAX_UPLOADS_PER_TOKEN: z.coerce.number().int().min(1).max(10_000).default(8),
+  SWARM_MAX_UPLOADS: z.coerce.number().int().min(1).max(10_000).default(64),
+  /** An upload that sends fewer bytes than this per second over a window of SWARM_UPLOAD_RATE_WINDOW_SECONDS is cut (408); 0: no minimum. */
+  SWARM_UPLOAD_MIN_BYTES_PER_SECOND: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(16 * 1024),
+  SWARM_UPLOAD_RATE_WINDOW_SECONDS: z.coerce.number().min(1).max(3600).default(30),
+  /** `releases.diff` calls running at once, and waiting for a turn (past both: 429). */
+  SWARM_MAX_DIFFS: z.coerce.number().int().min(1).max(64).default(2),
+  SWARM_MAX_QUEUED_DIFFS: z.coerce.number().int().min(0).max(1000).default(8),
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
   S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
@@ -121,6 +134,10 @@ export type Config = {
   cacheTtlSeconds: number;
   /** A connection with no traffic for this long is closed, even in the middle of an upload. */
   idleTimeoutMs: number;
+  /** Caps and minimum rate of bundle uploads (http/upload-guard.ts). */
+  uploads: { maxPerToken: number; max: number; minBytesPerSecond: number; rateWindowMs: number };
+  /** Concurrency of `releases.diff` (services/diff.ts). */
+  diffs: { max: number; maxQueued: number };
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Unset: start the embedded PostgreSQL in the data directory. */
   databaseUrl: string | undefined;
@@ -165,6 +182,13 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
     cacheTtlSeconds: e.SWARM_CACHE_TTL_SECONDS,
     idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,
+    uploads: {
+      maxPerToken: e.SWARM_MAX_UPLOADS_PER_TOKEN,
+      max: e.SWARM_MAX_UPLOADS,
+      minBytesPerSecond: e.SWARM_UPLOAD_MIN_BYTES_PER_SECOND,
+      rateWindowMs: e.SWARM_UPLOAD_RATE_WINDOW_SECONDS * 1000,
+    },
+    diffs: { max: e.SWARM_MAX_DIFFS, maxQueued: e.SWARM_MAX_QUEUED_DIFFS },
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     s3: e.S3_ENDPOINT

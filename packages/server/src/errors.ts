@@ -15,6 +15,8 @@ export const errorStatus: Record<RegistryErrorCode, number> = {
   PAYLOAD_TOO_LARGE: 413,
   UNSUPPORTED_MEDIA_TYPE: 415,
   UNPROCESSABLE_CONTENT: 422,
+  TIMEOUT: 408,
+  TOO_MANY_REQUESTS: 429,
   INTERNAL_SERVER_ERROR: 500,
   SERVICE_UNAVAILABLE: 503,
 };
@@ -26,10 +28,13 @@ export class RegistryError extends Error {
     message: string,
     /** What the caller can do about it, shown by the CLI under the message. */
     readonly hint?: string,
-    options?: { cause?: unknown },
+    options?: { cause?: unknown; retryAfterSeconds?: number },
   ) {
     super(message, options);
+    this.retryAfterSeconds = options?.retryAfterSeconds;
   }
+  /** When to try again (REST answers it as Retry-After), for refusals that pass. */
+  readonly retryAfterSeconds: number | undefined;
   get status(): number {
     return errorStatus[this.code];
   }

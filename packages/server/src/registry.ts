@@ -15,6 +15,7 @@ import { buildApp } from './http/app.js';
 import { createLogger } from './logger.js';
 import { hashAdminToken } from './services/auth.js';
 import type { Deps } from './services/context.js';
+import { CachedListings } from './services/diff.js';
 import { reapAbandonedExecutions } from './services/executions.js';
 import { createCaches, startCacheInvalidation } from './services/release-cache.js';
 import { BundleStore } from './storage/bundle-store.js';
@@ -91,6 +92,7 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       publicUrl,
       log: logger,
       caches,
+      listings: new CachedListings(config.diffs),
     };
     await sweepUploads(deps);
     cleanups.push(startExecutionReaper(deps));

@@ -3,6 +3,7 @@ import { type FastifyTRPCPluginOptions, fastifyTRPCPlugin } from '@trpc/server/a
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.js';
+import { requireOrchestrator } from '../services/access.js';
 import { authenticate } from '../services/auth.js';
 import type { Deps, Principal } from '../services/context.js';
 import { FsDriver } from '../storage/fs.js';
@@ -68,10 +69,11 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     metrics.latency.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
 
-  await app.register(healthRoutes, { deps });
+  await app.register(healthRoutes, { deps, principalOf: resolvePrincipal });
   await app.register(openApiRoutes);
+  // Metrics describe every tenant's traffic (upload sizes among it): operators only.
   app.get('/metrics', async (request, reply) => {
-    await principalOf(request);
+    requireOrchestrator(await principalOf(request));
     return reply.type(metrics.registry.contentType).send(await metrics.registry.metrics());
   });
   await app.register(restRoutes, { deps, metrics, principalOf });

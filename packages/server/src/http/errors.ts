@@ -21,5 +21,6 @@ export function sendError(request: FastifyRequest, reply: FastifyReply, thrown: 
     err = toRegistryError(thrown);
   }
   if (err.status >= 500) request.log.error({ err: thrown }, err.message);
+  if (err.retryAfterSeconds !== undefined) reply.header('retry-after', String(err.retryAfterSeconds));
   return reply.status(err.status).send({ error: { code: err.code, message: err.message, ...(err.hint ? { hint: err.hint } : {}) } });
 }

@@ -1,4 +1,4 @@
-import { Counter, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 
 /** Prometheus metrics of one registry instance (its own prom-client Registry, so tests can run several). */
 export function createMetrics() {
@@ -23,6 +23,11 @@ export function createMetrics() {
       name: 'swarm_bundle_uploads_total',
       help: 'Bundle uploads by result: created (new version), existing (idempotent retry) or the error code',
       labelNames: ['result'] as const,
+      registers: [registry],
+    }),
+    uploadsInProgress: new Gauge({
+      name: 'swarm_bundle_uploads_in_progress',
+      help: 'Bundle uploads receiving their body now (capped by SWARM_MAX_UPLOADS)',
       registers: [registry],
     }),
     uploadBytes: new Counter({

@@ -22,8 +22,8 @@ export const errorBody = z.object({
 export const healthBody = z.object({
   status: z.string().describe('"ok", or "unavailable: " and what is down'),
   checks: z.object({
-    database: z.string().describe('"ok" or "down: <reason>"'),
-    storage: z.string().describe('"ok" or "down: <reason>"'),
+    database: z.string().describe('"ok" or "down" ("down: <reason>" for admin and orchestrator tokens)'),
+    storage: z.string().describe('"ok" or "down" ("down: <reason>" for admin and orchestrator tokens)'),
   }),
 });
 
@@ -116,9 +116,16 @@ export function openApiDocument() {
             '404': error('no such workflow (or one of another tenant)'),
             '413': error('larger than SWARM_MAX_BUNDLE_BYTES'),
             '415': error('a content type other than application/gzip, application/x-gzip or application/octet-stream'),
+            '408': error(
+              'the body arrived slower than SWARM_UPLOAD_MIN_BYTES_PER_SECOND over SWARM_UPLOAD_RATE_WINDOW_SECONDS; nothing was stored',
+            ),
             '422': error(
               'the bytes do not hash to X-Bundle-Sha256, or are a bundle the boot agent would refuse (the message names the entry)',
             ),
+            '429': {
+              ...error('the token has SWARM_MAX_UPLOADS_PER_TOKEN uploads in progress, or the registry SWARM_MAX_UPLOADS'),
+              headers: { 'Retry-After': { description: 'seconds to wait before retrying', schema: { type: 'integer' } } },
+            },
             default: unexpected,
           },
         },
@@ -154,8 +161,9 @@ export function openApiDocument() {
       '/healthz': {
         get: {
           operationId: 'health',
-          summary: 'Whether PostgreSQL and the object store answer (each checked with a 3 s timeout)',
-          security: [],
+          summary:
+            'Whether PostgreSQL and the object store answer (each checked with a 3 s timeout). No token needed; with an admin or orchestrator token a check that failed says why',
+          security: [{}, { bearer: [] }],
           responses: {
             '200': json('Health', 'both answer'),
             '503': json('Health', 'something is down; `status` names it'),
@@ -165,10 +173,11 @@ export function openApiDocument() {
       '/metrics': {
         get: {
           operationId: 'metrics',
-          summary: 'Prometheus metrics (any valid token)',
+          summary: 'Prometheus metrics (admin or orchestrator token)',
           responses: {
             '200': { description: 'Prometheus text exposition format', content: { 'text/plain': { schema: { type: 'string' } } } },
             '401': unauthorized,
+            '403': error("a tenant token: metrics describe every tenant's traffic"),
             default: unexpected,
           },
         },

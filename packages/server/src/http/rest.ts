@@ -2,6 +2,7 @@
  * REST routes for callers that are not TypeScript (shell scripts, curl). They only
  * validate, authorize and call the same services as the tRPC procedures.
  */
+import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { bundleHash, uploadQuery, workflowRef } from '@swarm/sdk/contract';
 import type { z } from 'zod';
@@ -10,6 +11,7 @@ import { getBundle, uploadBundle } from '../services/bundles.js';
 import type { Deps, Principal } from '../services/context.js';
 import { resolveActive } from '../services/versions.js';
 import type { Metrics } from './metrics.js';
+import { UploadSlots, withMinimumRate } from './upload-guard.js';
 
 /** Content types a bundle upload may declare; anything else is refused with 415. */
 export const BUNDLE_CONTENT_TYPES = ['application/gzip', 'application/x-gzip', 'application/octet-stream'];
@@ -33,20 +35,31 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
   app.removeAllContentTypeParsers();
   app.addContentTypeParser(BUNDLE_CONTENT_TYPES, (_request, _payload, done) => done(null));
 
+  const uploadSlots = new UploadSlots(deps.config.uploads);
   app.post('/internal/bundles', async (request, reply) => {
+    let release = () => {};
+    // The body as the service reads it, under the minimum rate; its timer ends with the request.
+    let received: Readable | undefined;
     try {
       const principal = await principalOf(request);
+      const slot = uploadSlots.acquire(principal);
+      metrics.uploadsInProgress.inc();
+      release = () => {
+        slot();
+        metrics.uploadsInProgress.dec();
+      };
       const query = parse(uploadQuery, request.query, 'query');
       const declared = request.headers['x-bundle-sha256'];
       const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
       const length = request.headers['content-length'];
+      received = withMinimumRate(request.raw, deps.config.uploads);
       const result = await uploadBundle(deps, principal, {
         workflow: query.workflow,
         activate: query.activate,
         message: query.message,
         declaredHash,
         declaredSize: length === undefined ? undefined : Number(length),
-        body: request.raw,
+        body: received,
         onBytes: (n) => metrics.uploadBytes.inc(n),
       });
       metrics.uploads.inc({ result: result.created ? 'created' : 'existing' });
@@ -66,6 +79,9 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       // this connection for its next request.
       if (!request.raw.complete) reply.header('connection', 'close');
       throw err;
+    } finally {
+      received?.destroy();
+      release();
     }
   });
 

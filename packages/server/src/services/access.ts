@@ -33,8 +33,25 @@ export function assertCanWrite(p: Principal, tenantId: string, what: string): vo
   }
 }
 
+/**
+ * A reference that names a tenant the principal may not see (a slug, or the tenant part of
+ * `tenant/name`; a tenant's id) is refused here, before anything is looked up: whether it
+ * exists must not change what the caller gets back, nor how long it takes. A workflow id
+ * names no tenant: it is looked up and refused after, the same way whether it exists or not.
+ */
+function assertRefInScope(p: Principal, tenantOfRef: string | undefined, what: string): void {
+  if (p.scope === 'agent') throw notFound(what);
+  if (p.scope === 'tenant' && tenantOfRef !== undefined && tenantOfRef !== p.tenantSlug && tenantOfRef !== p.tenantId) {
+    throw notFound(what);
+  }
+}
+
+/** The tenant a workflow ref names (`tenant/name`), or undefined for an id. */
+const tenantOfWorkflowRef = (ref: string) => (ref.includes('/') ? ref.slice(0, ref.indexOf('/')) : undefined);
+
 /** A tenant by id or slug that the principal may see. */
 export async function findTenant(db: DbOrTx, p: Principal, ref: string): Promise<TenantRow> {
+  assertRefInScope(p, ref, `tenant "${ref}"`);
   const row = await tenantByRef(db, ref);
   if (!row) throw notFound(`tenant "${ref}"`);
   assertCanRead(p, row.id, `tenant "${ref}"`);
@@ -43,6 +60,7 @@ export async function findTenant(db: DbOrTx, p: Principal, ref: string): Promise
 
 /** `tenant/name` or a workflow id, as the principal may see it; anything else is "not found". */
 export async function findWorkflow(db: DbOrTx, p: Principal, ref: string): Promise<WorkflowRow> {
+  assertRefInScope(p, tenantOfWorkflowRef(ref), `workflow "${ref}"`);
   const row = await workflowByRef(db, ref);
   if (!row) throw notFound(`workflow "${ref}"`);
   assertCanRead(p, row.tenantId, `workflow "${ref}"`);
@@ -55,8 +73,12 @@ export async function findWritableWorkflow(db: DbOrTx, p: Principal, ref: string
   return wf;
 }
 
-/** The workflow's release state as the principal may see it (from the release cache); else NOT_FOUND. */
+/**
+ * The workflow's release state as the principal may see it (from the release cache, which
+ * keeps misses as it keeps hits); else NOT_FOUND.
+ */
 export async function findRelease(deps: Pick<Deps, 'db' | 'caches'>, p: Principal, ref: string): Promise<WorkflowRelease> {
+  assertRefInScope(p, tenantOfWorkflowRef(ref), `workflow "${ref}"`);
   const release = await deps.caches.releases.lookup(deps.db, ref);
   if (!release) throw notFound(`workflow "${ref}"`);
   assertCanRead(p, release.workflow.tenantId, `workflow "${ref}"`);

@@ -71,7 +71,9 @@ export async function authenticate(
     key,
     async () => {
       const row = await liveApiToken(deps.db, key);
-      return row ? { tokenId: row.id, name: row.name, scope: row.scope, tenantId: row.tenantId } : null;
+      return row
+        ? { tokenId: row.id, name: row.name, scope: row.scope, tenantId: row.tenantId, tenantSlug: row.tenantSlug ?? undefined }
+        : null;
     },
     () => key,
   );

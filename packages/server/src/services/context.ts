@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { TokenScopeKind } from '@swarm/sdk/contract';
+import type { BundleFile, TokenScopeKind } from '@swarm/sdk/contract';
 import type { Config } from '../config.js';
 import type { Db, DbOrTx } from '../db/client.js';
 import type { WorkflowRelease } from '../db/queries/releases.js';
@@ -15,6 +15,8 @@ export type Deps = {
   log: Logger;
   /** Per-replica caches of release state and principals. */
   caches: Caches;
+  /** Bundle listings for `releases.diff`, and its turns (services/diff.ts). */
+  listings: BundleListings;
 };
 
 /**
@@ -28,11 +30,18 @@ export interface Caches {
 }
 
 export interface CachedReleases {
-  /** The workflow's release state by id or `tenant/name`, or null when there is no such workflow. */
+  /** The workflow's release state by id or `tenant/name`, or null when there is no such workflow (cached too). */
   lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null>;
-  invalidate(workflowId: string): void;
+  /** Drops the entry of a workflow id, or of an id or `tenant/name` cached as missing. */
+  invalidate(key: string): void;
   /** For tests and diagnostics: the cached entry, if any. */
   peek(workflowId: string): WorkflowRelease | undefined;
+}
+
+/** The file listings of stored bundles, as `releases.diff` reads them; services/diff.ts implements it. */
+export interface BundleListings {
+  /** Each bundle's regular files by path (cached per hash; reads from the store take turns). */
+  files(deps: Pick<Deps, 'store'>, hashes: string[]): Promise<Map<string, BundleFile>[]>;
 }
 
 export interface CachedPrincipals {
@@ -48,6 +57,8 @@ export type Principal = {
   name: string;
   scope: TokenScopeKind | 'agent';
   tenantId: string | null;
+  /** For tenant tokens: the tenant's slug, so a `tenant/name` ref of another tenant is refused without a lookup. */
+  tenantSlug?: string | undefined;
   /** For agent tokens: the one execution this principal may report on. */
   executionId?: string;
   /** For agent tokens: the metadata's bootstrap token (it can only be exchanged) or the agent's session. */

@@ -2,27 +2,80 @@
  * `swarm diff`: which files two versions' bundles add, remove and change, compared by
  * the sha256 of each file's content. Both bundles are read from the store and listed
  * with node-tar's parser; nothing is written anywhere.
+ *
+ * Listing a bundle may mean gunzipping gigabytes, so (#12 §3): listings are cached per
+ * bundle hash (bundles never change; a bounded LRU from `lru-cache`, which also joins
+ * concurrent reads of one bundle), and diffs that must read the store take turns:
+ * SWARM_MAX_DIFFS at once, SWARM_MAX_QUEUED_DIFFS waiting, TOO_MANY_REQUESTS past that.
  */
 import { createHash } from 'node:crypto';
 import path from 'node:path';
+import { LRUCache } from 'lru-cache';
 import * as tar from 'tar';
 import type { BundleFile, VersionDiff } from '@swarm/sdk/contract';
 import { RegistryError } from '../errors.js';
 import { findWorkflow } from './access.js';
-import type { Deps, Principal } from './context.js';
+import type { BundleListings, Deps, Principal } from './context.js';
 import { releasableVersion } from './releases.js';
 
 /** Bounds on what one bundle may make the registry read: the boot agent's own limits. */
 const MAX_ENTRIES = 100_000;
 const MAX_UNPACKED_BYTES = 4 * 1024 ** 3;
 const MAX_RATIO = 200;
+/** Cached listings hold at most this many files in all (two of the largest bundles). */
+const MAX_CACHED_FILES = 2 * MAX_ENTRIES;
+/** What a refused diff is told to wait. */
+const RETRY_AFTER_SECONDS = 5;
+
+type Listing = Map<string, BundleFile>;
+
+/** Per registry: the listings of bundles already read, and the turns of diffs that read the store. */
+export class CachedListings implements BundleListings {
+  private readonly listings = new LRUCache<string, Listing, Pick<Deps, 'store'>>({
+    maxSize: MAX_CACHED_FILES,
+    sizeCalculation: (files) => Math.max(1, files.size),
+    fetchMethod: (hash, _stale, { context }) => bundleFiles(context, hash),
+  });
+  private running = 0;
+  private readonly waiting: Array<() => void> = [];
+
+  constructor(private readonly limits: { max: number; maxQueued: number }) {}
+
+  /** The listings of these bundles: from the cache, else read from the store in a turn. */
+  async files(deps: Pick<Deps, 'store'>, hashes: string[]): Promise<Listing[]> {
+    const cached = hashes.map((hash) => this.listings.get(hash));
+    if (cached.every((files): files is Listing => files !== undefined)) return cached;
+    return this.inTurn(() => Promise.all(hashes.map(async (hash) => (await this.listings.fetch(hash, { context: deps }))!)));
+  }
+
+  private async inTurn<T>(fn: () => Promise<T>): Promise<T> {
+    if (this.running < this.limits.max) this.running++;
+    else if (this.waiting.length < this.limits.maxQueued) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else {
+      throw new RegistryError(
+        'TOO_MANY_REQUESTS',
+        `${this.running} diffs are reading bundles and ${this.waiting.length} are waiting (the limits are ${this.limits.max} and ${this.limits.maxQueued})`,
+        'retry shortly; the limits are SWARM_MAX_DIFFS and SWARM_MAX_QUEUED_DIFFS',
+        { retryAfterSeconds: RETRY_AFTER_SECONDS },
+      );
+    }
+    try {
+      return await fn();
+    } finally {
+      // The turn passes to the next waiting diff, if any.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.running--;
+    }
+  }
+}
 
 export async function diffVersions(deps: Deps, p: Principal, input: { workflow: string; from: number; to: number }): Promise<VersionDiff> {
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const [from, to] = await deps.db.transaction(async (tx) =>
     Promise.all([releasableVersion(tx, wf, input.from), releasableVersion(tx, wf, input.to)]),
   );
-  const [before, after] = await Promise.all([bundleFiles(deps, from.bundleHash), bundleFiles(deps, to.bundleHash)]);
+  const [before, after] = (await deps.listings.files(deps, [from.bundleHash, to.bundleHash])) as [Listing, Listing];
   const diff: VersionDiff = { fromVersion: input.from, toVersion: input.to, added: [], removed: [], changed: [], unchanged: 0 };
   for (const [file, b] of before) {
     const a = after.get(file);
@@ -36,7 +89,7 @@ export async function diffVersions(deps: Deps, p: Principal, input: { workflow: 
 }
 
 /** Every regular file of a stored bundle, by normalised path, with its size and content hash. */
-async function bundleFiles(deps: Pick<Deps, 'store'>, hash: string): Promise<Map<string, BundleFile>> {
+async function bundleFiles(deps: Pick<Deps, 'store'>, hash: string): Promise<Listing> {
   const source = await deps.store.read(hash);
   const files = new Map<string, BundleFile>();
   let entries = 0;

@@ -13,6 +13,9 @@
  * - A read that began before an invalidation does not store its answer (it may predate
  *   the change): each cache counts invalidations, and a load stores only if the count is
  *   unchanged since it began.
+ * - Misses are cached like hits (the release cache's "no such workflow" entries), so an
+ *   unknown workflow costs what a known one costs; creating a workflow notifies
+ *   `swarm_release` with its id and its `tenant/name`, which drops those entries.
  * - Bounded: at most `max` entries (least recently used go first), each at most the TTL
  *   old (SWARM_CACHE_TTL_SECONDS), a backstop should a connection die silently.
  *
@@ -27,31 +30,42 @@ import { TOKEN_CHANNEL } from '../db/queries/tokens.js';
 import type { CachedReleases, Deps, Principal } from './context.js';
 const MAX_ENTRIES = 10_000;
 
+/** What a cache keeps for a key known not to exist (with `cacheMisses`). */
+const MISSING = Object.freeze({ missing: true as const });
+
 /** A cache that serves only while its invalidation listener is subscribed. */
 export class LiveCache<V extends object> {
-  private readonly lru: LRUCache<string, V> | undefined;
+  private readonly lru: LRUCache<string, V | typeof MISSING> | undefined;
   private invalidations = 0;
   private live = false;
 
-  /** `ttlMs` 0: disabled, every call loads. */
-  constructor(ttlMs: number, max = MAX_ENTRIES) {
-    this.lru = ttlMs > 0 ? new LRUCache<string, V>({ max, ttl: ttlMs }) : undefined;
+  /** `ttlMs` 0: disabled, every call loads. `cacheMisses`: a load that found nothing is kept too, under its key. */
+  constructor(
+    ttlMs: number,
+    private readonly opts: { max?: number; cacheMisses?: boolean } = {},
+  ) {
+    this.lru = ttlMs > 0 ? new LRUCache<string, V | typeof MISSING>({ max: opts.max ?? MAX_ENTRIES, ttl: ttlMs }) : undefined;
   }
 
-  get(key: string): V | undefined {
-    return this.live ? this.lru?.get(key) : undefined;
+  /** The cached value; null when it is cached as missing; undefined when nothing is cached. */
+  get(key: string): V | null | undefined {
+    const entry = this.live ? this.lru?.get(key) : undefined;
+    return entry === MISSING ? null : (entry as V | undefined);
   }
 
   /**
-   * The cached value, else `load()`'s, stored under `keyOf(value)` unless something was
-   * invalidated (or the listener went down) while it loaded. Nulls are not stored.
+   * The cached value, else `load()`'s, stored under `keyOf(value)` (a miss under `key`, with
+   * `cacheMisses`) unless something was invalidated (or the listener went down) while it loaded.
    */
   async load(key: string | undefined, load: () => Promise<V | null>, keyOf: (v: V) => string): Promise<V | null> {
     const hit = key === undefined ? undefined : this.get(key);
-    if (hit) return hit;
+    if (hit !== undefined) return hit;
     const before = this.invalidations;
     const value = await load();
-    if (value && this.live && this.invalidations === before) this.lru?.set(keyOf(value), value);
+    if (this.live && this.invalidations === before) {
+      if (value) this.lru?.set(keyOf(value), value);
+      else if (this.opts.cacheMisses && key !== undefined) this.lru?.set(key, MISSING);
+    }
     return value;
   }
 
@@ -72,22 +86,28 @@ export class LiveCache<V extends object> {
   }
 }
 
-/** Release state per workflow, found by id or by `tenant/name`. */
+/**
+ * Release state per workflow, found by id or by `tenant/name`. A workflow found is kept
+ * under its id; a ref found to name no workflow is kept as missing under the ref itself
+ * (an id or `tenant/name`), until the workflow's creation notifies it.
+ */
 export class ReleaseCache implements CachedReleases {
-  private readonly byId: LiveCache<WorkflowRelease>;
+  private readonly entries: LiveCache<WorkflowRelease>;
   /** `tenant/name` → id. Workflows are never renamed, so this needs no invalidation. */
   private readonly ids: LRUCache<string, string> | undefined;
 
   constructor(ttlMs: number) {
-    this.byId = new LiveCache(ttlMs);
+    this.entries = new LiveCache(ttlMs, { cacheMisses: true });
     this.ids = ttlMs > 0 ? new LRUCache({ max: MAX_ENTRIES }) : undefined;
   }
 
-  /** The workflow's release state, or null when there is no such workflow (not cached). */
+  /** The workflow's release state, or null when there is no such workflow. */
   async lookup(db: DbOrTx, ref: string): Promise<WorkflowRelease | null> {
     const id = ref.includes('/') ? this.ids?.get(ref) : ref;
-    const release = await this.byId.load(
-      id,
+    // A `tenant/name` whose entry went (invalidated, evicted) is looked up, and kept if missing, by itself.
+    const key = id !== undefined && this.entries.get(id) !== undefined ? id : ref;
+    const release = await this.entries.load(
+      key,
       () => loadRelease(db, ref),
       (r) => r.workflow.id,
     );
@@ -95,18 +115,19 @@ export class ReleaseCache implements CachedReleases {
     return release;
   }
 
-  invalidate(workflowId: string): void {
-    this.byId.invalidate(workflowId);
+  /** Drops what is kept under `key`: a workflow's id, or a `tenant/name` kept as missing. */
+  invalidate(key: string): void {
+    this.entries.invalidate(key);
   }
 
   setLive(live: boolean): void {
-    this.byId.setLive(live);
+    this.entries.setLive(live);
     this.ids?.clear();
   }
 
-  /** For tests and diagnostics: the cached entry, if any. */
+  /** For tests and diagnostics: the cached release state of the workflow with this id, if any. */
   peek(workflowId: string): WorkflowRelease | undefined {
-    return this.byId.get(workflowId);
+    return this.entries.get(workflowId) ?? undefined;
   }
 }
 

@@ -1,4 +1,5 @@
 import type { Workflow } from '@swarm/sdk/contract';
+import { notifyReleaseChanged } from '../db/queries/releases.js';
 import { type WorkflowRow, insertWorkflow, workflowsOfTenant } from '../db/queries/workflows.js';
 import { RegistryError } from '../errors.js';
 import { assertCanWrite, findTenant, findWorkflow } from './access.js';
@@ -17,8 +18,15 @@ const toWorkflow = (r: WorkflowRow): Workflow => ({
 export async function createWorkflow(deps: Deps, p: Principal, input: { tenant: string; name: string }): Promise<Workflow> {
   const tenant = await findTenant(deps.db, p, input.tenant);
   assertCanWrite(p, tenant.id, `tenant "${input.tenant}"`);
-  const row = await insertWorkflow(deps.db, { tenantId: tenant.id, name: input.name });
-  if (!row) throw new RegistryError('CONFLICT', `workflow "${tenant.slug}/${input.name}" already exists`);
+  const ref = `${tenant.slug}/${input.name}`;
+  // The release cache keeps misses: every replica drops "no such workflow" for its id and name at commit, this one at once.
+  const row = await deps.db.transaction(async (tx) => {
+    const inserted = await insertWorkflow(tx, { tenantId: tenant.id, name: input.name });
+    if (inserted) for (const key of [inserted.id, ref]) await notifyReleaseChanged(tx, key);
+    return inserted;
+  });
+  for (const key of [row?.id, ref]) if (key) deps.caches.releases.invalidate(key);
+  if (!row) throw new RegistryError('CONFLICT', `workflow "${ref}" already exists`);
   return toWorkflow({ ...row, tenant: tenant.slug, activeVersion: null, canaryVersion: null });
 }
 

@@ -129,7 +129,10 @@ export function releaseHistoryRows(db: DbOrTx, workflowId: string, limit: number
 
 export const RELEASE_CHANNEL = 'swarm_release';
 
-/** Inside a transaction that changes the workflow's release: every replica drops its cache entry at commit. */
-export async function notifyReleaseChanged(tx: Pick<Tx, 'execute'>, workflowId: string): Promise<void> {
-  await tx.execute(sql`select pg_notify(${RELEASE_CHANNEL}, ${workflowId})`);
+/**
+ * Inside a transaction that changes the workflow's release (or creates it): every replica
+ * drops its cache entry for `key` at commit (a workflow id, or a `tenant/name` cached as missing).
+ */
+export async function notifyReleaseChanged(tx: Pick<Tx, 'execute'>, key: string): Promise<void> {
+  await tx.execute(sql`select pg_notify(${RELEASE_CHANNEL}, ${key})`);
 }

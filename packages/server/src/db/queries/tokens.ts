@@ -40,14 +40,15 @@ export async function startAgentSession(db: DbOrTx, executionId: string, session
   return rows.length > 0;
 }
 
-/** The unrevoked API token with this sha256 (hex). */
+/** The unrevoked API token with this sha256 (hex), with its tenant's slug. */
 export async function liveApiToken(
   db: DbOrTx,
   tokenHash: string,
-): Promise<Pick<ApiTokenRow, 'id' | 'name' | 'scope' | 'tenantId'> | undefined> {
+): Promise<(Pick<ApiTokenRow, 'id' | 'name' | 'scope' | 'tenantId'> & { tenantSlug: string | null }) | undefined> {
   const [row] = await db
-    .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId })
+    .select({ id: apiTokens.id, name: apiTokens.name, scope: apiTokens.scope, tenantId: apiTokens.tenantId, tenantSlug: tenants.slug })
     .from(apiTokens)
+    .leftJoin(tenants, eq(tenants.id, apiTokens.tenantId))
     .where(and(eq(apiTokens.tokenHash, tokenHash), isNull(apiTokens.revokedAt)))
     .limit(1);
   return row;
