@@ -16,6 +16,9 @@ export default defineConfig({
   target: 'node20',
   platform: 'node',
   dts: {
+    // The server's sources, read for the AppRouter type, import the SDK by its own name: the
+    // same source files as the entries, not a second copy the declaration bundler would misread.
+    compilerOptions: { baseUrl: '.', paths: { '@swarm/sdk/bundle-rules': ['./src/bundle-rules/index.ts'] } },
     entry: {
       index: 'src/index.ts',
       contract: 'src/contract/index.ts',

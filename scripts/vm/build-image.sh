@@ -234,6 +234,8 @@ for arg in $(cat /proc/cmdline); do
   case $arg in
     swarm.probe=1) probe=1 ;;
     swarm.net_addr=*) net_addr=${arg#*=} ;;
+    # /proc/cmdline is readable by every user, the workload's too: a credential never comes from here.
+    swarm.agent_token=*) echo "init: ignoring swarm.agent_token (the kernel command line is readable by the workload; use the metadata service)" ;;
     swarm.*=*)
       name=${arg%%=*}
       name=${name#swarm.}

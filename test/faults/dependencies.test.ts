@@ -204,7 +204,8 @@ describe('PostgreSQL and S3 go down under load and come back', () => {
     reg = await startTestRegistry({
       storage: 's3',
       databaseUrl: dbUrl.toString(),
-      env: { S3_ENDPOINT: s3Proxy.url(inject('s3').endpoint), LOG_LEVEL: 'warn' },
+      // 20 clients share one token: the per-token upload cap (tested in upload-limits.test.ts) is not what this tests.
+      env: { S3_ENDPOINT: s3Proxy.url(inject('s3').endpoint), LOG_LEVEL: 'warn', SWARM_MAX_UPLOADS_PER_TOKEN: '64' },
     });
     sql = postgres(realDb, { max: 2, onnotice: () => {} });
     direct = s3DriverFor(reg.bucket!);

@@ -1,12 +1,13 @@
 /** A bundle upload that trickles: the attack the upload caps and the minimum rate stop (#12 §3). */
 import http from 'node:http';
-import type { TestRegistry } from './registry.js';
+import { bundleBytes, type TestRegistry } from './registry.js';
 
 export type Answer = { status: number; retryAfter: string | undefined; body: string };
 
 /**
- * POST /internal/bundles declaring `declared` bytes (default 1 MiB) and sending one byte every `everyMs`,
- * until the server answers, `stop()` is called, or `maxMs` passed (then it gives up).
+ * POST /internal/bundles of a real bundle of about `declared` bytes (default 1 MiB), sent one
+ * byte every `everyMs` (a valid tar.gz so far, so the upload check keeps reading), until the
+ * server answers, `stop()` is called, or `maxMs` passed (then it gives up).
  */
 export function trickle(
   reg: Pick<TestRegistry, 'url'>,
@@ -15,6 +16,8 @@ export function trickle(
   opts: { everyMs: number; maxMs: number; declared?: number },
 ) {
   const url = new URL(reg.url);
+  const payload = bundleBytes(`trickle ${workflow}`, opts.declared ?? 1024 * 1024);
+  let sent = 0;
   let timer: NodeJS.Timeout | undefined;
   const req = http.request({
     host: url.hostname,
@@ -25,7 +28,7 @@ export function trickle(
     headers: {
       authorization: `Bearer ${token}`,
       'content-type': 'application/gzip',
-      'content-length': String(opts.declared ?? 1024 * 1024),
+      'content-length': String(payload.length),
     },
   });
   const stop = () => {
@@ -54,6 +57,8 @@ export function trickle(
     });
   });
   req.flushHeaders();
-  timer = setInterval(() => req.write(Buffer.from([0x1f])), opts.everyMs);
+  timer = setInterval(() => {
+    if (sent < payload.length) req.write(payload.subarray(sent, ++sent));
+  }, opts.everyMs);
   return { answer, stop };
 }

@@ -10,6 +10,7 @@ import { AgentError, EXIT } from './errors.js';
 import { EventReporter, exchangeBootstrapToken } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
+import { sealMetadataService } from './seal.js';
 import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
 import { count, helpText, parseInvocation, text } from './settings.js';
 import { linkFromTree } from './tree.js';
@@ -42,6 +43,15 @@ async function main(argv: string[]): Promise<number> {
     mmdsUrl === 'off' ? null : await fromMmds(mmdsUrl),
     await fromFile(metadataFile, vars.SWARM_METADATA_FILE !== undefined),
   ]);
+  // Nothing in the VM reads the metadata service again: sealed before the exchange, whatever
+  // its outcome, so an unexchanged bootstrap token cannot be read there by the workload.
+  const seal = sealMetadataService(mmdsUrl, metadata.apiUrl);
+  if (seal)
+    log(
+      seal.sealed
+        ? `metadata service ${seal.address} sealed (blackhole route)`
+        : `metadata service ${seal.address} left reachable: ${seal.why}`,
+    );
   // The metadata's agent token is a bootstrap credential the workload may be able to read:
   // traded for a session before anything else happens, and dropped from the agent's state
   // (metadata, variables, environment) whatever the outcome, so that nothing left here

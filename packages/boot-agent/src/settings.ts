@@ -32,7 +32,12 @@ const SECTIONS = [
       { flag: 'workflow', arg: 'REF', env: 'SWARM_WORKFLOW', help: "with no bundle: resolve this workflow's active version" },
       { flag: 'api-url', arg: 'URL', env: 'SWARM_API_URL', help: "the registry's API (events, resolving)" },
       { flag: 'execution-id', arg: 'ID', env: 'SWARM_EXECUTION_ID', help: 'execution to report events for' },
-      { flag: 'agent-token', arg: 'T', env: 'SWARM_AGENT_TOKEN', help: 'token for events and resolving' },
+      {
+        // No flag: a process's argv (/proc/<pid>/cmdline) is readable by every user, the workload's too.
+        arg: '(environment only)',
+        env: 'SWARM_AGENT_TOKEN',
+        help: "the execution's bootstrap token, traded for a session at start",
+      },
       {
         arg: '-- command...',
         env: 'SWARM_RUNTIME_CMD',
