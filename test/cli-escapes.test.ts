@@ -65,7 +65,9 @@ describe('escapeForTerminal', () => {
     ['DEL and a C1 control (CSI)', '\u007f\u009b31m', '\\x7f\\x9b31m'],
     ['newlines and Unicode line separators', 'a\nb\u2028c\u2029', 'a\\nb\\u2028c\\u2029'],
     ['a backslash, so an escape cannot be forged', 'C:\\x1b', 'C:\\\\x1b'],
-    ['plain text and other Unicode, untouched', 'déjà vu — 日本 ✓', 'déjà vu — 日本 ✓'],
+    ['zero-width and invisible format characters', 'ac\u200bme\u2060\ufeff', 'ac\\u200bme\\u2060\\ufeff'],
+    ['lone surrogates', 'a\ud800b\udc00', 'a\\ud800b\\udc00'],
+    ['plain text and other Unicode (a surrogate pair too), untouched', 'déjà vu — 日本 ✓ 🙂', 'déjà vu — 日本 ✓ 🙂'],
   ])('%s', (_name, raw, shown) => {
     expect(escapeForTerminal(raw)).toBe(shown);
   });

@@ -61,6 +61,21 @@ describe('safeRelativePath', () => {
   test('accepts exactly maxDepth levels', () => {
     expect(safeRelativePath('a/b/c', 3)).toBe('a/b/c');
   });
+  test('accepts a 255-byte name and a 4,095-byte path', () => {
+    const name = 'é'.repeat(127) + 'x'; // 255 bytes in UTF-8
+    expect(safeRelativePath(name, 64)).toBe(name);
+    const path = Array.from({ length: 16 }, () => 'a'.repeat(255))
+      .join('/')
+      .slice(0, 4095);
+    expect(safeRelativePath(path, 64)).toBe(path);
+  });
+  test('refuses a name longer than 255 bytes (counted in UTF-8)', () => {
+    expect(refusal(() => safeRelativePath(`d/${'é'.repeat(128)}`, 64))).toMatch(/has a name longer than 255 bytes$/);
+  });
+  test('refuses a path longer than 4,095 bytes', () => {
+    const path = Array.from({ length: 17 }, () => 'a'.repeat(250)).join('/');
+    expect(refusal(() => safeRelativePath(path, 64))).toMatch(/has a path longer than 4095 bytes$/);
+  });
   test('refuses one level more than maxDepth', () => {
     expect(refusal(() => safeRelativePath('a/b/c/d', 3))).toBe('entry "a/b/c/d…" is nested deeper than 3 levels');
   });

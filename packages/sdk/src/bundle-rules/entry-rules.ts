@@ -34,6 +34,10 @@ export type CheckedEntry =
   | { type: 'dir'; path: string; rel: string }
   | { type: 'file'; path: string; rel: string; mode: number; size: number };
 
+/** Longest file name and relative path a bundle may hold, in bytes (Linux's NAME_MAX, PATH_MAX - 1). */
+export const MAX_NAME_BYTES = 255;
+export const MAX_PATH_BYTES = 4095;
+
 /** The entry's path relative to the bundle root ("a/b", "" for the root), or a refusal naming it. */
 export function safeRelativePath(raw: string, maxDepth: number): string {
   if (raw.includes('\0')) throw new UnsafeBundle(`entry "${raw.replace(/\0/g, '\\0')}" has a NUL in its path`);
@@ -41,7 +45,15 @@ export function safeRelativePath(raw: string, maxDepth: number): string {
   const segments = raw.split('/').filter((s) => s !== '' && s !== '.');
   if (segments.includes('..')) throw new UnsafeBundle(`entry "${raw}" climbs out with ".."`);
   if (segments.length > maxDepth) throw new UnsafeBundle(`entry "${raw.slice(0, 200)}…" is nested deeper than ${maxDepth} levels`);
-  return segments.join('/');
+  // Linux's NAME_MAX and PATH_MAX: a longer name cannot be unpacked anyway, and without a
+  // bound the names alone (kept for the duplicate check) could fill a reader's memory.
+  const rel = segments.join('/');
+  if (segments.some((s) => Buffer.byteLength(s) > MAX_NAME_BYTES)) {
+    throw new UnsafeBundle(`entry "${raw.slice(0, 200)}…" has a name longer than ${MAX_NAME_BYTES} bytes`);
+  }
+  if (Buffer.byteLength(rel) > MAX_PATH_BYTES)
+    throw new UnsafeBundle(`entry "${raw.slice(0, 200)}…" has a path longer than ${MAX_PATH_BYTES} bytes`);
+  return rel;
 }
 
 /** The mode a file is unpacked with: owner, setuid, setgid and sticky bits are never applied; executables get 0755, the rest 0644. */

@@ -88,7 +88,9 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     resolve = ok;
     reject = bad;
   });
-  const parser = new Parser({ strict: true, maxDecompressionRatio: limits.maxRatio });
+  // maxMetaEntrySize: a pax header only ever carries a path (≤ 4095 bytes) and a size here;
+  // node-tar would otherwise buffer up to 1 MiB of one.
+  const parser = new Parser({ strict: true, maxDecompressionRatio: limits.maxRatio, maxMetaEntrySize: 64 * 1024 });
   const fail = (err: unknown) => {
     if (done) return;
     done = true;

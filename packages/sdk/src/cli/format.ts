@@ -1,10 +1,12 @@
 /**
  * Characters a terminal acts on rather than shows: C0 controls (newlines, ESC, …), DEL, C1
- * controls, bidi embeddings, overrides, isolates and marks, and the Unicode line and paragraph
- * separators; a backslash too, so an escaped text cannot pass for another.
+ * controls, bidi embeddings, overrides, isolates and marks, zero-width and other invisible
+ * format characters (a name could pass for another), lone surrogates, and the Unicode line and
+ * paragraph separators; a backslash too, so an escaped text cannot pass for another.
  */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
-const UNSAFE_FOR_TERMINALS = /[\u0000-\u001f\u007f-\u009f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069\\]/g;
+const UNSAFE_FOR_TERMINALS =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+  /[\u0000-\u001f\u007f-\u009f\u061c\u200b-\u200f\u2028\u2029\u202a-\u202e\u2060-\u2069\u206a-\u206f\ufeff\\]|[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/g;
 
 const NAMED_ESCAPES: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t', '\\': '\\\\' };
 
