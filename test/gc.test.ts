@@ -11,6 +11,7 @@ import path from 'node:path';
 import { Readable } from 'node:stream';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { SwarmError } from '../packages/sdk/src/errors.js';
 import { failure } from './support/failure.js';
 import { BUNDLE_LOCK_SPACE, bundleLockKey } from '../packages/server/src/db/queries/bundles.js';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
@@ -190,6 +191,30 @@ describe('gc retention', () => {
     expect(r).toMatchObject({ version: 3, created: true, uploaded: true, bundleHash: hashes[0] });
     expect(await inStore(hashes[0]!)).toBe(true);
     await expectLiveVersionsStored();
+  });
+
+  it("tells a tenant that gc removed a bundle only when the bundle was its own: another tenant's is just unknown", async () => {
+    const { ref, hashes } = await workflowWithVersions('collected', 2);
+    await gc({ keep: 1 });
+    expect(await inStore(hashes[0]!)).toBe(false);
+    const c = reg.client();
+    await c.call(() => c.trpc.tenants.create.mutate({ slug: 'gc-other' }));
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'gc-other', name: 'app' }));
+    const tenantClient = async (tenant: string) =>
+      reg.client((await c.call(() => c.trpc.tokens.create.mutate({ scope: `tenant:${tenant}` }))).token);
+    const register = async (client: ReturnType<TestRegistry['client']>, workflow: string, bundleHash: string) =>
+      client.call(() => client.trpc.versions.register.mutate({ workflow, bundleHash })).catch((e: SwarmError) => e);
+    const other = await tenantClient('gc-other');
+    const unknownHash = createHash('sha256').update('never stored').digest('hex');
+    const collected = await register(other, 'gc-other/app', hashes[0]!);
+    const unknown = await register(other, 'gc-other/app', unknownHash);
+    expect(collected).toBeInstanceOf(SwarmError);
+    expect({ code: (collected as SwarmError).code, message: (collected as SwarmError).message.replace(hashes[0]!, 'H') }).toEqual({
+      code: 'NOT_FOUND',
+      message: (unknown as SwarmError).message.replace(unknownHash, 'H'),
+    });
+    // Its own tenant still learns that the bytes were collected (the SDK then uploads them again).
+    expect(await register(await tenantClient('acme'), ref, hashes[0]!)).toMatchObject({ code: 'CONFLICT' });
   });
 
   it('runs from the CLI: swarm gc --dry-run --json, then swarm gc with its summary line', async () => {

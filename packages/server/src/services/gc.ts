@@ -115,7 +115,7 @@ async function deleteOrphanObjects(deps: Deps, dryRun: boolean, report: GcReport
   let seen = 0;
   for await (const o of deps.store.listBlobs()) {
     if (++seen > MAX_DELETIONS_PER_RUN * 10) break;
-    const row = await bundleState(deps.db, o.hash);
+    const row = await bundleState(deps.db, o.hash, null);
     if (row && row.deletedAt === null) continue;
     if (o.lastModified >= graceCutoff) {
       report.keptForGrace++;

@@ -125,7 +125,9 @@ export async function registerVersion(
   const wf = await findWritableWorkflow(deps.db, p, input.workflow);
   const visible = await bundleVisibleTo(deps.db, p, input.bundleHash);
   if (!visible) {
-    if ((await bundleState(deps.db, input.bundleHash))?.deletedAt) throw bundleCollected(input.bundleHash);
+    // Collected, as far as the caller may know: a tenant learns it only of its own bundles.
+    const state = await bundleState(deps.db, input.bundleHash, p.scope === 'tenant' ? p.tenantId : null);
+    if (state?.deletedAt) throw bundleCollected(input.bundleHash);
     throw new RegistryError('NOT_FOUND', `bundle ${input.bundleHash} not found`, 'upload it first: swarm push, or POST /internal/bundles');
   }
   return registerStoredBundle(deps, p, wf.id, { hash: input.bundleHash, size: visible.size }, input);

@@ -56,9 +56,20 @@ export async function storedBundle(db: DbOrTx, hash: string, tenantId: string | 
   return row ?? null;
 }
 
-/** The bundle's row: undefined when unknown, `deletedAt` set when gc removed its object. */
-export async function bundleState(db: DbOrTx, hash: string): Promise<{ deletedAt: Date | null } | undefined> {
-  const [row] = await db.select({ deletedAt: bundles.deletedAt }).from(bundles).where(eq(bundles.hash, hash));
+/**
+ * The bundle's row: undefined when unknown, `deletedAt` set when gc removed its object.
+ * With a tenant, only a bundle one of that tenant's versions (pruned ones too) refers to:
+ * whether another tenant ever stored a hash must not show.
+ */
+export async function bundleState(db: DbOrTx, hash: string, tenantId: string | null): Promise<{ deletedAt: Date | null } | undefined> {
+  const [row] = await db
+    .select({ deletedAt: bundles.deletedAt })
+    .from(bundles)
+    .where(
+      tenantId === null
+        ? eq(bundles.hash, hash)
+        : sql`${bundles.hash} = ${hash} and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${tenantId})`,
+    );
   return row;
 }
 
