@@ -346,6 +346,27 @@ describe('caching off (SWARM_CACHE_TTL_SECONDS=0)', () => {
 // The race the 20-round test above provokes, made deterministic: the invalidation lands
 // while the load's read is in flight (between the read and the store).
 describe('LiveCache: what a load may store', () => {
+  it('keeps misses apart: however many unknown keys are asked for, what exists stays cached', async () => {
+    const cache = new LiveCache<{ key: string }>(60_000, { cacheMisses: true });
+    cache.setLive(true);
+    for (let i = 0; i < 100; i++)
+      await cache.load(
+        `known-${i}`,
+        async () => ({ key: `known-${i}` }),
+        (v) => v.key,
+      );
+    // Ten times the miss cache's size in keys that name nothing (random workflow ids, say).
+    for (let i = 0; i < 10_000; i++)
+      await cache.load(
+        `unknown-${i}`,
+        async () => null,
+        (v) => v.key,
+      );
+    for (let i = 0; i < 100; i++) expect(cache.get(`known-${i}`)).toEqual({ key: `known-${i}` });
+    expect(cache.get('unknown-9999')).toBeNull();
+    expect(cache.get('unknown-0'), 'the oldest misses went, not the hits').toBeUndefined();
+  });
+
   const live = () => {
     const cache = new LiveCache<{ version: number }>(60_000);
     cache.setLive(true);

@@ -29,13 +29,17 @@ import { RELEASE_CHANNEL, type WorkflowRelease, loadRelease } from '../db/querie
 import { TOKEN_CHANNEL } from '../db/queries/tokens.js';
 import type { CachedReleases, Deps, Principal } from './context.js';
 const MAX_ENTRIES = 10_000;
-
-/** What a cache keeps for a key known not to exist (with `cacheMisses`). */
-const MISSING = Object.freeze({ missing: true as const });
+/**
+ * Misses live in an LRU of their own, smaller: anyone can ask for refs that do not exist
+ * (random ids), and those must not push what exists out of the cache.
+ */
+const MAX_MISSES = 1_000;
 
 /** A cache that serves only while its invalidation listener is subscribed. */
 export class LiveCache<V extends object> {
-  private readonly lru: LRUCache<string, V | typeof MISSING> | undefined;
+  private readonly lru: LRUCache<string, V> | undefined;
+  /** Keys known not to exist (with `cacheMisses`). */
+  private readonly misses: LRUCache<string, true> | undefined;
   private invalidations = 0;
   private live = false;
 
@@ -44,13 +48,14 @@ export class LiveCache<V extends object> {
     ttlMs: number,
     private readonly opts: { max?: number; cacheMisses?: boolean } = {},
   ) {
-    this.lru = ttlMs > 0 ? new LRUCache<string, V | typeof MISSING>({ max: opts.max ?? MAX_ENTRIES, ttl: ttlMs }) : undefined;
+    this.lru = ttlMs > 0 ? new LRUCache<string, V>({ max: opts.max ?? MAX_ENTRIES, ttl: ttlMs }) : undefined;
+    this.misses = ttlMs > 0 && opts.cacheMisses ? new LRUCache<string, true>({ max: MAX_MISSES, ttl: ttlMs }) : undefined;
   }
 
   /** The cached value; null when it is cached as missing; undefined when nothing is cached. */
   get(key: string): V | null | undefined {
-    const entry = this.live ? this.lru?.get(key) : undefined;
-    return entry === MISSING ? null : (entry as V | undefined);
+    if (!this.live) return undefined;
+    return this.lru?.get(key) ?? (this.misses?.has(key) ? null : undefined);
   }
 
   /**
@@ -64,7 +69,7 @@ export class LiveCache<V extends object> {
     const value = await load();
     if (this.live && this.invalidations === before) {
       if (value) this.lru?.set(keyOf(value), value);
-      else if (this.opts.cacheMisses && key !== undefined) this.lru?.set(key, MISSING);
+      else if (key !== undefined) this.misses?.set(key, true);
     }
     return value;
   }
@@ -72,6 +77,7 @@ export class LiveCache<V extends object> {
   invalidate(key: string): void {
     this.invalidations++;
     this.lru?.delete(key);
+    this.misses?.delete(key);
   }
 
   /** Called by the listener: empties the cache, and serves from it only while `live`. */
@@ -79,6 +85,7 @@ export class LiveCache<V extends object> {
     this.live = live;
     this.invalidations++;
     this.lru?.clear();
+    this.misses?.clear();
   }
 
   get size(): number {
