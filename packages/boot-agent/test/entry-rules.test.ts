@@ -62,7 +62,7 @@ describe('safeRelativePath', () => {
     expect(safeRelativePath('a/b/c', 3)).toBe('a/b/c');
   });
   test('accepts a 255-byte name and a 4,095-byte path', () => {
-    const name = 'é'.repeat(127) + 'x'; // 255 bytes in UTF-8
+    const name = `${'é'.repeat(127)}x`; // 255 bytes in UTF-8
     expect(safeRelativePath(name, 64)).toBe(name);
     const path = Array.from({ length: 16 }, () => 'a'.repeat(255))
       .join('/')

@@ -44,10 +44,7 @@ export class LiveCache<V extends object> {
   private live = false;
 
   /** `ttlMs` 0: disabled, every call loads. `cacheMisses`: a load that found nothing is kept too, under its key. */
-  constructor(
-    ttlMs: number,
-    private readonly opts: { max?: number; cacheMisses?: boolean } = {},
-  ) {
+  constructor(ttlMs: number, opts: { max?: number; cacheMisses?: boolean } = {}) {
     this.lru = ttlMs > 0 ? new LRUCache<string, V>({ max: opts.max ?? MAX_ENTRIES, ttl: ttlMs }) : undefined;
     this.misses = ttlMs > 0 && opts.cacheMisses ? new LRUCache<string, true>({ max: MAX_MISSES, ttl: ttlMs }) : undefined;
   }
