@@ -72,7 +72,9 @@ function runAgent(
   return new Promise((resolve, reject) => {
     const t = performance.now();
     const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, AGENT, ...args], {
-      env: { PATH: process.env.PATH, SWARM_MMDS_URL: 'off', ...env },
+      // As root the agent runs the workflow as SWARM_RUNTIME_USER (the image's `swarm`); this
+      // machine has `nobody`, as the tests use.
+      env: { PATH: process.env.PATH, SWARM_MMDS_URL: 'off', ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: 'nobody' } : {}), ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let err = '';
