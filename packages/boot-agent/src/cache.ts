@@ -28,6 +28,12 @@ export class BundleCache {
     return path.join(this.dir, `${hash}.tar.gz`);
   }
 
+  /** Makes the cache directory the agent's alone (mode 0700), creating it if need be. */
+  async keepPrivate(): Promise<void> {
+    await fs.mkdir(this.dir, { recursive: true, mode: 0o700 });
+    await fs.chmod(this.dir, 0o700);
+  }
+
   /** A fresh temporary path in the cache directory (same filesystem, so rename is atomic). */
   async tempPath(): Promise<string> {
     await fs.mkdir(this.dir, { recursive: true, mode: 0o755 });

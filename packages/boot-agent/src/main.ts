@@ -4,6 +4,7 @@
  * its cache and workflow directories.
  */
 import fs from 'node:fs/promises';
+import path from 'node:path';
 import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
@@ -88,6 +89,15 @@ async function main(argv: string[]): Promise<number> {
     // From the agent's own settings only (a metadata service must not choose root), and
     // before anything is fetched.
     const user = runtimeUser(text(vars, 'SWARM_RUNTIME_USER'));
+    // The cache may hold other workflows' bundles (a cache drive shared by VMs): kept the
+    // agent's alone when the workflow runs as another user. Its cached tree reaches the
+    // workflow as hard links in the workflow directory, which do not go through the cache's.
+    if (user && user.uid !== 0) {
+      const workflowDir = path.resolve(text(vars, 'SWARM_WORKFLOW_DIR'));
+      const inCache = !path.relative(path.resolve(text(vars, 'SWARM_CACHE_DIR')), workflowDir).startsWith('..');
+      if (inCache) log('the workflow directory is inside the cache directory: the cache stays readable by the workflow');
+      else await cache.keepPrivate();
+    }
     let bundle = metadata.bundle;
     if (!bundle) {
       // An API token: agent credentials only report on their execution.

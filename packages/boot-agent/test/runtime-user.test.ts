@@ -33,6 +33,7 @@ console.log('PROBE ' + JSON.stringify({
   replaceBundleFile: attempt(() => fs.renameSync('probe.js', 'data/moved.js')),
   deleteBundleFile: attempt(() => fs.unlinkSync('swarm.json')),
   createFile: attempt(() => fs.writeFileSync('made-by-the-workflow.txt', 'mine')),
+  readCache: attempt(() => fs.readdirSync('../cache')), // the sandbox's cache, beside the workflow directory
 }));
 `;
 const CONFIG = 'threshold=3\n';
@@ -85,6 +86,7 @@ describe.runIf(process.getuid?.() === 0)('the runtime user of an agent running a
       replaceBundleFile: 'EPERM', // the sticky bit: not its file to move
       deleteBundleFile: 'EPERM',
       createFile: 'ok',
+      readCache: 'EACCES', // other workflows' bundles may be cached there
     });
     // The bundle as unpacked, root's; the cache's tree (the same inodes) unchanged.
     const config = path.join(sb.workflowDir, 'data/config.txt');
