@@ -1,7 +1,7 @@
 /**
  * `swarm diff`: which files two versions' bundles add, remove and change, compared by
  * the sha256 of each file's content. Both bundles are read from the store and listed
- * with node-tar's parser; nothing is written anywhere.
+ * by the shared archive walker (`@swarm/sdk/bundle-rules`); nothing is written anywhere.
  *
  * Listing a bundle may mean gunzipping gigabytes, so (#12 §3): listings are cached per
  * bundle hash (bundles never change; a bounded LRU from `lru-cache`, which also joins
@@ -9,21 +9,16 @@
  * SWARM_MAX_DIFFS at once, SWARM_MAX_QUEUED_DIFFS waiting, TOO_MANY_REQUESTS past that.
  */
 import { createHash } from 'node:crypto';
-import path from 'node:path';
+import { type ArchiveSink, DEFAULT_BUNDLE_LIMITS, walkArchive } from '@swarm/sdk/bundle-rules';
 import { LRUCache } from 'lru-cache';
-import * as tar from 'tar';
 import type { BundleFile, VersionDiff } from '@swarm/sdk/contract';
 import { RegistryError } from '../errors.js';
 import { findWorkflow } from './access.js';
 import type { BundleListings, Deps, Principal } from './context.js';
 import { releasableVersion } from './releases.js';
 
-/** Bounds on what one bundle may make the registry read: the boot agent's own limits. */
-const MAX_ENTRIES = 100_000;
-const MAX_UNPACKED_BYTES = 4 * 1024 ** 3;
-const MAX_RATIO = 200;
 /** Cached listings hold at most this many files in all (two of the largest bundles). */
-const MAX_CACHED_FILES = 2 * MAX_ENTRIES;
+const MAX_CACHED_FILES = 2 * DEFAULT_BUNDLE_LIMITS.maxEntries;
 /** What a refused diff is told to wait. */
 const RETRY_AFTER_SECONDS = 5;
 
@@ -88,44 +83,26 @@ export async function diffVersions(deps: Deps, p: Principal, input: { workflow: 
   return diff;
 }
 
-/** Every regular file of a stored bundle, by normalised path, with its size and content hash. */
+/**
+ * Every regular file of a stored bundle, by its path in the bundle, with its size and
+ * content hash: the one archive walker, under the rules and limits the boot agent applies.
+ */
 async function bundleFiles(deps: Pick<Deps, 'store'>, hash: string): Promise<Listing> {
-  const source = await deps.store.read(hash);
-  const files = new Map<string, BundleFile>();
-  let entries = 0;
-  let bytes = 0;
-  return new Promise((resolve, reject) => {
-    let settled = false;
-    const parser = new tar.Parser({ strict: true, maxDecompressionRatio: MAX_RATIO });
-    const fail = (err: Error) => {
-      if (settled) return;
-      settled = true;
-      source.destroy();
-      parser.abort(err);
-      reject(new RegistryError('UNPROCESSABLE_CONTENT', `bundle ${hash} cannot be listed: ${err.message}`));
-    };
-    parser.on('entry', (entry: tar.ReadEntry) => {
-      if (++entries > MAX_ENTRIES) return fail(new Error(`more than ${MAX_ENTRIES} entries`));
-      if (entry.type !== 'File' && entry.type !== 'OldFile' && entry.type !== 'ContiguousFile') return entry.resume();
-      const file = path.posix.normalize(entry.path).replace(/^(\.\/)+/, '');
+  const files: Listing = new Map();
+  const hashing: ArchiveSink = {
+    directory() {},
+    file(file) {
       const digest = createHash('sha256');
-      let size = 0;
-      entry.on('data', (chunk: Buffer) => {
-        digest.update(chunk);
-        size += chunk.length;
-        bytes += chunk.length;
-        if (bytes > MAX_UNPACKED_BYTES) fail(new Error(`more than ${MAX_UNPACKED_BYTES} bytes unpacked`));
-      });
-      entry.on('end', () => files.set(file, { path: file, size, sha256: digest.digest('hex') }));
-    });
-    parser.on('error', fail);
-    parser.on('abort', fail);
-    parser.on('end', () => {
-      if (settled) return;
-      settled = true;
-      resolve(files);
-    });
-    source.on('error', (err) => fail(err));
-    source.pipe(parser);
-  });
+      return {
+        write: (chunk) => digest.update(chunk),
+        end: () => files.set(file.rel, { path: file.rel, size: file.size, sha256: digest.digest('hex') }),
+      };
+    },
+  };
+  try {
+    await walkArchive(await deps.store.read(hash), DEFAULT_BUNDLE_LIMITS, hashing);
+  } catch (err) {
+    throw new RegistryError('UNPROCESSABLE_CONTENT', `bundle ${hash} cannot be listed: ${(err as Error).message}`);
+  }
+  return files;
 }
