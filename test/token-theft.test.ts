@@ -13,11 +13,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { SwarmError } from '../packages/sdk/src/index.js';
 import { runVm } from '../packages/sdk/src/orchestrator/index.js';
 import { bundleOf } from './support/bundles.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
-import { THEFT_EXIT_CODE, handOverMetadataAddress, theftProgram, theftReport } from './support/theft.js';
+import { THEFT_EXIT_CODE, expectRealResultAndDeadToken, handOverMetadataAddress, theftProgram, theftReport } from './support/theft.js';
 
 const agentPath = path.resolve(import.meta.dirname, '../packages/boot-agent/dist/boot-agent.mjs');
 
@@ -62,19 +61,7 @@ describe('a workload after its agent credential (process driver)', () => {
 
     // The registry has the real exit, reported by the agent.
     expect(exit.exitCode, exit.output).toBe(THEFT_EXIT_CODE);
-    const recorded = await admin.call(() => admin.trpc.executions.get.query({ id: execution.id }));
-    expect(recorded).toMatchObject({ status: 'failed', exitCode: THEFT_EXIT_CODE });
-    const events = await admin.call(() => admin.trpc.executions.events.query({ id: execution.id }));
-    expect(events.filter((e) => e.type === 'runtime_exited').map((e) => e.data)).toEqual([{ code: THEFT_EXIT_CODE }]);
-
-    // And the credential the metadata carried is dead now (the bootstrap → session exchange
-    // and the revocation at a terminal status, issue #12 §1).
-    const agent = reg.client(metadata.execution!.agentToken);
-    const late = await agent
-      .call(() =>
-        agent.trpc.executions.appendEvent.mutate({ executionId: execution.id, seq: 100, type: 'runtime_exited', data: { code: 0 } }),
-      )
-      .catch((e: SwarmError) => e);
-    expect(late).toMatchObject({ code: 'UNAUTHORIZED' });
+    // And the credential the metadata carried is dead now.
+    await expectRealResultAndDeadToken(reg, execution.id, metadata.execution!.agentToken);
   });
 });

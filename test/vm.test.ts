@@ -14,13 +14,12 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
-import type { SwarmError } from '../packages/sdk/src/index.js';
 import { createCacheDrive, runVm, spawnWorkflow, vmEndpoints } from '../packages/sdk/src/orchestrator/index.js';
 import { blobKey } from '../packages/server/src/storage/bundle-store.js';
 import { bundleOf } from './support/bundles.js';
 import { swarmInProcess } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
-import { THEFT_EXIT_CODE, theftProgram, theftReport } from './support/theft.js';
+import { THEFT_EXIT_CODE, expectRealResultAndDeadToken, theftProgram, theftReport } from './support/theft.js';
 
 const root = path.resolve(import.meta.dirname, '..');
 const imageDir = path.join(root, '.swarm/vm');
@@ -172,20 +171,7 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     expect(report.forged.length).toBeGreaterThan(0);
     for (const forged of report.forged) expect(forged.status, JSON.stringify(forged)).toBe(401);
     expect(exit.exitCode, exit.output).toBe(THEFT_EXIT_CODE);
-    expect(await c.call(() => c.trpc.executions.get.query({ id: execution.id }))).toMatchObject({
-      status: 'failed',
-      exitCode: THEFT_EXIT_CODE,
-    });
-    const events = await c.call(() => c.trpc.executions.events.query({ id: execution.id }));
-    expect(events.filter((e) => e.type === 'runtime_exited').map((e) => e.data)).toEqual([{ code: THEFT_EXIT_CODE }]);
-    // The metadata's credential is dead (the credential exchange and revocation, issue #12 §1).
-    const agent = reg.client(metadata.execution!.agentToken);
-    const late = await agent
-      .call(() =>
-        agent.trpc.executions.appendEvent.mutate({ executionId: execution.id, seq: 100, type: 'runtime_exited', data: { code: 0 } }),
-      )
-      .catch((e: SwarmError) => e);
-    expect(late).toMatchObject({ code: 'UNAUTHORIZED' });
+    await expectRealResultAndDeadToken(reg, execution.id, metadata.execution!.agentToken);
   });
 
   it('takes the exit code from the exit channel: a workflow printing SWARM_EXIT=0 and exiting 1 makes spawn --wait exit 1', async () => {

@@ -14,6 +14,9 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { expect } from 'vitest';
+import type { SwarmError } from '../../packages/sdk/src/index.js';
+import type { TestRegistry } from './registry.js';
 
 export const THEFT_EXIT_CODE = 3;
 
@@ -138,4 +141,24 @@ export function handOverMetadataAddress(line: string): void {
     const value = (name: string) => env.find((e) => e.startsWith(`${name}=`))?.slice(name.length + 1);
     await fs.writeFile(path.join(value('SWARM_WORKFLOW_DIR')!, 'mmds-url'), value('SWARM_MMDS_URL')!);
   })();
+}
+
+/**
+ * After a theft run: the registry recorded the agent's real result (failed with the
+ * workload's exit code, one runtime_exited), and the bootstrap token the metadata carried
+ * is dead (the exchange and the revocation at the terminal status, issue #12 §1).
+ */
+export async function expectRealResultAndDeadToken(reg: TestRegistry, executionId: string, bootstrapToken: string): Promise<void> {
+  const admin = reg.client();
+  expect(await admin.call(() => admin.trpc.executions.get.query({ id: executionId }))).toMatchObject({
+    status: 'failed',
+    exitCode: THEFT_EXIT_CODE,
+  });
+  const events = await admin.call(() => admin.trpc.executions.events.query({ id: executionId }));
+  expect(events.filter((e) => e.type === 'runtime_exited').map((e) => e.data)).toEqual([{ code: THEFT_EXIT_CODE }]);
+  const agent = reg.client(bootstrapToken);
+  const late = await agent
+    .call(() => agent.trpc.executions.appendEvent.mutate({ executionId, seq: 100, type: 'runtime_exited', data: { code: 0 } }))
+    .catch((e: SwarmError) => e);
+  expect(late).toMatchObject({ code: 'UNAUTHORIZED' });
 }
