@@ -6,18 +6,21 @@ export const EXIT = {
   HASH_MISMATCH: 65,
   /** Unsafe or invalid bundle: a refused entry, a cap exceeded, not a gzip'd tar. */
   UNSAFE_BUNDLE: 66,
+  /** Not signed as the trust root requires (verify.ts): nothing was unpacked or run. */
+  UNTRUSTED: 67,
   /** The store was unreachable or the download failed. */
   FETCH_FAILED: 69,
   /** A bug or an unexpected local failure. */
   INTERNAL: 70,
 } as const;
 
-export type FailureReason = 'bad_metadata' | 'hash_mismatch' | 'unsafe_bundle' | 'fetch_failed' | 'internal';
+export type FailureReason = 'bad_metadata' | 'hash_mismatch' | 'unsafe_bundle' | 'untrusted' | 'fetch_failed' | 'internal';
 
 const CODES: Record<FailureReason, number> = {
   bad_metadata: EXIT.USAGE,
   hash_mismatch: EXIT.HASH_MISMATCH,
   unsafe_bundle: EXIT.UNSAFE_BUNDLE,
+  untrusted: EXIT.UNTRUSTED,
   fetch_failed: EXIT.FETCH_FAILED,
   internal: EXIT.INTERNAL,
 };

@@ -14,6 +14,7 @@ export type EventType =
   | 'cache_miss'
   | 'fetched'
   | 'verified'
+  | 'signature_verified'
   | 'unpacked'
   | 'runtime_started'
   | 'runtime_exited'

@@ -16,6 +16,7 @@ import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run
 import { count, helpText, parseInvocation, text } from './settings.js';
 import { linkFromTree } from './tree.js';
 import { unpackBundle } from './unpack.js';
+import { loadTrustRoot, verifyBundle } from './verify.js';
 
 const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}\n`);
 
@@ -86,6 +87,8 @@ async function main(argv: string[]): Promise<number> {
 
   async function boot(): Promise<number> {
     events.emit('metadata_loaded', { source: metadata.bundle ? 'bundle' : 'workflow' });
+    const trustRoot = loadTrustRoot(text(vars, 'SWARM_TRUST_ROOT'), vars.SWARM_TRUST_ROOT !== undefined);
+    if (!trustRoot) log(`no trust root (${text(vars, 'SWARM_TRUST_ROOT')}): bundle signatures are not checked`);
     // From the agent's own settings only (a metadata service must not choose root), and
     // before anything is fetched.
     const user = runtimeUser(text(vars, 'SWARM_RUNTIME_USER'));
@@ -114,6 +117,12 @@ async function main(argv: string[]): Promise<number> {
       bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
     }
 
+    // Before anything is fetched, linked or unpacked: the bytes are checked against this same hash.
+    if (trustRoot) {
+      const signed = verifyBundle(trustRoot, metadata, bundle);
+      events.emit('signature_verified', { keyId: metadata.signing!.keyId, tenant: signed.tenant, workflow: signed.workflow });
+      log(`signature verified: key ${metadata.signing!.keyId.slice(0, 12)} for ${signed.tenant}/${signed.workflow}`);
+    }
     const unpacked = await fromCache(bundle);
     log(
       `unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}${unpacked.from === 'tree' ? ' from the cached tree' : ''}`,

@@ -57,6 +57,13 @@ const SECTIONS = [
     title: 'Agent settings:',
     settings: [
       { flag: 'cache-dir', arg: 'DIR', env: 'SWARM_CACHE_DIR', default: '/var/cache/swarm/bundles' },
+      {
+        flag: 'trust-root',
+        arg: 'PATH',
+        env: 'SWARM_TRUST_ROOT',
+        help: "the platform root's public key (SPKI PEM): run only bundles signed under it;\nnever taken from the metadata (docs/signing.md)",
+        default: '/opt/swarm/trust/root.pub',
+      },
       { flag: 'workflow-dir', arg: 'DIR', env: 'SWARM_WORKFLOW_DIR', default: '/opt/workflow' },
       {
         flag: 'runtime-user',
@@ -100,6 +107,7 @@ const byName = (name: Entry['env']): Setting => SETTINGS.find((s) => s.env === n
 const EXIT_CODES = `Exit codes: the runtime's own code once it has started; before that
   64 bad usage or metadata   65 hash mismatch (after retries)
   66 unsafe or invalid bundle (refused entry, cap exceeded, not a gzip'd tar)
+  67 untrusted: a trust root is set and the bundle's signature does not verify under it
   69 store unreachable or fetch failed   70 internal error
 `;
 

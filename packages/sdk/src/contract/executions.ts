@@ -10,6 +10,7 @@ export const eventType = z.enum([
   'cache_miss',
   'fetched',
   'verified',
+  'signature_verified',
   'unpacked',
   'runtime_started',
   'runtime_exited',
