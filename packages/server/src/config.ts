@@ -2,7 +2,10 @@
  * The registry's configuration: one zod schema over the environment, parsed once at
  * start-up. Nothing else in the server reads process.env.
  */
+import type { KeyObject } from 'node:crypto';
+import fs from 'node:fs';
 import path from 'node:path';
+import { publicKeyFrom } from '@swarm/sdk/signing';
 import { z } from 'zod';
 
 const MiB = 1024 * 1024;
@@ -80,6 +83,8 @@ const envSchema = z.object({
   /** `releases.diff` calls running at once, and waiting for a turn (past both: 429). */
   SWARM_MAX_DIFFS: z.coerce.number().int().min(1).max(64).default(2),
   SWARM_MAX_QUEUED_DIFFS: z.coerce.number().int().min(0).max(1000).default(8),
+  /** The platform root's public key (SPKI PEM file): `keys.add` accepts only delegations it signed (docs/signing.md). */
+  SWARM_TRUST_ROOT: optionalString,
   LOG_LEVEL: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   DATABASE_URL: optionalString.pipe(z.url({ protocol: /^postgres(ql)?$/ }).optional()),
   S3_ENDPOINT: optionalString.pipe(httpUrl.optional()),
@@ -138,6 +143,8 @@ export type Config = {
   uploads: { maxPerToken: number; max: number; minBytesPerSecond: number; rateWindowMs: number };
   /** Concurrency of `releases.diff` (services/diff.ts). */
   diffs: { max: number; maxQueued: number };
+  /** The platform root (SWARM_TRUST_ROOT): delegations of tenant keys must verify under it. */
+  trustRoot: KeyObject | undefined;
   logLevel: z.infer<typeof envSchema>['LOG_LEVEL'];
   /** Unset: start the embedded PostgreSQL in the data directory. */
   databaseUrl: string | undefined;
@@ -155,6 +162,15 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
   // Checked on the raw values so it is reported together with any other problem.
   if (env.S3_ENDPOINT?.trim() && (!env.S3_ACCESS_KEY?.trim() || !env.S3_SECRET_KEY?.trim())) {
     problems.push('S3_ACCESS_KEY, S3_SECRET_KEY: both are required when S3_ENDPOINT is set');
+  }
+  let trustRoot: KeyObject | undefined;
+  const rootFile = env.SWARM_TRUST_ROOT?.trim();
+  if (rootFile) {
+    try {
+      trustRoot = publicKeyFrom(fs.readFileSync(rootFile, 'utf8'), 'the trust root');
+    } catch (err) {
+      problems.push(`SWARM_TRUST_ROOT: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message} (${rootFile})`);
+    }
   }
   if (!parsed.success || problems.length) {
     throw new ConfigError(`invalid configuration:\n${problems.map((p) => `  ${p}`).join('\n')}`);
@@ -189,6 +205,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       rateWindowMs: e.SWARM_UPLOAD_RATE_WINDOW_SECONDS * 1000,
     },
     diffs: { max: e.SWARM_MAX_DIFFS, maxQueued: e.SWARM_MAX_QUEUED_DIFFS },
+    trustRoot,
     logLevel: e.LOG_LEVEL,
     databaseUrl: e.DATABASE_URL,
     s3: e.S3_ENDPOINT

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { bundleHash, commitMessage, tenantSlug, timestamp, tokenScope, uuid, versionNumber, workflowName, workflowRef } from './names.js';
+import { signatureInput } from './signing.js';
 
 export const tenant = z.object({ id: uuid, slug: tenantSlug, createdAt: timestamp });
 export type Tenant = z.infer<typeof tenant>;
@@ -36,6 +37,8 @@ export const workflowVersion = z.object({
   canary: z.boolean(),
   /** Set when gc retired the version; its bundle may be gone from the store. */
   prunedAt: timestamp.nullable(),
+  /** The tenant key that signed it (docs/signing.md); null: unsigned. */
+  signature: z.object({ keyId: z.string(), keyRevoked: z.boolean() }).nullable(),
 });
 export type WorkflowVersion = z.infer<typeof workflowVersion>;
 
@@ -116,6 +119,8 @@ export const inputs = {
     expectedHash: bundleHash.optional(),
     message: commitMessage.optional(),
     activate: z.boolean().default(false),
+    /** The tenant key's signature of the bundle (docs/signing.md): checked, then stored with the version. */
+    signature: signatureInput.optional(),
   }),
   versionActivate: z.object({
     workflow: workflowRef,

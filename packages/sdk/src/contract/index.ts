@@ -5,3 +5,4 @@ export * from './metadata.js';
 export * from './executions.js';
 export * from './releases.js';
 export * from './doctor.js';
+export * from './signing.js';

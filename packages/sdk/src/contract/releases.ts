@@ -17,6 +17,8 @@ export const releaseEvent = z.object({
   weight: canaryWeight.nullable(),
   actor: z.string(),
   message: z.string().nullable(),
+  /** Under the `warn` signature policy: why the released version was not properly signed (docs/signing.md). */
+  signatureWarning: z.string().nullable(),
   createdAt: timestamp,
 });
 export type ReleaseEvent = z.infer<typeof releaseEvent>;

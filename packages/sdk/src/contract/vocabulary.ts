@@ -24,6 +24,15 @@ export const VERSION_REASONS = ['active', 'canary'] as const;
 export const versionReason = z.enum(VERSION_REASONS);
 export type VersionReason = z.infer<typeof versionReason>;
 
+/**
+ * A tenant's signature policy, applied by the registry when a version is released
+ * (activate, canary, promote, rollback): `off` ignores signatures, `warn` allows an
+ * unsigned version but records it, `enforce` refuses it (docs/signing.md).
+ */
+export const SIGNATURE_POLICIES = ['off', 'warn', 'enforce'] as const;
+export const signaturePolicy = z.enum(SIGNATURE_POLICIES);
+export type SignaturePolicy = z.infer<typeof signaturePolicy>;
+
 /** What an API token may do; a `tenant` token also names its tenant (`tenant:<slug>` in the API). */
 export const TOKEN_SCOPE_KINDS = ['admin', 'orchestrator', 'tenant'] as const;
 export const tokenScopeKind = z.enum(TOKEN_SCOPE_KINDS);

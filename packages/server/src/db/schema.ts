@@ -8,6 +8,7 @@ import {
   EXECUTION_STATUSES,
   RELEASE_KINDS,
   SHA256_HEX_PATTERN,
+  SIGNATURE_POLICIES,
   TENANT_SLUG_PATTERN,
   TERMINAL_EXECUTION_STATUSES,
   TOKEN_SCOPE_KINDS,
@@ -45,9 +46,45 @@ export const tenants = pgTable(
   {
     id: uuid('id').primaryKey().defaultRandom(),
     slug: text('slug').notNull().unique(),
+    /** Whether releasing an unsigned version is allowed (off), recorded (warn) or refused (enforce): docs/signing.md. */
+    signaturePolicy: text('signature_policy', { enum: SIGNATURE_POLICIES }).notNull().default('off'),
     createdAt: createdAt(),
   },
-  (t) => [check('tenants_slug_format', sql`${matches(t.slug, TENANT_SLUG_PATTERN)} and length(${t.slug}) <= 63`)],
+  (t) => [
+    check('tenants_slug_format', sql`${matches(t.slug, TENANT_SLUG_PATTERN)} and length(${t.slug}) <= 63`),
+    check('tenants_signature_policy_known', oneOf(t.signaturePolicy, SIGNATURE_POLICIES)),
+  ],
+);
+
+/**
+ * A tenant's signing keys: public halves only (the private key never reaches the
+ * registry), each with the root's delegation of it to the tenant, which travels to the VM
+ * with every version the key signed. A revoked key stays (versions name it); the registry
+ * no longer accepts it at release or spawn.
+ */
+export const tenantSigningKeys = pgTable(
+  'tenant_signing_keys',
+  {
+    tenantId: uuid('tenant_id')
+      .notNull()
+      .references(() => tenants.id),
+    /** hex sha256 of the SPKI DER. */
+    keyId: text('key_id').notNull(),
+    /** base64 SPKI DER (Ed25519). */
+    publicKey: text('public_key').notNull(),
+    /** The root's delegation ({payload, signature, rootKeyId}), verbatim. */
+    delegation: jsonb('delegation').$type<{ payload: string; signature: string; rootKeyId: string }>().notNull(),
+    notAfter: timestamp('not_after', { withTimezone: true, mode: 'date' }).notNull(),
+    createdBy: text('created_by').notNull(),
+    createdAt: createdAt(),
+    revokedAt: timestamp('revoked_at', { withTimezone: true, mode: 'date' }),
+    revokedBy: text('revoked_by'),
+  },
+  (t) => [
+    primaryKey({ columns: [t.tenantId, t.keyId] }),
+    check('tenant_signing_keys_key_id_format', matches(t.keyId, SHA256_HEX_PATTERN)),
+    check('tenant_signing_keys_revoked_complete', sql`(${t.revokedAt} is null) = (${t.revokedBy} is null)`),
+  ],
 );
 
 export const workflows = pgTable(
@@ -137,8 +174,20 @@ export const workflowVersions = pgTable(
     createdBy: text('created_by').notNull(),
     createdAt: createdAt(),
     prunedAt: timestamp('pruned_at', { withTimezone: true, mode: 'date' }),
+    /**
+     * The tenant key's signature: the statement's canonical bytes (base64, verbatim), the
+     * Ed25519 signature over them and the key's id. Set at push or later by `swarm sign`
+     * (the one change a version takes besides pruning); all three or none.
+     */
+    signatureStatement: text('signature_statement'),
+    signature: text('signature'),
+    signingKeyId: text('signing_key_id'),
   },
   (t) => [
+    check(
+      'workflow_versions_signature_complete',
+      sql`(${t.signature} is null) = (${t.signatureStatement} is null) and (${t.signature} is null) = (${t.signingKeyId} is null)`,
+    ),
     unique('workflow_versions_workflow_version_unique').on(t.workflowId, t.version),
     // Target of workflows_active_version_fk: pins an active version to its workflow.
     unique('workflow_versions_workflow_id_unique').on(t.workflowId, t.id),
@@ -168,6 +217,8 @@ export const workflowActivations = pgTable(
     weight: integer('weight'),
     actor: text('actor').notNull(),
     message: text('message'),
+    /** Under the `warn` policy: why the version released was not properly signed (`unsigned`, `revoked key …`). */
+    signatureWarning: text('signature_warning'),
     createdAt: createdAt(),
   },
   (t) => [

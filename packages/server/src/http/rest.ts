@@ -4,7 +4,7 @@
  */
 import type { Readable } from 'node:stream';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import { bundleHash, uploadQuery, workflowRef } from '@swarm/sdk/contract';
+import { bundleHash, signatureInput, uploadQuery, workflowRef } from '@swarm/sdk/contract';
 import type { z } from 'zod';
 import { RegistryError, describeIssues } from '../errors.js';
 import { getBundle, uploadBundle } from '../services/bundles.js';
@@ -30,6 +30,15 @@ export type RestOptions = {
   principalOf: (request: FastifyRequest) => Promise<Principal>;
 };
 
+/** X-Bundle-Statement (base64 of the statement's bytes), X-Bundle-Signature, X-Bundle-Key-Id: all three or none. */
+function signatureHeaders(request: FastifyRequest) {
+  const h = request.headers;
+  const given = [h['x-bundle-statement'], h['x-bundle-signature'], h['x-bundle-key-id']];
+  if (given.every((v) => v === undefined)) return undefined;
+  const [statement, signature, keyId] = given;
+  return parse(signatureInput, { statement, signature, keyId }, 'signature headers (X-Bundle-Statement, X-Bundle-Signature, X-Bundle-Key-Id, all three)');
+}
+
 export async function restRoutes(app: FastifyInstance, { deps, metrics, principalOf }: RestOptions) {
   // Bundle bodies are streamed by the route itself, never parsed or buffered.
   app.removeAllContentTypeParsers();
@@ -52,6 +61,7 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
       const declared = request.headers['x-bundle-sha256'];
       const declaredHash = declared === undefined ? undefined : parse(bundleHash, declared, 'X-Bundle-Sha256 header');
       const length = request.headers['content-length'];
+      const signature = signatureHeaders(request);
       received = withMinimumRate(request.raw, deps.config.uploads);
       const result = await uploadBundle(deps, principal, {
         workflow: query.workflow,
@@ -59,6 +69,7 @@ export async function restRoutes(app: FastifyInstance, { deps, metrics, principa
         message: query.message,
         declaredHash,
         declaredSize: length === undefined ? undefined : Number(length),
+        signature,
         body: received,
         onBytes: (n) => metrics.uploadBytes.inc(n),
       });

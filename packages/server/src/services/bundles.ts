@@ -1,9 +1,11 @@
 import type { Readable } from 'node:stream';
 import { DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
+import { parseStatement } from '@swarm/sdk/signing';
 import { type Bundle, type UploadResult, toUploadResult } from '@swarm/sdk/contract';
 import { RegistryError, notFound } from '../errors.js';
 import { bundleVisibleTo, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
+import { type SignatureInput, checkSignature } from './signing.js';
 import { registerStoredBundle } from './versions.js';
 
 export async function getBundle(deps: Deps, p: Principal, input: { hash: string }): Promise<Bundle> {
@@ -24,6 +26,8 @@ export type UploadInput = {
   declaredHash?: string | undefined;
   /** The request's Content-Length, when it declared one: refused early if over the cap. */
   declaredSize?: number | undefined;
+  /** The tenant key's signature (X-Bundle-Statement, -Signature, -Key-Id): checked before a byte is stored. */
+  signature?: SignatureInput | undefined;
   body: Readable;
   onBytes?: (n: number) => void;
 };
@@ -46,13 +50,27 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     );
   }
   if (input.declaredSize === 0) throw new RegistryError('BAD_REQUEST', 'the request body is empty; send the bundle bytes');
+  // The statement names the bundle's hash: a signature that cannot be accepted is refused before the upload.
+  const signedHash = input.signature ? statementHash(input.signature) : undefined;
+  if (input.signature && signedHash) await checkSignature(deps.db, wf, signedHash, input.signature);
+  if (signedHash && input.declaredHash && signedHash !== input.declaredHash) {
+    throw new RegistryError('BAD_REQUEST', `the statement is about bundle ${signedHash}, X-Bundle-Sha256 says ${input.declaredHash}`);
+  }
   // No shortcut for bytes the store already has: whether another tenant stored them must not show.
   const ingested = await deps.store.ingest(input.body, {
     maxBytes: max,
     limits: DEFAULT_BUNDLE_LIMITS,
-    declaredHash: input.declaredHash,
+    declaredHash: input.declaredHash ?? signedHash,
     onBytes: input.onBytes,
   });
   const { version, created } = await registerStoredBundle(deps, p, wf.id, { hash: ingested.hash, size: ingested.size }, input);
   return toUploadResult(version, created);
+}
+
+function statementHash(s: SignatureInput): string {
+  try {
+    return parseStatement(Buffer.from(s.statement, 'base64')).bundleHash;
+  } catch (err) {
+    throw new RegistryError('BAD_REQUEST', `X-Bundle-Statement: ${(err as Error).message}`, 'sign with swarm push --sign, or swarm sign');
+  }
 }

@@ -30,6 +30,7 @@ import {
 import { startAgentSession } from '../db/queries/tokens.js';
 import type { DbOrTx } from '../db/client.js';
 import { RegistryError, notFound } from '../errors.js';
+import { spawnSignature, spawnedSignature } from './signing.js';
 import { findRelease, findWorkflow, requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
@@ -63,11 +64,16 @@ export type SpawnInput = {
 
 export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
   requireOrchestrator(p);
-  const { workflow: wf } = await findRelease(deps, p, input.workflow);
+  const release = await findRelease(deps, p, input.workflow);
+  const wf = release.workflow;
+  const bucket = spawnBucket(wf.id, input.routingKey);
+  // From the cached release, before an execution exists: the version this bucket gets, and its signature.
+  const expected = release.canary && bucket < release.canary.weight ? release.canary : release.active;
+  const signing = expected ? spawnSignature(release, expected) : undefined;
   const agent = generateAgentToken('bootstrap');
   const spawned = await insertSpawnedExecution(deps.db, {
     workflowId: wf.id,
-    bucket: spawnBucket(wf.id, input.routingKey),
+    bucket,
     routingKey: input.routingKey,
     agentTokenHash: agent.hash,
     agentTokenTtlSeconds: input.bootstrapTokenTtlSeconds ?? deps.config.bootstrapTokenTtlSeconds,
@@ -93,6 +99,8 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
       apiUrl,
       runtime: input.runtime,
       secrets: input.secrets,
+      // A release changed since the cache's answer: the version spawned is not the one checked.
+      signing: row.versionId === expected?.versionId ? signing : await spawnedSignature(deps, row.versionId),
     },
   };
 }

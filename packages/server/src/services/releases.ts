@@ -19,6 +19,7 @@ import { RegistryError, notFound } from '../errors.js';
 import { findWorkflow, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
 import { changingRelease } from './release-cache.js';
+import { releasePolicy } from './signing.js';
 
 const refOf = (wf: Pick<WorkflowRow, 'tenant' | 'name'>): string => `${wf.tenant}/${wf.name}`;
 
@@ -43,7 +44,15 @@ export async function releasableVersion(tx: Tx, wf: Pick<WorkflowRow, 'id' | 'te
 async function record(
   tx: Tx,
   p: Principal,
-  row: { workflowId: string; kind: ReleaseKind; from: string | null; to: string | null; weight?: number; message?: string | undefined },
+  row: {
+    workflowId: string;
+    kind: ReleaseKind;
+    from: string | null;
+    to: string | null;
+    weight?: number;
+    message?: string | undefined;
+    signatureWarning?: string | undefined;
+  },
 ) {
   await insertReleaseEvent(tx, { ...row, actor: p.name });
   await notifyReleaseChanged(tx, row.workflowId);
@@ -62,12 +71,13 @@ export async function setActive(
   message?: string,
 ): Promise<void> {
   const endsCanary = locked.canaryVersionId === to;
+  const signatureWarning = await releasePolicy(tx, to);
   await updateRelease(
     tx,
     locked.id,
     endsCanary ? { activeVersionId: to, canaryVersionId: null, canaryWeight: null } : { activeVersionId: to },
   );
-  await record(tx, p, { workflowId: locked.id, kind, from: locked.activeVersionId, to, message });
+  await record(tx, p, { workflowId: locked.id, kind, from: locked.activeVersionId, to, message, signatureWarning });
   if (endsCanary && kind !== 'promote') {
     await record(tx, p, { workflowId: locked.id, kind: 'canary_clear', from: to, to: null, message: `version became active (${kind})` });
   }
@@ -170,6 +180,7 @@ export async function setCanary(
       );
     }
     if (target.id !== locked.canaryVersionId || input.weight !== locked.canaryWeight) {
+      const signatureWarning = await releasePolicy(tx, target.id);
       await updateRelease(tx, wf.id, { canaryVersionId: target.id, canaryWeight: input.weight });
       await record(tx, p, {
         workflowId: wf.id,
@@ -178,6 +189,7 @@ export async function setCanary(
         to: target.id,
         weight: input.weight,
         message: input.message,
+        signatureWarning,
       });
     }
     return releaseState(tx, wf);
@@ -233,6 +245,7 @@ export async function releaseHistory(deps: Deps, p: Principal, input: { workflow
     weight: r.h.weight,
     actor: r.h.actor,
     message: r.h.message,
+    signatureWarning: r.h.signatureWarning,
     createdAt: r.h.createdAt.toISOString(),
   }));
 }

@@ -7,19 +7,24 @@ import type { ActiveVersion, WorkflowVersion } from '@swarm/sdk/contract';
 import type { Tx } from '../db/client.js';
 import { bundleSize, bundleState, lockBundle, upsertStoredBundle } from '../db/queries/bundles.js';
 import { type VersionRow, insertVersion, newestVersion, versionById, versionsWithSize } from '../db/queries/versions.js';
-import { lockWorkflow } from '../db/queries/workflows.js';
+import { signingKeysOf } from '../db/queries/keys.js';
+import { lockWorkflow, workflowById } from '../db/queries/workflows.js';
 import { RegistryError } from '../errors.js';
 import { bundleVisibleTo, findRelease, findWorkflow, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
 import { releasableVersion, setActive } from './releases.js';
 import { changingRelease } from './release-cache.js';
+import { type SignatureInput, attachSignature } from './signing.js';
 
 type Registered = { version: WorkflowVersion; created: boolean };
 
 /** Which versions a workflow currently releases: marks a version active or canary. */
 type ReleasePointers = { activeVersionId: string | null; canaryVersionId: string | null };
 
-function toWorkflowVersion(v: VersionRow, size: number, release: ReleasePointers): WorkflowVersion {
+/** Revoked signing keys, by id: whether a version's signature still counts. */
+type RevokedKeys = ReadonlySet<string>;
+
+function toWorkflowVersion(v: VersionRow, size: number, release: ReleasePointers, revoked: RevokedKeys = new Set()): WorkflowVersion {
   return {
     id: v.id,
     workflowId: v.workflowId,
@@ -32,14 +37,20 @@ function toWorkflowVersion(v: VersionRow, size: number, release: ReleasePointers
     active: v.id === release.activeVersionId,
     canary: v.id === release.canaryVersionId,
     prunedAt: v.prunedAt?.toISOString() ?? null,
+    signature: v.signingKeyId ? { keyId: v.signingKeyId, keyRevoked: revoked.has(v.signingKeyId) } : null,
   };
+}
+
+async function revokedKeys(db: Parameters<typeof signingKeysOf>[0], tenantId: string): Promise<RevokedKeys> {
+  return new Set((await signingKeysOf(db, tenantId)).filter((k) => k.revokedAt).map((k) => k.keyId));
 }
 
 /** Version history, newest first, with who registered each and why. */
 export async function listVersions(deps: Deps, p: Principal, input: { workflow: string }): Promise<WorkflowVersion[]> {
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const rows = await versionsWithSize(deps.db, wf.id);
-  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf));
+  const revoked = await revokedKeys(deps.db, wf.tenantId);
+  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf, revoked));
 }
 
 /**
@@ -50,7 +61,13 @@ export async function listVersions(deps: Deps, p: Principal, input: { workflow: 
 async function createVersion(
   tx: Tx,
   p: Principal,
-  input: { workflowId: string; bundleHash: string; message?: string | undefined; activate: boolean },
+  input: {
+    workflowId: string;
+    bundleHash: string;
+    message?: string | undefined;
+    activate: boolean;
+    signature?: SignatureInput | undefined;
+  },
 ): Promise<Registered> {
   const wf = await lockWorkflow(tx, input.workflowId);
   const newest = await newestVersion(tx, wf.id);
@@ -65,6 +82,11 @@ async function createVersion(
       createdBy: p.name,
     });
     created = true;
+  }
+  // Before any activation, which applies the tenant's signature policy to it.
+  if (input.signature) {
+    await attachSignature(tx, (await workflowById(tx, wf.id))!, version!, input.signature);
+    version = { ...version!, signatureStatement: input.signature.statement, signature: input.signature.signature, signingKeyId: input.signature.keyId };
   }
   let release = { activeVersionId: wf.activeVersionId, canaryVersionId: wf.canaryVersionId };
   if (input.activate && release.activeVersionId !== version!.id) {
@@ -106,18 +128,31 @@ export function registerStoredBundle(
   p: Principal,
   workflowId: string,
   bundle: { hash: string; size: number },
-  input: { message?: string | undefined; activate: boolean },
+  input: { message?: string | undefined; activate: boolean; signature?: SignatureInput | undefined },
 ): Promise<Registered> {
   return changingRelease(deps, workflowId, async (tx) => {
     await claimStoredBundle(tx, deps, bundle);
-    return createVersion(tx, p, { workflowId, bundleHash: bundle.hash, message: input.message, activate: input.activate });
+    return createVersion(tx, p, {
+      workflowId,
+      bundleHash: bundle.hash,
+      message: input.message,
+      activate: input.activate,
+      signature: input.signature,
+    });
   });
 }
 
 export async function registerVersion(
   deps: Deps,
   p: Principal,
-  input: { workflow: string; bundleHash: string; expectedHash?: string | undefined; message?: string | undefined; activate: boolean },
+  input: {
+    workflow: string;
+    bundleHash: string;
+    expectedHash?: string | undefined;
+    message?: string | undefined;
+    activate: boolean;
+    signature?: SignatureInput | undefined;
+  },
 ): Promise<Registered> {
   if (input.expectedHash !== undefined && input.expectedHash !== input.bundleHash) {
     throw new RegistryError('PRECONDITION_FAILED', `expected bundle ${input.expectedHash}, got ${input.bundleHash}`);
@@ -156,7 +191,7 @@ export async function activateVersion(
     }
     const size = await bundleSize(tx, target.bundleHash);
     const canaryVersionId = locked.canaryVersionId === target.id ? null : locked.canaryVersionId;
-    return toWorkflowVersion(target, size!, { activeVersionId: target.id, canaryVersionId });
+    return toWorkflowVersion(target, size!, { activeVersionId: target.id, canaryVersionId }, await revokedKeys(tx, wf.tenantId));
   });
 }
 
@@ -185,4 +220,25 @@ export async function resolveActive(
     bundleUrl: url,
     expiresAt: expiresAt.toISOString(),
   };
+}
+
+/**
+ * `versions.sign`: signs an already registered version (`swarm sign`): the signature is
+ * checked like at push and stored; the version's release state does not change.
+ */
+export async function signVersion(
+  deps: Deps,
+  p: Principal,
+  input: { workflow: string; version: number } & SignatureInput,
+): Promise<WorkflowVersion> {
+  const wf = await findWritableWorkflow(deps.db, p, input.workflow);
+  return changingRelease(deps, wf.id, async (tx) => {
+    const locked = await lockWorkflow(tx, wf.id);
+    const target = await releasableVersion(tx, wf, input.version);
+    const { statement, signature, keyId } = input;
+    await attachSignature(tx, wf, target, { statement, signature, keyId });
+    const size = await bundleSize(tx, target.bundleHash);
+    const signed = { ...target, signatureStatement: statement, signature, signingKeyId: keyId };
+    return toWorkflowVersion(signed, size!, locked);
+  });
 }

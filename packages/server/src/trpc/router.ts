@@ -2,6 +2,7 @@ import type { Deps } from '../services/context.js';
 import { router } from './init.js';
 import { bundlesRouter } from './routers/bundles.js';
 import { executionsRouter } from './routers/executions.js';
+import { keysRouter } from './routers/keys.js';
 import { gcRouter, releasesRouter } from './routers/releases.js';
 import { tenantsRouter } from './routers/tenants.js';
 import { systemRouter } from './routers/system.js';
@@ -20,6 +21,7 @@ export const createAppRouter = (deps: Deps) =>
     releases: releasesRouter(deps),
     gc: gcRouter(deps),
     system: systemRouter(deps),
+    keys: keysRouter(deps),
   });
 
 /** The API's type, imported (as a type only) by the SDK's client. */

@@ -5,25 +5,48 @@
  */
 import { and, desc, eq, inArray, sql } from 'drizzle-orm';
 import { alias } from 'drizzle-orm/pg-core';
-import type { ReleaseKind } from '@swarm/sdk/contract';
+import type { ReleaseKind, SignaturePolicy } from '@swarm/sdk/contract';
 import type { DbOrTx, Tx } from '../client.js';
-import { bundles, tenants, workflowActivations, workflowVersions, workflows } from '../schema.js';
+import { bundles, tenantSigningKeys, tenants, workflowActivations, workflowVersions, workflows } from '../schema.js';
 import { type WorkflowRow, workflowRefWhere } from './workflows.js';
 
-/** A released version, with what a download needs. Versions never change once registered. */
-export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number };
+/**
+ * A released version's signature (docs/signing.md), with its key's delegation (which goes
+ * to the VM) and whether the key was revoked. Changes to these notify the release channel.
+ */
+export type ReleasedSignature = {
+  statement: string;
+  signature: string;
+  keyId: string;
+  delegation: { payload: string; signature: string; rootKeyId: string } | null;
+  keyRevoked: boolean;
+};
+
+/** A released version, with what a download needs. Versions never change once registered (but for their signature). */
+export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number; signed: ReleasedSignature | null };
 
 /** What resolving and spawning need to know about a workflow. */
 export type WorkflowRelease = {
   workflow: WorkflowRow;
   active: ReleasedVersion | null;
   canary: (ReleasedVersion & { weight: number }) | null;
+  signaturePolicy: SignaturePolicy;
 };
 
 const activeV = alias(workflowVersions, 'cache_active_version');
 const activeB = alias(bundles, 'cache_active_bundle');
 const canaryV = alias(workflowVersions, 'cache_canary_version');
 const canaryB = alias(bundles, 'cache_canary_bundle');
+const activeK = alias(tenantSigningKeys, 'cache_active_key');
+const canaryK = alias(tenantSigningKeys, 'cache_canary_key');
+
+function releasedSignature(
+  v: { statement: string | null; signature: string | null; keyId: string | null },
+  k: { delegation: ReleasedSignature['delegation']; revokedAt: Date | null },
+): ReleasedSignature | null {
+  if (!v.statement || !v.signature || !v.keyId) return null;
+  return { statement: v.statement, signature: v.signature, keyId: v.keyId, delegation: k.delegation, keyRevoked: k.revokedAt !== null };
+}
 
 /** The workflow (by id or `tenant/name`), its active version and its canary, in one query (one snapshot). */
 export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRelease | null> {
@@ -43,6 +66,19 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
       canaryHash: canaryV.bundleHash,
       canarySize: canaryB.size,
       canaryWeight: workflows.canaryWeight,
+      signing: {
+        policy: tenants.signaturePolicy,
+        activeStatement: activeV.signatureStatement,
+        activeSignature: activeV.signature,
+        activeKeyId: activeV.signingKeyId,
+        activeDelegation: activeK.delegation,
+        activeRevokedAt: activeK.revokedAt,
+        canaryStatement: canaryV.signatureStatement,
+        canarySignature: canaryV.signature,
+        canaryKeyId: canaryV.signingKeyId,
+        canaryDelegation: canaryK.delegation,
+        canaryRevokedAt: canaryK.revokedAt,
+      },
     })
     .from(workflows)
     .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
@@ -50,19 +86,37 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
     .leftJoin(activeB, eq(activeB.hash, activeV.bundleHash))
     .leftJoin(canaryV, eq(canaryV.id, workflows.canaryVersionId))
     .leftJoin(canaryB, eq(canaryB.hash, canaryV.bundleHash))
+    .leftJoin(activeK, and(eq(activeK.tenantId, workflows.tenantId), eq(activeK.keyId, activeV.signingKeyId)))
+    .leftJoin(canaryK, and(eq(canaryK.tenantId, workflows.tenantId), eq(canaryK.keyId, canaryV.signingKeyId)))
     .where(workflowRefWhere(ref));
   if (!r) return null;
-  const { activeHash, activeSize, canaryHash, canarySize, ...workflow } = r;
+  const { activeHash, activeSize, canaryHash, canarySize, signing: g, ...workflow } = r;
+  const activeSigned = releasedSignature(
+    { statement: g.activeStatement, signature: g.activeSignature, keyId: g.activeKeyId },
+    { delegation: g.activeDelegation, revokedAt: g.activeRevokedAt },
+  );
+  const canarySigned = releasedSignature(
+    { statement: g.canaryStatement, signature: g.canarySignature, keyId: g.canaryKeyId },
+    { delegation: g.canaryDelegation, revokedAt: g.canaryRevokedAt },
+  );
   return {
     workflow,
     active:
       r.activeVersionId && r.activeVersion !== null && activeHash !== null && activeSize !== null
-        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize }
+        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize, signed: activeSigned }
         : null,
     canary:
       r.canaryVersionId && r.canaryVersion !== null && canaryHash !== null && canarySize !== null && r.canaryWeight !== null
-        ? { versionId: r.canaryVersionId, version: r.canaryVersion, bundleHash: canaryHash, size: canarySize, weight: r.canaryWeight }
+        ? {
+            versionId: r.canaryVersionId,
+            version: r.canaryVersion,
+            bundleHash: canaryHash,
+            size: canarySize,
+            weight: r.canaryWeight,
+            signed: canarySigned,
+          }
         : null,
+    signaturePolicy: g.policy,
   };
 }
 
@@ -89,9 +143,11 @@ export async function insertReleaseEvent(
     weight?: number | undefined;
     actor: string;
     message?: string | undefined;
+    signatureWarning?: string | undefined;
   },
 ): Promise<void> {
   await tx.insert(workflowActivations).values({
+    signatureWarning: row.signatureWarning ?? null,
     workflowId: row.workflowId,
     kind: row.kind,
     fromVersionId: row.from,
