@@ -2,6 +2,7 @@
  * The typed client: `client.trpc` is the tRPC client of the registry's whole API, and
  * the helpers cover what needs more than one call or a stream (uploads, resolving).
  */
+import type { KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { type Readable, Transform } from 'node:stream';
@@ -13,6 +14,7 @@ import {
   type ActiveVersion,
   EVENTS_PAGE_MAX,
   type ExecutionEvent,
+  type SignatureInput,
   type UploadResult,
   bundleHash,
   toUploadResult,
@@ -20,6 +22,7 @@ import {
 } from './contract/index.js';
 import { SwarmError, toSwarmError, wireErrorCode } from './errors.js';
 import { sha256File } from './hash.js';
+import { signBundleFile } from './sign-bundle.js';
 
 export type SwarmClientOptions = {
   /** Base URL of the registry, e.g. http://127.0.0.1:3000 */
@@ -40,6 +43,8 @@ export type UploadOptions = {
   activate?: boolean;
   message?: string;
   onProgress?: (p: UploadProgress) => void;
+  /** Sign the bundle with this tenant key (docs/signing.md); needs `workflow` as `tenant/name` and a file. */
+  signingKey?: KeyObject;
 };
 
 export type UploadOutcome = UploadResult & {
@@ -77,13 +82,21 @@ export function createSwarmClient(opts: SwarmClientOptions) {
   };
 
   /** Streams bytes to POST /internal/bundles. */
-  async function postBundle(body: Readable, o: UploadOptions & { hash?: string; size?: number }): Promise<UploadResult> {
+  async function postBundle(
+    body: Readable,
+    o: UploadOptions & { hash?: string; size?: number; signature?: SignatureInput },
+  ): Promise<UploadResult> {
     const query = new URLSearchParams({ workflow: o.workflow });
     if (o.activate) query.set('activate', 'true');
     if (o.message) query.set('message', o.message);
     const headers: Record<string, string> = { authorization, 'content-type': 'application/gzip' };
     if (o.hash) headers['x-bundle-sha256'] = o.hash;
     if (o.size !== undefined) headers['content-length'] = String(o.size);
+    if (o.signature) {
+      headers['x-bundle-statement'] = o.signature.statement;
+      headers['x-bundle-signature'] = o.signature.signature;
+      headers['x-bundle-key-id'] = o.signature.keyId;
+    }
     let sent = 0;
     const counted = body.pipe(
       new Transform({
@@ -124,7 +137,11 @@ export function createSwarmClient(opts: SwarmClientOptions) {
      * registered from the stored bundle. Streams are sent as they come.
      */
     async uploadBundle(source: string | Readable, o: UploadOptions): Promise<UploadOutcome> {
-      if (typeof source !== 'string') return { ...(await postBundle(source, o)), uploaded: true };
+      if (typeof source !== 'string') {
+        if (o.signingKey)
+          throw new SwarmError('INVALID_INPUT', 'signing needs the bundle as a file (its hash and tree digest are read first)');
+        return { ...(await postBundle(source, o)), uploaded: true };
+      }
       const st = await fs.stat(source).catch(() => null);
       if (!st?.isFile()) throw new SwarmError('INVALID_INPUT', `${source} is not a file`);
       let hashed = 0;
@@ -135,16 +152,24 @@ export function createSwarmClient(opts: SwarmClientOptions) {
       // CONFLICT here means the registry's gc removed these bytes from the store while we
       // registered them (nothing was registered): upload them again, once.
       const gcRaced = (err: unknown) => err instanceof SwarmError && err.code === 'CONFLICT';
+      const signed = o.signingKey ? await signBundleFile(source, o.signingKey, o.workflow) : undefined;
+      const signature = signed && { statement: signed.statement, signature: signed.signature, keyId: signed.keyId };
       if (await call(() => trpc.bundles.exists.query({ hash }))) {
         const registered = await call(() =>
-          trpc.versions.register.mutate({ workflow: o.workflow, bundleHash: hash, message: o.message, activate: o.activate ?? false }),
+          trpc.versions.register.mutate({
+            workflow: o.workflow,
+            bundleHash: hash,
+            message: o.message,
+            activate: o.activate ?? false,
+            signature,
+          }),
         ).catch((err: unknown) => {
           if (gcRaced(err)) return null;
           throw err;
         });
         if (registered) return { ...toUploadResult(registered.version, registered.created), uploaded: false };
       }
-      const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
+      const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size, signature });
       const result = await post().catch((err: unknown) => {
         if (gcRaced(err)) return post();
         throw err;

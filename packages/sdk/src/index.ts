@@ -23,3 +23,4 @@ export {
 export { SECRET_FILE_PATTERNS } from './secret-files.js';
 export type * from './contract/api.js';
 export type { TokenScope } from './contract/names.js';
+export { bundleDigests, readSigningKey, signBundleFile, splitWorkflowRef } from './sign-bundle.js';

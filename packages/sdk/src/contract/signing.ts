@@ -5,7 +5,11 @@ import { tenantSlug, timestamp, versionNumber, workflowRef } from './names.js';
 import { signaturePolicy } from './vocabulary.js';
 
 const hex64 = z.string().regex(/^[0-9a-f]{64}$/, 'must be 64 lowercase hex (a key id: sha256 of the SPKI DER)');
-const base64 = z.string().min(1).max(16_384).regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64');
+const base64 = z
+  .string()
+  .min(1)
+  .max(16_384)
+  .regex(/^[A-Za-z0-9+/]+={0,2}$/, 'must be base64');
 
 /** The root's delegation of one tenant key, as `swarm trust delegate` writes it. */
 export const delegation = signingMaterial.shape.delegation;

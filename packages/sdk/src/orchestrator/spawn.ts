@@ -36,6 +36,11 @@ export type SpawnOptions = {
   /** Extra environment for the process driver's agent (e.g. fetch limits). */
   agentEnv?: Record<string, string>;
   /**
+   * process driver: the platform root's public key (SPKI PEM file) the agent checks bundle
+   * signatures under (SWARM_TRUST_ROOT; docs/signing.md). A qemu VM has its root in its image.
+   */
+  trustRoot?: string;
+  /**
    * process driver run as root: the user the agent runs the workflow as (default `nobody`,
    * which every Linux has; the VM image has its own `swarm` user).
    */
@@ -66,7 +71,17 @@ export type SpawnOutcome = {
 
 export type VmOptions = Pick<
   SpawnOptions,
-  'driver' | 'agentPath' | 'cacheDir' | 'onOutput' | 'timeoutMs' | 'agentEnv' | 'runtimeUser' | 'cacheDrive' | 'imageDir' | 'onTimings'
+  | 'driver'
+  | 'agentPath'
+  | 'cacheDir'
+  | 'onOutput'
+  | 'timeoutMs'
+  | 'agentEnv'
+  | 'runtimeUser'
+  | 'cacheDrive'
+  | 'imageDir'
+  | 'onTimings'
+  | 'trustRoot'
 > & {
   /** qemu: guest ports forwarded to host loopback ports (the API and the store, as spawn addressed them). */
   forwards?: GuestForward[];
@@ -94,6 +109,13 @@ export function vmEndpoints(
 /** Boots one VM for an execution's metadata document and waits for it to exit. */
 export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise<{ exitCode: number; output: string }> {
   const driver = opts.driver ?? 'process';
+  if (driver === 'qemu' && opts.trustRoot) {
+    throw new SwarmError(
+      'INVALID_INPUT',
+      'a qemu VM takes its trust root from its image, not from the orchestrator',
+      'build the image with it: scripts/vm/build-image.sh --trust-root root.pub',
+    );
+  }
   if (driver === 'qemu') {
     const mmds = await startMetadataService(metadata, { once: true });
     try {
@@ -130,7 +152,11 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
       workflowDir: path.join(work, 'workflow'),
       timeoutMs: opts.timeoutMs ?? 10 * 60_000,
       onOutput: opts.onOutput,
-      env: { ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: opts.runtimeUser ?? 'nobody' } : {}), ...opts.agentEnv },
+      env: {
+        ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: opts.runtimeUser ?? 'nobody' } : {}),
+        ...opts.agentEnv,
+        ...(opts.trustRoot ? { SWARM_TRUST_ROOT: path.resolve(opts.trustRoot) } : {}),
+      },
     });
     return { exitCode: exit.code, output: exit.output };
   } finally {
@@ -146,7 +172,8 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
     client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints }),
   );
   opts.onSpawned?.(execution);
-  const exit = await runVm(metadata, { ...opts, forwards });
+  // The workflow asked for, over whatever the registry answered: what a VM with a trust root checks the signature against.
+  const exit = await runVm({ ...metadata, expectedWorkflow: workflow.includes('/') ? workflow : undefined }, { ...opts, forwards });
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 

@@ -36,7 +36,11 @@ function signatureHeaders(request: FastifyRequest) {
   const given = [h['x-bundle-statement'], h['x-bundle-signature'], h['x-bundle-key-id']];
   if (given.every((v) => v === undefined)) return undefined;
   const [statement, signature, keyId] = given;
-  return parse(signatureInput, { statement, signature, keyId }, 'signature headers (X-Bundle-Statement, X-Bundle-Signature, X-Bundle-Key-Id, all three)');
+  return parse(
+    signatureInput,
+    { statement, signature, keyId },
+    'signature headers (X-Bundle-Statement, X-Bundle-Signature, X-Bundle-Key-Id, all three)',
+  );
 }
 
 export async function restRoutes(app: FastifyInstance, { deps, metrics, principalOf }: RestOptions) {

@@ -129,7 +129,11 @@ export async function revokeKey(deps: Deps, p: Principal, input: { tenant: strin
   });
 }
 
-export async function getSignaturePolicy(deps: Deps, p: Principal, input: { tenant: string }): Promise<{ tenant: string; signatures: SignaturePolicy }> {
+export async function getSignaturePolicy(
+  deps: Deps,
+  p: Principal,
+  input: { tenant: string },
+): Promise<{ tenant: string; signatures: SignaturePolicy }> {
   const tenant = await findTenant(deps.db, p, input.tenant);
   return { tenant: tenant.slug, signatures: tenant.signaturePolicy };
 }
@@ -167,13 +171,22 @@ export async function checkSignature(
   const key = await signingKey(tx, wf.tenantId, s.keyId);
   const hint = `add the key first: swarm keys add ${wf.tenant} <key>.delegation.json`;
   if (!key) throw new RegistryError('BAD_REQUEST', `signing key ${s.keyId} is not a key of tenant "${wf.tenant}"`, hint);
-  if (key.revokedAt) throw new RegistryError('BAD_REQUEST', `signing key ${s.keyId} was revoked on ${key.revokedAt.toISOString()}`, 'sign with a live key');
+  if (key.revokedAt)
+    throw new RegistryError('BAD_REQUEST', `signing key ${s.keyId} was revoked on ${key.revokedAt.toISOString()}`, 'sign with a live key');
   if (key.notAfter.getTime() <= Date.now()) {
-    throw new RegistryError('BAD_REQUEST', `the delegation of signing key ${s.keyId} expired on ${key.notAfter.toISOString()}`, 'have the root delegate it again');
+    throw new RegistryError(
+      'BAD_REQUEST',
+      `the delegation of signing key ${s.keyId} expired on ${key.notAfter.toISOString()}`,
+      'have the root delegate it again',
+    );
   }
   const bytes = Buffer.from(s.statement, 'base64');
   if (!verify(null, bytes, publicKeyFrom(key.publicKey), Buffer.from(s.signature, 'base64'))) {
-    throw new RegistryError('BAD_REQUEST', `the signature does not verify under key ${s.keyId}`, 'sign the statement with that key (swarm sign)');
+    throw new RegistryError(
+      'BAD_REQUEST',
+      `the signature does not verify under key ${s.keyId}`,
+      'sign the statement with that key (swarm sign)',
+    );
   }
   let statement: ReturnType<typeof parseStatement>;
   try {

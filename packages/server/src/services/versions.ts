@@ -86,7 +86,12 @@ async function createVersion(
   // Before any activation, which applies the tenant's signature policy to it.
   if (input.signature) {
     await attachSignature(tx, (await workflowById(tx, wf.id))!, version!, input.signature);
-    version = { ...version!, signatureStatement: input.signature.statement, signature: input.signature.signature, signingKeyId: input.signature.keyId };
+    version = {
+      ...version!,
+      signatureStatement: input.signature.statement,
+      signature: input.signature.signature,
+      signingKeyId: input.signature.keyId,
+    };
   }
   let release = { activeVersionId: wf.activeVersionId, canaryVersionId: wf.canaryVersionId };
   if (input.activate && release.activeVersionId !== version!.id) {
