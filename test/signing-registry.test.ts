@@ -1,0 +1,372 @@
+/**
+ * Signed bundles on the registry (docs/signing.md), against the real PostgreSQL and S3
+ * server: keys added under the registry's trust root, signatures checked and stored at
+ * push and by `keys.sign`, the tenant's policy at activation, canary, promote and
+ * rollback, revocation at release and spawn, and the VM end to end with the process
+ * driver: a signed bundle boots under a trust root; a version put into the database by
+ * SQL (a compromised registry) is refused by the VM with exit 67. Each refused request
+ * leaves the release and its history as they were.
+ */
+import { execFile } from 'node:child_process';
+import { type KeyObject, generateKeyPairSync } from 'node:crypto';
+import fs from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { promisify } from 'node:util';
+import postgres from 'postgres';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import { createDelegation, signStatement } from '../packages/sdk/src/signing/index.js';
+import { bundleOf } from './support/bundles.js';
+import { failure } from './support/failure.js';
+import { type TestRegistry, startTestRegistry } from './support/registry.js';
+
+const agentPath = path.resolve(import.meta.dirname, '../packages/boot-agent/dist/boot-agent.mjs');
+const DAY = 86_400_000;
+type Pair = { publicKey: KeyObject; privateKey: KeyObject };
+const pair = (): Pair => generateKeyPairSync('ed25519');
+
+let reg: TestRegistry;
+let work: string;
+let databaseUrl: string;
+const root = pair();
+const ci = pair();
+const ciPem = ci.privateKey.export({ type: 'pkcs8', format: 'pem' }) as string;
+let rootFile: string;
+const delegate = (tenant: string, key: Pair, by: Pair = root, notAfter = new Date(Date.now() + 90 * DAY)) =>
+  createDelegation(by.privateKey, { tenant, publicKey: key.publicKey, notAfter });
+
+beforeAll(async () => {
+  work = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-signing-'));
+  rootFile = path.join(work, 'root.pub');
+  await fs.writeFile(rootFile, root.publicKey.export({ type: 'spki', format: 'pem' }));
+  const { createTestDatabase } = await import('./support/registry.js');
+  databaseUrl = await createTestDatabase();
+  reg = await startTestRegistry({ storage: 's3', databaseUrl, env: { SWARM_TRUST_ROOT: rootFile } });
+  const c = reg.client();
+  await c.call(() => c.trpc.tenants.create.mutate({ slug: 'acme' }));
+  await c.call(() => c.trpc.tenants.create.mutate({ slug: 'globex' }));
+  await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', ci) }));
+  await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'run', 'build']);
+});
+afterAll(async () => {
+  await reg?.close();
+  if (work) await fs.rm(work, { recursive: true, force: true });
+});
+
+let n = 0;
+/** A workflow of acme with one version per entry of `signed` (signed with ci's key or not); none active. */
+async function workflowWith(signed: boolean[], entry = 'echo SIGNED-RAN') {
+  const c = reg.client();
+  const name = `wf${++n}`;
+  await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+  const ref = `acme/${name}`;
+  for (const [i, s] of signed.entries()) {
+    const file = await bundleOf(path.join(work, `${name}-${i}`), {
+      'swarm.json': JSON.stringify({ entrypoint: ['sh', '-c', `${entry} ${i + 1}`] }),
+    });
+    await c.uploadBundle(file, { workflow: ref, ...(s ? { signingKey: ci.privateKey } : {}) });
+  }
+  return ref;
+}
+
+const policy = (signatures: 'off' | 'warn' | 'enforce') => {
+  const c = reg.client();
+  return c.call(() => c.trpc.keys.setPolicy.mutate({ tenant: 'acme', signatures }));
+};
+const activate = (ref: string, version: number) => {
+  const c = reg.client();
+  return c.call(() => c.trpc.versions.activate.mutate({ workflow: ref, version }));
+};
+const history = (ref: string) => {
+  const c = reg.client();
+  return c.call(() => c.trpc.releases.history.query({ workflow: ref }));
+};
+
+describe('keys', () => {
+  it('lists the key added, by its id', async () => {
+    const c = reg.client();
+    const keys = await c.call(() => c.trpc.keys.list.query({ tenant: 'acme' }));
+    expect(keys).toHaveLength(1);
+    expect(keys[0]).toMatchObject({ tenant: 'acme', revokedAt: null });
+    expect(keys[0]!.keyId).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  it('refuses a delegation for another tenant', async () => {
+    const c = reg.client();
+    const err = await failure(c.call(() => c.trpc.keys.add.mutate({ tenant: 'globex', delegation: delegate('acme', pair()) })));
+    expect(err.code).toBe('BAD_REQUEST');
+    expect(err.message).toContain('is for tenant "acme", not "globex"');
+    expect(await c.call(() => c.trpc.keys.list.query({ tenant: 'globex' }))).toEqual([]);
+  });
+
+  it('refuses a delegation the registry’s root did not sign', async () => {
+    const c = reg.client();
+    const err = await failure(c.call(() => c.trpc.keys.add.mutate({ tenant: 'globex', delegation: delegate('globex', pair(), pair()) })));
+    expect(err.code).toBe('BAD_REQUEST');
+    expect(err.message).toContain('not signed by the trust root');
+    expect(await c.call(() => c.trpc.keys.list.query({ tenant: 'globex' }))).toEqual([]);
+  });
+
+  it('refuses an expired delegation', async () => {
+    const c = reg.client();
+    const expired = delegate('globex', pair(), root, new Date(Date.now() - 1000));
+    const err = await failure(c.call(() => c.trpc.keys.add.mutate({ tenant: 'globex', delegation: expired })));
+    expect(err.code).toBe('BAD_REQUEST');
+    expect(err.message).toContain('expired');
+  });
+
+  it("another tenant's token cannot add a key (not found)", async () => {
+    const c = reg.client();
+    const { token } = await c.call(() => c.trpc.tokens.create.mutate({ scope: 'tenant:globex' }));
+    const g = reg.client(token);
+    const err = await failure(g.call(() => g.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', pair()) })));
+    expect(err.code).toBe('NOT_FOUND');
+  });
+
+  it('policy is admin-only to set, readable by the tenant', async () => {
+    const c = reg.client();
+    const { token } = await c.call(() => c.trpc.tokens.create.mutate({ scope: 'tenant:acme' }));
+    const t = reg.client(token);
+    expect((await failure(t.call(() => t.trpc.keys.setPolicy.mutate({ tenant: 'acme', signatures: 'off' })))).code).toBe('FORBIDDEN');
+    expect(await t.call(() => t.trpc.keys.policy.query({ tenant: 'acme' }))).toEqual({ tenant: 'acme', signatures: 'off' });
+  });
+});
+
+describe('signatures at push and sign', () => {
+  it('a signed push stores the signature with the version', async () => {
+    const ref = await workflowWith([true, false]);
+    const c = reg.client();
+    const versions = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    expect(versions.find((v) => v.version === 1)?.signature).toMatchObject({ keyRevoked: false });
+    expect(versions.find((v) => v.version === 2)?.signature).toBeNull();
+  });
+
+  it('refuses a statement about another bundle, and stores nothing', async () => {
+    const ref = await workflowWith([false]);
+    const c = reg.client();
+    const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: 'f'.repeat(64) });
+    const err = await failure(c.call(() => c.trpc.keys.sign.mutate({ workflow: ref, version: 1, ...s })));
+    expect(err.code).toBe('BAD_REQUEST');
+    expect(err.message).toContain('the statement is about');
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    expect(v!.signature).toBeNull();
+  });
+
+  it('refuses a signature by a key the tenant does not have', async () => {
+    const ref = await workflowWith([false]);
+    const c = reg.client();
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    const s = signStatement(pair().privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: v!.bundleHash });
+    const err = await failure(c.call(() => c.trpc.keys.sign.mutate({ workflow: ref, version: 1, ...s })));
+    expect(err.message).toContain('is not a key of tenant "acme"');
+  });
+
+  it('REST: signature headers must come all three, checked before a byte is stored', async () => {
+    const ref = await workflowWith([]);
+    const res = await reg.fetch(`/internal/bundles?workflow=${encodeURIComponent(ref)}`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip', 'x-bundle-signature': 'AAAA' },
+      body: Buffer.from('not read'),
+    });
+    expect(res.status).toBe(400);
+    expect((await res.json()).error.message).toContain('signature headers');
+    const c = reg.client();
+    expect(await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }))).toEqual([]);
+  });
+});
+
+describe('policy at release', () => {
+  afterAll(() => policy('off'));
+
+  it('enforce: activating an unsigned version is refused, naming what is missing; nothing changes', async () => {
+    const ref = await workflowWith([true, false]);
+    await activate(ref, 1);
+    await policy('enforce');
+    const before = await history(ref);
+    const err = await failure(activate(ref, 2));
+    expect(err.code).toBe('PRECONDITION_FAILED');
+    expect(err.message).toContain('version 2 of');
+    expect(err.message).toContain('is unsigned, and tenant "acme" enforces signatures');
+    expect(err.hint).toContain('swarm sign');
+    expect(await history(ref)).toEqual(before);
+    const c = reg.client();
+    const canary = await failure(c.call(() => c.trpc.releases.setCanary.mutate({ workflow: ref, version: 2, weight: 10 })));
+    expect(canary.code).toBe('PRECONDITION_FAILED');
+    await policy('off');
+  });
+
+  it('enforce: signing the version with `keys.sign` lets it be activated', async () => {
+    const ref = await workflowWith([false]);
+    await policy('enforce');
+    const c = reg.client();
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: v!.bundleHash });
+    await c.call(() => c.trpc.keys.sign.mutate({ workflow: ref, version: 1, ...s }));
+    expect((await activate(ref, 1)).active).toBe(true);
+    await policy('off');
+  });
+
+  it('enforce: rollback to an unsigned version is refused', async () => {
+    const ref = await workflowWith([false, true]);
+    await activate(ref, 1);
+    await activate(ref, 2);
+    await policy('enforce');
+    const c = reg.client();
+    const err = await failure(c.call(() => c.trpc.releases.rollback.mutate({ workflow: ref })));
+    expect(err.code).toBe('PRECONDITION_FAILED');
+    await policy('off');
+  });
+
+  it('warn: allowed, recorded in the history, and the listing marks it unsigned', async () => {
+    const ref = await workflowWith([false]);
+    await policy('warn');
+    await activate(ref, 1);
+    const [h] = await history(ref);
+    expect(h).toMatchObject({ kind: 'activate', toVersion: 1, signatureWarning: 'unsigned' });
+    const c = reg.client();
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    expect(v!.signature).toBeNull();
+    await policy('off');
+  });
+});
+
+describe('revocation', () => {
+  it('a revoked key: activation refused under enforce, spawn refused under warn, allowed under off', async () => {
+    const key = pair();
+    const c = reg.client();
+    const added = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', key) }));
+    const name = `wf${++n}`;
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+    const ref = `acme/${name}`;
+    for (const i of [1, 2]) {
+      const file = await bundleOf(path.join(work, `${name}-${i}`), { 'swarm.json': JSON.stringify({ entrypoint: ['true', String(i)] }) });
+      await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey });
+    }
+    await activate(ref, 1);
+    await c.call(() => c.trpc.keys.revoke.mutate({ tenant: 'acme', keyId: added.key.keyId }));
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    expect(v!.signature).toMatchObject({ keyRevoked: true });
+
+    await policy('enforce');
+    const err = await failure(activate(ref, 2));
+    expect(err.message).toContain(`is signed only by revoked key ${added.key.keyId}`);
+
+    await policy('warn');
+    const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+    expect(spawn.code).toBe('PRECONDITION_FAILED');
+    expect(spawn.message).toContain('signed only by revoked key');
+
+    await policy('off');
+    const ok = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(ok.metadata.signing?.keyId).toBe(added.key.keyId);
+  });
+});
+
+describe('the VM (process driver) with a trust root', () => {
+  it('a signed bundle boots', async () => {
+    const ref = await workflowWith([true], 'echo SIGNED-RAN');
+    await activate(ref, 1);
+    let out = '';
+    const r = await spawnWorkflow(reg.client(), ref, { agentPath, trustRoot: rootFile, onOutput: (l) => (out += `${l}\n`) });
+    expect(r.exitCode, out).toBe(0);
+    expect(out).toContain('SIGNED-RAN 1');
+    expect(out).toContain('signature verified');
+  });
+
+  it('a version inserted and activated by SQL (a compromised registry): the VM refuses, exit 67, nothing run', async () => {
+    const ref = await workflowWith([true, false], 'echo PLANTED-RAN');
+    await activate(ref, 1);
+    // The attacker writes the database directly: version 2's unsigned bundle, with version 1's signature copied over, made active.
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const name = ref.split('/')[1]!;
+      await sql`
+        update workflow_versions v2 set signature = v1.signature, signature_statement = v1.signature_statement, signing_key_id = v1.signing_key_id
+        from workflow_versions v1, workflows w
+        where w.name = ${name} and v1.workflow_id = w.id and v2.workflow_id = w.id and v1.version = 1 and v2.version = 2`;
+      await sql`update workflows w set active_version_id = v.id from workflow_versions v where w.name = ${name} and v.workflow_id = w.id and v.version = 2`;
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+    } finally {
+      await sql.end();
+    }
+    let out = '';
+    const c = reg.client();
+    let executionId = '';
+    const r = await spawnWorkflow(c, ref, {
+      agentPath,
+      trustRoot: rootFile,
+      onOutput: (l) => (out += `${l}\n`),
+      onSpawned: (e) => (executionId = e.id),
+    });
+    expect(r.exitCode, out).toBe(67);
+    expect(out).toContain('wrong_bundle');
+    expect(out).not.toContain('PLANTED-RAN');
+    const events = [];
+    for await (const e of c.executionEvents(executionId)) events.push(e);
+    expect(events.find((e) => e.type === 'failed')?.data).toMatchObject({ reason: 'untrusted' });
+    expect(events.map((e) => e.type)).not.toContain('unpacked');
+  });
+
+  it('the registry answering with another tenant’s validly signed version: exit 67', async () => {
+    // globex signs its own workflow properly; the registry is made to serve it for acme's.
+    const c = reg.client();
+    const gkey = pair();
+    await c.call(() => c.trpc.keys.add.mutate({ tenant: 'globex', delegation: delegate('globex', gkey) }));
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'globex', name: 'app' }));
+    const file = await bundleOf(path.join(work, 'globex-app'), {
+      'swarm.json': JSON.stringify({ entrypoint: ['sh', '-c', 'echo GLOBEX-RAN'] }),
+    });
+    await c.uploadBundle(file, { workflow: 'globex/app', signingKey: gkey.privateKey, activate: true });
+    const ref = await workflowWith([true]);
+    await activate(ref, 1);
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    try {
+      const name = ref.split('/')[1]!;
+      // acme's workflow now points at a copy of globex's signed version (same bundle, same signature).
+      await sql`
+        insert into workflow_versions (workflow_id, version, bundle_hash, created_by, signature, signature_statement, signing_key_id)
+        select w.id, 2, g.bundle_hash, 'attacker', g.signature, g.signature_statement, g.signing_key_id
+        from workflows w, workflow_versions g join workflows gw on gw.id = g.workflow_id and gw.name = 'app'
+        join tenants gt on gt.id = gw.tenant_id and gt.slug = 'globex'
+        where w.name = ${name}`;
+      await sql`insert into tenant_signing_keys (tenant_id, key_id, public_key, delegation, not_after, created_by)
+        select a.id, k.key_id, k.public_key, k.delegation, k.not_after, 'attacker' from tenant_signing_keys k
+        join tenants g on g.id = k.tenant_id and g.slug = 'globex', tenants a where a.slug = 'acme'
+        on conflict do nothing`;
+      await sql`update workflows w set active_version_id = v.id from workflow_versions v where w.name = ${name} and v.workflow_id = w.id and v.version = 2`;
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+    } finally {
+      await sql.end();
+    }
+    let out = '';
+    const r = await spawnWorkflow(c, ref, { agentPath, trustRoot: rootFile, onOutput: (l) => (out += `${l}\n`) });
+    expect(r.exitCode, out).toBe(67);
+    expect(out).toContain('wrong_tenant');
+    expect(out).not.toContain('GLOBEX-RAN');
+  });
+});
+
+describe('the private key', () => {
+  it('never appears in the database, the logs or a request', async () => {
+    const body = ciPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
+    const raw = ci.privateKey.export({ type: 'pkcs8', format: 'der' }).subarray(-32);
+    const needles = [body, raw.toString('base64').replace(/=+$/, ''), raw.toString('hex')];
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    let dump = '';
+    try {
+      for (const t of ['tenant_signing_keys', 'workflow_versions', 'workflow_activations', 'tenants', 'execution_events', 'executions']) {
+        const rows = await sql.unsafe(`select * from ${t}`);
+        dump += JSON.stringify(rows);
+      }
+    } finally {
+      await sql.end();
+    }
+    const logs = reg.logs.join('\n');
+    expect(dump.length).toBeGreaterThan(1000);
+    for (const needle of needles) {
+      expect(dump).not.toContain(needle);
+      expect(logs).not.toContain(needle);
+    }
+  });
+});
