@@ -11,6 +11,7 @@ import { registerDoctorCommand } from './commands/doctor.js';
 import { registerExecutionCommands } from './commands/executions.js';
 import { registerGcCommand } from './commands/gc.js';
 import { registerReleaseCommands } from './commands/releases.js';
+import { registerSigningCommands } from './commands/signing.js';
 import { registerSpawnCommands } from './commands/spawn.js';
 import { registerTenantCommands } from './commands/tenants.js';
 import { registerTokenCommands } from './commands/tokens.js';
@@ -39,6 +40,7 @@ export function buildProgram(io: CliIo): Command {
   registerReleaseCommands(program, cli);
   registerGcCommand(program, cli);
   registerTokenCommands(program, cli);
+  registerSigningCommands(program, cli);
   registerSpawnCommands(program, cli);
   registerExecutionCommands(program, cli);
   registerDoctorCommand(program, cli);

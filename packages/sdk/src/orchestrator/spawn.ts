@@ -164,6 +164,17 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
   }
 }
 
+/**
+ * The metadata a VM gets: the registry's answer, with the workflow the orchestrator asked
+ * for (`tenant/name`) written over whatever the registry said. A VM with a trust root
+ * checks the signed statement against it (docs/signing.md), so a registry that answers
+ * with another tenant's signed bundle is refused. Asked by id, nothing is written: a VM
+ * with a trust root then refuses to run.
+ */
+export function withExpectedWorkflow(metadata: VmMetadata, workflow: string): VmMetadata {
+  return { ...metadata, expectedWorkflow: workflow.includes('/') ? workflow : undefined };
+}
+
 /** Spawns an execution of the workflow's active version and runs it to the end. */
 export async function spawnWorkflow(client: SwarmClient, workflow: string, opts: SpawnOptions = {}): Promise<SpawnOutcome> {
   const started = Date.now();
@@ -172,8 +183,7 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
     client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints }),
   );
   opts.onSpawned?.(execution);
-  // The workflow asked for, over whatever the registry answered: what a VM with a trust root checks the signature against.
-  const exit = await runVm({ ...metadata, expectedWorkflow: workflow.includes('/') ? workflow : undefined }, { ...opts, forwards });
+  const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, forwards });
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 

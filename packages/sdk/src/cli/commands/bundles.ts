@@ -5,10 +5,11 @@
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
-import type { Command } from 'commander';
+import { type Command, Option } from 'commander';
 import { SwarmError } from '../../errors.js';
 import { sha256File } from '../../hash.js';
 import { packBundle } from '../../pack.js';
+import { readSigningKey, splitWorkflowRef } from '../../sign-bundle.js';
 import type { Cli } from '../context.js';
 import { formatBytes } from '../format.js';
 import { asWorkflow, valueOption } from '../options.js';
@@ -41,41 +42,52 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
     .option('--activate', 'make the new version active')
     .option('-m, --message <msg>', 'what changed (kept in the version history)')
     .option(...ALLOW_SECRET_FILES)
-    .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
-      const c = cli.client();
-      const progress = await progressFor();
-      const st = await fs.stat(source).catch(() => {
-        throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
-      });
-      let file = source;
-      let tmpDir: string | undefined;
-      let ok = false;
-      try {
-        if (st.isDirectory()) {
-          tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
-          file = path.join(tmpDir, 'bundle.tar.gz');
-          await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
+    .addOption(
+      new Option(
+        '--sign <key-file>',
+        'sign the bundle with this tenant key (<name>.key; docs/signing.md); it never leaves this machine',
+      ).env('SWARM_SIGNING_KEY'),
+    )
+    .action(
+      async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean; sign?: string }) => {
+        const c = cli.client();
+        const signingKey = o.sign ? await readSigningKey(o.sign) : undefined;
+        if (signingKey) splitWorkflowRef(o.workflow);
+        const progress = await progressFor();
+        const st = await fs.stat(source).catch(() => {
+          throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
+        });
+        let file = source;
+        let tmpDir: string | undefined;
+        let ok = false;
+        try {
+          if (st.isDirectory()) {
+            tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
+            file = path.join(tmpDir, 'bundle.tar.gz');
+            await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
+          }
+          const result = await c.uploadBundle(file, {
+            workflow: o.workflow,
+            activate: o.activate,
+            message: o.message,
+            onProgress: (p) => progress?.update(p),
+            signingKey,
+          });
+          progress?.end();
+          ok = true;
+          const { uploaded, ...body } = result;
+          cli.output(body, (r) => {
+            const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
+            cli.print(
+              `${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${signingKey ? ', signed' : ''}${r.active ? ' — active' : ''}`,
+            );
+          });
+        } finally {
+          if (!ok) progress?.end(true);
+          if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
         }
-        const result = await c.uploadBundle(file, {
-          workflow: o.workflow,
-          activate: o.activate,
-          message: o.message,
-          onProgress: (p) => progress?.update(p),
-        });
-        progress?.end();
-        ok = true;
-        const { uploaded, ...body } = result;
-        cli.output(body, (r) => {
-          const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
-          cli.print(
-            `${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${r.active ? ' — active' : ''}`,
-          );
-        });
-      } finally {
-        if (!ok) progress?.end(true);
-        if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
-      }
-    });
+      },
+    );
 
   program
     .command('pack <dir>')

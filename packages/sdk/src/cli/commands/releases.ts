@@ -24,6 +24,7 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
           ['VERSION', (v) => `${v.version}${v.active ? ' active' : v.canary ? ' canary' : v.prunedAt ? ' pruned' : ''}`],
           ['HASH', (v) => v.bundleHash.slice(0, 12)],
           ['SIZE', (v) => formatBytes(v.size)],
+          ['SIGNED', (v) => (v.signature ? `${v.signature.keyId.slice(0, 12)}${v.signature.keyRevoked ? ' (revoked)' : ''}` : 'unsigned')],
           ['CREATED', (v) => v.createdAt],
           ['BY', (v) => v.createdBy],
           ['MESSAGE', (v) => v.message ?? ''],
@@ -133,7 +134,7 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
           ['FROM', (h) => (h.fromVersion === null ? '-' : String(h.fromVersion))],
           ['TO', (h) => (h.toVersion === null ? '-' : `${h.toVersion}${h.weight === null ? '' : ` (${h.weight}%)`}`)],
           ['BY', (h) => h.actor],
-          ['MESSAGE', (h) => h.message ?? ''],
+          ['MESSAGE', (h) => (h.signatureWarning ? `${h.message ?? ''} [signature: ${h.signatureWarning}]`.trim() : (h.message ?? ''))],
         ]),
       );
     });

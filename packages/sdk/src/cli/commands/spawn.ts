@@ -5,9 +5,10 @@ import { fileURLToPath } from 'node:url';
 import { type Command, Option } from 'commander';
 import type { VmMetadata } from '../../contract/index.js';
 import { SwarmError } from '../../errors.js';
-import { runVm, type VmOptions, vmEndpoints } from '../../orchestrator/spawn.js';
+import { runVm, type VmOptions, vmEndpoints, withExpectedWorkflow } from '../../orchestrator/spawn.js';
 import type { Cli } from '../context.js';
 import { WORKFLOW } from '../options.js';
+import { publicKeyFrom } from '../../signing/index.js';
 
 /** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
 async function findAgent(given: string | undefined): Promise<string> {
@@ -47,6 +48,25 @@ function parseSecrets(pairs: string[]): Record<string, string> {
   return secrets;
 }
 
+/** Before anything is spawned: the process driver's trust root must be a readable public key. */
+async function checkTrustRoot(file: string, driver: 'process' | 'qemu'): Promise<void> {
+  if (driver === 'qemu') {
+    throw new SwarmError(
+      'INVALID_INPUT',
+      '--trust-root is for the process driver: a qemu VM takes its root from its image',
+      'build the image with it: scripts/vm/build-image.sh --trust-root root.pub',
+    );
+  }
+  const pem = await fs.readFile(file, 'utf8').catch((err: NodeJS.ErrnoException) => {
+    throw new SwarmError('INVALID_INPUT', `cannot read the trust root ${file}: ${err.code ?? err.message}`);
+  });
+  try {
+    publicKeyFrom(pem, `the trust root ${file}`);
+  } catch (err) {
+    throw new SwarmError('INVALID_INPUT', (err as Error).message, 'the root key is the .pub file swarm keys generate wrote');
+  }
+}
+
 type SpawnCommandOptions = {
   driver: 'process' | 'qemu';
   secret: string[];
@@ -57,6 +77,7 @@ type SpawnCommandOptions = {
   storeUrl?: string;
   cacheDrive?: string;
   imageDir: string;
+  trustRoot?: string;
 };
 
 export function registerSpawnCommands(program: Command, cli: Cli): void {
@@ -73,9 +94,14 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
     .option('--cache-drive <file>', 'qemu: ext4 cache drive image kept between boots (scripts/vm/make-cache-drive.sh)')
     .option('--image-dir <dir>', 'qemu: kernel and initramfs from scripts/vm/build-image.sh', '.swarm/vm')
+    .option(
+      '--trust-root <file>',
+      "process driver: the platform root's public key; the agent runs only bundles signed under it (docs/signing.md)",
+    )
     .action(async (workflow: string, o: SpawnCommandOptions) => {
       const c = cli.client();
       const secrets = parseSecrets(o.secret);
+      if (o.trustRoot) await checkTrustRoot(o.trustRoot, o.driver);
       const { forwards, ...endpoints } = vmEndpoints(c.url, { driver: o.driver, storeUrl: o.storeUrl });
       const vm: VmOptions = {
         driver: o.driver,
@@ -84,10 +110,11 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         cacheDrive: o.cacheDrive,
         imageDir: o.imageDir,
         forwards,
+        trustRoot: o.trustRoot,
       };
-      const { execution, metadata } = await c.call(() =>
-        c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }),
-      );
+      const spawned = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
+      const { execution } = spawned;
+      const metadata = withExpectedWorkflow(spawned.metadata, workflow);
       if (!o.wait) {
         // The VM outlives this command: a detached driver process gets the metadata (with
         // its secrets) through a pipe, never a file.
