@@ -3,7 +3,12 @@
 # uncompressed newc initramfs holding busybox, the virtio modules, the host's Node, the
 # boot agent and an /init that runs the agent once and powers the VM off.
 #
-# Usage: scripts/vm/build-image.sh [OUT_DIR]          (default: .swarm/vm)
+# Usage: scripts/vm/build-image.sh [--trust-root ROOT.pub] [OUT_DIR]   (default: .swarm/vm)
+#
+#   --trust-root ROOT.pub   the platform root's public key (SPKI PEM, Ed25519), baked in as
+#                           /opt/swarm/trust/root.pub: the agent then runs only bundles
+#                           signed under it (docs/signing.md). Only the image carries it:
+#                           /init ignores a swarm.trust_root on the kernel command line.
 #
 # Output (all under OUT_DIR):
 #   vmlinuz              the kernel (from linux-image-<ver>-cloud-amd64)
@@ -39,7 +44,22 @@
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
-OUT=${1:-.swarm/vm}
+TRUST_ROOT=
+OUT=
+while [ $# -gt 0 ]; do
+  case $1 in
+    --trust-root) [ $# -ge 2 ] || { echo "build-image: --trust-root needs a file" >&2; exit 2; }; TRUST_ROOT=$2; shift 2 ;;
+    -*) echo "build-image: unknown option $1 (usage: build-image.sh [--trust-root ROOT.pub] [OUT_DIR])" >&2; exit 2 ;;
+    *) OUT=$1; shift ;;
+  esac
+done
+OUT=${OUT:-.swarm/vm}
+if [ -n "$TRUST_ROOT" ]; then
+  # Refused unless it is an Ed25519 public key: the agent would fail every boot on anything else.
+  node -e 'const k = require("node:crypto").createPublicKey(require("node:fs").readFileSync(process.argv[1], "utf8"));
+    if (k.asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");' "$TRUST_ROOT" 2>/dev/null ||
+    { echo "build-image: --trust-root $TRUST_ROOT is not an Ed25519 public key (SPKI PEM; swarm keys generate writes one)" >&2; exit 2; }
+fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 # One build at a time per output directory (bounded wait).
@@ -135,6 +155,7 @@ fingerprint=$(
     echo "agent $(sha256sum < "$AGENT_JS")"
     echo "boot.sh $(sha256sum < "$BOOT_SH")"
     echo "builder $(sha256sum < "${BASH_SOURCE[0]}")"
+    if [ -n "$TRUST_ROOT" ]; then echo "trust-root $(sha256sum < "$TRUST_ROOT")"; fi
   }
 )
 
@@ -188,6 +209,11 @@ done
 cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 cp "$BOOT_SH" "$RFS/opt/swarm/boot.sh"
 chmod 755 "$RFS/opt/swarm/boot.sh"
+# the platform root the agent checks bundle signatures under (SWARM_TRUST_ROOT's default path)
+if [ -n "$TRUST_ROOT" ]; then
+  mkdir -p "$RFS/opt/swarm/trust"
+  install -m 0644 "$TRUST_ROOT" "$RFS/opt/swarm/trust/root.pub"
+fi
 
 # minimal /etc (so user and host lookups in the guest find something); `swarm` is the
 # user the boot agent runs the workflow as (SWARM_RUNTIME_USER's default)
@@ -236,6 +262,8 @@ for arg in $(cat /proc/cmdline); do
     swarm.net_addr=*) net_addr=${arg#*=} ;;
     # /proc/cmdline is readable by every user, the workload's too: a credential never comes from here.
     swarm.agent_token=*) echo "init: ignoring swarm.agent_token (the kernel command line is readable by the workload; use the metadata service)" ;;
+    # The trust root comes from the image alone, never from a command line someone else may write.
+    swarm.trust_root=*) echo "init: ignoring swarm.trust_root (the trust root is the image's /opt/swarm/trust/root.pub)" ;;
     swarm.*=*)
       name=${arg%%=*}
       name=${name#swarm.}

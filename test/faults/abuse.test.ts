@@ -158,6 +158,12 @@ function sampleInputs(): Record<string, unknown> {
     'releases.clearCanary': { workflow: 'acme/job' },
     'releases.promote': { workflow: 'acme/job' },
     'gc.run': { dryRun: true, keep: 1 },
+    'keys.add': { tenant: 'acme', delegation: { payload: 'AAAA', signature: 'AAAA', rootKeyId: 'a'.repeat(64) } },
+    'keys.list': { tenant: 'acme' },
+    'keys.revoke': { tenant: 'acme', keyId: 'a'.repeat(64) },
+    'keys.policy': { tenant: 'acme' },
+    'keys.setPolicy': { tenant: 'acme', signatures: 'off' },
+    'keys.sign': { workflow: 'acme/job', version: 1, statement: 'AAAA', signature: 'AAAA', keyId: 'a'.repeat(64) },
   };
 }
 
