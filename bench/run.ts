@@ -16,12 +16,13 @@ import { bootAgentFigures } from './boot-agent.js';
 import { type BenchEnv, root, startBenchEnv } from './lib/env.js';
 import type { FigureContext, Row } from './lib/figure.js';
 import { resolveFigures } from './resolve.js';
+import { signingFigure } from './signing.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7'];
-const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'] };
-const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm] [--skip …] [--runs N] [--duration SECONDS]';
+const ALL = ['1', '2', '3', '4', '5', '6', '7', '8'];
+const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'], signing: ['8'] };
+const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm,signing] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
   options: {
@@ -87,6 +88,7 @@ try {
     return bootAgentFigures(env!, ctx, only);
   });
   await step('#7 VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
+  await step('#8 signature verification', GROUPS.signing!, () => signingFigure(ctx));
 } finally {
   await env?.stop();
 }
