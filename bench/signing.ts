@@ -36,8 +36,15 @@ async function fixture(dir: string): Promise<VmMetadata> {
   const root = generateKeyPairSync('ed25519');
   const key = generateKeyPairSync('ed25519');
   await fs.writeFile(path.join(dir, 'root.pub'), root.publicKey.export({ type: 'spki', format: 'pem' }));
-  const delegation = createDelegation(root.privateKey, { tenant: 'acme', publicKey: key.publicKey, notAfter: new Date(Date.now() + 86_400_000) });
-  const signing = { ...signStatement(key.privateKey, { tenant: 'acme', workflow: 'app', bundleHash: HASH, treeDigest: 'cd'.repeat(32) }), delegation };
+  const delegation = createDelegation(root.privateKey, {
+    tenant: 'acme',
+    publicKey: key.publicKey,
+    notAfter: new Date(Date.now() + 86_400_000),
+  });
+  const signing = {
+    ...signStatement(key.privateKey, { tenant: 'acme', workflow: 'app', bundleHash: HASH, treeDigest: 'cd'.repeat(32) }),
+    delegation,
+  };
   const metadata = { bundle: { url: 'http://127.0.0.1/b', hash: HASH }, secrets: {}, signing, expectedWorkflow: 'acme/app' } as VmMetadata;
   await fs.writeFile(path.join(dir, 'metadata.json'), JSON.stringify(metadata));
   return metadata;
@@ -57,7 +64,9 @@ export async function signingFigure(ctx: FigureContext): Promise<Row[]> {
     const warm: number[] = [];
     for (let i = 0; i < IN_PROCESS; i++) warm.push(step(dir, metadata));
     const w = summarize(warm);
-    ctx.log(`  #8 cold median ${summarize(cold).median.toFixed(2)} ms over ${PROCESSES} processes; in-process median ${w.median.toFixed(3)} ms`);
+    ctx.log(
+      `  #8 cold median ${summarize(cold).median.toFixed(2)} ms over ${PROCESSES} processes; in-process median ${w.median.toFixed(3)} ms`,
+    );
     return [
       row({
         id: '8',
