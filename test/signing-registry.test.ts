@@ -9,12 +9,15 @@
  */
 import { execFile } from 'node:child_process';
 import { type KeyObject, generateKeyPairSync } from 'node:crypto';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
 import { createDelegation, signStatement } from '../packages/sdk/src/signing/index.js';
 import { bundleOf } from './support/bundles.js';
@@ -347,8 +350,50 @@ describe('the VM (process driver) with a trust root', () => {
   });
 });
 
+/** A loopback proxy in front of the registry that keeps every request's head and body. */
+async function recordingProxy(target: string) {
+  const seen: Buffer[] = [];
+  const upstream = new URL(target);
+  const server = http.createServer((req, res) => {
+    seen.push(Buffer.from(`${req.method} ${req.url}\n${JSON.stringify(req.headers)}\n`));
+    const out = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        res.writeHead(r.statusCode ?? 502, r.headers);
+        r.pipe(res);
+      },
+    );
+    req.on('data', (chunk: Buffer) => seen.push(chunk));
+    req.pipe(out);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    seen: () => Buffer.concat(seen),
+    close: () => new Promise<void>((ok) => server.close(() => ok())),
+  };
+}
+
 describe('the private key', () => {
   it('never appears in the database, the logs or a request', async () => {
+    // Everything signing sends, through a proxy that records it: a signed push, and swarm sign's call.
+    const proxy = await recordingProxy(reg.url);
+    try {
+      const c = createSwarmClient({ url: proxy.url, token: reg.adminToken });
+      const name = `wf${++n}`;
+      await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+      const file = await bundleOf(path.join(work, `${name}-proxy`), { 'main.sh': 'echo proxied\n' });
+      await c.uploadBundle(file, { workflow: `acme/${name}`, signingKey: ci.privateKey });
+      const again = await bundleOf(path.join(work, `${name}-proxy2`), { 'main.sh': 'echo proxied again\n' });
+      await c.uploadBundle(again, { workflow: `acme/${name}` });
+      const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: `acme/${name}` }));
+      const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: name, bundleHash: v!.bundleHash });
+      await c.call(() => c.trpc.keys.sign.mutate({ workflow: `acme/${name}`, version: v!.version, ...s }));
+    } finally {
+      await proxy.close();
+    }
+    const sent = proxy.seen().toString('latin1');
+    expect(sent).toContain('x-bundle-signature');
     const body = ciPem.replace(/-----[^-]+-----/g, '').replace(/\s+/g, '');
     const raw = ci.privateKey.export({ type: 'pkcs8', format: 'der' }).subarray(-32);
     const needles = [body, raw.toString('base64').replace(/=+$/, ''), raw.toString('hex')];
@@ -367,6 +412,7 @@ describe('the private key', () => {
     for (const needle of needles) {
       expect(dump).not.toContain(needle);
       expect(logs).not.toContain(needle);
+      expect(sent).not.toContain(needle);
     }
   });
 });
