@@ -24,6 +24,7 @@ describe('migrations', () => {
       'bundles',
       'execution_events',
       'executions',
+      'tenant_signing_keys',
       'tenants',
       'workflow_activations',
       'workflow_versions',
