@@ -98,6 +98,22 @@ describe('constraints guard the data', () => {
       sql`insert into api_tokens (name, scope, token_hash, created_by) values ('t', 'tenant', ${hash('d')}, 'x')`,
       /api_tokens_tenant_scope/,
     ));
+  it('refuses an unknown signature policy', () =>
+    rejects(sql`update tenants set signature_policy = 'sometimes' where id = ${ids.tenant}`, /tenants_signature_policy_known/));
+  it('refuses a signature without its statement and key id', () =>
+    rejects(sql`update workflow_versions set signature = 'AAAA' where id = ${ids.versionB}`, /workflow_versions_signature_complete/));
+  it('refuses a malformed signing key id', () =>
+    rejects(
+      sql`insert into tenant_signing_keys (tenant_id, key_id, public_key, delegation, not_after, created_by)
+          values (${ids.tenant}, 'KEY', 'AAAA', '{}', now(), 'x')`,
+      /tenant_signing_keys_key_id_format/,
+    ));
+  it('refuses a revocation without who revoked', () =>
+    rejects(
+      sql`insert into tenant_signing_keys (tenant_id, key_id, public_key, delegation, not_after, created_by, revoked_at)
+          values (${ids.tenant}, ${hash('e')}, 'AAAA', '{}', now(), 'x', now())`,
+      /tenant_signing_keys_revoked_complete/,
+    ));
   it('shows an active version in the view', async () => {
     await sql`update workflows set active_version_id = ${ids.versionB} where id = ${ids.wfB}`;
     const rows = await sql`select workflow_id, version, bundle_hash, size from active_workflow_versions`;
