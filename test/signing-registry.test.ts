@@ -8,7 +8,7 @@
  * leaves the release and its history as they were.
  */
 import { execFile } from 'node:child_process';
-import { type KeyObject, generateKeyPairSync } from 'node:crypto';
+import { type KeyObject, createHash, generateKeyPairSync } from 'node:crypto';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import fs from 'node:fs/promises';
@@ -163,6 +163,46 @@ describe('signatures at push and sign', () => {
     const s = signStatement(pair().privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: v!.bundleHash });
     const err = await failure(c.call(() => c.trpc.keys.sign.mutate({ workflow: ref, version: 1, ...s })));
     expect(err.message).toContain('is not a key of tenant "acme"');
+  });
+
+  it('REST: a shell pipeline signs with the three headers', async () => {
+    const ref = await workflowWith([]);
+    const bytes = await fs.readFile(await bundleOf(path.join(work, 'rest-signed'), { 'main.sh': 'echo rest\n' }));
+    const hash = createHash('sha256').update(bytes).digest('hex');
+    const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: hash });
+    const res = await reg.fetch(`/internal/bundles?workflow=${encodeURIComponent(ref)}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/gzip',
+        'x-bundle-statement': s.statement,
+        'x-bundle-signature': s.signature,
+        'x-bundle-key-id': s.keyId,
+      },
+      body: bytes,
+    });
+    expect(res.status, await res.clone().text()).toBe(201);
+    const c = reg.client();
+    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
+    expect(v!.signature?.keyId).toBe(s.keyId);
+  });
+
+  it('REST: a statement about other bytes is refused and registers nothing', async () => {
+    const ref = await workflowWith([]);
+    const bytes = await fs.readFile(await bundleOf(path.join(work, 'rest-other'), { 'main.sh': 'echo other\n' }));
+    const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: 'e'.repeat(64) });
+    const res = await reg.fetch(`/internal/bundles?workflow=${encodeURIComponent(ref)}`, {
+      method: 'POST',
+      headers: {
+        'content-type': 'application/gzip',
+        'x-bundle-statement': s.statement,
+        'x-bundle-signature': s.signature,
+        'x-bundle-key-id': s.keyId,
+      },
+      body: bytes,
+    });
+    expect(res.status).toBeGreaterThanOrEqual(400);
+    const c = reg.client();
+    expect(await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }))).toEqual([]);
   });
 
   it('REST: signature headers must come all three, checked before a byte is stored', async () => {

@@ -5,7 +5,7 @@
  * test/openapi.test.ts checks the paths against the live routes and calls each route
  * for every status documented here.
  */
-import { activeVersion, bundle, bundleHash, registryErrorCode, uploadResult } from '@swarm/sdk/contract';
+import { activeVersion, bundle, bundleHash, registryErrorCode, signatureInput, uploadResult } from '@swarm/sdk/contract';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
 
@@ -97,6 +97,19 @@ export function openApiDocument() {
               description: 'the sha256 the bytes must have; a mismatch stores nothing',
               schema: jsonSchema(bundleHash),
             },
+            ...(
+              [
+                ['X-Bundle-Statement', "base64 of the signed statement's canonical JSON bytes (docs/signing.md)", 'statement'],
+                ['X-Bundle-Signature', 'base64 Ed25519 signature over those bytes by a key of the tenant', 'signature'],
+                ['X-Bundle-Key-Id', "the signing key's id (hex sha256 of its SPKI DER)", 'keyId'],
+              ] as const
+            ).map(([name, description, field]) => ({
+              name,
+              in: 'header' as const,
+              required: false,
+              description: `${description}; the three signature headers come together or not at all, checked before a byte is stored`,
+              schema: jsonSchema(signatureInput.shape[field]),
+            })),
           ],
           requestBody: {
             required: true,
@@ -110,7 +123,7 @@ export function openApiDocument() {
           responses: {
             '201': json('UploadResult', 'a new version was registered'),
             '200': json('UploadResult', "the workflow's newest version already has these bytes (an idempotent retry); nothing new"),
-            '400': error('empty body, invalid query or header, or the connection closed mid-body'),
+            '400': error('empty body, invalid query or header, a signature the registry cannot accept (docs/signing.md), or the connection closed mid-body'),
             '401': unauthorized,
             '403': error('the token may not change this workflow (orchestrator tokens only read)'),
             '404': error('no such workflow (or one of another tenant)'),
@@ -120,7 +133,7 @@ export function openApiDocument() {
               'the body arrived slower than SWARM_UPLOAD_MIN_BYTES_PER_SECOND over SWARM_UPLOAD_RATE_WINDOW_SECONDS; nothing was stored',
             ),
             '422': error(
-              'the bytes do not hash to X-Bundle-Sha256, or are a bundle the boot agent would refuse (the message names the entry)',
+              "the bytes do not hash to X-Bundle-Sha256 (or to the signed statement's hash), or are a bundle the boot agent would refuse (the message names the entry)",
             ),
             '429': {
               ...error('the token has SWARM_MAX_UPLOADS_PER_TOKEN uploads in progress, or the registry SWARM_MAX_UPLOADS'),
