@@ -8,7 +8,7 @@ import fs from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { swarmInProcess } from './support/cli.js';
+import { inProcessCli } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
 let reg: TestRegistry;
@@ -27,12 +27,7 @@ afterAll(async () => {
   if (work) await fs.rm(work, { recursive: true, force: true });
 });
 
-const swarm = (args: string[]) => swarmInProcess([...args, ...auth]);
-const json = async (args: string[]) => {
-  const r = await swarm([...args, '--json']);
-  expect(r.code, r.stderr).toBe(0);
-  return JSON.parse(r.stdout);
-};
+const { swarm, json } = inProcessCli(() => auth);
 
 describe('signing commands', () => {
   let ciKeyId: string;

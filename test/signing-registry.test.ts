@@ -165,44 +165,33 @@ describe('signatures at push and sign', () => {
     expect(err.message).toContain('is not a key of tenant "acme"');
   });
 
-  it('REST: a shell pipeline signs with the three headers', async () => {
+  /** A shell pipeline's upload: the bundle's bytes, signed with ci's key as a statement about `bundleHash` (default: the bytes' own). */
+  async function restUpload(label: string, bundleHash?: string) {
     const ref = await workflowWith([]);
-    const bytes = await fs.readFile(await bundleOf(path.join(work, 'rest-signed'), { 'main.sh': 'echo rest\n' }));
-    const hash = createHash('sha256').update(bytes).digest('hex');
+    const bytes = await fs.readFile(await bundleOf(path.join(work, label), { 'main.sh': `echo ${label}\n` }));
+    const hash = bundleHash ?? createHash('sha256').update(bytes).digest('hex');
     const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: hash });
+    const headers = { 'x-bundle-statement': s.statement, 'x-bundle-signature': s.signature, 'x-bundle-key-id': s.keyId };
     const res = await reg.fetch(`/internal/bundles?workflow=${encodeURIComponent(ref)}`, {
       method: 'POST',
-      headers: {
-        'content-type': 'application/gzip',
-        'x-bundle-statement': s.statement,
-        'x-bundle-signature': s.signature,
-        'x-bundle-key-id': s.keyId,
-      },
+      headers: { 'content-type': 'application/gzip', ...headers },
       body: bytes,
     });
-    expect(res.status, await res.clone().text()).toBe(201);
     const c = reg.client();
-    const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
-    expect(v!.signature?.keyId).toBe(s.keyId);
+    return { res, keyId: s.keyId, versions: () => c.call(() => c.trpc.workflows.versions.query({ workflow: ref })) };
+  }
+
+  it('REST: a shell pipeline signs with the three headers', async () => {
+    const { res, keyId, versions } = await restUpload('rest-signed');
+    expect(res.status, await res.clone().text()).toBe(201);
+    const [v] = await versions();
+    expect(v!.signature?.keyId).toBe(keyId);
   });
 
   it('REST: a statement about other bytes is refused and registers nothing', async () => {
-    const ref = await workflowWith([]);
-    const bytes = await fs.readFile(await bundleOf(path.join(work, 'rest-other'), { 'main.sh': 'echo other\n' }));
-    const s = signStatement(ci.privateKey, { tenant: 'acme', workflow: ref.split('/')[1]!, bundleHash: 'e'.repeat(64) });
-    const res = await reg.fetch(`/internal/bundles?workflow=${encodeURIComponent(ref)}`, {
-      method: 'POST',
-      headers: {
-        'content-type': 'application/gzip',
-        'x-bundle-statement': s.statement,
-        'x-bundle-signature': s.signature,
-        'x-bundle-key-id': s.keyId,
-      },
-      body: bytes,
-    });
+    const { res, versions } = await restUpload('rest-other', 'e'.repeat(64));
     expect(res.status).toBeGreaterThanOrEqual(400);
-    const c = reg.client();
-    expect(await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }))).toEqual([]);
+    expect(await versions()).toEqual([]);
   });
 
   it('REST: signature headers must come all three, checked before a byte is stored', async () => {

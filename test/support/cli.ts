@@ -3,6 +3,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
+import { expect } from 'vitest';
 import { buildProgram, type CliIo, exitStatusOf } from '../../packages/sdk/src/cli/program.js';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
@@ -38,4 +39,18 @@ export async function swarmInProcess(args: string[]): Promise<CliResult> {
     result.code = exitStatusOf(err, io.stderr);
   }
   return result;
+}
+
+/**
+ * In-process commands against one registry: `swarm(args)` adds `auth` (--url, --token);
+ * `json(args)` adds --json, expects success and parses stdout.
+ */
+export function inProcessCli(auth: () => string[]) {
+  const swarm = (args: string[]) => swarmInProcess([...args, ...auth()]);
+  const json = async (args: string[]) => {
+    const r = await swarm([...args, '--json']);
+    expect(r.code, r.stderr).toBe(0);
+    return JSON.parse(r.stdout);
+  };
+  return { swarm, json };
 }

@@ -123,7 +123,9 @@ export function openApiDocument() {
           responses: {
             '201': json('UploadResult', 'a new version was registered'),
             '200': json('UploadResult', "the workflow's newest version already has these bytes (an idempotent retry); nothing new"),
-            '400': error('empty body, invalid query or header, a signature the registry cannot accept (docs/signing.md), or the connection closed mid-body'),
+            '400': error(
+              'empty body, invalid query or header, a signature the registry cannot accept (docs/signing.md), or the connection closed mid-body',
+            ),
             '401': unauthorized,
             '403': error('the token may not change this workflow (orchestrator tokens only read)'),
             '404': error('no such workflow (or one of another tenant)'),
