@@ -276,18 +276,21 @@ describe('revocation', () => {
       await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey });
     }
     await activate(ref, 1);
+    // A spawn before the revocation puts the release (with its signing state) in the release cache.
+    await policy('warn');
+    const before = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(before.metadata.signing?.keyId).toBe(added.key.keyId);
     await c.call(() => c.trpc.keys.revoke.mutate({ tenant: 'acme', keyId: added.key.keyId }));
     const [v] = await c.call(() => c.trpc.workflows.versions.query({ workflow: ref }));
     expect(v!.signature).toMatchObject({ keyRevoked: true });
+    // The revocation alone dropped the cached release: the next spawn sees it.
+    const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+    expect(spawn.code).toBe('PRECONDITION_FAILED');
+    expect(spawn.message).toContain('signed only by revoked key');
 
     await policy('enforce');
     const err = await failure(activate(ref, 2));
     expect(err.message).toContain(`is signed only by revoked key ${added.key.keyId}`);
-
-    await policy('warn');
-    const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
-    expect(spawn.code).toBe('PRECONDITION_FAILED');
-    expect(spawn.message).toContain('signed only by revoked key');
 
     await policy('off');
     const ok = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
