@@ -341,6 +341,10 @@ describe('the VM (process driver) with a trust root', () => {
     for await (const e of c.executionEvents(executionId)) events.push(e);
     expect(events.find((e) => e.type === 'failed')?.data).toMatchObject({ reason: 'untrusted' });
     expect(events.map((e) => e.type)).not.toContain('unpacked');
+    expect(await c.call(() => c.trpc.executions.get.query({ id: executionId }))).toMatchObject({
+      status: 'failed',
+      failureReason: 'untrusted',
+    });
   });
 
   it('the registry answering with another tenant’s validly signed version: exit 67', async () => {
