@@ -18,7 +18,7 @@ import { promisify } from 'node:util';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
-import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import { runVm, spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
 import { createDelegation, signStatement } from '../packages/sdk/src/signing/index.js';
 import { bundleOf } from './support/bundles.js';
 import { failure } from './support/failure.js';
@@ -307,6 +307,28 @@ describe('the VM (process driver) with a trust root', () => {
     expect(r.exitCode, out).toBe(0);
     expect(out).toContain('SIGNED-RAN 1');
     expect(out).toContain('signature verified');
+  });
+
+  it('an agent resolving the workflow itself verifies the signature the registry returns with the active version', async () => {
+    const ref = await workflowWith([true, false], 'echo RESOLVED-RAN');
+    await activate(ref, 1);
+    const run = async () => {
+      let out = '';
+      const r = await runVm(
+        { workflow: ref, apiUrl: reg.url, secrets: {} },
+        { agentPath, trustRoot: rootFile, agentEnv: { SWARM_TOKEN: reg.adminToken }, onOutput: (l) => (out += `${l}\n`) },
+      );
+      return { ...r, out };
+    };
+    const signed = await run();
+    expect(signed.exitCode, signed.out).toBe(0);
+    expect(signed.out).toContain('RESOLVED-RAN 1');
+    expect(signed.out).toContain('signature verified');
+    await activate(ref, 2);
+    const unsigned = await run();
+    expect(unsigned.exitCode, unsigned.out).toBe(67);
+    expect(unsigned.out).toContain('is unsigned');
+    expect(unsigned.out).not.toContain('RESOLVED-RAN 2');
   });
 
   it('a version inserted and activated by SQL (a compromised registry): the VM refuses, exit 67, nothing run', async () => {

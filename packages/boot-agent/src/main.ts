@@ -115,6 +115,8 @@ async function main(argv: string[]): Promise<number> {
           throw new AgentError('fetch_failed', `cannot resolve ${metadata.workflow}: ${err.message}`);
         });
       bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
+      // The registry's signature material, checked like the metadata's (against the workflow asked for).
+      metadata.signing ??= active.signing;
     }
 
     // Before anything is fetched, linked or unpacked: the bytes are checked against this same hash.

@@ -5,6 +5,7 @@
  */
 import { z } from 'zod';
 import { bundleHash, commitMessage, tenantSlug, timestamp, tokenScope, uuid, versionNumber, workflowName, workflowRef } from './names.js';
+import { signingMaterial } from './metadata.js';
 import { signatureInput } from './signing.js';
 
 export const tenant = z.object({ id: uuid, slug: tenantSlug, createdAt: timestamp });
@@ -61,6 +62,8 @@ export const activeVersion = z.object({
   size: z.number().int().nonnegative(),
   bundleUrl: z.url(),
   expiresAt: timestamp,
+  /** The version's signature material, when signed (docs/signing.md): an agent resolving by itself verifies it. */
+  signing: signingMaterial.optional(),
 });
 export type ActiveVersion = z.infer<typeof activeVersion>;
 

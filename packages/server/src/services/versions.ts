@@ -224,6 +224,16 @@ export async function resolveActive(
     size: active.size,
     bundleUrl: url,
     expiresAt: expiresAt.toISOString(),
+    ...(active.signed?.delegation
+      ? {
+          signing: {
+            statement: active.signed.statement,
+            signature: active.signed.signature,
+            keyId: active.signed.keyId,
+            delegation: active.signed.delegation,
+          },
+        }
+      : {}),
   };
 }
 
