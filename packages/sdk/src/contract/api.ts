@@ -6,6 +6,13 @@
 import { z } from 'zod';
 import { bundleHash, commitMessage, tenantSlug, timestamp, tokenScope, uuid, versionNumber, workflowName, workflowRef } from './names.js';
 
+/**
+ * The digest of what a bundle unpacks to (@swarm/sdk/bundle-rules' treeDigest), computed
+ * by the registry at upload; null for a bundle stored before digests existed, until its
+ * bytes are uploaded again.
+ */
+const treeDigest = bundleHash.nullable();
+
 export const tenant = z.object({ id: uuid, slug: tenantSlug, createdAt: timestamp });
 export type Tenant = z.infer<typeof tenant>;
 
@@ -28,6 +35,7 @@ export const workflowVersion = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   message: z.string().nullable(),
   /** Name of the token that registered it. */
   createdBy: z.string(),
@@ -42,6 +50,7 @@ export type WorkflowVersion = z.infer<typeof workflowVersion>;
 export const bundle = z.object({
   hash: bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   /** A time-limited download URL: presigned for the store, or signed by the registry. */
   url: z.url(),
   expiresAt: timestamp,
@@ -56,6 +65,7 @@ export const activeVersion = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   bundleUrl: z.url(),
   expiresAt: timestamp,
 });
@@ -68,6 +78,7 @@ export const uploadResult = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   /** False when the workflow's newest version already had these bytes (idempotent retry). */
   created: z.boolean(),
   active: z.boolean(),
@@ -81,6 +92,7 @@ export const toUploadResult = (v: WorkflowVersion, created: boolean): UploadResu
   version: v.version,
   bundleHash: v.bundleHash,
   size: v.size,
+  treeDigest: v.treeDigest,
   created,
   active: v.active,
 });

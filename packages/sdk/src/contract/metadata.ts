@@ -20,6 +20,11 @@ export const vmMetadata = z
         hash: bundleHash,
         /** When known, the download must be exactly this long. */
         size: z.number().int().nonnegative().optional(),
+        /**
+         * The registry's tree digest of the bundle (bundle-rules' treeDigest): lets a warm
+         * boot check a cached unpacked tree by hashing its files, without the archive.
+         */
+        treeDigest: bundleHash.optional(),
       })
       .optional(),
     /** With no bundle: resolve the active version of this workflow through the API. */

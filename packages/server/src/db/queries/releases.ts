@@ -11,7 +11,7 @@ import { bundles, tenants, workflowActivations, workflowVersions, workflows } fr
 import { type WorkflowRow, workflowRefWhere } from './workflows.js';
 
 /** A released version, with what a download needs. Versions never change once registered. */
-export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number };
+export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number; treeDigest: string | null };
 
 /** What resolving and spawning need to know about a workflow. */
 export type WorkflowRelease = {
@@ -38,10 +38,12 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
       activeVersion: activeV.version,
       activeHash: activeV.bundleHash,
       activeSize: activeB.size,
+      activeTreeDigest: activeB.treeDigest,
       canaryVersionId: workflows.canaryVersionId,
       canaryVersion: canaryV.version,
       canaryHash: canaryV.bundleHash,
       canarySize: canaryB.size,
+      canaryTreeDigest: canaryB.treeDigest,
       canaryWeight: workflows.canaryWeight,
     })
     .from(workflows)
@@ -52,16 +54,23 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
     .leftJoin(canaryB, eq(canaryB.hash, canaryV.bundleHash))
     .where(workflowRefWhere(ref));
   if (!r) return null;
-  const { activeHash, activeSize, canaryHash, canarySize, ...workflow } = r;
+  const { activeHash, activeSize, activeTreeDigest, canaryHash, canarySize, canaryTreeDigest, ...workflow } = r;
   return {
     workflow,
     active:
       r.activeVersionId && r.activeVersion !== null && activeHash !== null && activeSize !== null
-        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize }
+        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize, treeDigest: activeTreeDigest }
         : null,
     canary:
       r.canaryVersionId && r.canaryVersion !== null && canaryHash !== null && canarySize !== null && r.canaryWeight !== null
-        ? { versionId: r.canaryVersionId, version: r.canaryVersion, bundleHash: canaryHash, size: canarySize, weight: r.canaryWeight }
+        ? {
+            versionId: r.canaryVersionId,
+            version: r.canaryVersion,
+            bundleHash: canaryHash,
+            size: canarySize,
+            treeDigest: canaryTreeDigest,
+            weight: r.canaryWeight,
+          }
         : null,
   };
 }
