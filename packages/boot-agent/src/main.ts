@@ -14,7 +14,8 @@ import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.j
 import { sealMetadataService } from './seal.js';
 import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
 import { count, helpText, parseInvocation, text } from './settings.js';
-import { linkFromTree } from './tree.js';
+import { linkFromTree, linkFromTreeByDigest } from './tree.js';
+import { trustedTreeDigest } from './trust.js';
 import { unpackBundle } from './unpack.js';
 
 const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}\n`);
@@ -111,7 +112,7 @@ async function main(argv: string[]): Promise<number> {
         .catch((err: Error) => {
           throw new AgentError('fetch_failed', `cannot resolve ${metadata.workflow}: ${err.message}`);
         });
-      bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
+      bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size, treeDigest: active.treeDigest ?? undefined };
     }
 
     const unpacked = await fromCache(bundle);
@@ -129,14 +130,16 @@ async function main(argv: string[]): Promise<number> {
 
   /**
    * Puts the bundle in the workflow directory: from the cache's unpacked tree when it
-   * matches the cached archive (tree.ts), else by unpacking the archive (cached, or fetched
-   * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
-   * discarded.
+   * matches the bundle's trusted tree digest (hashing the tree's files, no gunzip) or, with
+   * no trusted digest, the cached archive (tree.ts); else by unpacking the archive (cached,
+   * or fetched on a miss) and keeping a tree of it for the next boot. A tree that does not
+   * match is discarded.
    */
   async function fromCache(bundle: {
     url: string;
     hash: string;
     size?: number | undefined;
+    treeDigest?: string | undefined;
   }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
     const started = Date.now();
     const tree = cache.treePath(bundle.hash);
@@ -144,16 +147,20 @@ async function main(argv: string[]): Promise<number> {
     let treeDiscarded: string | undefined;
     if (archive?.isFile() && (await fs.lstat(tree).catch(() => null))) {
       try {
-        const result = await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
+        const digest = trustedTreeDigest(bundle);
+        const result = digest
+          ? await linkFromTreeByDigest(bundle.hash, digest, tree, workflowDir, limits)
+          : await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
         await cache.touch(bundle.hash);
         events.emit('cache_hit', { bytes: archive.size, from: 'tree' });
-        log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree)`);
+        log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree${digest ? ', checked against its tree digest' : ''})`);
         events.emit('unpacked', {
           files: result.files,
           directories: result.directories,
           bytes: result.bytes,
           ms: Date.now() - started,
           from: 'tree',
+          checkedBy: digest ? 'tree_digest' : 'archive',
         });
         return { ...result, from: 'tree' };
       } catch (err) {

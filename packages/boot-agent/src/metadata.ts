@@ -9,7 +9,7 @@ import { type VmMetadata, vmMetadata } from '@swarm/sdk/metadata';
 import { AgentError } from './errors.js';
 
 export type Partial = {
-  bundle?: { url?: unknown; hash?: unknown; size?: unknown };
+  bundle?: { url?: unknown; hash?: unknown; size?: unknown; treeDigest?: unknown };
   workflow?: unknown;
   execution?: { id?: unknown; agentToken?: unknown };
   apiUrl?: unknown;
@@ -33,7 +33,7 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
   }
   return (
     prune({
-      bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size }),
+      bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size, treeDigest: v.BUNDLE_TREE_DIGEST }),
       workflow: v.SWARM_WORKFLOW,
       execution: prune({ id: v.SWARM_EXECUTION_ID, agentToken: v.SWARM_AGENT_TOKEN }),
       apiUrl: v.SWARM_API_URL,
