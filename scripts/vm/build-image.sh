@@ -271,6 +271,11 @@ if [ -e /sys/block/vda ]; then
   mkdir -p /var/cache/swarm
   if mount -t ext4 -o noatime /dev/vda /var/cache/swarm; then
     echo "init: cache drive mounted at /var/cache/swarm"
+    # The workflow directory on the cache drive's file system, so a warm boot can hard-link
+    # the cached unpacked tree into it (links cannot cross file systems); /opt/workflow
+    # points there for workloads that name it. The agent replaces whatever an earlier VM left.
+    export SWARM_WORKFLOW_DIR=/var/cache/swarm/workflow
+    rmdir /opt/workflow 2>/dev/null && ln -s /var/cache/swarm/workflow /opt/workflow
   else
     echo "init: cannot mount /dev/vda (ext4) on /var/cache/swarm; running without a cache drive"
   fi
