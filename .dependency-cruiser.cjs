@@ -21,6 +21,22 @@ module.exports = {
       to: { circular: true },
     },
     {
+      name: 'boot-agent-lean',
+      severity: 'error',
+      comment:
+        'Every boot parses and compiles what the boot agent imports (docs/boot-agent.md, "The lean boot path"): no SDK client (tRPC, undici), no API contract in classic zod; the metadata schema is zod/mini.',
+      from: { path: '^packages/boot-agent/src/' },
+      to: {
+        reachable: true,
+        path: [
+          '^packages/sdk/src/(client|index|orchestrator/|cli/)',
+          '^packages/sdk/src/contract/(?!metadata[.]ts$|patterns[.]ts$)',
+          'node_modules/(undici|@trpc|eventsource)/',
+          'node_modules/zod/(index|v4/classic/)',
+        ],
+      },
+    },
+    {
       name: 'not-unresolvable',
       severity: 'error',
       comment: 'An import the checker cannot resolve is one it cannot check for circles.',

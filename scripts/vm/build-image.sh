@@ -109,11 +109,12 @@ done
 [ -n "$MODDIR" ] || die "no modules directory for $KVER in $debname"
 
 # --- 3. boot agent ------------------------------------------------------------------
-# The agent bundles packages/boot-agent/src and, from packages/sdk/src, the client, the
-# contract, errors and hashing (see the imports of boot-agent/src/*.ts).
+# The agent bundles packages/boot-agent/src and, from packages/sdk/src, the metadata
+# schema (contract/metadata.ts, patterns.ts) and the bundle rules (see the imports of
+# boot-agent/src/*.ts).
 SDK="$ROOT/packages/sdk/src"
-if [ ! -f "$AGENT_JS" ] || [ -n "$(find "$AGENT_PKG/src" "$AGENT_PKG/package.json" "$SDK/client.ts" "$SDK/contract" \
-     "$SDK/errors.ts" "$SDK/hash.ts" -type f -newer "$AGENT_JS" -print -quit 2>/dev/null)" ]; then
+if [ ! -f "$AGENT_JS" ] || [ -n "$(find "$AGENT_PKG/src" "$AGENT_PKG/package.json" "$SDK/contract" "$SDK/bundle-rules" \
+     -type f -newer "$AGENT_JS" -print -quit 2>/dev/null)" ]; then
   log "building the boot agent"
   if command -v pnpm >/dev/null 2>&1; then
     (cd "$ROOT" && pnpm --filter @swarm/boot-agent build >&2)

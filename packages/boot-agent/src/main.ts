@@ -10,7 +10,8 @@ import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter, exchangeBootstrapToken } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
-import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
+import { fromFile, fromMmds, fromVariables, resolveMetadata, validBundle } from './metadata.js';
+import { resolveActive } from './resolve.js';
 import { sealMetadataService } from './seal.js';
 import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
 import { count, helpText, parseInvocation, text } from './settings.js';
@@ -104,15 +105,8 @@ async function main(argv: string[]): Promise<number> {
       // An API token: agent credentials only report on their execution.
       const token = vars.SWARM_TOKEN;
       if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs an API token (SWARM_TOKEN)');
-      // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
-      // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
-      const { createSwarmClient } = await import('@swarm/sdk/client');
-      const active = await createSwarmClient({ url: metadata.apiUrl!, token })
-        .resolveActive(metadata.workflow!)
-        .catch((err: Error) => {
-          throw new AgentError('fetch_failed', `cannot resolve ${metadata.workflow}: ${err.message}`);
-        });
-      bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size, treeDigest: active.treeDigest ?? undefined };
+      const resolved = await resolveActive(metadata.apiUrl!, metadata.workflow!, token);
+      bundle = validBundle(resolved, `the registry's answer for ${metadata.workflow}`);
     }
 
     const unpacked = await fromCache(bundle);
@@ -153,7 +147,9 @@ async function main(argv: string[]): Promise<number> {
           : await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
         await cache.touch(bundle.hash);
         events.emit('cache_hit', { bytes: archive.size, from: 'tree' });
-        log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree${digest ? ', checked against its tree digest' : ''})`);
+        log(
+          `cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree${digest ? ', checked against its tree digest' : ''})`,
+        );
         events.emit('unpacked', {
           files: result.files,
           directories: result.directories,

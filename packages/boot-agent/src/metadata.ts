@@ -104,6 +104,16 @@ export function resolveMetadata(sources: Array<Partial | null>): VmMetadata {
   return parsed.data;
 }
 
+/** A bundle reference from elsewhere (the registry's answer to a resolve), checked as the metadata's bundle is. */
+export function validBundle(bundle: Partial['bundle'], from: string): NonNullable<VmMetadata['bundle']> {
+  const parsed = vmMetadata.safeParse({ bundle });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AgentError('fetch_failed', `${from}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return parsed.data.bundle!;
+}
+
 const isPlainObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
 function prune<T extends Record<string, unknown>>(o: T): Partial | undefined {

@@ -133,6 +133,18 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     expect(r.stderr).toContain(`cache hit ${bundle.hash.slice(0, 12)}`);
   });
 
+  it("fails (69) naming the registry's answer when the workflow to resolve does not exist", async () => {
+    const r = await sandbox.run(['--workflow', 'acme/nope', '--api-url', reg.url], { SWARM_TOKEN: reg.adminToken });
+    expect(r.code).toBe(69);
+    expect(r.stderr).toMatch(/fetch_failed: cannot resolve acme\/nope: workflow "acme\/nope" not found/);
+  });
+
+  it('fails (69) when the token cannot resolve the workflow', async () => {
+    const r = await sandbox.run(['--workflow', 'acme/hello', '--api-url', reg.url], { SWARM_TOKEN: 'not-a-token' });
+    expect(r.code).toBe(69);
+    expect(r.stderr).toMatch(/fetch_failed: cannot resolve acme\/hello: /);
+  });
+
   it('keeps running when the registry cannot take its events', async () => {
     await fs.writeFile(
       path.join(sandbox.dir, 'metadata.json'),
@@ -195,6 +207,8 @@ describe('the built agent', () => {
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-built-agent-'));
     try {
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
+      // The lean boot path: no SDK client (tRPC, undici) and no classic zod in the file every boot parses (~2.1 MB before).
+      expect((await fs.stat(path.join(dir, 'boot-agent.mjs'))).size).toBeLessThan(400 * 1024);
       const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
         let stdout = '';
         const child = spawn('dash', [path.join(pkg, 'boot.sh'), '--help'], {

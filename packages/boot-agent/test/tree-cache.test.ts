@@ -430,7 +430,11 @@ describe.concurrent("the tree checked against the registry's tree digest (no arc
 
   const DIGEST_MISMATCH = /its tree digest is [0-9a-f]{64}, not the bundle's/;
   const tamperings: Array<[string, (w: Awaited<ReturnType<typeof warmed>>) => Promise<unknown>, RegExp, string[]?]> = [
-    ['one byte changed in a small file', (w) => fs.writeFile(path.join(w.files, 'app/msg.txt'), MESSAGE.replace(/e$/, 'E')), DIGEST_MISMATCH],
+    [
+      'one byte changed in a small file',
+      (w) => fs.writeFile(path.join(w.files, 'app/msg.txt'), MESSAGE.replace(/e$/, 'E')),
+      DIGEST_MISMATCH,
+    ],
     [
       'one byte changed deep inside a large file',
       async (w) => {
