@@ -6,6 +6,8 @@
  * before digests existed has none (null; no metadata field) until its bytes are uploaded again.
  */
 import { createHash } from 'node:crypto';
+import fs from 'node:fs/promises';
+import path from 'node:path';
 import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { bundle } from '../packages/boot-agent/test/support/archives.js';
@@ -112,6 +114,20 @@ describe.each<StorageKind>(['fs', 's3'])('tree digests on the %s store', (kind) 
     expect(again.status).toBe(200);
     expect(await again.json()).toMatchObject({ bundleHash: hash, treeDigest: digest, created: false });
     expect(await c.call(() => c.trpc.bundles.get.query({ hash }))).toMatchObject({ treeDigest: digest });
+  });
+
+  it('is filled by the next swarm push of a bundle stored before digests existed (the SDK sends the bytes again)', async () => {
+    const { bytes, digest } = archive(`${kind}-legacy-push`);
+    const hash = sha256(bytes);
+    expect((await upload('acme/legacy', bytes, true)).status).toBe(201);
+    await sql`update bundles set tree_digest = null where hash = ${hash}`;
+    const file = path.join(reg.dataDir, 'legacy-push.tar.gz');
+    await fs.writeFile(file, bytes);
+    const c = reg.client();
+    const pushed = await c.uploadBundle(file, { workflow: 'acme/legacy' });
+    expect(pushed).toMatchObject({ bundleHash: hash, treeDigest: digest, uploaded: true });
+    // Once it has one, the bytes are not sent again.
+    expect(await c.uploadBundle(file, { workflow: 'acme/legacy' })).toMatchObject({ treeDigest: digest, uploaded: false });
   });
 
   it('refuses a digest that is not a sha256 in the database (CHECK constraint)', async () => {

@@ -135,21 +135,25 @@ export function createSwarmClient(opts: SwarmClientOptions) {
       // CONFLICT here means the registry's gc removed these bytes from the store while we
       // registered them (nothing was registered): upload them again, once.
       const gcRaced = (err: unknown) => err instanceof SwarmError && err.code === 'CONFLICT';
+      let registered: Awaited<ReturnType<typeof trpc.versions.register.mutate>> | null = null;
       if (await call(() => trpc.bundles.exists.query({ hash }))) {
-        const registered = await call(() =>
+        registered = await call(() =>
           trpc.versions.register.mutate({ workflow: o.workflow, bundleHash: hash, message: o.message, activate: o.activate ?? false }),
         ).catch((err: unknown) => {
           if (gcRaced(err)) return null;
           throw err;
         });
-        if (registered) return { ...toUploadResult(registered.version, registered.created), uploaded: false };
+        // Stored before the registry computed tree digests: the bytes go up once more, so it computes this one.
+        if (registered && registered.version.treeDigest !== null) {
+          return { ...toUploadResult(registered.version, registered.created), uploaded: false };
+        }
       }
       const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size });
       const result = await post().catch((err: unknown) => {
         if (gcRaced(err)) return post();
         throw err;
       });
-      return { ...result, uploaded: true };
+      return { ...result, created: result.created || (registered?.created ?? false), uploaded: true };
     },
 
     /** The active version of a workflow, with a download URL for its bundle. */
