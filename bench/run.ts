@@ -19,8 +19,8 @@ import { resolveFigures } from './resolve.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7'];
-const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'] };
+const ALL = ['1', '2', '3', '4', '5', '6', '7', '7b', '7c'];
+const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7', '7b', '7c'] };
 const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
@@ -86,7 +86,7 @@ try {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
     return bootAgentFigures(env!, ctx, only);
   });
-  await step('#7 VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
+  await step('#7, #7b, #7c VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
 } finally {
   await env?.stop();
 }
