@@ -61,8 +61,9 @@ async function floorInitramfs(dir: string): Promise<string> {
 
 /**
  * Where a boot's time went, from the console lines' arrival (seconds since the spawn call):
- * the first line of each stage. Node start and the agent's load are the gap between
- * SWARM_AGENT_START and the agent's first line.
+ * the first line of each stage. Node's start and the agent's load are the gap between
+ * SWARM_AGENT_START and the agent's "started" line (which also says how many ms after
+ * node's own start it ran).
  */
 function breakdown(lines: Array<[number, string]>): Record<string, number | undefined> {
   const first = (re: RegExp) => lines.find(([, l]) => re.test(l))?.[0];
@@ -71,7 +72,8 @@ function breakdown(lines: Array<[number, string]>): Record<string, number | unde
     init: first(/^SWARM_INIT/),
     cacheDriveMounted: first(/^init: cache drive mounted/),
     agentStart: first(/^SWARM_AGENT_START/),
-    agentFirstLine: first(/^swarm-boot-agent: /),
+    agentStarted: first(/^swarm-boot-agent: started /),
+    metadataRead: first(/^swarm-boot-agent: metadata service/),
     fetchedOrCacheHit: first(/^swarm-boot-agent: (fetched and verified|cache hit)/),
     unpacked: first(/^swarm-boot-agent: unpacked/),
     workflowOutput: first(/^hello from the VM/),
