@@ -37,6 +37,14 @@ module.exports = {
       },
     },
     {
+      name: 'boot-agent-snapshot-safe',
+      severity: 'error',
+      comment:
+        'The agent is built into a start-up snapshot, which cannot load node:http or node:child_process (nodejs/node#50924): load them on first use through src/builtins.ts (docs/boot-agent.md).',
+      from: { path: '^packages/boot-agent/src/', pathNot: '^packages/boot-agent/src/builtins[.]ts$' },
+      to: { path: '^(node:)?(http|https|child_process)$', dependencyTypesNot: ['type-only'] },
+    },
+    {
       name: 'not-unresolvable',
       severity: 'error',
       comment: 'An import the checker cannot resolve is one it cannot check for circles.',

@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { startupSnapshot } from 'node:v8';
 import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
@@ -28,8 +29,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText());
     return 0;
   }
-  // Node's start and the agent's load, as the VM's console breakdown reads it (bench/README.md #7).
-  log(`started ${Math.round(performance.now())} ms after node did (node ${process.version})`);
+  // Node's start and the agent's load, for the VM console's breakdown (bench/README.md #7); the image's /init asks for it.
+  if (env.SWARM_LOG_TIMINGS === '1') log(`started ${Math.round(performance.now())} ms after node did (node ${process.version})`);
 
   const workflowDir = text(vars, 'SWARM_WORKFLOW_DIR');
   const cache = new BundleCache(text(vars, 'SWARM_CACHE_DIR'), count(vars, 'SWARM_CACHE_MAX_BYTES'));
@@ -235,11 +236,17 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const e = err instanceof AgentError ? err : new AgentError('internal', String((err as Error)?.stack ?? err));
-    log(`${e.reason}: ${e.message}`);
-    process.exit(e.exitCode ?? EXIT.INTERNAL);
-  },
-);
+function start(argv: string[]): void {
+  main(argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      const e = err instanceof AgentError ? err : new AgentError('internal', String((err as Error)?.stack ?? err));
+      log(`${e.reason}: ${e.message}`);
+      process.exit(e.exitCode ?? EXIT.INTERNAL);
+    },
+  );
+}
+
+// Built into a start-up snapshot (snapshot.sh), the agent runs when the snapshot is restored, with the arguments given then.
+if (startupSnapshot.isBuildingSnapshot()) startupSnapshot.setDeserializeMainFunction(() => start(process.argv.slice(1)));
+else start(process.argv.slice(2));
