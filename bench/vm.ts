@@ -144,7 +144,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
     const froms: string[] = [];
     const breakdowns: Record<string, unknown> = {};
     for (let i = 0; i < runs; i++) {
-      const f = await bootQemuVm({ imageDir, initrd: floorInitrd, metadataPort, timeoutMs: 120_000 });
+      const f = await bootQemuVm({ imageDir, initrd: floorInitrd, rootDrive: false, metadataPort, timeoutMs: 120_000 });
       floor.push(f.durationMs / 1000);
       const drive = path.join(env.workDir, `vm-cache-${i}.ext4`);
       await createCacheDrive(drive, 64);
