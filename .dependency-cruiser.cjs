@@ -21,6 +21,30 @@ module.exports = {
       to: { circular: true },
     },
     {
+      name: 'boot-agent-lean',
+      severity: 'error',
+      comment:
+        'Every boot parses and compiles what the boot agent imports (docs/boot-agent.md, "The lean boot path"): no SDK client (tRPC, undici), no API contract in classic zod; the metadata schema is zod/mini.',
+      from: { path: '^packages/boot-agent/src/' },
+      to: {
+        reachable: true,
+        path: [
+          '^packages/sdk/src/(client|index|orchestrator/|cli/)',
+          '^packages/sdk/src/contract/(?!metadata[.]ts$|patterns[.]ts$)',
+          'node_modules/(undici|@trpc|eventsource)/',
+          'node_modules/zod/(index|v4/classic/)',
+        ],
+      },
+    },
+    {
+      name: 'boot-agent-snapshot-safe',
+      severity: 'error',
+      comment:
+        'The agent is built into a start-up snapshot, which cannot load node:http or node:child_process (nodejs/node#50924): load them on first use through src/builtins.ts (docs/boot-agent.md).',
+      from: { path: '^packages/boot-agent/src/', pathNot: '^packages/boot-agent/src/builtins[.]ts$' },
+      to: { path: '^(node:)?(http|https|child_process)$', dependencyTypesNot: ['type-only'] },
+    },
+    {
       name: 'not-unresolvable',
       severity: 'error',
       comment: 'An import the checker cannot resolve is one it cannot check for circles.',

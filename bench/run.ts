@@ -20,8 +20,14 @@ import { signingFigure } from './signing.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7', '8'];
-const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'], signing: ['8'] };
+const ALL = ['1', '2', '3', '4', '5', '6', '7', '7b', '7c', '8'];
+const GROUPS: Record<string, string[]> = {
+  resolve: ['1', '2', '6'],
+  upload: ['3'],
+  agent: ['4', '5'],
+  vm: ['7', '7b', '7c'],
+  signing: ['8'],
+};
 const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm,signing] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
@@ -87,7 +93,7 @@ try {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
     return bootAgentFigures(env!, ctx, only);
   });
-  await step('#7 VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
+  await step('#7, #7b, #7c VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
   await step('#8 signature verification', GROUPS.signing!, () => signingFigure(ctx));
 } finally {
   await env?.stop();

@@ -49,7 +49,16 @@ describe('swarm CLI', () => {
   it('pushes a directory, and an unchanged tree again makes no new version', async () => {
     const first = await json(['push', path.join(work, 'app'), '--workflow', 'acme/hello', '--activate', '-m', 'first']);
     expect(first).toMatchObject({ version: 1, created: true, active: true });
-    expect(Object.keys(first).sort()).toEqual(['active', 'bundleHash', 'created', 'size', 'version', 'versionId', 'workflowId']);
+    expect(Object.keys(first).sort()).toEqual([
+      'active',
+      'bundleHash',
+      'created',
+      'size',
+      'treeDigest',
+      'version',
+      'versionId',
+      'workflowId',
+    ]);
     const again = await json(['push', path.join(work, 'app'), '-w', 'acme/hello']);
     expect(again).toMatchObject({ version: 1, created: false, bundleHash: first.bundleHash });
 

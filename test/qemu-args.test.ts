@@ -144,6 +144,16 @@ describe('qemuArgs', () => {
     expect(valueAfter(args, '-smp')).toBe('2');
   });
 
+  it('attaches the root drive read-only as the first virtio disk, before the cache drive', () => {
+    const args = qemuArgs({ ...vm, rootDrive: '/img/root,1.ext4', cacheDrive: '/tmp/cache.ext4' });
+    const drives = args.flatMap((a, i) => (a === '-drive' ? [args[i + 1]] : []));
+    expect(drives).toEqual([
+      'file=/img/root,,1.ext4,if=none,id=root,format=raw,readonly=on',
+      'file=/tmp/cache.ext4,if=none,id=cache,format=raw',
+    ]);
+    expect(args.filter((a) => a.startsWith('virtio-blk-pci'))).toEqual(['virtio-blk-pci,drive=root', 'virtio-blk-pci,drive=cache']);
+  });
+
   it('attaches a cache drive as a virtio disk, escaping commas in its path', () => {
     const args = qemuArgs({ ...vm, cacheDrive: '/tmp/a,b/cache.ext4' });
     expect(valueAfter(args, '-drive')).toBe('file=/tmp/a,,b/cache.ext4,if=none,id=cache,format=raw');

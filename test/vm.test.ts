@@ -139,6 +139,10 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     expect(hit.events.map((e) => e.type)).toContain('cache_hit');
     expect(hit.events.map((e) => e.type)).not.toContain('fetched');
     if (before !== null) expect(await storeRequests()).toBe(before);
+    // The workflow directory is on the drive's file system: the warm boot links the cached
+    // tree, checked against the registry's tree digest (no gunzip).
+    expect(hit.events.find((e) => e.type === 'unpacked')?.data, hit.console).toMatchObject({ from: 'tree', checkedBy: 'tree_digest' });
+    expect(hit.console).toContain('v2 digest=');
   });
 
   it('keeps the agent credential from the workload: nothing in /proc or the metadata service, no forged result (issue #12 §1)', async () => {

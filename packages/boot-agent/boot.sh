@@ -5,7 +5,8 @@
 # workflow's. POSIX sh: runs under busybox ash and dash.
 #
 # Settings (environment): SWARM_NODE (default: node on PATH), SWARM_BOOT_AGENT
-# (default /opt/swarm/boot-agent.mjs), SWARM_NET_DEV and SWARM_NET_ADDR (e.g. eth0 and
+# (default /opt/swarm/boot-agent.mjs), SWARM_BOOT_SNAPSHOT (default: the agent's .blob
+# beside it; "off" to skip), SWARM_NET_DEV and SWARM_NET_ADDR (e.g. eth0 and
 # 169.254.169.15/24: configured only when given), SWARM_NODE_FLAGS (default
 # --max-semi-space-size=1: a 1 MiB young generation instead of up to 16 MiB per
 # semi-space keeps the agent's peak RSS ~15 MiB lower; it allocates short-lived chunks
@@ -33,5 +34,21 @@ if [ ! -r "$agent" ]; then
   echo "boot.sh: boot agent not found at $agent" >&2
   exit 70
 fi
+flags=${SWARM_NODE_FLAGS---max-semi-space-size=1}
+
+# The start-up snapshot (SWARM_BOOT_SNAPSHOT, default: boot-agent.blob beside the agent,
+# "off" to skip): only with the node binary and V8 flags it was built with, which its .id
+# file names, since any other node aborts on it. Otherwise the plain agent runs, saying why.
+snapshot=${SWARM_BOOT_SNAPSHOT:-${agent%.mjs}.blob}
+if [ "$snapshot" != off ] && [ -r "$snapshot" ]; then
+  node_path=$(command -v "$node" || true)
+  want=$(cat "$snapshot.id" 2>/dev/null || true)
+  have="size=$(stat -c %s "$node_path" 2>/dev/null || echo unknown) flags=$flags"
+  if [ -n "$want" ] && [ "$want" = "$have" ]; then
+    # shellcheck disable=SC2086 # flags are words
+    exec "$node" $flags --snapshot-blob "$snapshot" -- "$@"
+  fi
+  echo "boot.sh: not using the start-up snapshot $snapshot (built for ${want:-an unknown node}, this is $have); running $agent" >&2
+fi
 # shellcheck disable=SC2086 # flags are words
-exec "$node" ${SWARM_NODE_FLAGS---max-semi-space-size=1} "$agent" "$@"
+exec "$node" $flags "$agent" "$@"

@@ -129,17 +129,21 @@ done
 [ -n "$MODDIR" ] || die "no modules directory for $KVER in $debname"
 
 # --- 3. boot agent ------------------------------------------------------------------
-# The agent bundles packages/boot-agent/src and, from packages/sdk/src, the client, the
-# contract, errors and hashing (see the imports of boot-agent/src/*.ts).
-SDK="$ROOT/packages/sdk/src"
-if [ ! -f "$AGENT_JS" ] || [ -n "$(find "$AGENT_PKG/src" "$AGENT_PKG/package.json" "$SDK/client.ts" "$SDK/contract" \
-     "$SDK/errors.ts" "$SDK/hash.ts" -type f -newer "$AGENT_JS" -print -quit 2>/dev/null)" ]; then
-  log "building the boot agent"
+agent_pnpm() {
   if command -v pnpm >/dev/null 2>&1; then
-    (cd "$ROOT" && pnpm --filter @swarm/boot-agent build >&2)
+    (cd "$ROOT" && pnpm --filter @swarm/boot-agent run "$@" >&2)
   else
-    (cd "$ROOT" && npx -y pnpm@12.4.2 --filter @swarm/boot-agent build >&2)
+    (cd "$ROOT" && npx -y pnpm@12.4.2 --filter @swarm/boot-agent run "$@" >&2)
   fi
+}
+# The agent bundles packages/boot-agent/src and, from packages/sdk/src, the metadata
+# schema (contract/metadata.ts, patterns.ts) and the bundle rules (see the imports of
+# boot-agent/src/*.ts).
+SDK="$ROOT/packages/sdk/src"
+if [ ! -f "$AGENT_JS" ] || [ -n "$(find "$AGENT_PKG/src" "$AGENT_PKG/package.json" "$SDK/contract" "$SDK/bundle-rules" \
+     -type f -newer "$AGENT_JS" -print -quit 2>/dev/null)" ]; then
+  log "building the boot agent"
+  agent_pnpm build
 fi
 [ -f "$AGENT_JS" ] || die "boot agent build produced no $AGENT_JS"
 
@@ -160,12 +164,12 @@ fingerprint=$(
 )
 
 sizes() {
-  local k i
-  k=$(stat -c %s "$OUT/vmlinuz"); i=$(stat -c %s "$OUT/initramfs.cpio")
-  echo "image: $OUT/vmlinuz ($((k / 1024)) KiB) + $OUT/initramfs.cpio ($((i / 1024 / 1024)) MiB) = $(((k + i) / 1024 / 1024)) MiB (kernel $KVER)"
+  local k i r
+  k=$(stat -c %s "$OUT/vmlinuz"); i=$(stat -c %s "$OUT/initramfs.cpio"); r=$(stat -c %s "$OUT/root.ext4")
+  echo "image: $OUT/vmlinuz ($((k / 1024)) KiB) + $OUT/initramfs.cpio ($((i / 1024)) KiB) + $OUT/root.ext4 ($((r / 1024 / 1024)) MiB, read-only) (kernel $KVER)"
 }
 
-if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio" ] && [ "$(cat "$OUT/image.inputs" 2>/dev/null)" = "$fingerprint" ]; then
+if [ -f "$OUT/vmlinuz" ] && [ -f "$OUT/initramfs.cpio" ] && [ -f "$OUT/root.ext4" ] && [ "$(cat "$OUT/image.inputs" 2>/dev/null)" = "$fingerprint" ]; then
   log "up to date"
   sizes
   exit 0
@@ -174,8 +178,11 @@ fi
 log "assembling the initramfs"
 RFS="$OUT/rootfs"
 rm -rf "$RFS"
-mkdir -p "$RFS"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,etc,lib/modules,opt/swarm,var/cache/swarm,opt/workflow}
+mkdir -p "$RFS"/{bin,sbin,usr/bin,usr/sbin,dev,proc,sys,run,tmp,root,etc,lib/modules,opt/swarm,var/cache/swarm,home}
 chmod 1777 "$RFS/tmp"
+# The root file system is read-only: the workflow directory lives under /var/cache/swarm
+# (the cache drive, or a tmpfs without one); /opt/workflow points there for workloads that name it.
+ln -s /var/cache/swarm/workflow "$RFS/opt/workflow"
 
 # busybox and its applets (never overwriting a file already placed)
 cp "$BUSYBOX" "$RFS/bin/busybox"
@@ -198,8 +205,11 @@ for m in $MODULES; do
   esac
 done
 
-# Node, its libraries and the dynamic loader, at the paths ldd names
+# Node, its libraries and the dynamic loader, at the paths ldd names. Node stripped of its
+# symbols and debug info when binutils' strip is there (Debian's node: 99 → 86 MB): the
+# kernel copies every byte of the initramfs before /init runs.
 cp "$NODE_BIN" "$RFS/usr/bin/node"
+if command -v strip >/dev/null 2>&1; then strip --strip-all "$RFS/usr/bin/node" || log "strip failed; keeping node as it is"; fi
 for lib in $node_libs; do
   mkdir -p "$RFS$(dirname "$lib")"
   cp -L "$lib" "$RFS$lib"
@@ -207,6 +217,18 @@ done
 
 # the agent and its boot hook
 cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
+# The agent's start-up snapshot (Node's --build-snapshot): built by the very node binary the
+# image ships, with the V8 flags boot.sh runs it with (a blob from another binary or other
+# flags makes node abort). boot-agent.blob.id names both; boot.sh compares it with its own
+# node and flags before using the blob, else runs boot-agent.mjs, saying why.
+SNAP_FLAGS=--max-semi-space-size=1
+agent_pnpm build:snapshot-script
+if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
+  echo "size=$(stat -c %s "$RFS/usr/bin/node") flags=$SNAP_FLAGS" > "$RFS/opt/swarm/boot-agent.blob.id"
+else
+  log "building the start-up snapshot failed (see $OUT/snapshot.log); the image boots the plain agent"
+  rm -f "$RFS/opt/swarm/boot-agent.blob"
+fi
 cp "$BOOT_SH" "$RFS/opt/swarm/boot.sh"
 chmod 755 "$RFS/opt/swarm/boot.sh"
 # the platform root the agent checks bundle signatures under (SWARM_TRUST_ROOT's default path)
@@ -279,6 +301,7 @@ set +f
 
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do
   [ -f "/lib/modules/$m.ko" ] || continue # built into this kernel
+  [ -d "/sys/module/$m" ] && continue     # loaded by the first stage (the root drive's)
   insmod "/lib/modules/$m.ko" || echo "init: insmod $m failed"
 done
 
@@ -292,28 +315,80 @@ else
   echo "init: no eth0"
 fi
 
-# the bundle cache drive: ext4 on the first virtio disk, when one is attached
-if [ -e /sys/block/vda ]; then
+# The workflow directory beside the cache (the root is read-only), on the cache drive's file
+# system when one is mounted, so a warm boot can hard-link the cached unpacked tree into it
+# (links cannot cross file systems). The agent replaces whatever an earlier VM left there.
+export SWARM_WORKFLOW_DIR=/var/cache/swarm/workflow
+# the bundle cache drive: ext4 on the virtio disk after the root drive (vdb), when attached
+cache_dev=vda
+[ "${SWARM_ROOT_DEV:-}" = vda ] && cache_dev=vdb
+if [ -e "/sys/block/$cache_dev" ]; then
   i=0
-  while [ ! -b /dev/vda ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
+  while [ ! -b "/dev/$cache_dev" ] && [ $i -lt 20 ]; do sleep 0.1; i=$((i + 1)); done
   mkdir -p /var/cache/swarm
-  if mount -t ext4 -o noatime /dev/vda /var/cache/swarm; then
+  if mount -t ext4 -o noatime "/dev/$cache_dev" /var/cache/swarm; then
     echo "init: cache drive mounted at /var/cache/swarm"
   else
-    echo "init: cannot mount /dev/vda (ext4) on /var/cache/swarm; running without a cache drive"
+    echo "init: cannot mount /dev/$cache_dev (ext4) on /var/cache/swarm; running without a cache drive"
   fi
 fi
 
 echo "SWARM_AGENT_START"
-SWARM_NODE=/usr/bin/node SWARM_BOOT_AGENT=/opt/swarm/boot-agent.mjs /bin/sh /opt/swarm/boot.sh
+SWARM_LOG_TIMINGS=1 SWARM_NODE=/usr/bin/node SWARM_BOOT_AGENT=/opt/swarm/boot-agent.mjs /bin/sh /opt/swarm/boot.sh
 finish $?
 INIT
 chmod 755 "$RFS/init"
 
-(cd "$RFS" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
+# The root drive: the tree above as a read-only ext4 image (no journal), which the driver
+# attaches `readonly=on` as the first virtio disk. The kernel reads only the blocks that are
+# touched, where it had to copy a ~90 MiB initramfs before /init (bench/README.md).
+root_mib=$(($(du -sm "$RFS" | cut -f1) + 24))
+mkfs.ext4 -q -F -L swarm-root -O ^has_journal -m 0 -E root_owner=0:0 -d "$RFS" "$OUT/root.ext4.tmp" "${root_mib}M"
+mv "$OUT/root.ext4.tmp" "$OUT/root.ext4"
+
+# The initramfs: busybox, the virtio block modules and a first-stage /init that mounts the
+# root drive read-only, puts tmpfs where the system writes (/run, /tmp, /home,
+# /var/cache/swarm: the cache drive mounts over the last), and switch_roots to its /init.
+MINI="$OUT/mini-rootfs"
+rm -rf "$MINI"
+mkdir -p "$MINI"/{bin,dev,proc,lib/modules,newroot}
+cp "$BUSYBOX" "$MINI/bin/busybox"
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  [ -f "$RFS/lib/modules/$m.ko" ] && cp "$RFS/lib/modules/$m.ko" "$MINI/lib/modules/"
+done
+[ "$(id -u)" -eq 0 ] && mknod -m 600 "$MINI/dev/console" c 5 1
+cat > "$MINI/init" <<'STAGE1'
+#!/bin/busybox sh
+# First stage of the swarm VM: mount the read-only root drive (/dev/vda) and switch to it.
+B=/bin/busybox
+$B mount -t devtmpfs devtmpfs /dev
+exec </dev/console >/dev/console 2>&1
+$B mount -t proc proc /proc
+stop() { echo "SWARM_EXIT=$1" >/dev/ttyS1; $B poweroff -f; $B sleep 5; exit "$1"; }
+# The acceleration probe boots without drives: answer it here.
+if $B grep -q 'swarm.probe=1' /proc/cmdline; then
+  echo "SWARM_INIT uptime=$($B cut -d' ' -f1 /proc/uptime)"
+  stop 0
+fi
+for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do
+  [ -f "/lib/modules/$m.ko" ] && { $B insmod "/lib/modules/$m.ko" || echo "init: insmod $m failed"; }
+done
+i=0
+while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $B sleep 0.05; i=$((i + 1)); done
+$B mount -t ext4 -o ro,noatime /dev/vda /newroot || { echo "init: cannot mount the root drive /dev/vda"; stop 70; }
+for d in run tmp home var/cache/swarm; do $B mount -t tmpfs -o mode=0755 tmpfs "/newroot/$d" || stop 70; done
+$B chmod 1777 /newroot/tmp
+$B mkdir -p /newroot/home/swarm
+$B umount /proc
+$B mount --move /dev /newroot/dev
+export SWARM_ROOT_DEV=vda
+exec $B switch_root /newroot /init
+STAGE1
+chmod 755 "$MINI/init"
+(cd "$MINI" && find . -mindepth 1 -print0 | LC_ALL=C sort -z |
   cpio --null --create --format=newc --owner=0:0 --reproducible --quiet) > "$OUT/initramfs.cpio.tmp"
 mv "$OUT/initramfs.cpio.tmp" "$OUT/initramfs.cpio"
-rm -rf "$RFS"
+rm -rf "$RFS" "$MINI"
 cp "$vmlinuz_src" "$OUT/vmlinuz.tmp" && mv "$OUT/vmlinuz.tmp" "$OUT/vmlinuz"
 printf '%s\n' "$fingerprint" > "$OUT/image.inputs"
 log "built in $((($(date +%s%N) - started) / 1000000)) ms"

@@ -12,8 +12,8 @@
  */
 import { createHash, type Hash } from 'node:crypto';
 import fs from 'node:fs/promises';
-import http from 'node:http';
-import https from 'node:https';
+import type http from 'node:http';
+import { clientFor } from './transport.js';
 import { AgentError } from './errors.js';
 
 export type FetchOptions = {
@@ -135,7 +135,7 @@ function get(url: string, headers: Record<string, string>, o: Pick<FetchOptions,
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const timeoutError = (what: string) => Object.assign(new Error(`${what} timeout`), { code: 'ETIMEDOUT' });
-    const req = (u.protocol === 'https:' ? https : http).get(u, { headers, agent: false }, (res) => {
+    const req = clientFor(u.protocol).get(u, { headers, agent: false }, (res) => {
       clearTimeout(connectTimer);
       resolve({ statusCode: res.statusCode ?? 0, headers: res.headers, body: res });
     });

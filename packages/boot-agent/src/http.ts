@@ -4,8 +4,7 @@
  * ~20 MB to its resident memory. The whole exchange is bounded by `timeoutMs`, and the
  * answer by `maxBytes`.
  */
-import http from 'node:http';
-import https from 'node:https';
+import { clientFor } from './transport.js';
 
 export type SmallResponse = { statusCode: number; text: string };
 
@@ -17,7 +16,7 @@ export function smallRequest(
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const headers = { ...o.headers, ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}) };
-    const req = (u.protocol === 'https:' ? https : http).request(
+    const req = clientFor(u.protocol).request(
       u,
       { method: o.method ?? 'GET', headers, agent: false, signal: AbortSignal.timeout(o.timeoutMs) },
       (res) => {

@@ -5,16 +5,19 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { startupSnapshot } from 'node:v8';
 import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rules';
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter, exchangeBootstrapToken } from './events.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
-import { fromFile, fromMmds, fromVariables, resolveMetadata } from './metadata.js';
+import { fromFile, fromMmds, fromVariables, resolveMetadata, validBundle, validSigning } from './metadata.js';
+import { resolveActive } from './resolve.js';
 import { sealMetadataService } from './seal.js';
 import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run.js';
 import { count, helpText, parseInvocation, text } from './settings.js';
-import { linkFromTree } from './tree.js';
+import { linkFromTree, linkFromTreeByDigest } from './tree.js';
+import { trustedTreeDigest } from './trust.js';
 import { unpackBundle } from './unpack.js';
 import { loadTrustRoot, verifyBundle } from './verify.js';
 
@@ -27,6 +30,8 @@ async function main(argv: string[]): Promise<number> {
     process.stdout.write(helpText());
     return 0;
   }
+  // Node's start and the agent's load, for the VM console's breakdown (bench/README.md #7); the image's /init asks for it.
+  if (env.SWARM_LOG_TIMINGS === '1') log(`started ${Math.round(performance.now())} ms after node did (node ${process.version})`);
 
   const workflowDir = text(vars, 'SWARM_WORKFLOW_DIR');
   const cache = new BundleCache(text(vars, 'SWARM_CACHE_DIR'), count(vars, 'SWARM_CACHE_MAX_BYTES'));
@@ -106,26 +111,20 @@ async function main(argv: string[]): Promise<number> {
       // An API token: agent credentials only report on their execution.
       const token = vars.SWARM_TOKEN;
       if (!token) throw new AgentError('bad_metadata', 'resolving a workflow needs an API token (SWARM_TOKEN)');
-      // Loaded only on this path: the SDK client (tRPC, undici) is most of the agent's code,
-      // and evaluating it costs every boot ~20 MB of memory whether it is used or not.
-      const { createSwarmClient } = await import('@swarm/sdk/client');
-      const active = await createSwarmClient({ url: metadata.apiUrl!, token })
-        .resolveActive(metadata.workflow!)
-        .catch((err: Error) => {
-          throw new AgentError('fetch_failed', `cannot resolve ${metadata.workflow}: ${err.message}`);
-        });
-      bundle = { url: active.bundleUrl, hash: active.bundleHash, size: active.size };
+      const resolved = await resolveActive(metadata.apiUrl!, metadata.workflow!, token);
+      const from = `the registry's answer for ${metadata.workflow}`;
+      bundle = validBundle(resolved, from);
       // The registry's signature material, checked like the metadata's (against the workflow asked for).
-      metadata.signing ??= active.signing;
+      metadata.signing ??= validSigning(resolved.signing, from);
     }
 
     // Before anything is fetched, linked or unpacked: the bytes are checked against this same hash.
-    if (trustRoot) {
-      const signed = verifyBundle(trustRoot, metadata, bundle);
+    const signed = trustRoot ? verifyBundle(trustRoot, metadata, bundle) : null;
+    if (signed) {
       events.emit('signature_verified', { keyId: metadata.signing!.keyId, tenant: signed.tenant, workflow: signed.workflow });
       log(`signature verified: key ${metadata.signing!.keyId.slice(0, 12)} for ${signed.tenant}/${signed.workflow}`);
     }
-    const unpacked = await fromCache(bundle);
+    const unpacked = await fromCache(bundle, trustedTreeDigest(bundle, signed));
     log(
       `unpacked ${unpacked.files} files (${unpacked.bytes} bytes) into ${workflowDir}${unpacked.from === 'tree' ? ' from the cached tree' : ''}`,
     );
@@ -140,31 +139,36 @@ async function main(argv: string[]): Promise<number> {
 
   /**
    * Puts the bundle in the workflow directory: from the cache's unpacked tree when it
-   * matches the cached archive (tree.ts), else by unpacking the archive (cached, or fetched
-   * on a miss) and keeping a tree of it for the next boot. A tree that does not match is
-   * discarded.
+   * matches the bundle's trusted tree digest (hashing the tree's files, no gunzip) or, with
+   * no trusted digest, the cached archive (tree.ts); else by unpacking the archive (cached,
+   * or fetched on a miss) and keeping a tree of it for the next boot. A tree that does not
+   * match is discarded.
    */
-  async function fromCache(bundle: {
-    url: string;
-    hash: string;
-    size?: number | undefined;
-  }): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
+  async function fromCache(
+    bundle: { url: string; hash: string; size?: number | undefined },
+    digest: string | undefined,
+  ): Promise<BundleCounts & { from: 'tree' | 'archive' }> {
     const started = Date.now();
     const tree = cache.treePath(bundle.hash);
     const archive = await fs.stat(cache.pathFor(bundle.hash)).catch(() => null);
     let treeDiscarded: string | undefined;
     if (archive?.isFile() && (await fs.lstat(tree).catch(() => null))) {
       try {
-        const result = await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
+        const result = digest
+          ? await linkFromTreeByDigest(bundle.hash, digest, tree, workflowDir, limits)
+          : await linkFromTree(cache.pathFor(bundle.hash), bundle.hash, tree, workflowDir, limits);
         await cache.touch(bundle.hash);
         events.emit('cache_hit', { bytes: archive.size, from: 'tree' });
-        log(`cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree)`);
+        log(
+          `cache hit ${bundle.hash.slice(0, 12)} (${archive.size} bytes, unpacked tree${digest ? ', checked against its tree digest' : ''})`,
+        );
         events.emit('unpacked', {
           files: result.files,
           directories: result.directories,
           bytes: result.bytes,
           ms: Date.now() - started,
           from: 'tree',
+          checkedBy: digest ? 'tree_digest' : 'archive',
         });
         return { ...result, from: 'tree' };
       } catch (err) {
@@ -241,11 +245,17 @@ async function main(argv: string[]): Promise<number> {
   }
 }
 
-main(process.argv.slice(2)).then(
-  (code) => process.exit(code),
-  (err: unknown) => {
-    const e = err instanceof AgentError ? err : new AgentError('internal', String((err as Error)?.stack ?? err));
-    log(`${e.reason}: ${e.message}`);
-    process.exit(e.exitCode ?? EXIT.INTERNAL);
-  },
-);
+function start(argv: string[]): void {
+  main(argv).then(
+    (code) => process.exit(code),
+    (err: unknown) => {
+      const e = err instanceof AgentError ? err : new AgentError('internal', String((err as Error)?.stack ?? err));
+      log(`${e.reason}: ${e.message}`);
+      process.exit(e.exitCode ?? EXIT.INTERNAL);
+    },
+  );
+}
+
+// Built into a start-up snapshot (snapshot.sh), the agent runs when the snapshot is restored, with the arguments given then.
+if (startupSnapshot.isBuildingSnapshot()) startupSnapshot.setDeserializeMainFunction(() => start(process.argv.slice(1)));
+else start(process.argv.slice(2));

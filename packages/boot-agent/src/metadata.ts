@@ -5,11 +5,11 @@
  */
 import fs from 'node:fs/promises';
 import { smallRequest } from './http.js';
-import { type VmMetadata, vmMetadata } from '@swarm/sdk/metadata';
+import { type VmMetadata, signingMaterial, vmMetadata } from '@swarm/sdk/metadata';
 import { AgentError } from './errors.js';
 
 export type Partial = {
-  bundle?: { url?: unknown; hash?: unknown; size?: unknown };
+  bundle?: { url?: unknown; hash?: unknown; size?: unknown; treeDigest?: unknown };
   workflow?: unknown;
   execution?: { id?: unknown; agentToken?: unknown };
   apiUrl?: unknown;
@@ -33,7 +33,7 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
   }
   return (
     prune({
-      bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size }),
+      bundle: prune({ url: v.BUNDLE_URL, hash: v.BUNDLE_HASH, size, treeDigest: v.BUNDLE_TREE_DIGEST }),
       workflow: v.SWARM_WORKFLOW,
       execution: prune({ id: v.SWARM_EXECUTION_ID, agentToken: v.SWARM_AGENT_TOKEN }),
       apiUrl: v.SWARM_API_URL,
@@ -100,6 +100,27 @@ export function resolveMetadata(sources: Array<Partial | null>): VmMetadata {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     throw bad(`metadata ${issue.path.join('.') || '(document)'}: ${issue.message}`);
+  }
+  return parsed.data;
+}
+
+/** A bundle reference from elsewhere (the registry's answer to a resolve), checked as the metadata's bundle is. */
+export function validBundle(bundle: Partial['bundle'], from: string): NonNullable<VmMetadata['bundle']> {
+  const parsed = vmMetadata.safeParse({ bundle });
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AgentError('fetch_failed', `${from}: ${issue.path.join('.')}: ${issue.message}`);
+  }
+  return parsed.data.bundle!;
+}
+
+/** Signature material from elsewhere (the registry's answer to a resolve), checked as the metadata's is; absent stays absent. */
+export function validSigning(signing: unknown, from: string): VmMetadata['signing'] {
+  if (signing === undefined) return undefined;
+  const parsed = signingMaterial.safeParse(signing);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new AgentError('fetch_failed', `${from}: signing.${issue.path.join('.')}: ${issue.message}`);
   }
   return parsed.data;
 }

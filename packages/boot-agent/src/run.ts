@@ -9,12 +9,12 @@
  * The workflow directory becomes sticky and world-writable (1777) so that the workflow can
  * still create files in it, as it could as root, but not replace or delete the bundle's.
  */
-import { spawn } from 'node:child_process';
 import fsSync from 'node:fs';
 import os from 'node:os';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import { bundleManifest } from '@swarm/sdk/metadata';
+import { builtin } from './builtins.js';
 import { AgentError } from './errors.js';
 
 /** The agent's own variables: not the workflow's business. */
@@ -93,7 +93,7 @@ export function runWorkflow(
   return new Promise((resolve, reject) => {
     // With uid and gid, libuv also drops the agent's supplementary groups (setgroups(0)).
     const identity = user ? { uid: user.uid, gid: user.gid } : {};
-    const child = spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'inherit', ...identity });
+    const child = builtin('node:child_process').spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'inherit', ...identity });
     const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
     const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);

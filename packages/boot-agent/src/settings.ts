@@ -29,6 +29,12 @@ const SECTIONS = [
       { flag: 'bundle-url', arg: 'URL', env: 'BUNDLE_URL', help: 'where to download the bundle (http/https)' },
       { flag: 'bundle-hash', arg: 'HEX', env: 'BUNDLE_HASH', help: 'expected sha256 (64 lowercase hex)' },
       { flag: 'bundle-size', arg: 'N', env: 'BUNDLE_SIZE', help: 'expected size in bytes (optional)' },
+      {
+        flag: 'bundle-tree-digest',
+        arg: 'HEX',
+        env: 'BUNDLE_TREE_DIGEST',
+        help: "the registry's digest of the unpacked bundle (optional):\na warm boot checks the cached tree against it without gunzip",
+      },
       { flag: 'workflow', arg: 'REF', env: 'SWARM_WORKFLOW', help: "with no bundle: resolve this workflow's active version" },
       { flag: 'api-url', arg: 'URL', env: 'SWARM_API_URL', help: "the registry's API (events, resolving)" },
       { flag: 'execution-id', arg: 'ID', env: 'SWARM_EXECUTION_ID', help: 'execution to report events for' },

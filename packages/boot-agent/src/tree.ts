@@ -11,6 +11,9 @@
  * staging directory beside the workflow directory, whose directories are the agent's own,
  * and the staging directory is renamed into place. Writing nothing but links is what
  * makes this faster than unpacking; gunzip stays, because only it binds the tree to the hash.
+ * When the metadata brings the bundle's tree digest (computed by the registry at upload)
+ * and it is trusted (trust.ts), linkFromTreeByDigest checks the tree against it instead:
+ * the files are hashed, the archive is neither read nor gunzipped.
  *
  * Any difference throws TreeMismatch: the caller discards the tree and unpacks the archive
  * as a cold boot does, which also reports a bad archive or an unsafe bundle properly.
@@ -23,7 +26,9 @@ import {
   type BundleCounts,
   type BundleLimits,
   type Listing,
+  type TreeEntry,
   type WalkResult,
+  treeDigest,
   walkArchive,
 } from '@swarm/sdk/bundle-rules';
 import { isGzip } from './archive.js';
@@ -58,22 +63,128 @@ export async function linkFromTree(
   });
 }
 
-/** Every directory and regular file under `root` by relative path; anything else is a mismatch. */
-function listTree(root: string): Map<string, 'dir' | 'file'> {
+/**
+ * Links the cached tree's files into `target` after checking the tree against the bundle's
+ * tree digest (bundle-rules' tree-digest.ts), without the archive: no gunzip, no archive
+ * read. Every file is opened without following links and must be a regular file owned by
+ * the agent's user with the mode unpacking gives (0644 or 0755, minus the umask); its bytes
+ * are hashed from that descriptor and the very inode hashed is hard-linked into staging;
+ * the digest of the tree so found (paths, types, modes, sizes, file hashes) must equal
+ * `digest`, so a changed, added, removed or re-moded file or directory is a mismatch. The
+ * agent's caps (entries, bytes, depth) bound the walk. The caller decides whether `digest`
+ * is to be trusted (trust.ts).
+ */
+export async function linkFromTreeByDigest(
+  hash: string,
+  digest: string,
+  tree: string,
+  target: string,
+  limits: BundleLimits,
+): Promise<BundleCounts> {
+  const manifest = checkTreeLayout(tree, hash);
+  const files = path.join(tree, TREE_FILES);
+  const found = listTree(files, limits);
+  return viaStaging(target, async (staging) => {
+    const entries: TreeEntry[] = [];
+    const counts = { files: 0, directories: 0, bytes: 0 };
+    const open = treeFileOpener(files);
+    for (const [rel, type] of found) {
+      if (type === 'dir') {
+        fsSync.mkdirSync(path.join(staging, rel), { mode: 0o755 });
+        entries.push({ type: 'dir', path: rel });
+        counts.directories++;
+        continue;
+      }
+      const { fd, st, mode } = open(rel);
+      let sha256: string;
+      try {
+        counts.bytes += st.size;
+        if (counts.bytes > limits.maxBytes) throw mismatch(`it holds more than ${limits.maxBytes} bytes`);
+        sha256 = hashFd(fd);
+      } finally {
+        fsSync.closeSync(fd);
+      }
+      linkVerified(files, staging, rel, st);
+      entries.push({ type: 'file', path: rel, mode, size: st.size, sha256 });
+      counts.files++;
+    }
+    const actual = treeDigest(entries);
+    if (actual !== digest) throw mismatch(`its tree digest is ${actual}, not the bundle's ${digest}`);
+    if (manifest.files !== counts.files || manifest.directories !== counts.directories || manifest.bytes !== counts.bytes) {
+      throw mismatch('its manifest does not count what the bundle holds');
+    }
+    return counts;
+  });
+}
+
+/** The sha256 of everything read from `fd`, from its start. */
+function hashFd(fd: number): string {
+  const sha = createHash('sha256');
+  const chunk = Buffer.allocUnsafe(256 * 1024);
+  for (let at = 0; ; ) {
+    const n = fsSync.readSync(fd, chunk, 0, chunk.length, at);
+    if (n === 0) break;
+    sha.update(chunk.subarray(0, n));
+    at += n;
+  }
+  return sha.digest('hex');
+}
+
+/**
+ * Opens a tree file without following links; it must be a regular file owned by the
+ * agent's user whose mode is one unpacking gives (0644 or 0755, minus the umask). Returns
+ * the unpacked mode it stands for.
+ */
+function treeFileOpener(treeRoot: string) {
+  const uid = process.getuid?.();
+  const umask = process.umask();
+  return (rel: string) => {
+    const fd = fsSync.openSync(path.join(treeRoot, rel), fsSync.constants.O_RDONLY | fsSync.constants.O_NOFOLLOW);
+    try {
+      const st = fsSync.fstatSync(fd);
+      if (!st.isFile()) throw mismatch(`"${rel}" is not a regular file`);
+      const onDisk = st.mode & 0o7777;
+      const mode = onDisk & 0o111 ? 0o755 : 0o644;
+      if (onDisk !== (mode & ~umask)) throw mismatch(`"${rel}" has mode ${onDisk.toString(8)}`);
+      if (uid !== undefined && st.uid !== uid) throw mismatch(`"${rel}" belongs to uid ${st.uid}`);
+      return { fd, st, mode };
+    } catch (err) {
+      fsSync.closeSync(fd);
+      throw err;
+    }
+  };
+}
+
+/** Hard-links a checked tree file into `staging`; the link must be the very inode that was checked. */
+function linkVerified(treeRoot: string, staging: string, rel: string, st: fsSync.Stats): void {
+  const dest = path.join(staging, rel);
+  fsSync.linkSync(path.join(treeRoot, rel), dest);
+  const linked = fsSync.lstatSync(dest);
+  if (linked.ino !== st.ino || linked.dev !== st.dev) throw mismatch(`"${rel}" changed while it was checked`);
+}
+
+/**
+ * Every directory and regular file under `root` by relative path, parents before their
+ * children; anything else is a mismatch. With `limits`, a tree past the agent's caps on
+ * entries or depth is a mismatch too (the walk stops there).
+ */
+function listTree(root: string, limits?: BundleLimits): Map<string, 'dir' | 'file'> {
   const st = fsSync.lstatSync(root, { throwIfNoEntry: false });
   if (!st?.isDirectory()) throw mismatch('no files directory');
   const out = new Map<string, 'dir' | 'file'>();
-  const walk = (rel: string) => {
+  const walk = (rel: string, depth: number) => {
+    if (limits && depth > limits.maxDepth) throw mismatch(`"${rel.slice(0, 200)}" is nested deeper than ${limits.maxDepth} levels`);
     for (const d of fsSync.readdirSync(path.join(root, rel), { withFileTypes: true })) {
       const r = rel ? `${rel}/${d.name}` : d.name;
+      if (limits && out.size >= limits.maxEntries) throw mismatch(`it holds more than ${limits.maxEntries} entries`);
       if (d.isDirectory()) {
         out.set(r, 'dir');
-        walk(r);
+        walk(r, depth + 1);
       } else if (d.isFile()) out.set(r, 'file');
       else throw mismatch(`"${r}" is neither a regular file nor a directory`);
     }
   };
-  walk('');
+  walk('', 1);
   return out;
 }
 

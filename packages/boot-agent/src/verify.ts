@@ -11,7 +11,7 @@
 import type { KeyObject } from 'node:crypto';
 import fs from 'node:fs';
 import type { VmMetadata } from '@swarm/sdk/metadata';
-import { type BundleStatement, SigningError, publicKeyFrom, trustedTreeDigest, verifyBundleSignature } from '@swarm/sdk/signing';
+import { type BundleStatement, SigningError, publicKeyFrom, verifyBundleSignature } from '@swarm/sdk/signing';
 import { AgentError } from './errors.js';
 
 const untrusted = (message: string) => new AgentError('untrusted', message);
@@ -71,5 +71,3 @@ export function verifyBundle(
     throw err;
   }
 }
-
-export { trustedTreeDigest };

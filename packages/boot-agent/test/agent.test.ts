@@ -133,6 +133,18 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     expect(r.stderr).toContain(`cache hit ${bundle.hash.slice(0, 12)}`);
   });
 
+  it("fails (69) naming the registry's answer when the workflow to resolve does not exist", async () => {
+    const r = await sandbox.run(['--workflow', 'acme/nope', '--api-url', reg.url], { SWARM_TOKEN: reg.adminToken });
+    expect(r.code).toBe(69);
+    expect(r.stderr).toMatch(/fetch_failed: cannot resolve acme\/nope: workflow "acme\/nope" not found/);
+  });
+
+  it('fails (69) when the token cannot resolve the workflow', async () => {
+    const r = await sandbox.run(['--workflow', 'acme/hello', '--api-url', reg.url], { SWARM_TOKEN: 'not-a-token' });
+    expect(r.code).toBe(69);
+    expect(r.stderr).toMatch(/fetch_failed: cannot resolve acme\/hello: /);
+  });
+
   it('keeps running when the registry cannot take its events', async () => {
     await fs.writeFile(
       path.join(sandbox.dir, 'metadata.json'),
@@ -185,6 +197,78 @@ describe('a store that closes the connection after each response', () => {
 });
 
 describe('the built agent', () => {
+  /** boot.sh from `dir` (holding boot-agent.mjs and maybe its snapshot), run by dash with `args`. */
+  const bootSh = (dir: string, args: string[], env: Record<string, string> = {}) =>
+    new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+      let stdout = '';
+      let stderr = '';
+      const child = spawn('dash', [path.resolve(import.meta.dirname, '../boot.sh'), ...args], {
+        cwd: dir,
+        env: { PATH: process.env.PATH, SWARM_BOOT_AGENT: path.join(dir, 'boot-agent.mjs'), SWARM_NODE: process.execPath, ...env },
+      });
+      child.stdout.on('data', (c) => (stdout += c));
+      child.stderr.on('data', (c) => (stderr += c));
+      child.on('exit', (code) => resolve({ code, stdout, stderr }));
+    });
+  const run = (cmd: string, args: string[], cwd: string) =>
+    new Promise<void>((resolve, reject) =>
+      spawn(cmd, args, { cwd, stdio: 'ignore' }).on('exit', (c) =>
+        c === 0 ? resolve() : reject(new Error(`${cmd} ${args[0]} exited ${c}`)),
+      ),
+    );
+
+  it('boot.sh runs the start-up snapshot built by this node with its flags, and falls back loudly to the plain file otherwise', async () => {
+    const pkg = path.resolve(import.meta.dirname, '..');
+    await run('pnpm', ['run', 'build'], pkg);
+    await run('pnpm', ['run', 'build:snapshot-script'], pkg);
+    const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-snapshot-agent-'));
+    try {
+      await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
+      const flags = '--max-semi-space-size=1';
+      await run(
+        process.execPath,
+        [flags, '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
+        dir,
+      );
+      const id = `size=${(await fs.stat(process.execPath)).size} flags=${flags}`;
+      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), `${id}\n`);
+
+      const fromSnapshot = await bootSh(dir, ['--help']);
+      expect(fromSnapshot.code, fromSnapshot.stderr).toBe(0);
+      expect(fromSnapshot.stdout).toMatch(/Exit codes:[\s\S]*65 hash mismatch/);
+      expect(fromSnapshot.stderr).toBe('');
+      // The snapshot's agent really runs: it validates what it is given like the plain one.
+      await fs.writeFile(path.join(dir, 'metadata.json'), JSON.stringify({ bundle: { url: 'http://127.0.0.1:1/b.tgz', hash: 'xyz' } }));
+      const bad = await bootSh(dir, ['--mmds-url', 'off', '--metadata-file', path.join(dir, 'metadata.json')], { SWARM_LOG_TIMINGS: '1' });
+      expect(bad.code).toBe(64);
+      expect(bad.stderr).toMatch(
+        /^swarm-boot-agent: started \d+ ms after node did[\s\S]*bad_metadata: metadata bundle\.hash: must be a sha256 digest/,
+      );
+      expect(bad.stderr).not.toContain('not using the start-up snapshot');
+
+      // Other V8 flags than the blob was built with: node would abort on it; boot.sh says so and runs the plain file.
+      const otherFlags = await bootSh(dir, ['--help'], { SWARM_NODE_FLAGS: '--max-semi-space-size=2' });
+      expect(otherFlags.code).toBe(0);
+      expect(otherFlags.stderr).toMatch(
+        /boot\.sh: not using the start-up snapshot .*boot-agent\.blob \(built for size=\d+ flags=--max-semi-space-size=1, this is size=\d+ flags=--max-semi-space-size=2\); running .*boot-agent\.mjs/,
+      );
+      expect(otherFlags.stdout).toMatch(/Exit codes:/);
+
+      // A blob from another node binary (its .id names another size): the same.
+      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), `size=1 flags=${flags}\n`);
+      const otherNode = await bootSh(dir, ['--help']);
+      expect(otherNode.code).toBe(0);
+      expect(otherNode.stderr).toMatch(/not using the start-up snapshot .*built for size=1 /);
+
+      // Off: no word about it.
+      const off = await bootSh(dir, ['--help'], { SWARM_BOOT_SNAPSHOT: 'off' });
+      expect(off.code).toBe(0);
+      expect(off.stderr).toBe('');
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('is one self-contained file that runs on plain Node, and boot.sh execs it', async () => {
     const pkg = path.resolve(import.meta.dirname, '..');
     await new Promise<void>((resolve, reject) =>
@@ -195,6 +279,8 @@ describe('the built agent', () => {
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-built-agent-'));
     try {
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
+      // The lean boot path: no SDK client (tRPC, undici) and no classic zod in the file every boot parses (~2.1 MB before).
+      expect((await fs.stat(path.join(dir, 'boot-agent.mjs'))).size).toBeLessThan(400 * 1024);
       const out = await new Promise<{ code: number | null; stdout: string }>((resolve) => {
         let stdout = '';
         const child = spawn('dash', [path.join(pkg, 'boot.sh'), '--help'], {

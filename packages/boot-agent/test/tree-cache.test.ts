@@ -8,6 +8,7 @@
  */
 import fs from 'node:fs/promises';
 import path from 'node:path';
+import { CHECK_ONLY, DEFAULT_BUNDLE_LIMITS, walkArchive } from '@swarm/sdk/bundle-rules';
 import { describe, type ExpectStatic, type TestContext, test } from 'vitest';
 import { eventRecorder } from './support/events.js';
 import {
@@ -48,18 +49,18 @@ async function started(ctx: TestContext, server: Promise<TestServer>): Promise<T
   return s;
 }
 
-/** A sandbox whose cache a first (cold) boot filled with the bundle's archive and tree. */
-async function warmed(ctx: TestContext, b: Blob = treeBundle()) {
+/** A sandbox whose cache a first (cold) boot filled with the bundle's archive and tree; `extra`: flags for every boot. */
+async function warmed(ctx: TestContext, b: Blob = treeBundle(), extra: string[] = []) {
   const { expect } = ctx;
   const sb = await sandbox();
   ctx.onTestFinished(() => sb.remove());
   const store = await started(ctx, serveBundle(b.bytes));
-  const cold = await sb.fetch(store.url(), b.hash);
+  const cold = await sb.fetch(store.url(), b.hash, extra);
   expect(cold.code, cold.stderr).toBe(0);
   expect(cold.stdout).toContain(EXPECTED_OUTPUT());
   const tree = path.join(sb.cacheDir, `${b.hash}.tree`);
   expect((await fs.readdir(tree)).sort()).toEqual(['files', 'manifest.json']);
-  return { sb, b, store, tree, files: path.join(tree, 'files') };
+  return { sb, b, store, tree, files: path.join(tree, 'files'), extra };
 }
 
 const ino = async (p: string) => (await fs.lstat(p)).ino;
@@ -71,7 +72,7 @@ async function expectClean(expect: ExpectStatic, sb: Sandbox, cached: string[], 
 /** The next boot notices, discards the tree, unpacks the verified archive, runs the real bundle and keeps a fresh tree. */
 async function expectDiscarded(ctx: TestContext, w: Awaited<ReturnType<typeof warmed>>, reason: RegExp, alsoAllowed: string[] = []) {
   const { expect } = ctx;
-  const run = await w.sb.fetch(w.store.url(), w.b.hash);
+  const run = await w.sb.fetch(w.store.url(), w.b.hash, w.extra);
   expect(run.code, run.stderr).toBe(0);
   expect(run.stderr).toMatch(new RegExp(`discarded the cached tree of ${w.b.hash.slice(0, 12)}: .*${reason.source}`));
   expect(run.stderr).toContain(`cache hit ${w.b.hash.slice(0, 12)} (${w.b.bytes.length} bytes)`); // the archive, not the tree
@@ -81,7 +82,7 @@ async function expectDiscarded(ctx: TestContext, w: Awaited<ReturnType<typeof wa
   expect(w.store.requests).toHaveLength(1);
   // The new tree is the one this boot unpacked, and the boot after uses it.
   expect(await ino(path.join(w.files, 'app/msg.txt'))).toBe(await ino(path.join(w.sb.workflowDir, 'app/msg.txt')));
-  const again = await w.sb.fetch(w.store.url(), w.b.hash);
+  const again = await w.sb.fetch(w.store.url(), w.b.hash, w.extra);
   expect(again.code, again.stderr).toBe(0);
   expect(again.stderr).toContain('unpacked tree');
   await expectClean(expect, w.sb, [w.b.hash], alsoAllowed);
@@ -378,5 +379,172 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     expect((await fs.readdir(sb.cacheDir)).sort()).toEqual(
       [`${a.hash}.tar.gz`, `${a.hash}.tree`, `${b.hash}.tar.gz`, `${b.hash}.tree`].sort(),
     );
+  });
+});
+
+/** The bundle's tree digest, as the registry computes it at upload (the shared definition). */
+async function digestOf(b: Blob): Promise<string> {
+  const { treeDigest } = await walkArchive([b.bytes], DEFAULT_BUNDLE_LIMITS, CHECK_ONLY, { treeDigest: true });
+  return treeDigest!;
+}
+
+/** With the tree digest in the metadata: the tree is checked by hashing its files, the archive is not read. */
+const DIGEST_CHECKED = 'unpacked tree, checked against its tree digest';
+const digestWarmed = async (ctx: TestContext, b: Blob = treeBundle()) => warmed(ctx, b, ['--bundle-tree-digest', await digestOf(b)]);
+
+describe.concurrent("the tree checked against the registry's tree digest (no archive, no gunzip)", () => {
+  test('a warm boot links the tree after hashing its files, without reading the cached archive', async (ctx) => {
+    const { expect } = ctx;
+    const w = await digestWarmed(ctx);
+    const recorder = await eventRecorder();
+    ctx.onTestFinished(() => recorder.close());
+    await fs.writeFile(
+      path.join(w.sb.dir, 'metadata.json'),
+      JSON.stringify({ apiUrl: recorder.url, execution: { id: '6f1c2b9e-3d4a-4e5f-8a7b-1c2d3e4f5a6b', agentToken: 'agent-token-1' } }),
+    );
+    // Proof that the archive is not read: its bytes are garbage now (same size), and the warm boot does not notice.
+    const archive = path.join(w.sb.cacheDir, `${w.b.hash}.tar.gz`);
+    await fs.writeFile(archive, Buffer.alloc(w.b.bytes.length, 0x41));
+    const msg = await ino(path.join(w.files, 'app/msg.txt'));
+
+    const run = await w.sb.fetch(w.store.url(), w.b.hash, w.extra);
+
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stdout).toContain(EXPECTED_OUTPUT());
+    expect(run.stderr).toContain(`cache hit ${w.b.hash.slice(0, 12)} (${w.b.bytes.length} bytes, ${DIGEST_CHECKED})`);
+    expect(recorder.events[2]!.data).toMatchObject({ files: 4, from: 'tree', checkedBy: 'tree_digest' });
+    expect(await ino(path.join(w.sb.workflowDir, 'app/msg.txt'))).toBe(msg);
+    expect((await fs.lstat(path.join(w.sb.workflowDir, 'app/run.sh'))).mode & 0o7777).toBe(0o755);
+    expect(w.store.requests).toHaveLength(1);
+  });
+
+  test('(control) without a digest the same garbage archive is caught: the archive check reads it', async (ctx) => {
+    const { expect } = ctx;
+    const w = await warmed(ctx);
+    await fs.writeFile(path.join(w.sb.cacheDir, `${w.b.hash}.tar.gz`), Buffer.alloc(w.b.bytes.length, 0x41));
+    const run = await w.sb.fetch(w.store.url(), w.b.hash);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toContain('discarded the cached tree');
+    expect(w.store.requests).toHaveLength(2);
+  });
+
+  const DIGEST_MISMATCH = /its tree digest is [0-9a-f]{64}, not the bundle's/;
+  const tamperings: Array<[string, (w: Awaited<ReturnType<typeof warmed>>) => Promise<unknown>, RegExp, string[]?]> = [
+    [
+      'one byte changed in a small file',
+      (w) => fs.writeFile(path.join(w.files, 'app/msg.txt'), MESSAGE.replace(/e$/, 'E')),
+      DIGEST_MISMATCH,
+    ],
+    [
+      'one byte changed deep inside a large file',
+      async (w) => {
+        const handle = await fs.open(path.join(w.files, 'data/big.bin'), 'r+');
+        const one = Buffer.alloc(1);
+        await handle.read(one, 0, 1, 1_400_000);
+        one[0]! ^= 0x01;
+        await handle.write(one, 0, 1, 1_400_000);
+        await handle.close();
+      },
+      DIGEST_MISMATCH,
+    ],
+    ['an extra file', (w) => fs.writeFile(path.join(w.files, 'app/extra.js'), 'planted'), DIGEST_MISMATCH],
+    ['an extra directory', (w) => fs.mkdir(path.join(w.files, 'node_modules')), DIGEST_MISMATCH],
+    ['a file removed', (w) => fs.rm(path.join(w.files, 'app/run.sh')), DIGEST_MISMATCH],
+    ['a mode changed (0644 made 0755)', (w) => fs.chmod(path.join(w.files, 'app/msg.txt'), 0o755), DIGEST_MISMATCH],
+    ['a mode changed (0755 made 0644)', (w) => fs.chmod(path.join(w.files, 'app/run.sh'), 0o644), DIGEST_MISMATCH],
+    ['a setuid bit added', (w) => fs.chmod(path.join(w.files, 'app/run.sh'), 0o4755), /"app\/run.sh" has mode 4755/],
+    ['a group-writable file', (w) => fs.chmod(path.join(w.files, 'app/msg.txt'), 0o664), /"app\/msg.txt" has mode 664/],
+    [
+      'a symlink to a file with the right bytes',
+      async (w) => {
+        const outside = path.join(w.sb.dir, 'outside-msg.txt');
+        await fs.writeFile(outside, MESSAGE);
+        await fs.rm(path.join(w.files, 'app/msg.txt'));
+        await fs.symlink(outside, path.join(w.files, 'app/msg.txt'));
+      },
+      /"app\/msg.txt" is neither a regular file nor a directory/,
+      ['outside-msg.txt'],
+    ],
+    [
+      'a symlinked directory',
+      async (w) => {
+        const outside = path.join(w.sb.dir, 'outside-app');
+        await fs.cp(path.join(w.files, 'app'), outside, { recursive: true });
+        await fs.rm(path.join(w.files, 'app'), { recursive: true });
+        await fs.symlink(outside, path.join(w.files, 'app'));
+      },
+      /"app" is neither a regular file nor a directory/,
+      ['outside-app/'],
+    ],
+    [
+      'a file moved to another name',
+      (w) => fs.rename(path.join(w.files, 'app/msg.txt'), path.join(w.files, 'app/msg2.txt')),
+      DIGEST_MISMATCH,
+    ],
+    [
+      'a manifest naming another bundle',
+      async (w) => {
+        const m = JSON.parse(await fs.readFile(path.join(w.tree, 'manifest.json'), 'utf8'));
+        await fs.writeFile(path.join(w.tree, 'manifest.json'), JSON.stringify({ ...m, bundle: 'e'.repeat(64) }));
+      },
+      /its manifest names bundle e{64}/,
+    ],
+    [
+      'a manifest whose counts disagree',
+      async (w) => {
+        const m = JSON.parse(await fs.readFile(path.join(w.tree, 'manifest.json'), 'utf8'));
+        await fs.writeFile(path.join(w.tree, 'manifest.json'), JSON.stringify({ ...m, bytes: 1 }));
+      },
+      /its manifest does not count what the bundle holds/,
+    ],
+  ];
+  for (const [what, tamper, reason, alsoAllowed] of tamperings) {
+    test(`${what} in the tree is caught, the tree discarded and the verified archive unpacked`, async (ctx) => {
+      const w = await digestWarmed(ctx);
+      await tamper(w);
+      const run = await expectDiscarded(ctx, w, reason, alsoAllowed);
+      ctx.expect(run.stdout).not.toContain('bundlE');
+    });
+  }
+
+  test('a whole tree forged for another bundle, manifest renamed, is never run', async (ctx) => {
+    const { expect } = ctx;
+    const other = await warmed(ctx, treeBundle(noise(1536 * 1024).reverse()));
+    const w = await digestWarmed(ctx);
+    await fs.rm(w.tree, { recursive: true });
+    await fs.cp(other.tree, w.tree, { recursive: true });
+    const m = JSON.parse(await fs.readFile(path.join(w.tree, 'manifest.json'), 'utf8'));
+    await fs.writeFile(path.join(w.tree, 'manifest.json'), JSON.stringify({ ...m, bundle: w.b.hash }));
+    await expectDiscarded(ctx, w, DIGEST_MISMATCH);
+    expect(await fs.readFile(path.join(w.sb.workflowDir, 'data/big.bin'))).toEqual(noise(1536 * 1024));
+  });
+
+  test("a digest that is not the bundle's (wrong metadata) never lets a tree run: discarded, the archive decides", async (ctx) => {
+    const { expect } = ctx;
+    const w = await digestWarmed(ctx);
+    const wrong = await digestOf(treeBundle(noise(1536 * 1024).reverse()));
+    const run = await w.sb.fetch(w.store.url(), w.b.hash, ['--bundle-tree-digest', wrong]);
+    expect(run.code, run.stderr).toBe(0);
+    expect(run.stderr).toMatch(DIGEST_MISMATCH);
+    expect(run.stdout).toContain(EXPECTED_OUTPUT());
+  });
+
+  test('a tree past the agent’s entry cap is caught before it is hashed', async (ctx) => {
+    const w = await digestWarmed(ctx);
+    for (let i = 0; i < 5; i++) await fs.writeFile(path.join(w.files, `extra-${i}`), 'x');
+    const run = await w.sb.fetch(w.store.url(), w.b.hash, w.extra, { SWARM_MAX_ENTRIES: '8' });
+    ctx.expect(run.stderr).toMatch(/discarded the cached tree of [0-9a-f]{12}: it holds more than 8 entries/);
+  });
+
+  test('a malformed digest in the metadata is refused (64) before anything is fetched', async (ctx) => {
+    const { expect } = ctx;
+    const sb = await sandbox();
+    ctx.onTestFinished(() => sb.remove());
+    const b = treeBundle();
+    const store = await started(ctx, serveBundle(b.bytes));
+    const run = await sb.fetch(store.url(), b.hash, ['--bundle-tree-digest', 'XYZ']);
+    expect(run.code).toBe(64);
+    expect(run.stderr).toMatch(/bundle\.treeDigest/);
+    expect(store.requests).toHaveLength(0);
   });
 });

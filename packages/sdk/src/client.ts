@@ -154,8 +154,9 @@ export function createSwarmClient(opts: SwarmClientOptions) {
       const gcRaced = (err: unknown) => err instanceof SwarmError && err.code === 'CONFLICT';
       const signed = o.signingKey ? await signBundleFile(source, o.signingKey, o.workflow) : undefined;
       const signature = signed && { statement: signed.statement, signature: signed.signature, keyId: signed.keyId };
+      let registered: Awaited<ReturnType<typeof trpc.versions.register.mutate>> | null = null;
       if (await call(() => trpc.bundles.exists.query({ hash }))) {
-        const registered = await call(() =>
+        registered = await call(() =>
           trpc.versions.register.mutate({
             workflow: o.workflow,
             bundleHash: hash,
@@ -167,14 +168,17 @@ export function createSwarmClient(opts: SwarmClientOptions) {
           if (gcRaced(err)) return null;
           throw err;
         });
-        if (registered) return { ...toUploadResult(registered.version, registered.created), uploaded: false };
+        // Stored before the registry computed tree digests: the bytes go up once more, so it computes this one.
+        if (registered && registered.version.treeDigest !== null) {
+          return { ...toUploadResult(registered.version, registered.created), uploaded: false };
+        }
       }
       const post = () => postBundle(createReadStream(source, { highWaterMark: 1024 * 1024 }), { ...o, hash, size: st.size, signature });
       const result = await post().catch((err: unknown) => {
         if (gcRaced(err)) return post();
         throw err;
       });
-      return { ...result, uploaded: true };
+      return { ...result, created: result.created || (registered?.created ?? false), uploaded: true };
     },
 
     /** The active version of a workflow, with a download URL for its bundle. */

@@ -8,6 +8,13 @@ import { bundleHash, commitMessage, tenantSlug, timestamp, tokenScope, uuid, ver
 import { signingMaterial } from './metadata.js';
 import { signatureInput } from './signing.js';
 
+/**
+ * The digest of what a bundle unpacks to (@swarm/sdk/bundle-rules' treeDigest), computed
+ * by the registry at upload; null for a bundle stored before digests existed, until its
+ * bytes are uploaded again.
+ */
+const treeDigest = bundleHash.nullable();
+
 export const tenant = z.object({ id: uuid, slug: tenantSlug, createdAt: timestamp });
 export type Tenant = z.infer<typeof tenant>;
 
@@ -30,6 +37,7 @@ export const workflowVersion = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   message: z.string().nullable(),
   /** Name of the token that registered it. */
   createdBy: z.string(),
@@ -46,6 +54,7 @@ export type WorkflowVersion = z.infer<typeof workflowVersion>;
 export const bundle = z.object({
   hash: bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   /** A time-limited download URL: presigned for the store, or signed by the registry. */
   url: z.url(),
   expiresAt: timestamp,
@@ -60,10 +69,11 @@ export const activeVersion = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   bundleUrl: z.url(),
   expiresAt: timestamp,
   /** The version's signature material, when signed (docs/signing.md): an agent resolving by itself verifies it. */
-  signing: signingMaterial.optional(),
+  signing: z.optional(signingMaterial),
 });
 export type ActiveVersion = z.infer<typeof activeVersion>;
 
@@ -74,6 +84,7 @@ export const uploadResult = z.object({
   version: versionNumber,
   bundleHash,
   size: z.number().int().nonnegative(),
+  treeDigest,
   /** False when the workflow's newest version already had these bytes (idempotent retry). */
   created: z.boolean(),
   active: z.boolean(),
@@ -87,6 +98,7 @@ export const toUploadResult = (v: WorkflowVersion, created: boolean): UploadResu
   version: v.version,
   bundleHash: v.bundleHash,
   size: v.size,
+  treeDigest: v.treeDigest,
   created,
   active: v.active,
 });

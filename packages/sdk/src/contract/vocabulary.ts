@@ -60,10 +60,5 @@ export const REGISTRY_ERROR_CODES = [
 export const registryErrorCode = z.enum(REGISTRY_ERROR_CODES);
 export type RegistryErrorCode = z.infer<typeof registryErrorCode>;
 
-/**
- * Name patterns, as PostgreSQL regular expressions (the database's CHECKs use them
- * verbatim; the contract compiles them with `new RegExp`, which reads them the same).
- */
-export const TENANT_SLUG_PATTERN = '^[a-z0-9]([a-z0-9-]*[a-z0-9])?$';
-export const WORKFLOW_NAME_PATTERN = '^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$';
-export const SHA256_HEX_PATTERN = '^[0-9a-f]{64}$';
+/** Name patterns: in patterns.ts (no zod there: the boot agent's metadata schema needs only them). */
+export { SHA256_HEX_PATTERN, TENANT_SLUG_PATTERN, WORKFLOW_NAME_PATTERN } from './patterns.js';

@@ -147,10 +147,21 @@ export const bundles = pgTable(
   {
     hash: text('hash').primaryKey(),
     size: bigint('size', { mode: 'number' }).notNull(),
+    /**
+     * The digest of what the bundle unpacks to (@swarm/sdk/bundle-rules' treeDigest),
+     * computed from the same bytes in the same pass as `hash` at upload. Null for bundles
+     * stored before it existed, until their bytes are uploaded again; a VM then boots
+     * them from the verified archive.
+     */
+    treeDigest: text('tree_digest'),
     createdAt: createdAt(),
     deletedAt: timestamp('deleted_at', { withTimezone: true, mode: 'date' }),
   },
-  (t) => [check('bundles_hash_format', matches(t.hash, SHA256_HEX_PATTERN)), check('bundles_size_nonnegative', sql`${t.size} >= 0`)],
+  (t) => [
+    check('bundles_hash_format', matches(t.hash, SHA256_HEX_PATTERN)),
+    check('bundles_size_nonnegative', sql`${t.size} >= 0`),
+    check('bundles_tree_digest_format', matches(t.treeDigest, SHA256_HEX_PATTERN)),
+  ],
 );
 
 /**

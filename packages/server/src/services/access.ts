@@ -89,6 +89,6 @@ export async function findRelease(deps: Pick<Deps, 'db' | 'caches'>, p: Principa
  * Stored bundles a principal may name by hash: any for admin and orchestrator, else those
  * its tenant's versions use. A bundle gc removed is not there.
  */
-export function bundleVisibleTo(db: DbOrTx, p: Principal, hash: string): Promise<{ size: number } | null> {
+export function bundleVisibleTo(db: DbOrTx, p: Principal, hash: string): Promise<{ size: number; treeDigest: string | null } | null> {
   return storedBundle(db, hash, p.scope === 'tenant' ? p.tenantId : null);
 }

@@ -12,7 +12,7 @@ export async function getBundle(deps: Deps, p: Principal, input: { hash: string 
   const b = await bundleVisibleTo(deps.db, p, input.hash);
   if (!b) throw notFound(`bundle ${input.hash}`);
   const { url, expiresAt } = await deps.store.signedUrl(input.hash, deps.config.urlTtlSeconds);
-  return { hash: input.hash, size: b.size, url, expiresAt: expiresAt.toISOString() };
+  return { hash: input.hash, size: b.size, treeDigest: b.treeDigest, url, expiresAt: expiresAt.toISOString() };
 }
 
 export async function bundleExists(deps: Deps, p: Principal, input: { hash: string }): Promise<boolean> {
@@ -63,7 +63,7 @@ export async function uploadBundle(deps: Deps, p: Principal, input: UploadInput)
     declaredHash: input.declaredHash ?? signedHash,
     onBytes: input.onBytes,
   });
-  const { version, created } = await registerStoredBundle(deps, p, wf.id, { hash: ingested.hash, size: ingested.size }, input);
+  const { version, created } = await registerStoredBundle(deps, p, wf.id, ingested, input);
   return toUploadResult(version, created);
 }
 

@@ -94,7 +94,7 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
   return {
     execution: toExecution(row, picked.version),
     metadata: {
-      bundle: { url, hash: picked.bundleHash, size: picked.size },
+      bundle: { url, hash: picked.bundleHash, size: picked.size, ...(spawned.treeDigest ? { treeDigest: spawned.treeDigest } : {}) },
       execution: { id: row.id, agentToken: agent.token },
       apiUrl,
       runtime: input.runtime,

@@ -253,7 +253,10 @@ export async function releasePolicy(tx: Tx, versionId: string): Promise<string |
  * revoked key under `warn` or `enforce` (and an unsigned one under `enforce`), and gives
  * the signature material the VM metadata carries.
  */
-export function spawnSignature(release: Pick<WorkflowRelease, 'signaturePolicy' | 'workflow'>, picked: ReleasedVersion) {
+export function spawnSignature(
+  release: Pick<WorkflowRelease, 'signaturePolicy' | 'workflow'>,
+  picked: Pick<ReleasedVersion, 'version' | 'signed'>,
+) {
   const ref = `${release.workflow.tenant}/${release.workflow.name}`;
   const signed = picked.signed;
   if (release.signaturePolicy !== 'off') {
@@ -288,12 +291,6 @@ export async function spawnedSignature(deps: Pick<Deps, 'db'>, versionId: string
   const [tenant = '', name = ''] = s.ref.split('/');
   return spawnSignature(
     { signaturePolicy: s.policy, workflow: { tenant, name } as WorkflowRelease['workflow'] },
-    {
-      versionId,
-      version: s.version,
-      bundleHash: '',
-      size: 0,
-      signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null } : null,
-    },
+    { version: s.version, signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null } : null },
   );
 }

@@ -5,7 +5,7 @@
  */
 import type { ActiveVersion, WorkflowVersion } from '@swarm/sdk/contract';
 import type { Tx } from '../db/client.js';
-import { bundleSize, bundleState, lockBundle, upsertStoredBundle } from '../db/queries/bundles.js';
+import { bundleFacts, bundleState, lockBundle, upsertStoredBundle } from '../db/queries/bundles.js';
 import { type VersionRow, insertVersion, newestVersion, versionById, versionsWithSize } from '../db/queries/versions.js';
 import { signingKeysOf } from '../db/queries/keys.js';
 import { lockWorkflow, workflowById } from '../db/queries/workflows.js';
@@ -24,13 +24,22 @@ type ReleasePointers = { activeVersionId: string | null; canaryVersionId: string
 /** Revoked signing keys, by id: whether a version's signature still counts. */
 type RevokedKeys = ReadonlySet<string>;
 
-function toWorkflowVersion(v: VersionRow, size: number, release: ReleasePointers, revoked: RevokedKeys = new Set()): WorkflowVersion {
+/** A bundle's facts a version shows: its size and tree digest. */
+type BundleFacts = { size: number; treeDigest: string | null };
+
+function toWorkflowVersion(
+  v: VersionRow,
+  bundle: BundleFacts,
+  release: ReleasePointers,
+  revoked: RevokedKeys = new Set(),
+): WorkflowVersion {
   return {
     id: v.id,
     workflowId: v.workflowId,
     version: v.version,
     bundleHash: v.bundleHash,
-    size,
+    size: bundle.size,
+    treeDigest: bundle.treeDigest,
     message: v.message,
     createdBy: v.createdBy,
     createdAt: v.createdAt.toISOString(),
@@ -50,7 +59,7 @@ export async function listVersions(deps: Deps, p: Principal, input: { workflow: 
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const rows = await versionsWithSize(deps.db, wf.id);
   const revoked = await revokedKeys(deps.db, wf.tenantId);
-  return rows.map((r) => toWorkflowVersion(r.v, r.size, wf, revoked));
+  return rows.map((r) => toWorkflowVersion(r.v, r, wf, revoked));
 }
 
 /**
@@ -98,8 +107,8 @@ async function createVersion(
     await setActive(tx, p, wf, version!.id, 'activate', input.message);
     release = { activeVersionId: version!.id, canaryVersionId: wf.canaryVersionId === version!.id ? null : wf.canaryVersionId };
   }
-  const size = await bundleSize(tx, input.bundleHash);
-  return { version: toWorkflowVersion(version!, size!, release), created };
+  const facts = await bundleFacts(tx, input.bundleHash);
+  return { version: toWorkflowVersion(version!, facts!, release), created };
 }
 
 /** CONFLICT, which the SDK answers by uploading the bytes again. */
@@ -116,7 +125,7 @@ const bundleCollected = (hash: string) =>
  * finished before (then the object is missing and the caller must upload again) or
  * starts after (then it sees the new version and keeps the bundle).
  */
-async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { hash: string; size: number }): Promise<void> {
+async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: StoredBundle): Promise<void> {
   await lockBundle(tx, bundle.hash);
   const object = await deps.store.stat(bundle.hash);
   if (object?.size !== bundle.size) throw bundleCollected(bundle.hash);
@@ -128,11 +137,14 @@ async function claimStoredBundle(tx: Tx, deps: Pick<Deps, 'store'>, bundle: { ha
  * principal may write it): claims the bundle, then adds the version, in one transaction.
  * The upload path and `versions.register` both end here.
  */
+/** A bundle in the store; `treeDigest` when it was just uploaded (fills a row that lacks one). */
+type StoredBundle = { hash: string; size: number; treeDigest?: string | undefined };
+
 export function registerStoredBundle(
   deps: Deps,
   p: Principal,
   workflowId: string,
-  bundle: { hash: string; size: number },
+  bundle: StoredBundle,
   input: { message?: string | undefined; activate: boolean; signature?: SignatureInput | undefined },
 ): Promise<Registered> {
   return changingRelease(deps, workflowId, async (tx) => {
@@ -194,9 +206,9 @@ export async function activateVersion(
     if (locked.activeVersionId !== target.id) {
       await setActive(tx, p, locked, target.id, 'activate', input.message);
     }
-    const size = await bundleSize(tx, target.bundleHash);
+    const facts = await bundleFacts(tx, target.bundleHash);
     const canaryVersionId = locked.canaryVersionId === target.id ? null : locked.canaryVersionId;
-    return toWorkflowVersion(target, size!, { activeVersionId: target.id, canaryVersionId }, await revokedKeys(tx, wf.tenantId));
+    return toWorkflowVersion(target, facts!, { activeVersionId: target.id, canaryVersionId }, await revokedKeys(tx, wf.tenantId));
   });
 }
 
@@ -222,6 +234,7 @@ export async function resolveActive(
     version: active.version,
     bundleHash: active.bundleHash,
     size: active.size,
+    treeDigest: active.treeDigest,
     bundleUrl: url,
     expiresAt: expiresAt.toISOString(),
     ...(active.signed?.delegation
@@ -252,8 +265,8 @@ export async function signVersion(
     const target = await releasableVersion(tx, wf, input.version);
     const { statement, signature, keyId } = input;
     await attachSignature(tx, wf, target, { statement, signature, keyId });
-    const size = await bundleSize(tx, target.bundleHash);
+    const facts = await bundleFacts(tx, target.bundleHash);
     const signed = { ...target, signatureStatement: statement, signature, signingKeyId: keyId };
-    return toWorkflowVersion(signed, size!, locked);
+    return toWorkflowVersion(signed, facts!, locked, await revokedKeys(tx, wf.tenantId));
   });
 }

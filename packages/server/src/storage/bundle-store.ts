@@ -2,7 +2,8 @@
  * Content-addressed bundles on top of a storage driver. The one invariant: nothing is
  * ever readable under blobs/sha256/<hash> unless its bytes hash to <hash> and pass the
  * bundle rules the boot agent applies. Uploads are hashed and checked in flight (the
- * archive is walked by @swarm/sdk/bundle-rules' walker as it streams in). When the caller
+ * archive is walked by @swarm/sdk/bundle-rules' walker as it streams in, which also
+ * computes the bundle's tree digest from the same pass). When the caller
  * declared the hash (the SDK always does) and the driver can hold an object back until it
  * is verified (S3: a multipart upload is invisible until completed), the bytes go straight
  * to their address and are published only if they hash to it. Otherwise they go to
@@ -25,7 +26,8 @@ export const BLOBS_PREFIX = 'blobs/';
 export const blobKey = (hash: string) => `${BLOBS_PREFIX}sha256/${hash.slice(0, 2)}/${hash}`;
 export const UPLOADS_PREFIX = 'uploads/';
 
-export type IngestResult = { hash: string; size: number };
+/** `treeDigest`: the digest of what the bundle unpacks to (bundle-rules' treeDigest), from the same pass. */
+export type IngestResult = { hash: string; size: number; treeDigest: string };
 
 export type IngestOptions = {
   maxBytes: number;
@@ -85,9 +87,11 @@ function refusal(err: unknown): RegistryError {
 export class ArchiveCheck extends Transform {
   private readonly walk: ArchiveWalk;
   private head = Buffer.alloc(0);
+  /** The bundle's tree digest, once the whole archive passed (set before the stream finishes). */
+  treeDigest: string | undefined;
   constructor(limits: BundleLimits) {
     super();
-    this.walk = startArchiveWalk(limits, CHECK_ONLY);
+    this.walk = startArchiveWalk(limits, CHECK_ONLY, { treeDigest: true });
     this.walk.result.catch((err: unknown) => this.destroy(refusal(err)));
   }
   override _transform(chunk: Buffer, _enc: BufferEncoding, done: TransformCallback): void {
@@ -113,7 +117,10 @@ export class ArchiveCheck extends Transform {
     }
     this.walk.end();
     this.walk.result.then(
-      () => done(),
+      (r) => {
+        this.treeDigest = r.treeDigest;
+        done();
+      },
       (err: unknown) => done(refusal(err)),
     );
   }
@@ -121,6 +128,12 @@ export class ArchiveCheck extends Transform {
     this.walk.fail(err ?? new Error('upload ended'));
     done(err);
   }
+}
+
+/** The digest the check computed: an accepted archive always has one (an empty body never gets this far). */
+function checkedDigest(checked: ArchiveCheck): string {
+  if (!checked.treeDigest) throw new Error('the archive check finished without a tree digest');
+  return checked.treeDigest;
 }
 
 export class BundleStore {
@@ -151,7 +164,7 @@ export class BundleStore {
       if (put.status === 'rejected') throw put.reason;
       const hash = this.checkDeclared(meter, opts.declaredHash);
       await this.driver.move(tempKey, blobKey(hash));
-      return { hash, size: meter.bytes };
+      return { hash, size: meter.bytes, treeDigest: checkedDigest(checked) };
     } catch (err) {
       await this.driver.delete(tempKey).catch(() => {});
       throw err;
@@ -173,7 +186,7 @@ export class BundleStore {
     ]);
     if (piped.status === 'rejected') throw piped.reason;
     if (put.status === 'rejected') throw put.reason;
-    return { hash: declared, size: meter.bytes };
+    return { hash: declared, size: meter.bytes, treeDigest: checkedDigest(checked) };
   }
 
   private checkDeclared(meter: HashingMeter, declared: string | undefined): string {

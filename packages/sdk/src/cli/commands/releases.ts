@@ -62,6 +62,9 @@ export function registerReleaseCommands(program: Command, cli: Cli): void {
       cli.output(await c.resolveActive(workflow), (a) => {
         cli.print(`version ${a.version} (${a.versionId})`);
         cli.print(`bundle  sha256:${a.bundleHash} (${formatBytes(a.size)})`);
+        cli.print(
+          `tree    ${a.treeDigest ? `sha256:${a.treeDigest}` : 'no digest (stored before tree digests; push it again to add one)'}`,
+        );
         cli.print(`url     ${a.bundleUrl}`);
         cli.print(`expires ${a.expiresAt}`);
       });

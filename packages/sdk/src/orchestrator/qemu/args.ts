@@ -99,7 +99,9 @@ export type VmArgs = {
   forwards: GuestForward[];
   forwardMode: ForwardMode;
   busybox?: string;
-  /** An ext4 image attached as the first virtio disk. */
+  /** The image's root file system, attached read-only as the first virtio disk (vda). */
+  rootDrive?: string;
+  /** An ext4 image attached as the next virtio disk (vdb with a root drive, else vda). */
   cacheDrive?: string;
 };
 
@@ -128,6 +130,14 @@ export function qemuArgs(vm: VmArgs): string[] {
     '-device',
     'virtio-net-pci,netdev=n0,romfile=',
   ];
+  if (vm.rootDrive) {
+    args.push(
+      '-drive',
+      `file=${vm.rootDrive.replaceAll(',', ',,')},if=none,id=root,format=raw,readonly=on`,
+      '-device',
+      'virtio-blk-pci,drive=root',
+    );
+  }
   if (vm.cacheDrive) {
     args.push('-drive', `file=${vm.cacheDrive.replaceAll(',', ',,')},if=none,id=cache,format=raw`, '-device', 'virtio-blk-pci,drive=cache');
   }

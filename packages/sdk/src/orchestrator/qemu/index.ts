@@ -43,6 +43,16 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
     qemu,
   });
   const cacheDrive = opts.cacheDrive ? path.resolve(opts.cacheDrive) : undefined;
+  const defaultRoot = path.join(imageDir, 'root.ext4');
+  const rootDrive =
+    opts.rootDrive === false
+      ? undefined
+      : opts.rootDrive
+        ? path.resolve(opts.rootDrive)
+        : await fs.access(defaultRoot, fsConstants.R_OK).then(
+            () => defaultRoot,
+            () => undefined,
+          );
   const args = qemuArgs({
     accel,
     memoryMiB: opts.memoryMiB ?? 512,
@@ -54,6 +64,7 @@ export async function bootQemuVm(opts: QemuVmOptions): Promise<QemuVmResult> {
     forwards: opts.forwards ?? [],
     forwardMode,
     busybox,
+    rootDrive,
     cacheDrive,
   });
   if (cacheDrive) await fs.access(cacheDrive, fsConstants.R_OK | fsConstants.W_OK);

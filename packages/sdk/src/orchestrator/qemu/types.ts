@@ -34,6 +34,12 @@ export type QemuVmOptions = {
    * /var/cache/swarm. One VM at a time: QEMU locks the file, a second VM fails to start.
    */
   cacheDrive?: string;
+  /**
+   * The image's read-only root file system (ext4), attached first and `readonly=on`, so
+   * VMs booting side by side share it without fighting over QEMU's image lock. Default:
+   * `<imageDir>/root.ext4` when there is one; `false`: none (the floor's initramfs-only boot).
+   */
+  rootDrive?: string | false;
   memoryMiB?: number;
   cpus?: number;
   accel?: QemuAccel;

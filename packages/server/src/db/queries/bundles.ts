@@ -19,38 +19,49 @@ export async function lockBundle(tx: Pick<Tx, 'execute'>, hash: string): Promise
 
 /**
  * Records a bundle whose object is in the store (the caller holds its lock and checked).
- * Bytes stored again after gc deleted them start a new grace period.
+ * Bytes stored again after gc deleted them start a new grace period. A tree digest (known
+ * when the bytes were just uploaded) fills one the row lacks: a bundle stored before
+ * digests existed gets its digest when its bytes are uploaded again.
  */
-export async function upsertStoredBundle(tx: Tx, bundle: { hash: string; size: number }): Promise<void> {
+export async function upsertStoredBundle(tx: Tx, bundle: { hash: string; size: number; treeDigest?: string | undefined }): Promise<void> {
   await tx
     .insert(bundles)
-    .values({ hash: bundle.hash, size: bundle.size })
+    .values({ hash: bundle.hash, size: bundle.size, treeDigest: bundle.treeDigest ?? null })
     .onConflictDoUpdate({
       target: bundles.hash,
-      set: { deletedAt: null, createdAt: sql`case when ${bundles.deletedAt} is null then ${bundles.createdAt} else now() end` },
+      set: {
+        deletedAt: null,
+        createdAt: sql`case when ${bundles.deletedAt} is null then ${bundles.createdAt} else now() end`,
+        treeDigest: sql`coalesce(excluded.tree_digest, ${bundles.treeDigest})`,
+      },
     });
 }
 
-export async function bundleSize(db: DbOrTx, hash: string): Promise<number | undefined> {
-  const [b] = await db.select({ size: bundles.size }).from(bundles).where(eq(bundles.hash, hash));
-  return b?.size;
+/** A bundle's size and tree digest (null for one stored before digests existed). */
+export async function bundleFacts(db: DbOrTx, hash: string): Promise<{ size: number; treeDigest: string | null } | undefined> {
+  const [b] = await db.select({ size: bundles.size, treeDigest: bundles.treeDigest }).from(bundles).where(eq(bundles.hash, hash));
+  return b;
 }
 
 /**
  * A stored bundle (not removed by gc); with `tenantId`, only if one of that tenant's
  * versions uses it.
  */
-export async function storedBundle(db: DbOrTx, hash: string, tenantId: string | null): Promise<{ size: number } | null> {
+export async function storedBundle(
+  db: DbOrTx,
+  hash: string,
+  tenantId: string | null,
+): Promise<{ size: number; treeDigest: string | null } | null> {
   const [row] =
     tenantId !== null
       ? await db
-          .select({ size: bundles.size })
+          .select({ size: bundles.size, treeDigest: bundles.treeDigest })
           .from(bundles)
           .where(
             sql`${bundles.hash} = ${hash} and ${bundles.deletedAt} is null and exists (select 1 from ${workflowVersions} join ${workflows} on ${workflows.id} = ${workflowVersions.workflowId} where ${workflowVersions.bundleHash} = ${bundles.hash} and ${workflows.tenantId} = ${tenantId})`,
           )
       : await db
-          .select({ size: bundles.size })
+          .select({ size: bundles.size, treeDigest: bundles.treeDigest })
           .from(bundles)
           .where(and(eq(bundles.hash, hash), isNull(bundles.deletedAt)));
   return row ?? null;

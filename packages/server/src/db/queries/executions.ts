@@ -29,6 +29,7 @@ type SpawnedRow = {
   version: number;
   bundle_hash: string;
   size: string | number;
+  tree_digest: string | null;
 };
 
 const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
@@ -51,7 +52,7 @@ const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
   finishedAt: r.finished_at && new Date(r.finished_at),
 });
 
-export type SpawnedExecution = { row: ExecutionRow; version: number; bundleHash: string; size: number };
+export type SpawnedExecution = { row: ExecutionRow; version: number; bundleHash: string; size: number; treeDigest: string | null };
 
 /**
  * Inserts an execution of the version a spawn in `bucket` (0–99) gets, in one statement,
@@ -88,11 +89,17 @@ export async function insertSpawnedExecution(
       from chosen where version_id is not null
       returning *
     )
-    select spawned.*, v.version, b.hash as bundle_hash, b.size
+    select spawned.*, v.version, b.hash as bundle_hash, b.size, b.tree_digest
     from spawned join ${workflowVersions} v on v.id = spawned.version_id join ${bundles} b on b.hash = v.bundle_hash`);
   const spawned = rows[0];
   if (!spawned) return undefined;
-  return { row: executionFromSql(spawned), version: spawned.version, bundleHash: spawned.bundle_hash, size: Number(spawned.size) };
+  return {
+    row: executionFromSql(spawned),
+    version: spawned.version,
+    bundleHash: spawned.bundle_hash,
+    size: Number(spawned.size),
+    treeDigest: spawned.tree_digest,
+  };
 }
 
 /** What ending an execution sets besides its status: every agent credential is revoked. */

@@ -23,7 +23,14 @@ export type ReleasedSignature = {
 };
 
 /** A released version, with what a download needs. Versions never change once registered (but for their signature). */
-export type ReleasedVersion = { versionId: string; version: number; bundleHash: string; size: number; signed: ReleasedSignature | null };
+export type ReleasedVersion = {
+  versionId: string;
+  version: number;
+  bundleHash: string;
+  size: number;
+  treeDigest: string | null;
+  signed: ReleasedSignature | null;
+};
 
 /** What resolving and spawning need to know about a workflow. */
 export type WorkflowRelease = {
@@ -61,10 +68,12 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
       activeVersion: activeV.version,
       activeHash: activeV.bundleHash,
       activeSize: activeB.size,
+      activeTreeDigest: activeB.treeDigest,
       canaryVersionId: workflows.canaryVersionId,
       canaryVersion: canaryV.version,
       canaryHash: canaryV.bundleHash,
       canarySize: canaryB.size,
+      canaryTreeDigest: canaryB.treeDigest,
       canaryWeight: workflows.canaryWeight,
       signing: {
         policy: tenants.signaturePolicy,
@@ -90,7 +99,7 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
     .leftJoin(canaryK, and(eq(canaryK.tenantId, workflows.tenantId), eq(canaryK.keyId, canaryV.signingKeyId)))
     .where(workflowRefWhere(ref));
   if (!r) return null;
-  const { activeHash, activeSize, canaryHash, canarySize, signing: g, ...workflow } = r;
+  const { activeHash, activeSize, activeTreeDigest, canaryHash, canarySize, canaryTreeDigest, signing: g, ...workflow } = r;
   const activeSigned = releasedSignature(
     { statement: g.activeStatement, signature: g.activeSignature, keyId: g.activeKeyId },
     { delegation: g.activeDelegation, revokedAt: g.activeRevokedAt },
@@ -103,7 +112,14 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
     workflow,
     active:
       r.activeVersionId && r.activeVersion !== null && activeHash !== null && activeSize !== null
-        ? { versionId: r.activeVersionId, version: r.activeVersion, bundleHash: activeHash, size: activeSize, signed: activeSigned }
+        ? {
+            versionId: r.activeVersionId,
+            version: r.activeVersion,
+            bundleHash: activeHash,
+            size: activeSize,
+            treeDigest: activeTreeDigest,
+            signed: activeSigned,
+          }
         : null,
     canary:
       r.canaryVersionId && r.canaryVersion !== null && canaryHash !== null && canarySize !== null && r.canaryWeight !== null
@@ -112,6 +128,7 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
             version: r.canaryVersion,
             bundleHash: canaryHash,
             size: canarySize,
+            treeDigest: canaryTreeDigest,
             weight: r.canaryWeight,
             signed: canarySigned,
           }

@@ -36,10 +36,10 @@ export async function insertVersion(
   return v!;
 }
 
-/** A workflow's versions with their bundles' sizes, newest first. */
-export function versionsWithSize(db: DbOrTx, workflowId: string): Promise<{ v: VersionRow; size: number }[]> {
+/** A workflow's versions with their bundles' sizes and tree digests, newest first. */
+export function versionsWithSize(db: DbOrTx, workflowId: string): Promise<{ v: VersionRow; size: number; treeDigest: string | null }[]> {
   return db
-    .select({ v: workflowVersions, size: bundles.size })
+    .select({ v: workflowVersions, size: bundles.size, treeDigest: bundles.treeDigest })
     .from(workflowVersions)
     .innerJoin(bundles, eq(bundles.hash, workflowVersions.bundleHash))
     .where(eq(workflowVersions.workflowId, workflowId))
