@@ -168,7 +168,7 @@ describe('tRPC wire protocol against the registry', () => {
     const admin = reg.client();
     const { token } = await admin.call(() => admin.trpc.tokens.create.mutate({ scope: 'orchestrator', name: 'proto' }));
     const { execution, metadata } = await client(token).executions.spawn.mutate({ workflow: 'proto/app' });
-    const { sessionToken } = await client(metadata.execution.agentToken).executions.exchangeToken.mutate({ executionId: execution.id });
+    const { sessionToken } = await client(metadata.execution!.agentToken).executions.exchangeToken.mutate({ executionId: execution.id });
     const agent = client(sessionToken);
     await agent.executions.appendEvent.mutate({ executionId: execution.id, seq: 0, type: 'metadata_loaded', data: {} });
     await agent.executions.appendEvent.mutate({ executionId: execution.id, seq: 1, type: 'runtime_exited', data: { code: 0 } });
