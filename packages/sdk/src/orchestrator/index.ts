@@ -1,5 +1,15 @@
 export { renderMetadataFile, renderMmdsListing, startMetadataService, type MetadataService } from './mmds.js';
-export { runVm, spawnWorkflow, vmEndpoints, type Driver, type SpawnOptions, type SpawnOutcome, type VmOptions } from './spawn.js';
+export {
+  runVm,
+  spawnWorkflow,
+  spawnWorkflows,
+  vmEndpoints,
+  type Driver,
+  type SpawnManyOptions,
+  type SpawnOptions,
+  type SpawnOutcome,
+  type VmOptions,
+} from './spawn.js';
 export {
   bootQemuVm,
   createCacheDrive,
