@@ -194,11 +194,11 @@ describe('spawn with the process driver', () => {
   ] as const) {
     it(`refuses spawn --count ${what}, creating nothing`, async () => {
       const env = { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken, SWARM_BOOT_AGENT: agentPath };
-      const [{ n: before }] = await sql`select count(*)::int as n from executions`;
+      const before = (await sql`select count(*)::int as n from executions`)[0]!.n;
       const r = await swarm(['spawn', 'acme/job', '--count', count], env);
       expect(r.code).not.toBe(0);
       expect(r.stderr).toMatch(/--count.*a whole number from 1 to 1000/);
-      const [{ n: after }] = await sql`select count(*)::int as n from executions`;
+      const after = (await sql`select count(*)::int as n from executions`)[0]!.n;
       expect(after).toBe(before);
     });
   }
