@@ -19,8 +19,8 @@ import { resolveFigures } from './resolve.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7'];
-const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'] };
+const ALL = ['1', '2', '2b', '2c', '3', '4', '5', '6', '6b', '6c', '7'];
+const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '2b', '2c', '6', '6b', '6c'], upload: ['3'], agent: ['4', '5'], vm: ['7'] };
 const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
@@ -80,7 +80,7 @@ try {
     }
     ctx.log(`  (${((performance.now() - t) / 1000).toFixed(0)} s)`);
   };
-  await step('#1, #2, #6 resolve and spawn', GROUPS.resolve!, () => resolveFigures(env!, ctx, only));
+  await step('#1, #2, #2b, #2c, #6, #6b, #6c resolve and spawn', GROUPS.resolve!, () => resolveFigures(env!, ctx, only));
   await step('#3 upload', GROUPS.upload!, () => uploadFigure(env!, ctx, Math.min(runs, 3)));
   await step('#4, #5 boot agent', GROUPS.agent!, async () => {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
