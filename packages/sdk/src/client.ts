@@ -20,6 +20,7 @@ import {
 } from './contract/index.js';
 import { SwarmError, toSwarmError, wireErrorCode } from './errors.js';
 import { sha256File } from './hash.js';
+import { keepAliveFetch } from './transport.js';
 
 export type SwarmClientOptions = {
   /** Base URL of the registry, e.g. http://127.0.0.1:3000 */
@@ -76,15 +77,16 @@ export function createSwarmClient(opts: SwarmClientOptions) {
               fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }),
           },
         }),
-        // Node's fetch keeps connections alive and reuses them (undici's pool per origin).
+        // undici's pool keeps connections alive and reuses them (transport.ts).
         false: opts.batch
           ? httpBatchLink({
               url: `${base}/trpc`,
               headers: () => ({ authorization }),
+              fetch: keepAliveFetch,
               maxItems: (typeof opts.batch === 'object' ? opts.batch.maxItems : undefined) ?? DEFAULT_BATCH_MAX_ITEMS,
               maxURLLength: BATCH_MAX_URL_LENGTH,
             })
-          : httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }) }),
+          : httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }), fetch: keepAliveFetch }),
       }),
     ],
   });

@@ -96,7 +96,15 @@ export const spawnManyInput = spawnOptions
     workflow: workflowRef,
     count: z.number().int().min(1).max(SPAWN_MANY_MAX).optional(),
     items: z
-      .array(z.object({ routingKey: routingKey.optional(), secrets: spawnSecrets.optional(), runtime: spawnRuntime.optional() }).strict())
+      .array(
+        z
+          .object({ routingKey: routingKey.optional(), secrets: spawnSecrets.optional(), runtime: spawnRuntime.optional() })
+          .strict()
+          .refine(
+            (item) => Object.keys(item).length > 0,
+            'an item carries its routingKey, secrets or runtime (for executions alike, give count)',
+          ),
+      )
       .min(1)
       .max(SPAWN_MANY_MAX)
       .optional(),
