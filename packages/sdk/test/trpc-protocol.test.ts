@@ -164,6 +164,18 @@ describe('tRPC wire protocol against the registry', () => {
     expect(await full.json()).toHaveLength(TRPC_MAX_BATCH_CALLS);
   });
 
+  it('labels metrics by procedure; batches and unknown names share one label each', async () => {
+    await reg.fetch(
+      `/trpc/workflows.get,nope-${Date.now()}?batch=1&input=${encodeURIComponent(JSON.stringify({ 0: { workflow: 'proto/app' } }))}`,
+    );
+    await reg.fetch(`/trpc/random-${Date.now()}?input=%7Bbad`);
+    const metrics = await (await reg.fetch('/metrics')).text();
+    expect(metrics).toContain('route="/trpc/versions.active"');
+    expect(metrics).toContain('route="/trpc/(batch)"');
+    expect(metrics).toContain('route="/trpc/(unknown)"');
+    expect(metrics).not.toMatch(/route="\/trpc\/[^"]*(nope|random)-/);
+  });
+
   it('streams a subscription through httpSubscriptionLink (the stock adapter path)', async () => {
     const admin = reg.client();
     const { token } = await admin.call(() => admin.trpc.tokens.create.mutate({ scope: 'orchestrator', name: 'proto' }));

@@ -69,9 +69,15 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     sendError(request, reply, new RegistryError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );
 
+  const appRouter = createAppRouter(deps);
+  const procedures = new Set(Object.keys(appRouter._def.procedures));
   app.addHook('onResponse', async (request, reply) => {
     let route = request.routeOptions.url ?? 'unmatched';
-    if (route === '/trpc/*' && reply.statusCode !== 404) route = `/trpc/${request.url.slice(6).split('?')[0]}`;
+    if (route === '/trpc/*') {
+      // One label per procedure; paths are the client's choice: batches and unknown names share one each.
+      const path = request.url.slice(6).split('?')[0]!;
+      route = procedures.has(path) ? `/trpc/${path}` : path.includes(',') ? '/trpc/(batch)' : '/trpc/(unknown)';
+    }
     metrics.requests.inc({ method: request.method, route, status: reply.statusCode });
     metrics.latency.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
@@ -88,7 +94,7 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
 
   await trpcRoutes(app, {
     prefix: '/trpc',
-    router: createAppRouter(deps),
+    router: appRouter,
     maxBodySize: TRPC_MAX_BODY_BYTES,
     maxBatchSize: TRPC_MAX_BATCH_CALLS,
     createContext: (req): Context => ({
