@@ -124,12 +124,19 @@ describe('group commit', () => {
     expect(b).toBeUndefined();
   });
 
-  it('refuses a routing key with a control character (400), spawning nothing', async () => {
-    const before = await executionCount();
-    const err = await refused(orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: 'fan/job', routingKey: 'a\u0000b' })));
-    expect(err.code).toBe('BAD_REQUEST');
-    expect(await executionCount()).toBe(before);
-  });
+  for (const [what, routingKey] of [
+    ['a NUL', 'a\u0000b'],
+    ['a control character', 'a\u001bb'],
+    ['a lone surrogate', 'a\ud800b'],
+  ]) {
+    it(`refuses a routing key with ${what} (400), spawning nothing`, async () => {
+      const before = await executionCount();
+      const err = await refused(orch.call(() => orch.trpc.executions.spawn.mutate({ workflow: 'fan/job', routingKey })));
+      expect(err.code).toBe('BAD_REQUEST');
+      expect(err.message).toMatch(/routingKey: control characters and lone surrogates are not allowed/);
+      expect(await executionCount()).toBe(before);
+    });
+  }
 });
 
 const generateAgentTokenHash = (token: string) => createHash('sha256').update(token).digest('hex');

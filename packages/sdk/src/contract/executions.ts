@@ -45,12 +45,12 @@ export type ExecutionEvent = z.infer<typeof executionEvent>;
 
 const endpoint = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
 
-/** A routing key: printable text (a NUL or control character could never be stored). */
+/** A routing key: printable text (a NUL, a control character or a lone surrogate could never be stored as sent). */
 const routingKey = z
   .string()
   .min(1)
   .max(200)
-  .regex(/^[^\p{Cc}]+$/u, 'control characters are not allowed');
+  .regex(/^[^\p{Cc}\p{Cs}]+$/u, 'control characters and lone surrogates are not allowed');
 
 const spawnSecrets = z.record(secretName, z.string().max(64 * 1024));
 const spawnRuntime = z.object({ command: z.array(z.string().min(1)).min(1) });
