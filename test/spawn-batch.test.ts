@@ -92,6 +92,39 @@ describe('group commit', () => {
     expect(await transactionsOf(spawned.map((s) => s!.row.id))).toBe(1);
   });
 
+  it("batches per workflow: a workflow locked by a release change does not hold up another's spawns", async () => {
+    const admin = reg.client();
+    const other = await admin.call(() => admin.trpc.workflows.create.mutate({ tenant: 'fan', name: 'other' }));
+    const up = await reg.fetch('/internal/bundles?workflow=fan/other&activate=true', {
+      method: 'POST',
+      headers: { 'content-type': 'application/gzip' },
+      body: bundleBytes('other'),
+    });
+    expect(up.status).toBe(201);
+    const batcher = new SpawnBatcher(reg.deps.db);
+    const item = (wf: string) => ({
+      workflowId: wf,
+      bucket: 99,
+      routingKey: undefined,
+      agentTokenHash: generateAgentToken('bootstrap').hash,
+      agentTokenTtlSeconds: 60,
+      spawnedBy: 'lanes',
+    });
+    let blocked: Promise<unknown> | undefined;
+    await sql.begin(async (tx) => {
+      // What a release change or gc holds while it works.
+      await tx`select id from workflows where id = ${workflowId} for update`;
+      let settled = false;
+      blocked = batcher.spawn(item(workflowId)).finally(() => {
+        settled = true;
+      });
+      const free = await batcher.spawn(item(other.id));
+      expect(free?.row.workflowId).toBe(other.id);
+      expect(settled).toBe(false);
+    });
+    expect(((await blocked) as { row: { workflowId: string } }).row.workflowId).toBe(workflowId);
+  });
+
   it('fails only the item the database refuses; the others in its batch are spawned', async () => {
     const batcher = new SpawnBatcher(reg.deps.db);
     const item = (spawnedBy: string) => ({

@@ -24,18 +24,25 @@ export type SpawnBatcherOptions = {
   /** Most spawns in one statement (spawnMany's limit, too). */
   maxBatch: number;
   /**
-   * Batches in flight at once. While they are, new spawns queue and go together in the next:
-   * the busier the registry, the bigger the batches. Two keep one batch filling while one commits.
+   * Batches in flight at once per workflow. While they are, new spawns queue and go together
+   * in the next: the busier the workflow, the bigger the batches. Two keep one batch filling
+   * while one commits.
    */
   maxInFlight: number;
 };
 
 export const SPAWN_BATCH_DEFAULTS: SpawnBatcherOptions = { maxBatch: 1000, maxInFlight: 2 };
 
+/** The spawns of one workflow: its own queue and batches in flight. */
+type Lane = { queue: Waiting[]; inFlight: number; scheduled: boolean };
+
+/**
+ * Batches are per workflow: a batch reads its workflow row FOR KEY SHARE, so a release
+ * change or gc holding that row FOR UPDATE delays that workflow's spawns only, never
+ * another workflow's.
+ */
 export class SpawnBatcher {
-  #queue: Waiting[] = [];
-  #inFlight = 0;
-  #scheduled = false;
+  #lanes = new Map<string, Lane>();
   /** Batches sent so far and the spawns in them (for tests and diagnostics). */
   readonly stats = { batches: 0, spawns: 0, retriedSingly: 0 };
 
@@ -46,24 +53,34 @@ export class SpawnBatcher {
 
   /** Inserts one execution, together with the spawns around it; undefined when the workflow has no active version. */
   spawn(item: ExecutionToSpawn): Promise<SpawnedExecution | undefined> {
+    let lane = this.#lanes.get(item.workflowId);
+    if (!lane) {
+      lane = { queue: [], inFlight: 0, scheduled: false };
+      this.#lanes.set(item.workflowId, lane);
+    }
+    const joined = lane;
     return new Promise((resolve, reject) => {
-      this.#queue.push({ item, resolve, reject });
-      this.#schedule();
+      joined.queue.push({ item, resolve, reject });
+      this.#schedule(item.workflowId, joined);
     });
   }
 
   /** Flushes after the current turn of the event loop: every spawn parsed in it joins the batch. */
-  #schedule(): void {
-    if (this.#scheduled || this.#queue.length === 0 || this.#inFlight >= this.opts.maxInFlight) return;
-    this.#scheduled = true;
+  #schedule(workflowId: string, lane: Lane): void {
+    if (lane.scheduled || lane.inFlight >= this.opts.maxInFlight) return;
+    if (lane.queue.length === 0) {
+      if (lane.inFlight === 0) this.#lanes.delete(workflowId);
+      return;
+    }
+    lane.scheduled = true;
     setImmediate(() => {
-      this.#scheduled = false;
-      while (this.#queue.length > 0 && this.#inFlight < this.opts.maxInFlight) {
-        const batch = this.#queue.splice(0, this.opts.maxBatch);
-        this.#inFlight++;
+      lane.scheduled = false;
+      while (lane.queue.length > 0 && lane.inFlight < this.opts.maxInFlight) {
+        const batch = lane.queue.splice(0, this.opts.maxBatch);
+        lane.inFlight++;
         void this.#send(batch).finally(() => {
-          this.#inFlight--;
-          this.#schedule();
+          lane.inFlight--;
+          this.#schedule(workflowId, lane);
         });
       }
     });
