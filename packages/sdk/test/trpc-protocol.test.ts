@@ -17,6 +17,7 @@ import type { Principal } from '../../server/src/services/context.js';
 import { type Context, authedProcedure, router } from '../../server/src/trpc/init.js';
 import type { AppRouter } from '../../server/src/trpc/router.js';
 import { RegistryError } from '../../server/src/errors.js';
+import { createSwarmClient } from '../src/index.js';
 import { type TestRegistry, bundleBytes, startTestRegistry } from '../../../test/support/registry.js';
 
 const errorOf = async (p: Promise<unknown>) => {
@@ -174,6 +175,28 @@ describe('tRPC wire protocol against the registry', () => {
     expect(metrics).toContain('route="/trpc/(batch)"');
     expect(metrics).toContain('route="/trpc/(unknown)"');
     expect(metrics).not.toMatch(/route="\/trpc\/[^"]*(nope|random)-/);
+  });
+
+  it('batches through the SDK (createSwarmClient batch): at most maxItems calls per request, errors per call', async () => {
+    const batches = async () => {
+      const text = await (await reg.fetch('/metrics')).text();
+      return text
+        .split('\n')
+        .filter((l) => l.startsWith('swarm_http_requests_total{') && l.includes('route="/trpc/(batch)"'))
+        .reduce((n, l) => n + Number(l.split(' ').at(-1)), 0);
+    };
+    const before = await batches();
+    const sdk = createSwarmClient({ url: reg.url, token: reg.adminToken, batch: { maxItems: 2 } });
+    const results = await Promise.allSettled([
+      sdk.resolveActive('proto/app'),
+      sdk.resolveActive('proto/empty'),
+      sdk.call(() => sdk.trpc.workflows.get.query({ workflow: 'proto/app' })),
+      sdk.call(() => sdk.trpc.workflows.get.query({ workflow: 'proto/empty' })),
+    ]);
+    expect(results.map((r) => r.status)).toEqual(['fulfilled', 'rejected', 'fulfilled', 'fulfilled']);
+    expect((results[1] as PromiseRejectedResult).reason).toMatchObject({ code: 'NOT_FOUND', hint: expect.stringMatching(/activate/) });
+    // Four calls, at most two per request: two batch requests (one, with the default 50).
+    expect((await batches()) - before).toBe(2);
   });
 
   it('streams a subscription through httpSubscriptionLink (the stock adapter path)', async () => {
