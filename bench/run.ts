@@ -20,9 +20,9 @@ import { signingFigure } from './signing.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7', '7b', '7c', '8'];
+const ALL = ['1', '2', '2b', '2c', '3', '4', '5', '6', '6b', '6c', '7', '7b', '7c', '8'];
 const GROUPS: Record<string, string[]> = {
-  resolve: ['1', '2', '6'],
+  resolve: ['1', '2', '2b', '2c', '6', '6b', '6c'],
   upload: ['3'],
   agent: ['4', '5'],
   vm: ['7', '7b', '7c'],
@@ -87,7 +87,7 @@ try {
     }
     ctx.log(`  (${((performance.now() - t) / 1000).toFixed(0)} s)`);
   };
-  await step('#1, #2, #6 resolve and spawn', GROUPS.resolve!, () => resolveFigures(env!, ctx, only));
+  await step('#1, #2, #2b, #2c, #6, #6b, #6c resolve and spawn', GROUPS.resolve!, () => resolveFigures(env!, ctx, only));
   await step('#3 upload', GROUPS.upload!, () => uploadFigure(env!, ctx, Math.min(runs, 3)));
   await step('#4, #5 boot agent', GROUPS.agent!, async () => {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });

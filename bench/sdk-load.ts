@@ -1,20 +1,25 @@
 /**
- * `node --import tsx bench/sdk-load.ts <url> <token> <workflow> <seconds> <concurrency>`:
- * figure 2's load generator, in a process of its own. `concurrency` callers each resolve
- * the active version through the SDK (tRPC `versions.active`) in a loop until the time is
- * up. Prints one JSON line: requests, errors, requests per second, p99 latency (ms).
+ * `node --import tsx bench/sdk-load.ts <url> <token> <workflow> <seconds> <concurrency> [mode]`:
+ * the SDK load generator of figures 2, 2c and 6b, in a process of its own. `concurrency`
+ * callers each call the registry through the SDK in a loop until the time is up:
+ * mode `resolve` (default) resolves the active version (tRPC `versions.active`, httpLink),
+ * `resolve-batch` does the same through httpBatchLink, `spawn` calls `executions.spawn`.
+ * Prints one JSON line: requests, errors, requests per second, p99 latency (ms).
  */
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { percentile } from './lib/stats.js';
 
-const [url, token, workflow, seconds, concurrency] = process.argv.slice(2);
-if (!url || !token || !workflow || !seconds || !concurrency) {
-  console.error('usage: sdk-load.ts <url> <token> <workflow> <seconds> <concurrency>');
+const [url, token, workflow, seconds, concurrency, mode = 'resolve'] = process.argv.slice(2);
+if (!url || !token || !workflow || !seconds || !concurrency || !['resolve', 'resolve-batch', 'spawn'].includes(mode)) {
+  console.error('usage: sdk-load.ts <url> <token> <workflow> <seconds> <concurrency> [resolve|resolve-batch|spawn]');
   process.exit(64);
 }
-const client = createSwarmClient({ url, token });
+const client = createSwarmClient({ url, token, batch: mode === 'resolve-batch' });
+const call =
+  mode === 'spawn' ? () => client.call(() => client.trpc.executions.spawn.mutate({ workflow })) : () => client.resolveActive(workflow);
 const latencies: number[] = [];
 let errors = 0;
+let lastError: string | undefined;
 const started = performance.now();
 const deadline = started + Number(seconds) * 1000;
 await Promise.all(
@@ -22,13 +27,16 @@ await Promise.all(
     while (performance.now() < deadline) {
       const t = performance.now();
       try {
-        await client.resolveActive(workflow);
+        await call();
         latencies.push(performance.now() - t);
-      } catch {
+      } catch (err) {
         errors++;
+        lastError = (err as Error).message;
       }
     }
   }),
 );
 const elapsed = (performance.now() - started) / 1000;
-console.log(JSON.stringify({ requests: latencies.length, errors, rps: latencies.length / elapsed, p99: percentile(latencies, 99) }));
+console.log(
+  JSON.stringify({ requests: latencies.length, errors, lastError, rps: latencies.length / elapsed, p99: percentile(latencies, 99) }),
+);

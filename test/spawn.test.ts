@@ -174,6 +174,35 @@ describe('spawn with the process driver', () => {
     expect(row!.n).toBe(0);
   });
 
+  it('runs N executions from the CLI: spawn --count 3 --wait creates them in one call and runs each VM', async () => {
+    const env = { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken, SWARM_BOOT_AGENT: agentPath };
+    const r = await swarm(
+      ['spawn', 'acme/job', '--count', '3', '--wait', '--json', '--secret', `API_KEY=${SECRET}`, '--cache-dir', cacheDir],
+      env,
+    );
+    expect(r.code, r.stderr).toBe(0);
+    const runs = JSON.parse(r.stdout) as Array<{ id: string; status: string; exitCode: number }>;
+    expect(runs).toHaveLength(3);
+    expect(new Set(runs.map((e) => e.id)).size).toBe(3);
+    for (const e of runs) expect(e).toMatchObject({ status: 'succeeded', exitCode: 0 });
+  });
+
+  for (const [what, count] of [
+    ['zero', '0'],
+    ['more than 1,000', '1001'],
+    ['not a number', 'many'],
+  ] as const) {
+    it(`refuses spawn --count ${what}, creating nothing`, async () => {
+      const env = { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken, SWARM_BOOT_AGENT: agentPath };
+      const before = (await sql`select count(*)::int as n from executions`)[0]!.n;
+      const r = await swarm(['spawn', 'acme/job', '--count', count], env);
+      expect(r.code).not.toBe(0);
+      expect(r.stderr).toMatch(/--count.*a whole number from 1 to 1000/);
+      const after = (await sql`select count(*)::int as n from executions`)[0]!.n;
+      expect(after).toBe(before);
+    });
+  }
+
   it('gives agent tokens their own execution and nothing else', async () => {
     const client = await orchestrator();
     const a = await client.call(() => client.trpc.executions.spawn.mutate({ workflow: 'acme/job' }));

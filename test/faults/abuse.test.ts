@@ -143,6 +143,8 @@ function sampleInputs(): Record<string, unknown> {
     'tokens.list': undefined,
     'tokens.revoke': { id: orchestratorTokenId },
     'executions.spawn': { workflow: 'acme/job', secrets: { API_KEY: 'x' } },
+    // items, not count: a fuzzed count (a small integer) would be valid; a fuzzed items list is not.
+    'executions.spawnMany': { workflow: 'acme/job', items: [{ routingKey: 'matrix' }], secrets: { API_KEY: 'x' } },
     'executions.exchangeToken': { executionId: executionA },
     'executions.appendEvent': { executionId: executionA, seq: 0, type: 'metadata_loaded', data: {} },
     'executions.get': { id: executionA },

@@ -16,6 +16,7 @@ import { createLogger } from './logger.js';
 import { hashAdminToken } from './services/auth.js';
 import type { Deps } from './services/context.js';
 import { CachedListings } from './services/diff.js';
+import { SpawnBatcher } from './services/spawn-batcher.js';
 import { reapAbandonedExecutions } from './services/executions.js';
 import { createCaches, startCacheInvalidation } from './services/release-cache.js';
 import { BundleStore } from './storage/bundle-store.js';
@@ -93,6 +94,7 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       log: logger,
       caches,
       listings: new CachedListings(config.diffs),
+      spawns: new SpawnBatcher(database.db),
     };
     await sweepUploads(deps);
     cleanups.push(startExecutionReaper(deps));

@@ -5,7 +5,7 @@
  */
 import { Option } from 'commander';
 import { z } from 'zod';
-import { canaryWeight, parseDuration, tokenScope, versionNumber, workflowRef } from '../contract/index.js';
+import { SPAWN_MANY_MAX, canaryWeight, parseDuration, tokenScope, versionNumber, workflowRef } from '../contract/index.js';
 import { SwarmError } from '../errors.js';
 
 /** Turns an option's or argument's text into its value; `what` names it in the error. */
@@ -28,6 +28,11 @@ const decimal = z
 export const asVersion = parsedBy(decimal.pipe(versionNumber), 'a version number (1, 2, …)');
 /** Every count the CLI takes (--limit, --keep): the registry holds each to its own maximum. */
 export const asCount = parsedBy(decimal.pipe(z.number().int().min(1)), 'a positive whole number');
+/** `swarm spawn --count`: 1 to SPAWN_MANY_MAX (executions.spawnMany's limit). */
+export const asSpawnCount = parsedBy(
+  decimal.pipe(z.number().int().min(1).max(SPAWN_MANY_MAX)),
+  `a whole number from 1 to ${SPAWN_MANY_MAX}`,
+);
 export const asWeight = parsedBy(decimal.pipe(canaryWeight), 'a percentage from 1 to 99');
 export const asScope = parsedBy(tokenScope, 'admin, orchestrator or tenant:<slug>');
 export const asWorkflow = parsedBy(workflowRef, 'a workflow id or tenant/name');

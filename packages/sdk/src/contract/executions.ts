@@ -46,20 +46,29 @@ export type ExecutionEvent = z.infer<typeof executionEvent>;
 
 const endpoint = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
 
-export const spawnInput = z.object({
-  workflow: workflowRef,
+/** A routing key: printable text (a NUL, a control character or a lone surrogate could never be stored as sent). */
+const routingKey = z
+  .string()
+  .min(1)
+  .max(200)
+  .regex(/^[^\p{Cc}\p{Cs}]+$/u, 'control characters and lone surrogates are not allowed');
+
+const spawnSecrets = z.record(secretName, z.string().max(64 * 1024));
+const spawnRuntime = z.object({ command: z.array(z.string().min(1)).min(1) });
+
+/**
+ * The options every spawn takes, single (executions.spawn) or many (executions.spawnMany):
+ * add a per-spawn option HERE and both procedures accept it; services/executions.ts
+ * (`SpawnOptions`, `spawnedMetadata`) carries it to the row and the metadata.
+ */
+export const spawnOptions = z.object({
   /** Passed through to the VM's metadata only: never stored, logged or put in events. */
-  secrets: z.record(secretName, z.string().max(64 * 1024)).default({}),
-  runtime: z.object({ command: z.array(z.string().min(1)).min(1) }).optional(),
+  secrets: spawnSecrets.default({}),
+  runtime: spawnRuntime.optional(),
   /** The registry's API as this VM reaches it (default: SWARM_PUBLIC_URL). */
   apiUrl: endpoint.optional(),
   /** The object store as this VM reaches it: the bundle URL is signed for this address. */
   storeEndpoint: endpoint.optional(),
-  /**
-   * With a canary, the same routing key (a customer id, a request id…) always picks the
-   * same version; without one the choice is random at the canary's weight.
-   */
-  routingKey: z.string().min(1).max(200).optional(),
   /**
    * How long the VM has to exchange the metadata's agent token for its session
    * (default: the registry's SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS), e.g. longer for a slow boot.
@@ -67,8 +76,50 @@ export const spawnInput = z.object({
   bootstrapTokenTtlSeconds: z.number().int().min(1).max(3600).optional(),
 });
 
+export const spawnInput = spawnOptions.extend({
+  workflow: workflowRef,
+  /**
+   * With a canary, the same routing key (a customer id, a request id…) always picks the
+   * same version; without one the choice is random at the canary's weight.
+   */
+  routingKey: routingKey.optional(),
+});
+
+/** Most executions one executions.spawnMany creates (one statement). */
+export const SPAWN_MANY_MAX = 1000;
+
+/**
+ * Fan-out: `count` executions alike, or one per item. The shared options apply to every
+ * item; an item's `secrets` are merged over the shared ones, its `runtime` replaces them.
+ */
+export const spawnManyInput = spawnOptions
+  .extend({
+    workflow: workflowRef,
+    count: z.number().int().min(1).max(SPAWN_MANY_MAX).optional(),
+    items: z
+      .array(
+        z
+          .object({ routingKey: routingKey.optional(), secrets: spawnSecrets.optional(), runtime: spawnRuntime.optional() })
+          .strict()
+          .refine(
+            (item) => Object.keys(item).length > 0,
+            'an item carries its routingKey, secrets or runtime (for executions alike, give count)',
+          ),
+      )
+      .min(1)
+      .max(SPAWN_MANY_MAX)
+      .optional(),
+  })
+  .refine((i) => (i.count === undefined) !== (i.items === undefined), {
+    message: 'give exactly one of count or items',
+    path: ['count'],
+  });
+
 export const spawnResult = z.object({ execution, metadata: vmMetadata });
 export type SpawnResult = z.infer<typeof spawnResult>;
+/** executions.spawnMany: one result per execution, in the order asked for. */
+export const spawnManyResult = z.object({ spawned: z.array(spawnResult) });
+export type SpawnManyResult = z.infer<typeof spawnManyResult>;
 
 export const appendEventInput = z.object({
   executionId: uuid,

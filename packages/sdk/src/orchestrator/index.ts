@@ -2,9 +2,11 @@ export { renderMetadataFile, renderMmdsListing, startMetadataService, type Metad
 export {
   runVm,
   spawnWorkflow,
+  spawnWorkflows,
   vmEndpoints,
   withExpectedWorkflow,
   type Driver,
+  type SpawnManyOptions,
   type SpawnOptions,
   type SpawnOutcome,
   type VmOptions,

@@ -187,6 +187,44 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 
+export type SpawnManyOptions = Omit<SpawnOptions, 'onSpawned' | 'onOutput'> & {
+  /** How many executions alike (1–1,000); or give `items`. */
+  count?: number;
+  /** One execution per item, each with its own routing key and secrets/runtime over the shared ones. */
+  items?: { routingKey?: string; secrets?: Record<string, string>; runtime?: { command: string[] } }[];
+  /** Called once the registry has created the executions (in one call, executions.spawnMany). */
+  onSpawned?: (executions: Execution[]) => void;
+  /** Each line a VM prints, with the index of its execution. */
+  onOutput?: (index: number, line: string) => void;
+};
+
+/**
+ * Fan-out: N executions of the workflow's active version (or canary, per item) created in
+ * ONE registry call (executions.spawnMany), then every VM run side by side to its end.
+ * The outcomes are in the order of the executions.
+ */
+export async function spawnWorkflows(client: SwarmClient, workflow: string, opts: SpawnManyOptions): Promise<SpawnOutcome[]> {
+  const started = Date.now();
+  const { forwards, ...endpoints } = vmEndpoints(client.url, opts);
+  const { spawned } = await client.call(() =>
+    client.trpc.executions.spawnMany.mutate({
+      workflow,
+      ...(opts.items ? { items: opts.items } : { count: opts.count ?? 1 }),
+      secrets: opts.secrets ?? {},
+      runtime: opts.runtime,
+      ...endpoints,
+    }),
+  );
+  opts.onSpawned?.(spawned.map((s) => s.execution));
+  return Promise.all(
+    spawned.map(async ({ execution, metadata }, i) => {
+      const onOutput = opts.onOutput ? (line: string) => opts.onOutput!(i, line) : undefined;
+      const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, onOutput, forwards });
+      return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
+    }),
+  );
+}
+
 /**
  * The `process` driver: the boot agent as a child process, reading its metadata over MMDS
  * like in a VM; the metadata service answers once. An agent run as root runs the workflow

@@ -1,5 +1,4 @@
 /** The HTTP server: Fastify with tRPC at /trpc, the REST routes, downloads, health and metrics. */
-import { type FastifyTRPCPluginOptions, fastifyTRPCPlugin } from '@trpc/server/adapters/fastify';
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { RegistryError } from '../errors.js';
@@ -8,16 +7,24 @@ import { authenticate } from '../services/auth.js';
 import type { Deps, Principal } from '../services/context.js';
 import { FsDriver } from '../storage/fs.js';
 import type { Context } from '../trpc/init.js';
-import { type AppRouter, createAppRouter } from '../trpc/router.js';
+import { createAppRouter } from '../trpc/router.js';
 import { blobRoutes } from './blobs.js';
 import { sendError } from './errors.js';
 import { healthRoutes } from './health.js';
 import { createMetrics } from './metrics.js';
 import { openApiRoutes } from './openapi.js';
 import { restRoutes } from './rest.js';
+import { trpcRoutes } from './trpc-native.js';
 
 /** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
 const TRPC_MAX_BODY_BYTES = 1024 * 1024;
+/**
+ * Most calls in one tRPC batch request (`?batch=1`). The calls of a batch run side by side
+ * and the answer waits for the slowest: an unbounded batch lets one request take the whole
+ * database pool and grow one response without limit. The SDK's httpBatchLink sends at most
+ * 50 (its maxItems); fan-out to many executions is executions.spawnMany, one call.
+ */
+export const TRPC_MAX_BATCH_CALLS = 100;
 
 export type RouteEntry = { method: string; url: string };
 const routeTables = new WeakMap<FastifyInstance, RouteEntry[]>();
@@ -62,9 +69,15 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     sendError(request, reply, new RegistryError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );
 
+  const appRouter = createAppRouter(deps);
+  const procedures = new Set(Object.keys(appRouter._def.procedures));
   app.addHook('onResponse', async (request, reply) => {
     let route = request.routeOptions.url ?? 'unmatched';
-    if (route === '/trpc/*' && reply.statusCode !== 404) route = `/trpc/${request.url.slice(6).split('?')[0]}`;
+    if (route === '/trpc/*') {
+      // One label per procedure; paths are the client's choice: batches and unknown names share one each.
+      const path = request.url.slice(6).split('?')[0]!;
+      route = procedures.has(path) ? `/trpc/${path}` : path.includes(',') ? '/trpc/(batch)' : '/trpc/(unknown)';
+    }
     metrics.requests.inc({ method: request.method, route, status: reply.statusCode });
     metrics.latency.observe({ method: request.method, route }, reply.elapsedTime / 1000);
   });
@@ -79,16 +92,15 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   await app.register(restRoutes, { deps, metrics, principalOf });
   if (deps.store.driver instanceof FsDriver) await app.register(blobRoutes, { driver: deps.store.driver });
 
-  await app.register(fastifyTRPCPlugin, {
+  await trpcRoutes(app, {
     prefix: '/trpc',
-    trpcOptions: {
-      router: createAppRouter(deps),
-      maxBodySize: TRPC_MAX_BODY_BYTES,
-      createContext: ({ req }): Context => ({
-        principal: () => resolvePrincipal(req),
-        reportError: (err) => req.log.error({ err }, 'request failed'),
-      }),
-    } satisfies FastifyTRPCPluginOptions<AppRouter>['trpcOptions'],
+    router: appRouter,
+    maxBodySize: TRPC_MAX_BODY_BYTES,
+    maxBatchSize: TRPC_MAX_BATCH_CALLS,
+    createContext: (req): Context => ({
+      principal: () => resolvePrincipal(req),
+      reportError: (err) => req.log.error({ err }, 'request failed'),
+    }),
   });
   return app;
 }

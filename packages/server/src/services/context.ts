@@ -2,6 +2,7 @@ import type { Logger } from 'pino';
 import type { BundleFile, TokenScopeKind } from '@swarm/sdk/contract';
 import type { Config } from '../config.js';
 import type { Db, DbOrTx } from '../db/client.js';
+import type { ExecutionToSpawn, SpawnedExecution } from '../db/queries/executions.js';
 import type { WorkflowRelease } from '../db/queries/releases.js';
 import type { BundleStore } from '../storage/bundle-store.js';
 
@@ -17,7 +18,14 @@ export type Deps = {
   caches: Caches;
   /** Bundle listings for `releases.diff`, and its turns (services/diff.ts). */
   listings: BundleListings;
+  /** Spawns, group-committed (services/spawn-batcher.ts). */
+  spawns: SpawnQueue;
 };
+
+/** Inserts one spawn's execution together with the concurrent ones; undefined without an active version. */
+export interface SpawnQueue {
+  spawn(item: ExecutionToSpawn): Promise<SpawnedExecution | undefined>;
+}
 
 /**
  * The per-replica caches as services use them, declared here where they are consumed;

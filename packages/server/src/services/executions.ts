@@ -11,7 +11,6 @@ import {
   type Execution,
   type ExecutionEvent,
   type ExecutionStatus,
-  type SpawnResult,
   isTerminalStatus,
 } from '@swarm/sdk/contract';
 import {
@@ -23,20 +22,17 @@ import {
   executionsPage,
   failAbandonedExecutions,
   insertEvent,
-  insertSpawnedExecution,
   lockExecution,
   updateExecution,
 } from '../db/queries/executions.js';
 import { startAgentSession } from '../db/queries/tokens.js';
 import type { DbOrTx } from '../db/client.js';
 import { RegistryError, notFound } from '../errors.js';
-import { spawnSignature, spawnedSignature } from './signing.js';
-import { findRelease, findWorkflow, requireOrchestrator } from './access.js';
+import { findWorkflow, requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
-import { spawnBucket } from './releases.js';
 
-const toExecution = (r: ExecutionRow, version: number): Execution => ({
+export const toExecution = (r: ExecutionRow, version: number): Execution => ({
   id: r.id,
   workflowId: r.workflowId,
   versionId: r.versionId,
@@ -51,59 +47,6 @@ const toExecution = (r: ExecutionRow, version: number): Execution => ({
   startedAt: r.startedAt?.toISOString() ?? null,
   finishedAt: r.finishedAt?.toISOString() ?? null,
 });
-
-export type SpawnInput = {
-  workflow: string;
-  secrets: Record<string, string>;
-  runtime?: { command: string[] } | undefined;
-  apiUrl?: string | undefined;
-  storeEndpoint?: string | undefined;
-  routingKey?: string | undefined;
-  bootstrapTokenTtlSeconds?: number | undefined;
-};
-
-export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
-  requireOrchestrator(p);
-  const release = await findRelease(deps, p, input.workflow);
-  const wf = release.workflow;
-  const bucket = spawnBucket(wf.id, input.routingKey);
-  // From the cached release, before an execution exists: the version this bucket gets, and its signature.
-  const expected = release.canary && bucket < release.canary.weight ? release.canary : release.active;
-  const signing = expected ? spawnSignature(release, expected) : undefined;
-  const agent = generateAgentToken('bootstrap');
-  const spawned = await insertSpawnedExecution(deps.db, {
-    workflowId: wf.id,
-    bucket,
-    routingKey: input.routingKey,
-    agentTokenHash: agent.hash,
-    agentTokenTtlSeconds: input.bootstrapTokenTtlSeconds ?? deps.config.bootstrapTokenTtlSeconds,
-    spawnedBy: p.name,
-  });
-  if (!spawned) {
-    throw new RegistryError(
-      'NOT_FOUND',
-      `workflow "${wf.tenant}/${wf.name}" has no active version`,
-      `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
-    );
-  }
-  const { row } = spawned;
-  const picked = { version: spawned.version, bundleHash: spawned.bundleHash, size: spawned.size, reason: row.versionReason };
-  const apiUrl = input.apiUrl ?? deps.publicUrl();
-  const { url } = await deps.store.signedUrl(picked.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
-  deps.log.info({ executionId: row.id, workflowId: wf.id, version: picked.version, reason: picked.reason }, 'execution spawned');
-  return {
-    execution: toExecution(row, picked.version),
-    metadata: {
-      bundle: { url, hash: picked.bundleHash, size: picked.size, ...(spawned.treeDigest ? { treeDigest: spawned.treeDigest } : {}) },
-      execution: { id: row.id, agentToken: agent.token },
-      apiUrl,
-      runtime: input.runtime,
-      secrets: input.secrets,
-      // A release changed since the cache's answer: the version spawned is not the one checked.
-      signing: row.versionId === expected?.versionId ? signing : await spawnedSignature(deps, row.versionId),
-    },
-  };
-}
 
 /**
  * Marks executions that never got past pending or booting within `timeoutMs` of being

@@ -280,6 +280,9 @@ export function spawnSignature(
     : undefined;
 }
 
+/** What a spawn's VM metadata carries as `signing`: the material, or nothing for an unsigned version. */
+export type SpawnSignature = ReturnType<typeof spawnSignature>;
+
 /**
  * The rare case where the release changed between the cached answer and the spawn's
  * insert: the spawned version's signature, read from the database, under the same rule

@@ -3,11 +3,11 @@ import { spawn } from 'node:child_process';
 import fs from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import { type Command, Option } from 'commander';
-import type { VmMetadata } from '../../contract/index.js';
+import { SPAWN_MANY_MAX, type VmMetadata } from '../../contract/index.js';
 import { SwarmError } from '../../errors.js';
 import { runVm, type VmOptions, vmEndpoints, withExpectedWorkflow } from '../../orchestrator/spawn.js';
 import type { Cli } from '../context.js';
-import { WORKFLOW } from '../options.js';
+import { WORKFLOW, asSpawnCount, valueOption } from '../options.js';
 import { publicKeyFrom } from '../../signing/index.js';
 
 /** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
@@ -37,6 +37,19 @@ async function findAgent(given: string | undefined): Promise<string> {
 }
 
 const collect = (value: string, previous: string[]) => [...previous, value];
+
+/**
+ * The VM outlives this command: a detached driver process gets the metadata (with its
+ * secrets) through a pipe, never a file.
+ */
+function detachVm(metadata: VmMetadata, vm: VmOptions): void {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], {
+    detached: true,
+    stdio: ['pipe', 'ignore', 'ignore'],
+  });
+  child.stdin.end(JSON.stringify({ metadata, vm }));
+  child.unref();
+}
 
 function parseSecrets(pairs: string[]): Record<string, string> {
   const secrets: Record<string, string> = {};
@@ -69,6 +82,7 @@ async function checkTrustRoot(file: string, driver: 'process' | 'qemu'): Promise
 
 type SpawnCommandOptions = {
   driver: 'process' | 'qemu';
+  count?: number;
   secret: string[];
   wait?: boolean;
   routingKey?: string;
@@ -87,7 +101,10 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     .argument(...WORKFLOW)
     .addOption(new Option('--driver <driver>', 'how to run the VM').choices(['process', 'qemu']).default('process'))
     .option('--secret <KEY=VALUE>', 'a secret for the workflow, passed only through the VM metadata (repeatable)', collect, [])
-    .option('--wait', "stream the workflow's output and exit with its exit code")
+    .addOption(
+      valueOption('--count <n>', `run N executions, created in one call (executions.spawnMany), 1–${SPAWN_MANY_MAX}`, asSpawnCount, '1'),
+    )
+    .option('--wait', "stream the workflow's output and exit with its exit code (with --count: the first nonzero one)")
     .option('--routing-key <key>', 'with a canary: the same key always gets the same version')
     .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
     .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
@@ -112,18 +129,12 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         forwards,
         trustRoot: o.trustRoot,
       };
+      if (o.count !== undefined && o.count > 1) return spawnMany(c, workflow, { ...o, count: o.count }, { secrets, endpoints, vm });
       const spawned = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
       const { execution } = spawned;
       const metadata = withExpectedWorkflow(spawned.metadata, workflow);
       if (!o.wait) {
-        // The VM outlives this command: a detached driver process gets the metadata (with
-        // its secrets) through a pipe, never a file.
-        const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, '__drive'], {
-          detached: true,
-          stdio: ['pipe', 'ignore', 'ignore'],
-        });
-        child.stdin.end(JSON.stringify({ metadata, vm }));
-        child.unref();
+        detachVm(metadata, vm);
         cli.output(
           { id: execution.id, status: execution.status, version: execution.version, versionReason: execution.versionReason },
           (e) => cli.print(e.id),
@@ -138,6 +149,40 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
       cli.output({ ...final, exitCode: exit.exitCode }, () => {});
       cli.io.exitCode = exit.exitCode;
     });
+
+  /** `--count N`: N executions from one executions.spawnMany call; their VMs run side by side. */
+  async function spawnMany(
+    c: ReturnType<Cli['client']>,
+    workflow: string,
+    o: SpawnCommandOptions & { count: number },
+    s: { secrets: Record<string, string>; endpoints: { apiUrl?: string; storeEndpoint?: string }; vm: VmOptions },
+  ): Promise<void> {
+    const shape = o.routingKey ? { items: Array.from({ length: o.count }, () => ({ routingKey: o.routingKey })) } : { count: o.count };
+    const { spawned } = await c.call(() => c.trpc.executions.spawnMany.mutate({ workflow, secrets: s.secrets, ...shape, ...s.endpoints }));
+    const summary = spawned.map(({ execution: e }) => ({ id: e.id, status: e.status, version: e.version, versionReason: e.versionReason }));
+    if (!o.wait) {
+      for (const { metadata } of spawned) detachVm(withExpectedWorkflow(metadata, workflow), s.vm);
+      cli.output(summary, (list) => {
+        for (const e of list) cli.print(e.id);
+      });
+      return;
+    }
+    if (!cli.json()) for (const e of summary) cli.io.stderr.write(`execution ${e.id} (version ${e.version}, ${e.versionReason})\n`);
+    // Each line prefixed with its execution's short id: the outputs interleave.
+    const exits = await Promise.all(
+      spawned.map(({ execution, metadata }) => {
+        const prefix = `[${execution.id.slice(0, 8)}] `;
+        const onOutput = cli.json() ? undefined : (line: string) => void cli.io.stdout.write(`${prefix}${line}\n`);
+        return runVm(withExpectedWorkflow(metadata, workflow), { ...s.vm, onOutput });
+      }),
+    );
+    const finals = await Promise.all(spawned.map(({ execution }) => c.call(() => c.trpc.executions.get.query({ id: execution.id }))));
+    cli.output(
+      finals.map((f, i) => ({ ...f, exitCode: exits[i]!.exitCode })),
+      () => {},
+    );
+    cli.io.exitCode = exits.find((e) => e.exitCode !== 0)?.exitCode ?? 0;
+  }
 
   program
     .command('__drive', { hidden: true })

@@ -54,52 +54,73 @@ const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
 
 export type SpawnedExecution = { row: ExecutionRow; version: number; bundleHash: string; size: number; treeDigest: string | null };
 
+/** One execution to insert: which workflow, the spawn's bucket and its agent token. */
+export type ExecutionToSpawn = {
+  workflowId: string;
+  /** 0–99: buckets below the canary's weight get the canary. */
+  bucket: number;
+  routingKey: string | undefined;
+  /** sha256 (hex) of the bootstrap agent token: unique per spawn, and how rows find their callers. */
+  agentTokenHash: string;
+  /** The bootstrap token dies this long after the spawn, by the database's clock. */
+  agentTokenTtlSeconds: number;
+  spawnedBy: string;
+};
+
 /**
- * Inserts an execution of the version a spawn in `bucket` (0–99) gets, in one statement,
- * so one round trip: the version is picked here, at spawn time (a later activation does
- * not change it), from the workflow row read FOR KEY SHARE (the lock the execution's
- * foreign key takes anyway), so spawns run side by side but not beside a release change
- * or gc's retiring of versions, which lock the row FOR UPDATE. Buckets below the canary's
- * weight get the canary. Undefined when the workflow has no active version.
+ * Inserts executions of the versions their spawns get, all in ONE statement (one round
+ * trip, one transaction, one durable commit: how spawns are group-committed, and how
+ * spawnMany fans out). Each version is picked here, at spawn time (a later activation does
+ * not change it), from the workflow rows read FOR KEY SHARE (the lock the executions'
+ * foreign key takes anyway), so spawns run side by side but not beside a release change or
+ * gc's retiring of versions, which lock the row FOR UPDATE. Buckets below the canary's
+ * weight get the canary. The answer is in the order of `spawns`; undefined where the
+ * workflow has no active version (or no longer exists).
  */
-export async function insertSpawnedExecution(
-  db: DbOrTx,
-  spawn: {
-    workflowId: string;
-    bucket: number;
-    routingKey: string | undefined;
-    agentTokenHash: string;
-    /** The bootstrap token dies this long after the spawn, by the database's clock. */
-    agentTokenTtlSeconds: number;
-    spawnedBy: string;
-  },
-): Promise<SpawnedExecution | undefined> {
+export async function insertSpawnedExecutions(db: DbOrTx, spawns: ExecutionToSpawn[]): Promise<(SpawnedExecution | undefined)[]> {
+  if (spawns.length === 0) return [];
+  const items = JSON.stringify(
+    spawns.map((s) => ({
+      workflow_id: s.workflowId,
+      bucket: s.bucket,
+      routing_key: s.routingKey ?? null,
+      agent_token_hash: s.agentTokenHash,
+      ttl: s.agentTokenTtlSeconds,
+      spawned_by: s.spawnedBy,
+    })),
+  );
   const rows = await db.execute<SpawnedRow>(sql`
-    with release as (
-      select ${workflows.activeVersionId} as active_version_id, ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight
-      from ${workflows} where ${workflows.id} = ${spawn.workflowId} for key share
+    with item as (
+      select * from jsonb_to_recordset(${items}::jsonb)
+        as t(workflow_id uuid, bucket int, routing_key text, agent_token_hash text, ttl int, spawned_by text)
+    ), release as (
+      select ${workflows.id} as workflow_id, ${workflows.activeVersionId} as active_version_id,
+             ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight
+      from ${workflows} where ${workflows.id} in (select distinct workflow_id from item) for key share
     ), chosen as (
-      select case when ${spawn.bucket}::int < canary_weight then canary_version_id else active_version_id end as version_id,
-             case when ${spawn.bucket}::int < canary_weight then 'canary' else 'active' end as version_reason
-      from release
+      select item.*,
+             case when item.bucket < release.canary_weight then release.canary_version_id else release.active_version_id end as version_id,
+             case when item.bucket < release.canary_weight then 'canary' else 'active' end as version_reason
+      from item join release using (workflow_id)
     ), spawned as (
       insert into ${executions} (workflow_id, version_id, version_reason, routing_key, agent_token_hash, agent_token_expires_at, spawned_by)
-      select ${spawn.workflowId}::uuid, version_id, version_reason, ${spawn.routingKey ?? null}::text, ${spawn.agentTokenHash}::text,
-             now() + make_interval(secs => ${spawn.agentTokenTtlSeconds}), ${spawn.spawnedBy}::text
+      select workflow_id, version_id, version_reason, routing_key, agent_token_hash, now() + make_interval(secs => ttl), spawned_by
       from chosen where version_id is not null
       returning *
     )
     select spawned.*, v.version, b.hash as bundle_hash, b.size, b.tree_digest
     from spawned join ${workflowVersions} v on v.id = spawned.version_id join ${bundles} b on b.hash = v.bundle_hash`);
-  const spawned = rows[0];
-  if (!spawned) return undefined;
-  return {
-    row: executionFromSql(spawned),
-    version: spawned.version,
-    bundleHash: spawned.bundle_hash,
-    size: Number(spawned.size),
-    treeDigest: spawned.tree_digest,
-  };
+  const byToken = new Map<string, SpawnedExecution>();
+  for (const r of rows) {
+    byToken.set(r.agent_token_hash!, {
+      row: executionFromSql(r),
+      version: r.version,
+      bundleHash: r.bundle_hash,
+      size: Number(r.size),
+      treeDigest: r.tree_digest,
+    });
+  }
+  return spawns.map((s) => byToken.get(s.agentTokenHash));
 }
 
 /** What ending an execution sets besides its status: every agent credential is revoked. */

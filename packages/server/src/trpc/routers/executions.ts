@@ -7,21 +7,16 @@ import {
   listEventsInput,
   listExecutionsInput,
   spawnInput,
+  spawnManyInput,
+  spawnManyResult,
   spawnResult,
   uuid,
 } from '@swarm/sdk/contract';
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { Deps } from '../../services/context.js';
-import {
-  appendEvent,
-  exchangeAgentToken,
-  getExecution,
-  listEvents,
-  listExecutions,
-  spawnExecution,
-  watchEvents,
-} from '../../services/executions.js';
+import { appendEvent, exchangeAgentToken, getExecution, listEvents, listExecutions, watchEvents } from '../../services/executions.js';
+import { spawnExecution, spawnExecutions } from '../../services/spawn.js';
 import { agentProcedure, authedProcedure, router } from '../init.js';
 
 export const executionsRouter = (deps: Deps) =>
@@ -31,6 +26,11 @@ export const executionsRouter = (deps: Deps) =>
       .input(spawnInput)
       .output(spawnResult)
       .mutation(({ ctx, input }) => spawnExecution(deps, ctx.principal, input)),
+    /** Orchestrator, fan-out: up to 1,000 executions of the workflow in one statement, each with its own metadata. */
+    spawnMany: authedProcedure
+      .input(spawnManyInput)
+      .output(spawnManyResult)
+      .mutation(({ ctx, input }) => spawnExecutions(deps, ctx.principal, input)),
     /** Boot agent, first call: the metadata's bootstrap agent token, once, for a session token. */
     exchangeToken: agentProcedure
       .input(exchangeAgentTokenInput)

@@ -1,0 +1,168 @@
+/**
+ * What executions.spawn and executions.spawnMany share: the per-spawn options, the row each
+ * spawn asks for, and the answer (execution + VM metadata document) each gets back. And
+ * spawnMany itself: N executions of one workflow in one statement.
+ */
+import type { SpawnManyResult, SpawnResult } from '@swarm/sdk/contract';
+import type { ExecutionToSpawn, SpawnedExecution } from '../db/queries/executions.js';
+import { insertSpawnedExecutions } from '../db/queries/executions.js';
+import type { WorkflowRelease } from '../db/queries/releases.js';
+import { RegistryError } from '../errors.js';
+import { findRelease, requireOrchestrator } from './access.js';
+import { generateAgentToken } from './auth.js';
+import type { Deps, Principal } from './context.js';
+import { toExecution } from './executions.js';
+import { spawnBucket } from './releases.js';
+import { type SpawnSignature, spawnSignature, spawnedSignature } from './signing.js';
+
+/**
+ * The options of one spawn (contract: `spawnOptions`). A new per-spawn option goes here,
+ * then into `executionToSpawn` (if the row stores it) or `spawnResults` (if the VM's
+ * metadata carries it): both procedures get it.
+ */
+export type SpawnOptions = {
+  secrets: Record<string, string>;
+  runtime?: { command: string[] } | undefined;
+  apiUrl?: string | undefined;
+  storeEndpoint?: string | undefined;
+  bootstrapTokenTtlSeconds?: number | undefined;
+};
+
+export const noActiveVersion = (wf: { tenant: string; name: string }) =>
+  new RegistryError(
+    'NOT_FOUND',
+    `workflow "${wf.tenant}/${wf.name}" has no active version`,
+    `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
+  );
+
+/** The execution row one spawn asks for. */
+export function executionToSpawn(
+  deps: Pick<Deps, 'config'>,
+  p: Principal,
+  workflowId: string,
+  o: SpawnOptions & { routingKey?: string | undefined },
+  agentTokenHash: string,
+): ExecutionToSpawn {
+  return {
+    workflowId,
+    bucket: spawnBucket(workflowId, o.routingKey),
+    routingKey: o.routingKey,
+    agentTokenHash,
+    agentTokenTtlSeconds: o.bootstrapTokenTtlSeconds ?? deps.config.bootstrapTokenTtlSeconds,
+    spawnedBy: p.name,
+  };
+}
+
+/**
+ * Before any row exists, from the cached release (no query per spawn): the version a spawn
+ * in this bucket will get and its signature material, refusing what the tenant's signature
+ * policy refuses (docs/signing.md).
+ */
+export type PlannedSignature = { versionId: string | undefined; material: SpawnSignature };
+
+export function plannedSignature(release: WorkflowRelease, spawn: Pick<ExecutionToSpawn, 'bucket'>): PlannedSignature {
+  const expected = release.canary && spawn.bucket < release.canary.weight ? release.canary : release.active;
+  return { versionId: expected?.versionId, material: expected ? spawnSignature(release, expected) : undefined };
+}
+
+/** Each inserted execution with its VM metadata document; one signed URL per distinct bundle and endpoint. */
+export async function spawnResults(
+  deps: Deps,
+  spawns: { spawned: SpawnedExecution; agentToken: string; options: SpawnOptions; signature: PlannedSignature }[],
+): Promise<SpawnResult[]> {
+  const urls = new Map<string, Promise<string>>();
+  const urlOf = (hash: string, storeEndpoint: string | undefined) => {
+    const key = `${hash} ${storeEndpoint ?? ''}`;
+    let url = urls.get(key);
+    if (!url) {
+      url = deps.store.signedUrl(hash, deps.config.urlTtlSeconds, storeEndpoint).then((s) => s.url);
+      urls.set(key, url);
+    }
+    return url;
+  };
+  return Promise.all(
+    spawns.map(async ({ spawned, agentToken, options, signature }) => {
+      const { row } = spawned;
+      deps.log.info(
+        { executionId: row.id, workflowId: row.workflowId, version: spawned.version, reason: row.versionReason },
+        'execution spawned',
+      );
+      return {
+        execution: toExecution(row, spawned.version),
+        metadata: {
+          bundle: {
+            url: await urlOf(spawned.bundleHash, options.storeEndpoint),
+            hash: spawned.bundleHash,
+            size: spawned.size,
+            ...(spawned.treeDigest ? { treeDigest: spawned.treeDigest } : {}),
+          },
+          execution: { id: row.id, agentToken },
+          apiUrl: options.apiUrl ?? deps.publicUrl(),
+          runtime: options.runtime,
+          secrets: options.secrets,
+          // A release changed since the cache's answer: the version spawned is not the one checked.
+          signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.versionId),
+        },
+      };
+    }),
+  );
+}
+
+export type SpawnInput = SpawnOptions & { workflow: string; routingKey?: string | undefined };
+
+export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput): Promise<SpawnResult> {
+  requireOrchestrator(p);
+  const release = await findRelease(deps, p, input.workflow);
+  const wf = release.workflow;
+  const agent = generateAgentToken('bootstrap');
+  const row = executionToSpawn(deps, p, wf.id, input, agent.hash);
+  const signature = plannedSignature(release, row);
+  // Group-committed with the spawns around it (services/spawn-batcher.ts).
+  const spawned = await deps.spawns.spawn(row);
+  if (!spawned) throw noActiveVersion(wf);
+  const [result] = await spawnResults(deps, [{ spawned, agentToken: agent.token, options: input, signature }]);
+  return result!;
+}
+
+export type SpawnManyInput = SpawnOptions & {
+  workflow: string;
+  count?: number | undefined;
+  items?:
+    | { routingKey?: string | undefined; secrets?: Record<string, string> | undefined; runtime?: { command: string[] } | undefined }[]
+    | undefined;
+};
+
+/**
+ * Fan-out: `count` executions (or one per item) of the workflow's active version (or its
+ * canary, by each item's bucket), inserted in ONE statement and committed together, each
+ * with its own agent token and metadata. All or nothing: without an active version none is made.
+ */
+export async function spawnExecutions(deps: Deps, p: Principal, input: SpawnManyInput): Promise<SpawnManyResult> {
+  requireOrchestrator(p);
+  const release = await findRelease(deps, p, input.workflow);
+  const wf = release.workflow;
+  const { count, items: asked, workflow: _, ...shared } = input;
+  const items = asked ?? Array.from({ length: count ?? 0 }, () => ({}) as NonNullable<SpawnManyInput['items']>[number]);
+  const planned = items.map((item) => {
+    const options: SpawnOptions & { routingKey?: string | undefined } = {
+      ...shared,
+      routingKey: item.routingKey,
+      secrets: item.secrets ? { ...shared.secrets, ...item.secrets } : shared.secrets,
+      runtime: item.runtime ?? shared.runtime,
+    };
+    const agent = generateAgentToken('bootstrap');
+    const row = executionToSpawn(deps, p, wf.id, options, agent.hash);
+    return { options, agent, row, signature: plannedSignature(release, row) };
+  });
+  const spawned = await insertSpawnedExecutions(
+    deps.db,
+    planned.map((s) => s.row),
+  );
+  if (spawned.some((s) => s === undefined)) throw noActiveVersion(wf);
+  return {
+    spawned: await spawnResults(
+      deps,
+      planned.map((s, i) => ({ spawned: spawned[i]!, agentToken: s.agent.token, options: s.options, signature: s.signature })),
+    ),
+  };
+}
