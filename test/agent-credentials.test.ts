@@ -13,7 +13,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SwarmClient, SwarmError } from '../packages/sdk/src/index.js';
 import { ConfigError, loadConfig } from '../packages/server/src/config.js';
-import { reapAbandonedExecutions } from '../packages/server/src/services/executions.js';
+import { reapExecutions } from '../packages/server/src/services/executions.js';
 import { bundleOf } from './support/bundles.js';
 import { swarmInProcess } from './support/cli.js';
 import { startTestRegistry } from './support/registry.js';
@@ -211,7 +211,7 @@ describe('revocation at the end of an execution', () => {
     const { id, bootstrap } = await r.spawn();
     const other = await r.spawn();
     const { sessionToken } = await r.exchange(id, bootstrap);
-    expect(await reapAbandonedExecutions(r.reg.deps, 0)).toBeGreaterThanOrEqual(2);
+    expect((await reapExecutions(r.reg.deps, 0)).abandoned).toBeGreaterThanOrEqual(2);
     expect(await r.execution(id)).toMatchObject({ status: 'failed', failureReason: 'abandoned' });
     expect(await r.refused(r.append(id, sessionToken, 0, 'metadata_loaded'))).toMatchObject({ code: 'UNAUTHORIZED' });
     expect(await r.refused(r.exchange(other.id, other.bootstrap))).toMatchObject({ code: 'UNAUTHORIZED' });

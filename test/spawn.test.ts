@@ -89,9 +89,10 @@ describe('spawn with the process driver', () => {
       'verified',
       'unpacked',
       'runtime_started',
+      'output',
       'runtime_exited',
     ]);
-    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
 
     const dump = await sql.unsafe(
       `select string_agg(t::text, ' ') as all from (

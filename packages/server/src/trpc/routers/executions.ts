@@ -1,9 +1,12 @@
 import {
+  agentAnswer,
   agentSession,
   appendEventInput,
+  cancelExecutionInput,
   exchangeAgentTokenInput,
   execution,
   executionEvent,
+  heartbeatInput,
   listEventsInput,
   listExecutionsInput,
   spawnInput,
@@ -20,8 +23,10 @@ import {
   listEvents,
   listExecutions,
   spawnExecution,
+  toExecution,
   watchEvents,
 } from '../../services/executions.js';
+import { cancelExecution, heartbeat } from '../../services/execution-control.js';
 import { agentProcedure, authedProcedure, router } from '../init.js';
 
 export const executionsRouter = (deps: Deps) =>
@@ -39,8 +44,18 @@ export const executionsRouter = (deps: Deps) =>
     /** Boot agent (session token): one progress event of its own execution. */
     appendEvent: agentProcedure
       .input(appendEventInput)
-      .output(z.object({ accepted: z.boolean() }))
+      .output(agentAnswer)
       .mutation(({ ctx, input }) => appendEvent(deps, ctx.principal, input)),
+    /** Boot agent (session token): alive; the answer says whether the execution was cancelled. */
+    heartbeat: agentProcedure
+      .input(heartbeatInput)
+      .output(agentAnswer)
+      .mutation(({ ctx, input }) => heartbeat(deps, ctx.principal, input)),
+    /** Orchestrator, admin or the owning tenant: stop an execution (pending: at once; else through its agent). */
+    cancel: authedProcedure
+      .input(cancelExecutionInput)
+      .output(execution)
+      .mutation(({ ctx, input }) => cancelExecution(deps, ctx.principal, input, toExecution)),
     get: authedProcedure
       .input(z.object({ id: uuid }))
       .output(execution)
