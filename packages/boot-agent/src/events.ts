@@ -39,7 +39,7 @@ export const cancelRequested = (text: string): boolean => {
 };
 
 /** Output batches waiting to be sent, at most: past it a batch is dropped (and counted), so the final report is not held up. */
-const MAX_QUEUED_OUTPUT = 32;
+const MAX_QUEUED_OUTPUT = 64;
 
 const SEND_TIMEOUT_MS = 2000;
 /** Attempts per event; a 4xx answer is final. */

@@ -103,8 +103,22 @@ export class StreamMasker {
   }
 
   /**
+   * Where the tail that may still become a secret starts: the first position, in the last
+   * `keep` bytes and not before `from`, from which the rest of `buf` begins some pattern.
+   */
+  private heldFrom(buf: Buffer, from: number): number {
+    for (let i = Math.max(from, buf.length - this.keep); i < buf.length; i++) if (this.startsSecret(buf.subarray(i))) return i;
+    return buf.length;
+  }
+
+  /** Whether `rest` is the start (not the whole) of some secret. */
+  private startsSecret(rest: Buffer): boolean {
+    return this.patterns.some((p) => p[0] === rest[0] && p.length > rest.length && rest.equals(p.subarray(0, rest.length)));
+  }
+
+  /**
    * Replaces every whole occurrence; releases up to `safeEnd`: past the last replacement,
-   * and short of the last `keep` bytes (a partial secret may end the buffer), unless final.
+   * and short of a tail that may be the start of a secret (more bytes decide), unless final.
    */
   private mask(buf: Buffer, final: boolean): { out: Buffer; safeEnd: number } {
     const limit = final ? buf.length : Math.max(0, buf.length - this.keep);
@@ -121,14 +135,15 @@ export class StreamMasker {
           best = i;
         }
       }
-      // Occurrences starting at or past `limit` may still grow: wait for more bytes. A
-      // complete one before it is masked even if it reaches into the held tail.
-      if (best < 0 || at >= limit) break;
+      if (best < 0) break;
+      // An occurrence in the tail that may still grow into a longer secret waits for more bytes.
+      if (at >= limit && this.startsSecret(buf.subarray(at))) break;
       parts.push(buf.subarray(from, at), MASK_BYTES);
       from = at + this.patterns[best]!.length;
       for (let i = 0; i < next.length; i++) if (next[i]! >= 0 && next[i]! < from) next[i] = buf.indexOf(this.patterns[i]!, from);
     }
-    const safeEnd = Math.max(from, limit);
+    // Only a tail that is the start of a secret waits: a short line or a prompt is not held.
+    const safeEnd = final ? buf.length : this.heldFrom(buf, from);
     parts.push(buf.subarray(from, safeEnd));
     return { out: parts.length === 1 ? parts[0]! : Buffer.concat(parts), safeEnd };
   }
@@ -136,11 +151,14 @@ export class StreamMasker {
 
 const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
-/** The bytes as text: UTF-8 as it is, any byte that is not part of valid UTF-8 as `\xNN`. */
+/** The bytes as text: UTF-8 as it is, NUL and any byte that is not part of valid UTF-8 as `\xNN`. */
 export function decodeLine(bytes: Buffer): { text: string; escaped: boolean } {
-  try {
-    return { text: UTF8.decode(bytes), escaped: false };
-  } catch {}
+  // NUL is valid UTF-8 but not storable (PostgreSQL's jsonb refuses \u0000): escaped too.
+  if (!bytes.includes(0)) {
+    try {
+      return { text: UTF8.decode(bytes), escaped: false };
+    } catch {}
+  }
   let text = '';
   let i = 0;
   while (i < bytes.length) {
@@ -159,6 +177,7 @@ export function decodeLine(bytes: Buffer): { text: string; escaped: boolean } {
 /** The length of the valid UTF-8 sequence starting at `i` (RFC 3629), or 0. */
 function validSequenceLength(b: Buffer, i: number): number {
   const c = b[i]!;
+  if (c === 0) return 0;
   if (c < 0x80) return 1;
   const cont = (k: number) => i + k < b.length && (b[i + k]! & 0xc0) === 0x80;
   if (c >= 0xc2 && c <= 0xdf) return cont(1) ? 2 : 0;

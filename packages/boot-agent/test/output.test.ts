@@ -76,6 +76,15 @@ describe('masking', () => {
     expect(t.lines().map((l) => l.text)).toEqual(['****** x *** ***']);
   });
 
+  it('masks a longer secret that starts with a shorter one, split where the shorter one ends', () => {
+    const t = capture({ SHORT: 'abc123', LONG: 'abc123-and-more' });
+    t.c.write('stdout', Buffer.from('x abc123'));
+    t.c.write('stdout', Buffer.from('-and-more y abc123 z\n'));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['x *** y *** z']);
+  });
+
   it('masks each line of a multi-line secret printed line by line', () => {
     const pem = '-----BEGIN KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----';
     const t = capture({ KEY: pem });
@@ -90,12 +99,15 @@ describe('masking', () => {
     ).not.toContain('MIIBVQ');
   });
 
-  it('keeps a tail that may start a secret until the next write, releases it at the end', () => {
+  it('keeps only a tail that may start a secret until the next write, releases it at the end', () => {
     const m = new StreamMasker(maskPatterns({ K: 'abcdef' }));
-    expect(m.push(Buffer.from('xyzabc')).toString()).toBe('x');
-    expect(m.push(Buffer.from('defq')).toString()).toBe('yz***');
-    expect(m.push(Buffer.from('abcde')).toString()).toBe('q');
-    expect(m.end().toString()).toBe('abcde');
+    expect(m.push(Buffer.from('xyzabc')).toString()).toBe('xyz');
+    expect(m.push(Buffer.from('defq')).toString()).toBe('***q');
+    expect(m.push(Buffer.from('prompt> ')).toString()).toBe('prompt> ');
+    expect(m.push(Buffer.from('abcde')).toString()).toBe('');
+    expect(m.push(Buffer.from('x')).toString()).toBe('abcdex');
+    expect(m.push(Buffer.from('aab')).toString()).toBe('a');
+    expect(m.end().toString()).toBe('ab');
   });
 });
 
@@ -158,7 +170,7 @@ describe('lines and limits', () => {
     t.c.write('stdout', Buffer.from('plain ✓\n'));
     t.c.end('stdout');
     t.c.flush();
-    expect(t.lines()).toMatchObject([{ text: 'ok é \\xff\u0000\\xc3 end', escaped: true }, { text: 'plain ✓' }]);
+    expect(t.lines()).toMatchObject([{ text: 'ok é \\xff\\x00\\xc3 end', escaped: true }, { text: 'plain ✓' }]);
     expect(t.lines()[1]!.escaped).toBeUndefined();
     expect(decodeLine(Buffer.from([0xed, 0xa0, 0x80])).text).toBe('\\xed\\xa0\\x80');
   });
