@@ -26,8 +26,16 @@ import {
   toExecution,
   watchEvents,
 } from '../../services/executions.js';
-import { cancelExecution, heartbeat } from '../../services/execution-control.js';
+import { cancelExecution, findVisibleExecution, heartbeat } from '../../services/execution-control.js';
+import type { SubscriptionCheck } from '../../http/subscription-guard.js';
 import { agentProcedure, authedProcedure, router } from '../init.js';
+
+const watchInput = listEventsInput.omit({ limit: true }).extend({ lastEventId: z.string().regex(/^\d+$/).optional() });
+
+/** Every subscription of this router, checked before its stream starts (http/subscription-guard.ts). */
+export const executionSubscriptions = (deps: Deps): Record<string, SubscriptionCheck> => ({
+  'executions.watch': { input: watchInput, allow: (p, input: { id: string }) => findVisibleExecution(deps, p, input.id) },
+});
 
 export const executionsRouter = (deps: Deps) =>
   router({
@@ -75,11 +83,9 @@ export const executionsRouter = (deps: Deps) =>
      * client reconnects with `lastEventId`, the seq of the last event it got: resume after
      * it instead of replaying the stream from the start.
      */
-    watch: authedProcedure
-      .input(listEventsInput.omit({ limit: true }).extend({ lastEventId: z.string().regex(/^\d+$/).optional() }))
-      .subscription(async function* ({ ctx, input, signal }) {
-        const { lastEventId, ...rest } = input;
-        const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
-        for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
-      }),
+    watch: authedProcedure.input(watchInput).subscription(async function* ({ ctx, input, signal }) {
+      const { lastEventId, ...rest } = input;
+      const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
+      for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
+    }),
   });
