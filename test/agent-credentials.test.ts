@@ -377,9 +377,15 @@ describe('event pages', () => {
     expect(lines).toHaveLength(TOTAL);
     expect(lines[1500]).toContain('#1500 unpacked');
     const json = await swarmInProcess([...args, '--json', 'logs', id]);
-    expect((JSON.parse(json.stdout) as Array<{ seq: number }>).map((e) => e.seq)).toEqual(seqs(0, TOTAL));
+    // One JSON event per line (#16).
+    const ndjson = (text: string) =>
+      text
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(ndjson(json.stdout)).toEqual(seqs(0, TOTAL));
     const followed = await swarmInProcess([...args, '--json', 'logs', id, '-f']);
     expect(followed.code, followed.stderr).toBe(0);
-    expect((JSON.parse(followed.stdout) as Array<{ seq: number }>).map((e) => e.seq)).toEqual(seqs(0, TOTAL));
+    expect(ndjson(followed.stdout)).toEqual(seqs(0, TOTAL));
   });
 });

@@ -16,7 +16,7 @@ import type { SwarmError } from '../packages/sdk/src/index.js';
 import { spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
 import { reapExecutions } from '../packages/server/src/services/executions.js';
 import { bundleOf } from './support/bundles.js';
-import { swarm } from './support/cli.js';
+import { swarm, swarmInProcess } from './support/cli.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
 
 const agentPath = path.resolve(import.meta.dirname, '../packages/boot-agent/dist/boot-agent.mjs');
@@ -131,6 +131,53 @@ describe('execution control with the process driver', () => {
     const logs = await swarm(['logs', out.executionId], { SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken });
     expect(logs.stdout).toContain('whole ***');
     expect(logs.stdout).not.toContain(SECRET);
+    maskedRun = out.executionId;
+  });
+
+  let maskedRun = '';
+  it('swarm logs: output interleaved with events; --output-only, --events-only, --since, --json (one event a line)', async () => {
+    const cli = (...args: string[]) => swarmInProcess(['--url', reg.url, '--token', reg.adminToken, ...args]);
+    const all = await cli('logs', maskedRun);
+    expect(all.code, all.stderr).toBe(0);
+    const lines = all.stdout.trim().split('\n');
+    const started = lines.findIndex((l) => l.includes(' runtime_started'));
+    expect(lines.slice(started + 1, started + 4).map((l) => l.replace(/^\S+\s+/, ''))).toEqual([
+      'out | whole ***',
+      'out | split *** end',
+      'err | ****** twice ***',
+    ]);
+    expect(lines.at(-1)).toMatch(/#\d+ runtime_exited/);
+    const outputOnly = await cli('logs', maskedRun, '--output-only');
+    expect(outputOnly.stdout.trim().split('\n')).toHaveLength(3);
+    const eventsOnly = await cli('logs', maskedRun, '--events-only');
+    expect(eventsOnly.stdout).not.toContain(' | ');
+    expect(eventsOnly.stdout).toContain('runtime_started');
+    const json = await cli('--json', 'logs', maskedRun, '--since', '5');
+    const events = json.stdout
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as ExecutionEvent);
+    expect(events[0]!.seq).toBe(5);
+    expect(events.map((e) => e.seq)).toEqual(events.map((_, i) => 5 + i));
+    const later = await cli('--json', 'logs', maskedRun, '--since', '2999-01-01T00:00:00Z');
+    expect(later.stdout).toBe('');
+    const followed = await cli('--json', 'logs', maskedRun, '-f', '--output-only');
+    expect(
+      followed.stdout
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as ExecutionEvent).type),
+    ).toEqual(['output']);
+  });
+
+  it('swarm logs refuses a bad --since and both --output-only and --events-only, before any request', async () => {
+    const cli = (...args: string[]) => swarmInProcess(['--url', 'http://127.0.0.1:9', '--token', 'x', ...args]);
+    const bad = await cli('logs', maskedRun, '--since', 'yesterday');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--since must be an event sequence number or an ISO time');
+    const both = await cli('logs', maskedRun, '--output-only', '--events-only');
+    expect(both.code).not.toBe(0);
+    expect(both.stderr).toMatch(/cannot be used with/);
   });
 
   it('stops shipping at the output budget of the spawn, and says so once with the counts', async () => {
@@ -180,6 +227,17 @@ describe('execution control with the process driver', () => {
       .catch((x: SwarmError) => x)) as SwarmError;
     expect(refused.code).toBe('UNAUTHORIZED');
     expect(((await cancel(e.id).catch((x: SwarmError) => x)) as SwarmError).code).toBe('CONFLICT');
+    const again = await swarmInProcess(['--url', reg.url, '--token', orchestratorToken, 'executions', 'cancel', e.id]);
+    expect(again.code).not.toBe(0);
+    expect(again.stderr).toContain('has already ended (cancelled)');
+  });
+
+  it('swarm executions cancel --json cancels and prints the execution', async () => {
+    const c = reg.client(orchestratorToken);
+    const { execution: e } = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/app' }));
+    const out = await swarmInProcess(['--url', reg.url, '--token', tenantToken, '--json', 'executions', 'cancel', e.id]);
+    expect(out.code, out.stderr).toBe(0);
+    expect(JSON.parse(out.stdout)).toMatchObject({ id: e.id, status: 'cancelled' });
   });
 
   it("cancels a booting execution: cancel_requested, and the answer to its agent's next event says so", async () => {
@@ -241,7 +299,7 @@ describe('execution control with the process driver', () => {
     expect(out.exitCode).not.toBe(0);
     const e = await waitFor(async () => {
       const x = await execution(id);
-      return x.status === 'running' ? undefined : x;
+      return ['pending', 'booting', 'running'].includes(x.status) ? undefined : x;
     });
     expect(e).toMatchObject({ status: 'failed', failureReason: 'lost' });
     expect((await eventsOf(id)).at(-1)).toMatchObject({ type: 'registry_note', data: { status: 'failed', reason: 'lost' } });

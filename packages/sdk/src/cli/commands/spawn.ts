@@ -7,7 +7,7 @@ import type { VmMetadata } from '../../contract/index.js';
 import { SwarmError } from '../../errors.js';
 import { runVm, type VmOptions, vmEndpoints } from '../../orchestrator/spawn.js';
 import type { Cli } from '../context.js';
-import { WORKFLOW } from '../options.js';
+import { asCount, asDuration, valueOption, WORKFLOW } from '../options.js';
 
 /** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
 async function findAgent(given: string | undefined): Promise<string> {
@@ -57,6 +57,8 @@ type SpawnCommandOptions = {
   storeUrl?: string;
   cacheDrive?: string;
   imageDir: string;
+  timeout?: number;
+  outputMaxBytes?: number;
 };
 
 export function registerSpawnCommands(program: Command, cli: Cli): void {
@@ -68,6 +70,10 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     .option('--secret <KEY=VALUE>', 'a secret for the workflow, passed only through the VM metadata (repeatable)', collect, [])
     .option('--wait', "stream the workflow's output and exit with its exit code")
     .option('--routing-key <key>', 'with a canary: the same key always gets the same version')
+    .addOption(
+      valueOption('--timeout <duration>', "stop the workflow this long after it starts (default: the workflow's timeout)", asDuration),
+    )
+    .addOption(valueOption('--output-max-bytes <n>', 'bytes of output the registry keeps (default: SWARM_OUTPUT_MAX_BYTES)', asCount))
     .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
     .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
     .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
@@ -86,7 +92,14 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         forwards,
       };
       const { execution, metadata } = await c.call(() =>
-        c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }),
+        c.trpc.executions.spawn.mutate({
+          workflow,
+          secrets,
+          routingKey: o.routingKey,
+          timeoutSeconds: o.timeout,
+          outputMaxBytes: o.outputMaxBytes,
+          ...endpoints,
+        }),
       );
       if (!o.wait) {
         // The VM outlives this command: a detached driver process gets the metadata (with
