@@ -284,6 +284,29 @@ describe('execution control with the process driver', () => {
     expect((await eventsOf(out.executionId)).at(-1)).toMatchObject({ type: 'runtime_exited', data: { stopped: 'timed_out' } });
   });
 
+  it("swarm workflows set --timeout gives spawns without their own timeout the workflow's; none clears it", async () => {
+    const cli = (token: string, ...args: string[]) => swarmInProcess(['--url', reg.url, '--token', token, ...args]);
+    const set = await cli(tenantToken, '--json', 'workflows', 'set', 'acme/app', '--timeout', '15m');
+    expect(set.code, set.stderr).toBe(0);
+    expect(JSON.parse(set.stdout)).toMatchObject({ tenant: 'acme', name: 'app', timeoutSeconds: 900 });
+    const c = reg.client(orchestratorToken);
+    const spawnOf = async (timeoutSeconds?: number) =>
+      (await c.call(() => c.trpc.executions.spawn.mutate({ workflow: 'acme/app', timeoutSeconds }))).execution;
+    expect((await spawnOf()).timeoutSeconds).toBe(900);
+    expect((await spawnOf(30)).timeoutSeconds).toBe(30);
+    const bad = await cli(tenantToken, 'workflows', 'set', 'acme/app', '--timeout', 'soon');
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('--timeout must be a duration');
+    const refused = await cli(orchestratorToken, 'workflows', 'set', 'acme/app', '--timeout', '1m');
+    expect(refused.code).not.toBe(0);
+    expect(refused.stderr).toContain('orchestrator tokens can read and resolve');
+    const other = await cli(otherTenantToken, 'workflows', 'set', 'acme/app', '--timeout', '1m');
+    expect(other.stderr).toContain('not found');
+    expect((await c.call(() => c.trpc.workflows.get.query({ workflow: 'acme/app' }))).timeoutSeconds).toBe(900);
+    expect((await cli(tenantToken, 'workflows', 'set', 'acme/app', '--timeout', 'none')).code).toBe(0);
+    expect((await spawnOf()).timeoutSeconds).toBeNull();
+  });
+
   it('marks an execution whose agent was killed (SIGKILL) lost after missed heartbeats, with a note', async () => {
     let id = '';
     const out = await run(PROGRAMS.sleepy, {

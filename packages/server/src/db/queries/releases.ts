@@ -43,6 +43,7 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
       canaryHash: canaryV.bundleHash,
       canarySize: canaryB.size,
       canaryWeight: workflows.canaryWeight,
+      timeoutSeconds: workflows.timeoutSeconds,
     })
     .from(workflows)
     .innerJoin(tenants, eq(tenants.id, workflows.tenantId))
