@@ -307,6 +307,33 @@ describe('execution control with the process driver', () => {
     expect((await spawnOf()).timeoutSeconds).toBeNull();
   });
 
+  it('swarm push --entrypoint writes swarm.json; refuses a file source, an empty command and another entrypoint, changing nothing', async () => {
+    const dir = path.join(work, 'plain');
+    await fs.mkdir(dir, { recursive: true });
+    await fs.writeFile(path.join(dir, 'main.sh'), 'echo plain\n');
+    const cli = (...args: string[]) => swarmInProcess(['--url', reg.url, '--token', reg.adminToken, ...args]);
+    const versions = async () => (await reg.client().trpc.workflows.versions.query({ workflow: 'acme/app' })).length;
+    const before = await versions();
+    await fs.writeFile(path.join(work, 'some.tar.gz'), 'not looked at');
+    const file = await cli('push', path.join(work, 'some.tar.gz'), '-w', 'acme/app', '--entrypoint', 'sh main.sh');
+    expect(file.code).toBe(2);
+    expect(file.stderr).toContain('--entrypoint needs a directory');
+    const empty = await cli('push', dir, '-w', 'acme/app', '--entrypoint', '  ');
+    expect(empty.code).toBe(2);
+    expect(empty.stderr).toContain('--entrypoint needs a command');
+    await fs.writeFile(path.join(dir, 'swarm.json'), '{"entrypoint":["bash","main.sh"]}\n');
+    const other = await cli('push', dir, '-w', 'acme/app', '--entrypoint', 'sh main.sh');
+    expect(other.code).toBe(2);
+    expect(other.stderr).toContain('already names another entrypoint');
+    expect(await fs.readFile(path.join(dir, 'swarm.json'), 'utf8')).toBe('{"entrypoint":["bash","main.sh"]}\n');
+    expect(await versions()).toBe(before);
+    await fs.rm(path.join(dir, 'swarm.json'));
+    const ok = await cli('push', dir, '-w', 'acme/app', '--entrypoint', 'sh main.sh');
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'swarm.json'), 'utf8'))).toEqual({ entrypoint: ['sh', 'main.sh'] });
+    expect(await versions()).toBe(before + 1);
+  });
+
   it('marks an execution whose agent was killed (SIGKILL) lost after missed heartbeats, with a note', async () => {
     let id = '';
     const out = await run(PROGRAMS.sleepy, {

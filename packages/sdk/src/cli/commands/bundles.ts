@@ -29,6 +29,29 @@ const failed =
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
+type PushOptions = { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean; entrypoint?: string };
+
+/**
+ * `push --entrypoint`: the bundle's swarm.json (how the boot agent runs it), written into
+ * the directory so that it is packed with it and seen there; one that says the same is
+ * left alone, one that says otherwise is not overwritten.
+ */
+async function writeManifest(dir: string, isDirectory: boolean, command: string): Promise<void> {
+  if (!isDirectory) throw new SwarmError('INVALID_INPUT', '--entrypoint needs a directory', 'a .tar.gz carries its own swarm.json');
+  const entrypoint = command.split(/\s+/).filter(Boolean);
+  if (!entrypoint.length) throw new SwarmError('INVALID_INPUT', '--entrypoint needs a command, e.g. --entrypoint "sh main.sh"');
+  const file = path.join(dir, 'swarm.json');
+  const text = `${JSON.stringify({ entrypoint })}\n`;
+  const existing = await fs.readFile(file, 'utf8').catch(() => null);
+  if (existing === null) return fs.writeFile(file, text);
+  let same = false;
+  try {
+    same = JSON.stringify((JSON.parse(existing) as { entrypoint?: unknown }).entrypoint) === JSON.stringify(entrypoint);
+  } catch {}
+  if (!same)
+    throw new SwarmError('INVALID_INPUT', `${file} already names another entrypoint`, 'edit swarm.json, or push without --entrypoint');
+}
+
 export function registerBundleCommands(program: Command, cli: Cli): void {
   const progressFor = () => createProgress({ json: cli.json(), stream: cli.io.stderr });
 
@@ -40,13 +63,18 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
     .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', asWorkflow).makeOptionMandatory())
     .option('--activate', 'make the new version active')
     .option('-m, --message <msg>', 'what changed (kept in the version history)')
+    .option(
+      '--entrypoint <command>',
+      'a directory without swarm.json: write one running this command (words split at spaces, e.g. "sh main.sh")',
+    )
     .option(...ALLOW_SECRET_FILES)
-    .action(async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean }) => {
+    .action(async (source: string, o: PushOptions) => {
       const c = cli.client();
-      const progress = await progressFor();
       const st = await fs.stat(source).catch(() => {
         throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
       });
+      if (o.entrypoint !== undefined) await writeManifest(source, st.isDirectory(), o.entrypoint);
+      const progress = await progressFor();
       let file = source;
       let tmpDir: string | undefined;
       let ok = false;
