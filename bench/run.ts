@@ -16,11 +16,12 @@ import { bootAgentFigures } from './boot-agent.js';
 import { type BenchEnv, root, startBenchEnv } from './lib/env.js';
 import type { FigureContext, Row } from './lib/figure.js';
 import { resolveFigures } from './resolve.js';
+import { outputFigure } from './output.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '3', '4', '5', '6', '7'];
-const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'] };
+const ALL = ['1', '2', '3', '4', '5', '6', '7', '9'];
+const GROUPS: Record<string, string[]> = { resolve: ['1', '2', '6'], upload: ['3'], agent: ['4', '5'], vm: ['7'], output: ['9'] };
 const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
@@ -87,6 +88,10 @@ try {
     return bootAgentFigures(env!, ctx, only);
   });
   await step('#7 VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
+  await step('#9 output capture', GROUPS.output!, async () => {
+    await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
+    return outputFigure(env!, ctx, Math.min(runs, 3));
+  });
 } finally {
   await env?.stop();
 }

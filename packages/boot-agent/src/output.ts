@@ -56,6 +56,8 @@ export type OutputDropped = {
 };
 
 export const MASK = '***';
+/** The least JSON a line takes besides its text ({"stream":"stdout","text":"","at":"…"}). */
+const MIN_LINE_BYTES = 56;
 const MASK_BYTES = Buffer.from(MASK);
 const NEWLINE = 0x0a;
 
@@ -222,6 +224,8 @@ export class OutputCapture {
   private shippedBytes = 0;
   private shippedLines = 0;
   private tokens: number;
+  /** Set at the first line past the budget: every later line is dropped (and counted). */
+  private budgetSpent = false;
   private refilledAt = Date.now();
   readonly dropped: OutputDropped = { budgetLines: 0, budgetBytes: 0, rateLines: 0, rateBytes: 0, cutLines: 0, cutBytes: 0 };
 
@@ -283,6 +287,13 @@ export class OutputCapture {
     if (!masked.length) return true;
     const flowing = this.console[stream].write(masked);
     if (!this.ship) return flowing;
+    // Past the budget, or with no room left in the rate: the chunk's lines are counted, not
+    // looked at one by one (a workflow printing 100 MB must not pay for lines nobody keeps).
+    this.refill(Date.now());
+    if (this.budgetSpent || this.tokens < MIN_LINE_BYTES) {
+      this.dropChunk(stream, masked, this.budgetSpent ? 'budget' : 'rate');
+      return flowing;
+    }
     let from = 0;
     for (;;) {
       const nl = masked.indexOf(NEWLINE, from);
@@ -294,18 +305,40 @@ export class OutputCapture {
     }
   }
 
+  private refill(now: number): void {
+    this.tokens = Math.min(this.limits.burstBytes, this.tokens + ((now - this.refilledAt) / 1000) * this.limits.bytesPerSecond);
+    this.refilledAt = now;
+  }
+
+  /** Counts a chunk's lines as dropped; the unfinished line it ends with stays unfinished (and dropped). */
+  private dropChunk(stream: OutputStream, masked: Buffer, why: 'budget' | 'rate'): void {
+    let lines = 0;
+    for (let nl = masked.indexOf(NEWLINE); nl >= 0; nl = masked.indexOf(NEWLINE, nl + 1)) lines++;
+    const p = this.partial[stream];
+    const bytes = masked.length + (lines ? p.size + p.cutBytes : 0);
+    if (lines) this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
+    if (why === 'budget') {
+      this.dropped.budgetLines += lines;
+      this.dropped.budgetBytes += bytes;
+    } else {
+      this.dropped.rateLines += lines;
+      this.dropped.rateBytes += bytes;
+    }
+  }
+
   /** Keeps at most the line cap of an unfinished line (plus a little for escaping to decide); counts the rest. */
   private addToLine(stream: OutputStream, bytes: Buffer): void {
     if (!bytes.length) return;
     const p = this.partial[stream];
     const room = this.limits.maxLineBytes - p.size;
+    // Kept by reference: a stream's chunks are fresh buffers, never written again.
     if (room >= bytes.length) {
-      p.bytes.push(Buffer.from(bytes));
+      p.bytes.push(bytes);
       p.size += bytes.length;
       return;
     }
     if (room > 0) {
-      p.bytes.push(Buffer.from(bytes.subarray(0, room)));
+      p.bytes.push(bytes.subarray(0, room));
       p.size += room;
     }
     p.cut = true;
@@ -318,6 +351,20 @@ export class OutputCapture {
     let cut = p.cut;
     let cutBytes = p.cutBytes;
     this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
+    const now = Date.now();
+    // Cheap checks first: a line that cannot fit is not decoded.
+    if (this.shippedBytes + raw.length + MIN_LINE_BYTES > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
+      this.budgetSpent = true;
+      this.dropped.budgetLines++;
+      this.dropped.budgetBytes += raw.length + p.cutBytes;
+      return;
+    }
+    this.refill(now);
+    if (raw.length + MIN_LINE_BYTES > this.tokens) {
+      this.dropped.rateLines++;
+      this.dropped.rateBytes += raw.length + p.cutBytes;
+      return;
+    }
     const { text: decoded, escaped } = decodeLine(raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw);
     let text = decoded;
     if (jsonBytes(text) > this.limits.maxLineBytes) {
@@ -325,19 +372,17 @@ export class OutputCapture {
       cut = true;
       cutBytes += Math.max(1, Buffer.byteLength(decoded) - Buffer.byteLength(text));
     }
-    const now = Date.now();
     const line: OutputLine = { stream, text, at: new Date(now).toISOString() };
     if (cut) line.cut = true;
     if (escaped) line.escaped = true;
     // Counted as it travels (its JSON text), as the registry counts it.
     const size = Buffer.byteLength(JSON.stringify(line)) + 1;
-    if (this.shippedBytes + size > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
+    if (this.shippedBytes + size > this.limits.maxBytes) {
+      this.budgetSpent = true;
       this.dropped.budgetLines++;
       this.dropped.budgetBytes += raw.length + p.cutBytes;
       return;
     }
-    this.tokens = Math.min(this.limits.burstBytes, this.tokens + ((now - this.refilledAt) / 1000) * this.limits.bytesPerSecond);
-    this.refilledAt = now;
     if (size > this.tokens) {
       this.dropped.rateLines++;
       this.dropped.rateBytes += raw.length + p.cutBytes;
