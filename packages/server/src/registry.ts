@@ -149,7 +149,10 @@ export function startExecutionReaper(deps: Deps): () => Promise<void> {
     if (running) return;
     running = reapExecutions(deps, timeoutMs)
       .then((counts) => {
-        if (Object.keys(counts).length) deps.log.warn({ counts, timeoutSeconds: timeoutMs / 1000 }, 'ended executions no agent will');
+        for (const [reason, count] of Object.entries(counts)) {
+          const status = reason === 'cancelled' ? 'cancelled' : 'failed';
+          deps.log.warn({ count, reason, timeoutSeconds: timeoutMs / 1000 }, `marked ${reason} executions ${status}`);
+        }
       })
       .catch((err) => deps.log.warn({ err }, 'could not reap abandoned executions'))
       .finally(() => (running = undefined));
