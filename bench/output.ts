@@ -25,7 +25,9 @@ const PROGRAM = `const fs = require('node:fs');
 const line = 'x'.repeat(99) + '\\n';
 const chunk = Buffer.from(line.repeat(Math.floor(65536 / line.length)));
 const fd = process.argv[1] === 'null' ? fs.openSync('/dev/null', 'w') : 1;
-for (let n = 0; n < ${TOTAL}; n += chunk.length) fs.writeSync(fd, chunk);`;
+const t = process.hrtime.bigint();
+for (let n = 0; n < ${TOTAL}; n += chunk.length) fs.writeSync(fd, chunk);
+process.stderr.write('WROTE ' + Number(process.hrtime.bigint() - t) / 1e9 + '\\n');`;
 
 /** The registry's agent endpoints, as small as can be: a session, and every event accepted. */
 async function eventSink(): Promise<{ url: string; events: () => number; close: () => Promise<void> }> {
@@ -81,23 +83,43 @@ export async function outputFigure(env: BenchEnv, ctx: FigureContext, runs: numb
         SWARM_METADATA_FILE: path.join(dir, 'metadata.json'),
       });
     await agent('null'); // warm-up: the bundle is cached, node and the agent are in the page cache
+    // The whole agent run (the figure: it also waits for the shipped events to be delivered),
+    // and the workflow's own time for its writes (a note: /dev/null takes ~10 ms for 100 MB,
+    // so any pipe at all is many times that).
+    const wrote = (stderr: string) => {
+      const m = /WROTE ([\d.]+)/.exec(stderr);
+      if (!m) throw new Error(`no WROTE line from the workflow:\n${stderr.slice(-2000)}`);
+      return Number(m[1]);
+    };
     const base: number[] = [];
     const ours: number[] = [];
+    const agentBase: number[] = []; // the workflow's write seconds, baseline
+    const agentOurs: number[] = []; // the workflow's write seconds, ours
     for (let i = 0; i < runs; i++) {
-      base.push((await agent('null')).seconds);
-      ours.push((await agent('stdout')).seconds);
+      const b = await agent('null');
+      agentBase.push(wrote(b.stderr));
+      base.push(b.seconds);
+      const o = await agent('stdout');
+      agentOurs.push(wrote(o.stderr));
+      ours.push(o.seconds);
     }
     ctx.log(`  ${sink.events()} events received in all`);
     return [
       row({
         id: '9',
-        what: 'workflow writing 100 MB to stdout, captured by the boot agent (masked, shipped within the budget)',
+        what: 'workflow writing 100 MB to stdout, captured by the boot agent (masked, shipped within the budget), agent run',
         unit: 's',
         baselineWhat: 'the same agent and workflow writing the 100 MB to /dev/null',
         baseline: summarize(base),
         ours: summarize(ours),
         target: { op: '<=', value: 1.2, on: 'ratio' },
-        notes: { bytes: TOTAL, writeBytes: 65_536 },
+        notes: {
+          bytes: TOTAL,
+          writeBytes: 65_536,
+          measured: 'the boot agent run, start to exit (warm cache)',
+          workflowWriteSecondsBaseline: summarize(agentBase).median,
+          workflowWriteSecondsOurs: summarize(agentOurs).median,
+        },
       }),
     ];
   } finally {
