@@ -27,7 +27,7 @@ const FILE_BYTES = 14 * 1024;
 export const AGENT = path.join(root, 'packages/boot-agent/dist/boot-agent.mjs');
 
 /** The node flags boot.sh gives the agent in the VM (its SWARM_NODE_FLAGS default), so the agent is measured as it runs there. */
-async function bootShNodeFlags(): Promise<string[]> {
+export async function bootShNodeFlags(): Promise<string[]> {
   const script = await fs.readFile(path.join(root, 'packages/boot-agent/boot.sh'), 'utf8');
   const m = /\$\{SWARM_NODE_FLAGS-([^}]*)\}/.exec(script);
   if (!m) throw new Error('packages/boot-agent/boot.sh no longer has ${SWARM_NODE_FLAGS-<default>}: update bench/boot-agent.ts');
@@ -65,7 +65,7 @@ function sh(script: string, env: Record<string, string>): Promise<void> {
 }
 
 /** Runs the agent under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
-function runAgent(
+export function runAgent(
   nodeFlags: string[],
   args: string[],
   env: Record<string, string>,

@@ -16,19 +16,22 @@ import { bootAgentFigures } from './boot-agent.js';
 import { type BenchEnv, root, startBenchEnv } from './lib/env.js';
 import type { FigureContext, Row } from './lib/figure.js';
 import { resolveFigures } from './resolve.js';
+import { outputFigure } from './output.js';
 import { signingFigure } from './signing.js';
 import { uploadFigure } from './upload.js';
 import { vmFigure } from './vm.js';
 
-const ALL = ['1', '2', '2b', '2c', '3', '4', '5', '6', '6b', '6c', '7', '7b', '7c', '8'];
+const ALL = ['1', '2', '2b', '2c', '3', '4', '5', '6', '6b', '6c', '7', '7b', '7c', '8', '9'];
 const GROUPS: Record<string, string[]> = {
   resolve: ['1', '2', '2b', '2c', '6', '6b', '6c'],
   upload: ['3'],
   agent: ['4', '5'],
   vm: ['7', '7b', '7c'],
   signing: ['8'],
+  output: ['9'],
 };
-const usage = 'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm,signing] [--skip …] [--runs N] [--duration SECONDS]';
+const usage =
+  'usage: pnpm bench [--check] [--only 1,2,…|resolve,upload,agent,vm,signing,output] [--skip …] [--runs N] [--duration SECONDS]';
 
 const { values } = parseArgs({
   options: {
@@ -95,6 +98,10 @@ try {
   });
   await step('#7, #7b, #7c VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
   await step('#8 signature verification', GROUPS.signing!, () => signingFigure(ctx));
+  await step('#9 output capture', GROUPS.output!, async () => {
+    await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
+    return outputFigure(env!, ctx, Math.min(runs, 3));
+  });
 } finally {
   await env?.stop();
 }

@@ -13,7 +13,7 @@ import postgres from 'postgres';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { SwarmClient, SwarmError } from '../packages/sdk/src/index.js';
 import { ConfigError, loadConfig } from '../packages/server/src/config.js';
-import { reapAbandonedExecutions } from '../packages/server/src/services/executions.js';
+import { reapExecutions } from '../packages/server/src/services/executions.js';
 import { bundleOf } from './support/bundles.js';
 import { swarmInProcess } from './support/cli.js';
 import { startTestRegistry } from './support/registry.js';
@@ -211,7 +211,7 @@ describe('revocation at the end of an execution', () => {
     const { id, bootstrap } = await r.spawn();
     const other = await r.spawn();
     const { sessionToken } = await r.exchange(id, bootstrap);
-    expect(await reapAbandonedExecutions(r.reg.deps, 0)).toBeGreaterThanOrEqual(2);
+    expect((await reapExecutions(r.reg.deps, 0)).abandoned).toBeGreaterThanOrEqual(2);
     expect(await r.execution(id)).toMatchObject({ status: 'failed', failureReason: 'abandoned' });
     expect(await r.refused(r.append(id, sessionToken, 0, 'metadata_loaded'))).toMatchObject({ code: 'UNAUTHORIZED' });
     expect(await r.refused(r.exchange(other.id, other.bootstrap))).toMatchObject({ code: 'UNAUTHORIZED' });
@@ -377,9 +377,15 @@ describe('event pages', () => {
     expect(lines).toHaveLength(TOTAL);
     expect(lines[1500]).toContain('#1500 unpacked');
     const json = await swarmInProcess([...args, '--json', 'logs', id]);
-    expect((JSON.parse(json.stdout) as Array<{ seq: number }>).map((e) => e.seq)).toEqual(seqs(0, TOTAL));
+    // One JSON event per line (#16).
+    const ndjson = (text: string) =>
+      text
+        .trim()
+        .split('\n')
+        .map((l) => (JSON.parse(l) as { seq: number }).seq);
+    expect(ndjson(json.stdout)).toEqual(seqs(0, TOTAL));
     const followed = await swarmInProcess([...args, '--json', 'logs', id, '-f']);
     expect(followed.code, followed.stderr).toBe(0);
-    expect((JSON.parse(followed.stdout) as Array<{ seq: number }>).map((e) => e.seq)).toEqual(seqs(0, TOTAL));
+    expect(ndjson(followed.stdout)).toEqual(seqs(0, TOTAL));
   });
 });

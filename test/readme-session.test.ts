@@ -45,18 +45,21 @@ const mask = (text: string) =>
     .replace(/ +/g, ' ')
     .trimEnd();
 
-/** Runs one README command in bash, `pnpm swarm` being the CLI from source. */
-function run(command: string): Promise<{ code: number; stdout: string; stderr: string }> {
+/**
+ * Runs README commands in bash, `pnpm swarm` being the CLI from source and `pnpm --filter`
+ * the workspace's pnpm; nothing else of pnpm.
+ */
+function run(command: string, r = reg, cwd = work): Promise<{ code: number; stdout: string; stderr: string }> {
   const cli = `${path.join(root, 'node_modules/.bin/tsx')} ${path.join(root, 'packages/sdk/src/cli/main.ts')}`;
-  const script = `pnpm() { [ "$1" = swarm ] || exit 97; shift; ${cli} "$@"; }\n${command}`;
+  const script = `pnpm() { if [ "$1" = --filter ]; then command pnpm --dir ${root} "$@"; return; fi; [ "$1" = swarm ] || exit 97; shift; ${cli} "$@"; }\n${command}`;
   return new Promise((resolve) => {
     execFile(
       'bash',
       ['-euo', 'pipefail', '-c', script],
       {
-        cwd: work,
-        env: { PATH: process.env.PATH, HOME: process.env.HOME, SWARM_URL: reg.url, SWARM_TOKEN: reg.adminToken },
-        timeout: 120_000,
+        cwd,
+        env: { PATH: process.env.PATH, HOME: process.env.HOME, SWARM_URL: r.url, SWARM_TOKEN: r.adminToken },
+        timeout: 180_000,
       },
       (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
     );
@@ -87,6 +90,19 @@ it('runs the release session of the README and prints what it shows', async () =
   ]);
 }, 300_000);
 
+// After the release session, before the signed push (which makes acme enforce signatures).
+it("runs the README's VM block on what the session left", async () => {
+  const readme = await fs.readFile(path.join(root, 'README.md'), 'utf8');
+  // The VM block runs after the session, on what it left (#16: it used to fail with exit 64).
+  const [vm] = fencedBlocks(readme).filter((b) => b.marker === 'runs after the session: test/readme-session.test.ts');
+  expect(vm?.body).toContain('pnpm swarm spawn acme/hello');
+  const r = await run(vm!.body.replaceAll('API_KEY=…', 'API_KEY=readme-secret-value'));
+  expect(r.code, r.stderr).toBe(0);
+  expect(r.stdout).toContain('hello, v1');
+  expect(r.stdout).toMatch(/out \| hello, v1/);
+  expect(r.stdout).not.toContain('readme-secret-value');
+}, 600_000);
+
 // After the release session: tenant acme exists.
 it('runs the signed-push example of the README and prints what it shows', async () => {
   await runSession('session: test/readme-session.test.ts (signed push)', [
@@ -96,4 +112,29 @@ it('runs the signed-push example of the README and prints what it shows', async 
     'pnpm swarm push',
   ]);
   expect((await fs.stat(path.join(work, 'ci.key'))).mode & 0o777).toBe(0o600);
+}, 300_000);
+
+it('runs every command block of "Using it" that a user is told to run', async () => {
+  const readme = await fs.readFile(path.join(root, 'README.md'), 'utf8');
+  const blocks = fencedBlocks(readme).filter((b) => b.marker === 'runs: test/readme-session.test.ts');
+  expect(blocks.map((b) => b.body.split('\n')[0])).toEqual([expect.stringContaining('export SWARM_URL='), expect.stringContaining('curl')]);
+  const fresh = await startTestRegistry({ storage: 'fs' });
+  const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-readme-using-'));
+  try {
+    // The placeholders get real values: this registry's URL and admin token.
+    await fs.mkdir(path.join(dir, '.swarm'));
+    await fs.writeFile(path.join(dir, '.swarm/admin-token'), fresh.adminToken);
+    const using = await run(blocks[0]!.body.replaceAll('http://127.0.0.1:3000', fresh.url), fresh, dir);
+    expect(using.code, using.stderr).toBe(0);
+    expect(using.stdout).toContain('pushed version 2 of acme/hello');
+    expect(JSON.parse(await fs.readFile(path.join(dir, 'my-workflow/swarm.json'), 'utf8'))).toEqual({ entrypoint: ['sh', 'main.sh'] });
+    const packed = await run('pnpm swarm pack ./my-workflow -o bundle.tar.gz', fresh, dir);
+    expect(packed.code, packed.stderr).toBe(0);
+    const curl = await run(blocks[1]!.body, fresh, dir);
+    expect(curl.code, curl.stderr).toBe(0);
+    expect(curl.stdout).toContain('"version"');
+  } finally {
+    await fresh.close();
+    await fs.rm(dir, { recursive: true, force: true });
+  }
 }, 300_000);

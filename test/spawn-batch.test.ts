@@ -85,6 +85,8 @@ describe('group commit', () => {
       agentTokenHash: generateAgentToken('bootstrap').hash,
       agentTokenTtlSeconds: 60,
       spawnedBy: 'batch-test',
+      timeoutSeconds: undefined,
+      outputMaxBytes: 4096,
     }));
     const spawned = await Promise.all(items.map((i) => batcher.spawn(i)));
     expect(spawned.every((s) => s?.row.versionReason === 'active')).toBe(true);
@@ -109,6 +111,8 @@ describe('group commit', () => {
       agentTokenHash: generateAgentToken('bootstrap').hash,
       agentTokenTtlSeconds: 60,
       spawnedBy: 'lanes',
+      timeoutSeconds: undefined,
+      outputMaxBytes: 4096,
     });
     let blocked: Promise<unknown> | undefined;
     await sql.begin(async (tx) => {
@@ -134,6 +138,8 @@ describe('group commit', () => {
       agentTokenHash: generateAgentToken('bootstrap').hash,
       agentTokenTtlSeconds: 60,
       spawnedBy,
+      timeoutSeconds: undefined,
+      outputMaxBytes: 4096,
     });
     const before = await executionCount();
     // A NUL byte cannot be stored in text: the batch statement fails as a whole.
@@ -148,7 +154,14 @@ describe('group commit', () => {
   it('answers undefined (no row) for a workflow without an active version, beside spawns that succeed', async () => {
     const idle = await reg.deps.caches.releases.lookup(reg.deps.db, 'fan/idle');
     const batcher = new SpawnBatcher(reg.deps.db);
-    const base = { bucket: 99, routingKey: undefined, agentTokenTtlSeconds: 60, spawnedBy: 'mixed' };
+    const base = {
+      bucket: 99,
+      routingKey: undefined,
+      agentTokenTtlSeconds: 60,
+      spawnedBy: 'mixed',
+      timeoutSeconds: undefined,
+      outputMaxBytes: 4096,
+    };
     const [a, b] = await Promise.all([
       batcher.spawn({ ...base, workflowId, agentTokenHash: generateAgentToken('bootstrap').hash }),
       batcher.spawn({ ...base, workflowId: idle!.workflow.id, agentTokenHash: generateAgentToken('bootstrap').hash }),

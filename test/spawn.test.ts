@@ -89,9 +89,10 @@ describe('spawn with the process driver', () => {
       'verified',
       'unpacked',
       'runtime_started',
+      'output',
       'runtime_exited',
     ]);
-    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
 
     const dump = await sql.unsafe(
       `select string_agg(t::text, ' ') as all from (
@@ -136,7 +137,11 @@ describe('spawn with the process driver', () => {
     const { id } = JSON.parse(started.stdout) as { id: string };
     const followed = await swarm(['logs', id, '-f', '--json'], env);
     expect(followed.code, followed.stderr).toBe(0);
-    expect((JSON.parse(followed.stdout) as Array<{ type: string }>).map((e) => e.type).at(-1)).toBe('runtime_exited');
+    const followedTypes = followed.stdout
+      .trim()
+      .split('\n')
+      .map((l) => (JSON.parse(l) as { type: string }).type);
+    expect(followedTypes.at(-1)).toBe('runtime_exited');
     const shown = JSON.parse((await swarm(['executions', 'show', id, '--json'], env)).stdout);
     expect(shown).toMatchObject({ id, status: 'succeeded', exitCode: 0 });
     const listed = JSON.parse((await swarm(['executions', 'list', 'acme/job', '--json'], env)).stdout) as Array<{ id: string }>;

@@ -115,9 +115,10 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
       'verified',
       'unpacked',
       'runtime_started',
+      'output',
       'runtime_exited',
     ]);
-    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     const [dump] = await sql`select string_agg(to_jsonb(x)::text, ' ') as all from (select * from executions) x`;
     const [eventDump] = await sql`select string_agg(to_jsonb(x)::text, ' ') as all from (select * from execution_events) x`;
     expect(`${dump!.all} ${eventDump!.all}`).not.toContain(SECRET);

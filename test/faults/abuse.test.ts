@@ -134,6 +134,7 @@ function sampleInputs(): Record<string, unknown> {
     'workflows.get': { workflow: 'acme/job' },
     'workflows.list': { tenant: 'acme' },
     'workflows.versions': { workflow: 'acme/job' },
+    'workflows.set': { workflow: 'acme/job', timeoutSeconds: 60 },
     'bundles.get': { hash: bundleHash },
     'bundles.exists': { hash: bundleHash },
     'versions.register': { workflow: 'acme/job', bundleHash, message: 'matrix' },
@@ -147,6 +148,8 @@ function sampleInputs(): Record<string, unknown> {
     'executions.spawnMany': { workflow: 'acme/job', items: [{ routingKey: 'matrix' }], secrets: { API_KEY: 'x' } },
     'executions.exchangeToken': { executionId: executionA },
     'executions.appendEvent': { executionId: executionA, seq: 0, type: 'metadata_loaded', data: {} },
+    'executions.heartbeat': { executionId: executionA },
+    'executions.cancel': { id: executionA },
     'executions.get': { id: executionA },
     'executions.list': { workflow: 'acme/job' },
     'executions.events': { id: executionA },
@@ -170,7 +173,7 @@ function sampleInputs(): Record<string, unknown> {
 }
 
 /** The only procedures agent tokens may call. Everything else needs an API token. */
-const AGENT_PROCEDURES = new Set(['executions.exchangeToken', 'executions.appendEvent']);
+const AGENT_PROCEDURES = new Set(['executions.exchangeToken', 'executions.appendEvent', 'executions.heartbeat']);
 
 /** What a boot agent does first: its bootstrap token (from the metadata) for a session token. */
 async function exchange(executionId: string, bootstrapToken: string): Promise<string> {
@@ -181,7 +184,8 @@ async function exchange(executionId: string, bootstrapToken: string): Promise<st
 
 beforeAll(async () => {
   const build = promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'run', 'build'], { timeout: 120_000 });
-  reg = await startTestRegistry({ storage: 's3' });
+  // Heartbeats far apart: the reaper must not end this file's executions as lost while it compares fingerprints.
+  reg = await startTestRegistry({ storage: 's3', env: { SWARM_HEARTBEAT_SECONDS: '300' } });
   port = Number(new URL(reg.url).port);
   sql = postgres(reg.deps.config.databaseUrl!, { max: 2, onnotice: () => {} });
   work = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-abuse-'));

@@ -18,7 +18,29 @@ export type EventType =
   | 'unpacked'
   | 'runtime_started'
   | 'runtime_exited'
-  | 'failed';
+  | 'failed'
+  | 'output'
+  | 'output_truncated';
+
+/** What the registry tells the agent with its session (heartbeat.ts uses it). */
+export type AgentSession = {
+  sessionToken: string;
+  heartbeatSeconds?: number | undefined;
+  timeoutSeconds?: number | null | undefined;
+  outputMaxBytes?: number | undefined;
+};
+
+/** The registry's answer to an event or a heartbeat: whether the execution was cancelled. */
+export const cancelRequested = (text: string): boolean => {
+  try {
+    return (JSON.parse(text) as { result?: { data?: { cancelRequested?: unknown } } }).result?.data?.cancelRequested === true;
+  } catch {
+    return false;
+  }
+};
+
+/** Output batches waiting to be sent, at most: past it a batch is dropped (and counted), so the final report is not held up. */
+const MAX_QUEUED_OUTPUT = 64;
 
 const SEND_TIMEOUT_MS = 2000;
 /** Attempts per event; a 4xx answer is final. */
@@ -48,7 +70,7 @@ export async function exchangeBootstrapToken(
   target: { apiUrl: string; executionId: string },
   bootstrapToken: string,
   budgetMs: number,
-): Promise<string | undefined> {
+): Promise<AgentSession | undefined> {
   const deadline = Date.now() + budgetMs;
   let problem = 'no attempt';
   for (let attempt = 1; ; attempt++) {
@@ -61,8 +83,8 @@ export async function exchangeBootstrapToken(
         maxBytes: 64 * 1024,
       });
       if (res.statusCode === 200) {
-        const session = (JSON.parse(res.text) as { result?: { data?: { sessionToken?: unknown } } }).result?.data?.sessionToken;
-        if (typeof session === 'string' && session) return session;
+        const session = (JSON.parse(res.text) as { result?: { data?: AgentSession } }).result?.data;
+        if (typeof session?.sessionToken === 'string' && session.sessionToken) return session;
         problem = 'an answer without a session token';
       } else problem = refusal(res);
       if (res.statusCode >= 400 && res.statusCode < 500) break;
@@ -84,14 +106,32 @@ export class EventReporter {
   private warned = false;
   /** Set when the registry no longer takes the session (revoked): later events are not sent. */
   private revoked = false;
+  private queuedOutput = 0;
+  /** Called when an answer says the execution was cancelled. */
+  onCancel: () => void = () => {};
 
   constructor(private readonly target: { apiUrl: string; executionId: string; sessionToken: string } | undefined) {}
 
-  emit(type: EventType, data: Record<string, unknown> = {}): void {
+  /** Queues an output batch; false (not queued) when too many wait already. */
+  emitOutput(data: Record<string, unknown>): boolean {
+    if (!this.target || this.queuedOutput >= MAX_QUEUED_OUTPUT) return false;
+    this.queuedOutput++;
+    this.emit('output', data, () => this.queuedOutput--);
+    return true;
+  }
+
+  emit(type: EventType, data: Record<string, unknown> = {}, sent?: () => void): void {
     if (!this.target) return;
     const { apiUrl, executionId, sessionToken } = this.target;
     const event = { executionId, seq: this.seq++, type, data, at: new Date().toISOString() };
     this.queue = this.queue.then(async () => {
+      try {
+        await send();
+      } finally {
+        sent?.();
+      }
+    });
+    const send = async () => {
       if (this.revoked) return;
       // A slow registry (a busy machine) must not lose an event: a lost runtime_exited
       // leaves the execution running for ever. The registry accepts a sequence number
@@ -114,6 +154,7 @@ export class EventReporter {
             return;
           }
           if (res.statusCode >= 500) throw new Error(`HTTP ${res.statusCode}`);
+          if (cancelRequested(res.text)) this.onCancel();
           return;
         } catch (err) {
           if (attempt < attempts) {
@@ -125,7 +166,7 @@ export class EventReporter {
           return;
         }
       }
-    });
+    };
   }
 
   /**

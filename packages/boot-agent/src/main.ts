@@ -10,6 +10,8 @@ import { type BundleCounts, DEFAULT_BUNDLE_LIMITS } from '@swarm/sdk/bundle-rule
 import { BundleCache } from './cache.js';
 import { AgentError, EXIT } from './errors.js';
 import { EventReporter, exchangeBootstrapToken } from './events.js';
+import { ExecutionControl } from './heartbeat.js';
+import { captureOutput } from './output.js';
 import { DEFAULT_FETCH, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata, validBundle, validSigning } from './metadata.js';
 import { resolveActive } from './resolve.js';
@@ -69,7 +71,7 @@ async function main(argv: string[]): Promise<number> {
   delete vars.SWARM_AGENT_TOKEN;
   delete fromFlags.SWARM_AGENT_TOKEN;
   delete env.SWARM_AGENT_TOKEN;
-  const sessionToken =
+  const session =
     execution && metadata.apiUrl
       ? await exchangeBootstrapToken(
           { apiUrl: metadata.apiUrl, executionId: execution.id },
@@ -77,9 +79,12 @@ async function main(argv: string[]): Promise<number> {
           count(vars, 'SWARM_EXCHANGE_SECONDS') * 1000,
         )
       : undefined;
-  const events = new EventReporter(
-    execution && metadata.apiUrl && sessionToken ? { apiUrl: metadata.apiUrl, executionId: execution.id, sessionToken } : undefined,
-  );
+  const target = execution && metadata.apiUrl && session ? { apiUrl: metadata.apiUrl, executionId: execution.id } : undefined;
+  const events = new EventReporter(target && session && { ...target, sessionToken: session.sessionToken });
+  // Heartbeats from the session on; a cancel in any answer stops the workflow (heartbeat.ts).
+  const control = new ExecutionControl(target, session);
+  events.onCancel = () => control.cancel();
+  control.start();
   try {
     return await boot();
   } catch (err) {
@@ -88,6 +93,8 @@ async function main(argv: string[]): Promise<number> {
     events.emit('failed', { reason: e.reason, message: e.message.slice(0, 2000) });
     await events.flush();
     throw e;
+  } finally {
+    control.finish();
   }
 
   async function boot(): Promise<number> {
@@ -131,8 +138,26 @@ async function main(argv: string[]): Promise<number> {
 
     const command = await runtimeCommand(workflowDir, metadata.runtime?.command);
     await openWorkflowDir(workflowDir, user);
-    const code = await runWorkflow(command, workflowDir, metadata.secrets, user, (pid) => events.emit('runtime_started', { pid }));
-    events.emit('runtime_exited', { code });
+    // The runtime's output reaches the console and the registry masked (output.ts).
+    const output = captureOutput(metadata.secrets, session?.outputMaxBytes, target && events);
+    const graceMs = count(vars, 'SWARM_STOP_GRACE_SECONDS') * 1000;
+    const end = await runWorkflow(
+      command,
+      workflowDir,
+      metadata.secrets,
+      user,
+      (pid, stop) => {
+        events.emit('runtime_started', { pid });
+        control.started(stop);
+      },
+      { output, graceMs },
+    );
+    control.finish();
+    output.flush();
+    const truncated = output.truncated();
+    if (truncated) events.emit('output_truncated', truncated);
+    const { code, stoppedFor } = end;
+    events.emit('runtime_exited', stoppedFor ? { code, stopped: stoppedFor } : { code });
     await events.flush();
     return code;
   }

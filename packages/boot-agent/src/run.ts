@@ -79,13 +79,37 @@ export async function openWorkflowDir(dir: string, user: RuntimeUser | undefined
   if (user && user.uid !== 0) await fs.chmod(dir, 0o1777);
 }
 
+/** How the runtime's output leaves it (output.ts), and how it is stopped (cancel, timeout). */
+export type RuntimeIo = {
+  output: {
+    /** False: wait for `drained` before more (the console is slow, as it would be for the workflow itself). */
+    write(stream: 'stdout' | 'stderr', chunk: Buffer): boolean;
+    drained(stream: 'stdout' | 'stderr', resume: () => void): void;
+    end(stream: 'stdout' | 'stderr'): void;
+  };
+  /** After SIGTERM, the runtime has this long before SIGKILL. */
+  graceMs: number;
+};
+
+/** The runtime's end: its exit code, and why the agent stopped it, if it did. */
+export type RuntimeEnd = { code: number; stoppedFor?: string };
+
+/** Streams still open this long after the runtime exited (a background child holds them) are closed. */
+const DRAIN_AFTER_EXIT_MS = 3000;
+
+/**
+ * Runs the workflow in a process group of its own, its stdout and stderr piped to
+ * `io.output` (never straight to the console: output.ts masks them first). `onStart`
+ * gets a `stop(reason)` that sends the group SIGTERM, then SIGKILL after the grace period.
+ */
 export function runWorkflow(
   command: string[],
   cwd: string,
   secrets: Record<string, string>,
   user: RuntimeUser | undefined,
-  onStart: (pid: number) => void,
-): Promise<number> {
+  onStart: (pid: number, stop: (reason: string) => void) => void,
+  io: RuntimeIo,
+): Promise<RuntimeEnd> {
   const env: NodeJS.ProcessEnv = {};
   for (const [k, v] of Object.entries(process.env)) if (!AGENT_VARIABLES.test(k)) env[k] = v;
   if (user) Object.assign(env, { HOME: user.home, USER: user.name, LOGNAME: user.name });
@@ -93,18 +117,64 @@ export function runWorkflow(
   return new Promise((resolve, reject) => {
     // With uid and gid, libuv also drops the agent's supplementary groups (setgroups(0)).
     const identity = user ? { uid: user.uid, gid: user.gid } : {};
-    const child = builtin('node:child_process').spawn(command[0]!, command.slice(1), { cwd, env, stdio: 'inherit', ...identity });
-    const forward = (signal: NodeJS.Signals) => () => child.kill(signal);
+    const child = builtin('node:child_process').spawn(command[0]!, command.slice(1), {
+      cwd,
+      env,
+      stdio: ['inherit', 'pipe', 'pipe'],
+      detached: true,
+      ...identity,
+    });
+    const signalGroup = (signal: NodeJS.Signals) => {
+      try {
+        process.kill(-child.pid!, signal);
+      } catch {
+        child.kill(signal);
+      }
+    };
+    let stoppedFor: string | undefined;
+    let killTimer: NodeJS.Timeout | undefined;
+    const stop = (reason: string) => {
+      if (stoppedFor !== undefined || child.exitCode !== null || child.signalCode !== null) return;
+      stoppedFor = reason;
+      signalGroup('SIGTERM');
+      killTimer = setTimeout(() => signalGroup('SIGKILL'), io.graceMs);
+      killTimer.unref();
+    };
+    const forward = (signal: NodeJS.Signals) => () => signalGroup(signal);
     const handlers = (['SIGTERM', 'SIGINT', 'SIGHUP'] as const).map((s) => [s, forward(s)] as const);
     for (const [s, h] of handlers) process.on(s, h);
-    child.once('spawn', () => onStart(child.pid!));
+    for (const name of ['stdout', 'stderr'] as const) {
+      const stream = child[name]!;
+      stream.on('data', (chunk: Buffer) => {
+        if (io.output.write(name, chunk)) return;
+        stream.pause();
+        io.output.drained(name, () => stream.resume());
+      });
+      stream.once('close', () => io.output.end(name));
+    }
+    child.once('spawn', () => onStart(child.pid!, stop));
     child.once('error', (err: NodeJS.ErrnoException) => {
       for (const [s, h] of handlers) process.off(s, h);
       reject(new AgentError('bad_metadata', `cannot start the runtime "${command[0]}": ${err.code ?? err.message}`));
     });
     child.once('exit', (code, signal) => {
       for (const [s, h] of handlers) process.off(s, h);
-      resolve(code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0));
+      if (killTimer) clearTimeout(killTimer);
+      const end: RuntimeEnd = { code: code ?? 128 + (signal ? (os.constants.signals[signal] ?? 0) : 0) };
+      if (stoppedFor !== undefined) end.stoppedFor = stoppedFor;
+      const open = [child.stdout!, child.stderr!].filter((s) => !s.closed);
+      if (!open.length) return resolve(end);
+      let waiting = open.length;
+      const drained = () => {
+        if (--waiting === 0) {
+          clearTimeout(giveUp);
+          resolve(end);
+        }
+      };
+      const giveUp = setTimeout(() => {
+        for (const s of open) s.destroy();
+      }, DRAIN_AFTER_EXIT_MS);
+      for (const s of open) s.once('close', drained);
     });
   });
 }

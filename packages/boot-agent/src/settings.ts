@@ -100,6 +100,14 @@ const SECTIONS = [
         default: 10,
         min: 1,
       },
+      {
+        flag: 'stop-grace-seconds',
+        arg: 'N',
+        env: 'SWARM_STOP_GRACE_SECONDS',
+        help: 'a cancelled or timed-out workflow gets SIGTERM, then SIGKILL\nafter this long',
+        default: 10,
+        min: 0,
+      },
     ],
   },
 ] as const satisfies ReadonlyArray<{ title: string; settings: readonly Setting[] }>;

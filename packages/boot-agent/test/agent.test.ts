@@ -88,9 +88,10 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
       'verified',
       'unpacked',
       'runtime_started',
+      'output',
       'runtime_exited',
     ]);
-    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6]);
+    expect(events.map((e) => e.seq)).toEqual([0, 1, 2, 3, 4, 5, 6, 7]);
     expect(events.find((e) => e.type === 'fetched')!.data).toMatchObject({ bytes: bundle.size, attempts: 1 });
     expect(events.find((e) => e.type === 'unpacked')!.data).toMatchObject({ files: 3 });
     expect(events.at(-1)!.data).toEqual({ code: 0 });
@@ -104,7 +105,14 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     recorder.events.length = 0;
     const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash]);
     expect(r.code, r.stderr).toBe(0);
-    expect(recorder.events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_hit', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(recorder.events.map((e) => e.type)).toEqual([
+      'metadata_loaded',
+      'cache_hit',
+      'unpacked',
+      'runtime_started',
+      'output',
+      'runtime_exited',
+    ]);
     expect(recorder.events.find((e) => e.type === 'cache_hit')!.data).toMatchObject({ from: 'tree' });
     if (before !== null) expect(await storeRequests()).toBe(before);
   });

@@ -85,7 +85,16 @@ describe('the boot agent and its credentials, with the real registry', () => {
       exit_code: 3,
       agent_token_hash: null,
       agent_session_hash: null,
-      events: ['0 metadata_loaded', '1 cache_miss', '2 fetched', '3 verified', '4 unpacked', '5 runtime_started', '6 runtime_exited'],
+      events: [
+        '0 metadata_loaded',
+        '1 cache_miss',
+        '2 fetched',
+        '3 verified',
+        '4 unpacked',
+        '5 runtime_started',
+        '6 output',
+        '7 runtime_exited',
+      ],
     });
     expect(r.stderr).not.toMatch(/sw[as]_/);
   });

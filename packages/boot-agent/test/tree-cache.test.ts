@@ -110,7 +110,14 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     expect(run.code, run.stderr).toBe(0);
     expect(run.stdout).toContain(EXPECTED_OUTPUT());
     expect(run.stderr).toContain(`cache hit ${w.b.hash.slice(0, 12)} (${w.b.bytes.length} bytes, unpacked tree)`);
-    expect(recorder.events.map((e) => e.type)).toEqual(['metadata_loaded', 'cache_hit', 'unpacked', 'runtime_started', 'runtime_exited']);
+    expect(recorder.events.map((e) => e.type)).toEqual([
+      'metadata_loaded',
+      'cache_hit',
+      'unpacked',
+      'runtime_started',
+      'output',
+      'runtime_exited',
+    ]);
     expect(recorder.events[1]!.data).toEqual({ bytes: w.b.bytes.length, from: 'tree' });
     expect(recorder.events[2]!.data).toMatchObject({ files: 4, from: 'tree' });
     // Not unpacked: the workflow's files are the tree's own inodes, in a new workflow directory.

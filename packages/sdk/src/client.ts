@@ -69,6 +69,9 @@ export type UploadOutcome = UploadResult & {
 export function createSwarmClient(opts: SwarmClientOptions) {
   const base = opts.url.replace(/\/+$/, '');
   const authorization = `Bearer ${opts.token}`;
+  // A subscription the registry refuses answers an HTTP error before any stream: kept here
+  // by execution id, for watchExecution to reject with (EventSource only says "error").
+  const refusals = new Map<string, SwarmError>();
   const trpc = createTRPCClient<AppRouter>({
     links: [
       splitLink({
@@ -78,8 +81,11 @@ export function createSwarmClient(opts: SwarmClientOptions) {
           url: `${base}/trpc`,
           EventSource,
           eventSourceOptions: {
-            fetch: (input: string | URL | Request, init?: RequestInit) =>
-              fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } }),
+            fetch: async (input: string | URL | Request, init?: RequestInit) => {
+              const res = await fetch(input, { ...init, headers: { ...(init?.headers as Record<string, string>), authorization } });
+              if (!res.ok) await noteRefusal(refusals, String(input instanceof Request ? input.url : input), res);
+              return res;
+            },
           },
         }),
         // undici's pool keeps connections alive and reuses them (transport.ts).
@@ -233,12 +239,21 @@ export function createSwarmClient(opts: SwarmClientOptions) {
       opts: { afterSeq?: number; signal?: AbortSignal } = {},
     ): Promise<void> {
       return new Promise((resolve, reject) => {
+        refusals.delete(id);
         const sub = trpc.executions.watch.subscribe(
           { id, afterSeq: opts.afterSeq },
           {
             onData: (tracked) => onEvent(tracked.data),
             onComplete: () => resolve(),
-            onError: (err) => reject(toSwarmError(err)),
+            onError: (err) => reject(refusals.get(id) ?? toSwarmError(err)),
+            // Refused before the stream (401/403/404): the registry's error, not a reconnect loop.
+            onConnectionStateChange: (state) => {
+              const refused = state.state === 'connecting' && state.error ? refusals.get(id) : undefined;
+              if (!refused) return;
+              refusals.delete(id);
+              sub.unsubscribe();
+              reject(refused);
+            },
           },
         );
         opts.signal?.addEventListener('abort', () => {
@@ -254,5 +269,21 @@ export function createSwarmClient(opts: SwarmClientOptions) {
 }
 
 export type SwarmClient = ReturnType<typeof createSwarmClient>;
+
+/** Keeps the registry's refusal of a subscription (tRPC's error body), by the execution id of its input. */
+async function noteRefusal(refusals: Map<string, SwarmError>, url: string, res: Response): Promise<void> {
+  let id: string | undefined;
+  try {
+    id = (JSON.parse(new URL(url).searchParams.get('input') ?? '{}') as { id?: string }).id;
+  } catch {}
+  if (!id) return;
+  const body = (await res
+    .clone()
+    .json()
+    .catch(() => null)) as { error?: { message?: string; data?: { code?: string; hint?: string } } } | null;
+  const code = body?.error?.data?.code;
+  const message = body?.error?.message ?? `HTTP ${res.status}`;
+  refusals.set(id, new SwarmError(code ? wireErrorCode(code) : 'INTERNAL_SERVER_ERROR', message, body?.error?.data?.hint, res.status));
+}
 
 export const isBundleHash = (s: string) => bundleHash.safeParse(s).success;

@@ -50,6 +50,18 @@ const envSchema = z.object({
   SWARM_GC_GRACE_SECONDS: z.coerce.number().min(0).default(3600),
   /** Executions still pending or booting after this long are marked failed ("abandoned"). */
   SWARM_EXECUTION_TIMEOUT_SECONDS: z.coerce.number().min(1).default(3600),
+  /** How often a running execution's agent sends a heartbeat (told to it in the session answer). */
+  SWARM_HEARTBEAT_SECONDS: z.coerce.number().min(0.5).max(300).default(5),
+  /** A booting or running execution whose heartbeats stop for this many intervals is marked failed ("lost"). */
+  SWARM_HEARTBEAT_MISSES: z.coerce.number().int().min(2).max(100).default(3),
+  /** A cancelled execution whose agent never reports is marked cancelled this long after the request (also the grace of a timeout's backstop). */
+  SWARM_CANCEL_GRACE_SECONDS: z.coerce.number().min(1).max(3600).default(30),
+  /** Bytes of output one execution ships to the registry, unless its spawn says otherwise (outputMaxBytes). */
+  SWARM_OUTPUT_MAX_BYTES: z.coerce
+    .number()
+    .int()
+    .min(0)
+    .default(4 * MiB),
   /** A spawn's bootstrap agent token that was never exchanged for a session is dead after this long. */
   SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS: z.coerce.number().int().min(1).max(3600).default(300),
   /** Caps on what an execution's agent may report (its final report is never refused by the per-execution caps). */
@@ -129,6 +141,8 @@ export type Config = {
   /** An execution still pending or booting this long after it was spawned is abandoned. */
   executionTimeoutMs: number;
   gcGraceMs: number;
+  /** Heartbeats, cancel and output of running executions (services/execution-control.ts). */
+  control: { heartbeatSeconds: number; heartbeatMisses: number; cancelGraceMs: number; outputMaxBytes: number };
   /** Lifetime of a spawn's bootstrap agent token, unless the spawn asks for another. */
   bootstrapTokenTtlSeconds: number;
   /** What one execution's events may hold: per event (`data` as JSON text), and in all. */
@@ -190,6 +204,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
     gcGraceMs: e.SWARM_GC_GRACE_SECONDS * 1000,
     bootstrapTokenTtlSeconds: e.SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS,
+    control: {
+      heartbeatSeconds: e.SWARM_HEARTBEAT_SECONDS,
+      heartbeatMisses: e.SWARM_HEARTBEAT_MISSES,
+      cancelGraceMs: e.SWARM_CANCEL_GRACE_SECONDS * 1000,
+      outputMaxBytes: e.SWARM_OUTPUT_MAX_BYTES,
+    },
     eventLimits: {
       maxDataBytes: e.SWARM_MAX_EVENT_DATA_BYTES,
       maxEvents: e.SWARM_MAX_EVENTS_PER_EXECUTION,

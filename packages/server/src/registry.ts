@@ -17,7 +17,7 @@ import { hashAdminToken } from './services/auth.js';
 import type { Deps } from './services/context.js';
 import { CachedListings } from './services/diff.js';
 import { SpawnBatcher } from './services/spawn-batcher.js';
-import { reapAbandonedExecutions } from './services/executions.js';
+import { reapExecutions } from './services/executions.js';
 import { createCaches, startCacheInvalidation } from './services/release-cache.js';
 import { BundleStore } from './storage/bundle-store.js';
 import type { StorageDriver } from './storage/driver.js';
@@ -138,18 +138,23 @@ export async function sweepUploads(deps: Deps): Promise<void> {
 }
 
 /**
- * Every so often, marks executions stuck in pending or booting for longer than
- * SWARM_EXECUTION_TIMEOUT_SECONDS as failed ("abandoned"). Returns the stop function.
+ * Every so often, ends executions no agent will: stuck in pending or booting for longer than
+ * SWARM_EXECUTION_TIMEOUT_SECONDS ("abandoned"), lost, timed out or cancelled past the
+ * grace period (services/execution-control.ts). Returns the stop function.
  */
 export function startExecutionReaper(deps: Deps): () => Promise<void> {
   const timeoutMs = deps.config.executionTimeoutMs;
-  const intervalMs = Math.min(60_000, Math.max(1_000, timeoutMs / 2));
+  // Often enough to notice a lost agent within about one heartbeat interval of its deadline.
+  const intervalMs = Math.min(60_000, deps.config.control.heartbeatSeconds * 1000, Math.max(1_000, timeoutMs / 2));
   let running: Promise<void> | undefined;
   const timer = setInterval(() => {
     if (running) return;
-    running = reapAbandonedExecutions(deps, timeoutMs)
-      .then((n) => {
-        if (n) deps.log.warn({ count: n, timeoutSeconds: timeoutMs / 1000 }, 'marked abandoned executions failed');
+    running = reapExecutions(deps, timeoutMs)
+      .then((counts) => {
+        for (const [reason, count] of Object.entries(counts)) {
+          const status = reason === 'cancelled' ? 'cancelled' : 'failed';
+          deps.log.warn({ count, reason, timeoutSeconds: timeoutMs / 1000 }, `marked ${reason} executions ${status}`);
+        }
       })
       .catch((err) => deps.log.warn({ err }, 'could not reap abandoned executions'))
       .finally(() => (running = undefined));

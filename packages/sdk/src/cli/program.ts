@@ -10,6 +10,7 @@ import { registerBundleCommands } from './commands/bundles.js';
 import { registerDoctorCommand } from './commands/doctor.js';
 import { registerExecutionCommands } from './commands/executions.js';
 import { registerGcCommand } from './commands/gc.js';
+import { registerLogsCommand } from './commands/logs.js';
 import { registerReleaseCommands } from './commands/releases.js';
 import { registerSigningCommands } from './commands/signing.js';
 import { registerSpawnCommands } from './commands/spawn.js';
@@ -43,6 +44,7 @@ export function buildProgram(io: CliIo): Command {
   registerSigningCommands(program, cli);
   registerSpawnCommands(program, cli);
   registerExecutionCommands(program, cli);
+  registerLogsCommand(program, cli);
   registerDoctorCommand(program, cli);
   return program;
 }

@@ -27,6 +27,8 @@ export const workflow = z.object({
   activeVersion: versionNumber.nullable(),
   /** A canary taking `weight` percent of spawns, if one is set. */
   canary: z.object({ version: versionNumber, weight: z.number().int().min(1).max(99) }).nullable(),
+  /** Default timeout of its executions, in seconds (a spawn may give its own); null: none. */
+  timeoutSeconds: z.number().int().nullable(),
   createdAt: timestamp,
 });
 export type Workflow = z.infer<typeof workflow>;
@@ -125,6 +127,16 @@ export const inputs = {
   tenantGet: z.object({ tenant: z.union([uuid, tenantSlug]) }),
   workflowCreate: z.object({ tenant: z.union([uuid, tenantSlug]), name: workflowName }),
   workflowGet: z.object({ workflow: workflowRef }),
+  /** Settings of a workflow (#16): null clears one. */
+  workflowSet: z.object({
+    workflow: workflowRef,
+    timeoutSeconds: z
+      .number()
+      .int()
+      .min(1)
+      .max(7 * 24 * 3600)
+      .nullable(),
+  }),
   workflowList: z.object({ tenant: z.union([uuid, tenantSlug]) }),
   bundleGet: z.object({ hash: bundleHash }),
   versionRegister: z.object({

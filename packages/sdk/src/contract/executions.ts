@@ -15,6 +15,12 @@ export const eventType = z.enum([
   'runtime_started',
   'runtime_exited',
   'failed',
+  /** Lines the workflow printed (masked), a batch: `data.lines` = [{ stream, text, at, cut?, escaped? }]. */
+  'output',
+  /** Output dropped or cut past a limit, with the counts (once, at the end). */
+  'output_truncated',
+  /** The registry changed the execution without its agent (cancelled, lost, timed out, abandoned): why. */
+  'registry_note',
 ]);
 
 export const execution = z.object({
@@ -29,6 +35,10 @@ export const execution = z.object({
   /** Why this version ran: the workflow's `active` version or its `canary`. */
   versionReason,
   routingKey: z.string().nullable(),
+  /** The workflow is stopped this long after it started (the spawn's, else the workflow's); null: none. */
+  timeoutSeconds: z.number().int().nullable(),
+  /** When a cancel was asked (the execution ends `cancelled` once its agent reports, or after a grace period). */
+  cancelRequestedAt: timestamp.nullable(),
   createdAt: timestamp,
   startedAt: timestamp.nullable(),
   finishedAt: timestamp.nullable(),
@@ -45,6 +55,27 @@ export const executionEvent = z.object({
 export type ExecutionEvent = z.infer<typeof executionEvent>;
 
 const endpoint = z.url({ protocol: /^https?$/ }).transform((u) => u.replace(/\/+$/, ''));
+
+/**
+ * Per-spawn limits on one run (#16): stored on the execution row, told to the agent in the
+ * session answer. Kept as one object so every spawn path (single or batched) takes the same.
+ */
+export const executionControlInput = z.object({
+  /** The workflow is stopped (status failed, reason timed_out) this long after it started; default: the workflow's timeout. */
+  timeoutSeconds: z
+    .number()
+    .int()
+    .min(1)
+    .max(7 * 24 * 3600)
+    .optional(),
+  /** Bytes of output the execution ships to the registry (default SWARM_OUTPUT_MAX_BYTES); past it lines are dropped and counted. */
+  outputMaxBytes: z
+    .number()
+    .int()
+    .min(0)
+    .max(1024 * 1024 * 1024)
+    .optional(),
+});
 
 /** A routing key: printable text (a NUL, a control character or a lone surrogate could never be stored as sent). */
 const routingKey = z
@@ -74,6 +105,7 @@ export const spawnOptions = z.object({
    * (default: the registry's SWARM_BOOTSTRAP_TOKEN_TTL_SECONDS), e.g. longer for a slow boot.
    */
   bootstrapTokenTtlSeconds: z.number().int().min(1).max(3600).optional(),
+  ...executionControlInput.shape,
 });
 
 export const spawnInput = spawnOptions.extend({
@@ -136,7 +168,25 @@ export const exchangeAgentTokenInput = z.object({ executionId: uuid });
  * The session: an object, so later fields (e.g. how often to report) can join it. The
  * session token lives only in the agent's memory and dies when the execution ends.
  */
-export const agentSession = z.object({ sessionToken: z.string() });
+export const agentSession = z.object({
+  sessionToken: z.string(),
+  /** How often the agent reports it is alive while the workflow runs (heartbeat calls). */
+  heartbeatSeconds: z.number().positive().optional(),
+  /** The execution's timeout, counted from runtime_started; null: none. */
+  timeoutSeconds: z.number().int().positive().nullable().optional(),
+  /** Bytes of output the registry takes from this execution. */
+  outputMaxBytes: z.number().int().nonnegative().optional(),
+});
+
+/** The agent's heartbeat (session token), and the registry's answer to it and to events. */
+export const heartbeatInput = z.object({ executionId: uuid });
+export const agentAnswer = z.object({
+  accepted: z.boolean(),
+  /** The execution was cancelled: the agent stops the workflow and reports. */
+  cancelRequested: z.boolean().optional(),
+});
+
+export const cancelExecutionInput = z.object({ id: uuid });
 export type AgentSession = z.infer<typeof agentSession>;
 
 /** Events come in pages of at most this many, after the cursor `afterSeq`. */

@@ -11,12 +11,12 @@ export const RELEASE_KINDS = ['activate', 'rollback', 'promote', 'canary', 'cana
 export const releaseKind = z.enum(RELEASE_KINDS);
 export type ReleaseKind = z.infer<typeof releaseKind>;
 
-/** An execution moves pending → booting → running → succeeded | failed. */
-export const EXECUTION_STATUSES = ['pending', 'booting', 'running', 'succeeded', 'failed'] as const;
+/** An execution moves pending → booting → running → succeeded | failed | cancelled. */
+export const EXECUTION_STATUSES = ['pending', 'booting', 'running', 'succeeded', 'failed', 'cancelled'] as const;
 export const executionStatus = z.enum(EXECUTION_STATUSES);
 export type ExecutionStatus = z.infer<typeof executionStatus>;
 /** Where an execution ends: nothing moves it further, and its agent credentials are revoked. */
-export const TERMINAL_EXECUTION_STATUSES = ['succeeded', 'failed'] as const satisfies readonly ExecutionStatus[];
+export const TERMINAL_EXECUTION_STATUSES = ['succeeded', 'failed', 'cancelled'] as const satisfies readonly ExecutionStatus[];
 export const isTerminalStatus = (s: ExecutionStatus): boolean => (TERMINAL_EXECUTION_STATUSES as readonly string[]).includes(s);
 
 /** Why a spawn got its version: the workflow's `active` version or its `canary`. */

@@ -33,6 +33,8 @@ export type SpawnOptions = {
   onSpawned?: (execution: Execution) => void;
   /** The VM is killed after this long. */
   timeoutMs?: number;
+  /** The registry's per-spawn limits (#16): the workflow's timeout, counted from its start, and its output budget. */
+  control?: { timeoutSeconds?: number; outputMaxBytes?: number };
   /** Extra environment for the process driver's agent (e.g. fetch limits). */
   agentEnv?: Record<string, string>;
   /**
@@ -180,7 +182,7 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
   const started = Date.now();
   const { forwards, ...endpoints } = vmEndpoints(client.url, opts);
   const { execution, metadata } = await client.call(() =>
-    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints }),
+    client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints, ...opts.control }),
   );
   opts.onSpawned?.(execution);
   const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, forwards });

@@ -107,6 +107,8 @@ export const workflows = pgTable(
      */
     canaryVersionId: uuid('canary_version_id'),
     canaryWeight: integer('canary_weight'),
+    /** Default timeout of its executions (a spawn may give its own); null: none. */
+    timeoutSeconds: integer('timeout_seconds'),
     createdAt: createdAt(),
   },
   (t) => [
@@ -297,6 +299,20 @@ export const executions = pgTable(
      */
     eventCount: integer('event_count').notNull().default(0),
     eventBytes: bigint('event_bytes', { mode: 'number' }).notNull().default(0),
+    /**
+     * Output (`output` and `output_truncated` events) has a budget of its own, inside the
+     * caps above: the bytes it may take (from the spawn or SWARM_OUTPUT_MAX_BYTES), and
+     * what it took. Lifecycle events are never refused because output used its budget.
+     */
+    outputMaxBytes: bigint('output_max_bytes', { mode: 'number' }).notNull().default(4194304),
+    outputEventCount: integer('output_event_count').notNull().default(0),
+    outputBytes: bigint('output_bytes', { mode: 'number' }).notNull().default(0),
+    /** The workflow is stopped this long after runtime_started (the agent enforces it, the reaper backs it up). */
+    timeoutSeconds: integer('timeout_seconds'),
+    /** Cancel was asked (not terminal): the agent learns it from its heartbeat or event answers and stops the workflow. */
+    cancelRequestedAt: timestamp('cancel_requested_at', { withTimezone: true, mode: 'date' }),
+    /** The agent's last heartbeat (or event): heartbeats that stop make a running execution `lost`. */
+    lastHeartbeatAt: timestamp('last_heartbeat_at', { withTimezone: true, mode: 'date' }),
     /** Who spawned it (token name). */
     spawnedBy: text('spawned_by'),
     /** Why this version was picked: the workflow's `active` version or its `canary`. */

@@ -15,6 +15,8 @@ import { createMetrics } from './metrics.js';
 import { openApiRoutes } from './openapi.js';
 import { restRoutes } from './rest.js';
 import { trpcRoutes } from './trpc-native.js';
+import { guardSubscriptions } from './subscription-guard.js';
+import { executionSubscriptions } from '../trpc/routers/executions.js';
 
 /** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
 const TRPC_MAX_BODY_BYTES = 1024 * 1024;
@@ -92,6 +94,8 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   await app.register(restRoutes, { deps, metrics, principalOf });
   if (deps.store.driver instanceof FsDriver) await app.register(blobRoutes, { driver: deps.store.driver });
 
+  // SSE subscriptions are refused (401/403/404) before their stream starts.
+  guardSubscriptions(app, { subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal });
   await trpcRoutes(app, {
     prefix: '/trpc',
     router: appRouter,

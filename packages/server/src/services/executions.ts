@@ -18,19 +18,19 @@ import {
   type ExecutionRow,
   REVOKED,
   eventsAfter,
-  executionById,
   executionsPage,
-  failAbandonedExecutions,
   insertEvent,
   lockExecution,
   updateExecution,
 } from '../db/queries/executions.js';
+import { sessionSettings } from '../db/queries/execution-control.js';
 import { startAgentSession } from '../db/queries/tokens.js';
 import type { DbOrTx } from '../db/client.js';
 import { RegistryError, notFound } from '../errors.js';
 import { findWorkflow, requireOrchestrator } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
+import { checkEventBudget, findVisibleExecution, outputCounters, reapStuckExecutions, stoppedEnding } from './execution-control.js';
 
 export const toExecution = (r: ExecutionRow, version: number): Execution => ({
   id: r.id,
@@ -43,18 +43,21 @@ export const toExecution = (r: ExecutionRow, version: number): Execution => ({
   spawnedBy: r.spawnedBy,
   versionReason: r.versionReason,
   routingKey: r.routingKey,
+  timeoutSeconds: r.timeoutSeconds,
+  cancelRequestedAt: r.cancelRequestedAt?.toISOString() ?? null,
   createdAt: r.createdAt.toISOString(),
   startedAt: r.startedAt?.toISOString() ?? null,
   finishedAt: r.finishedAt?.toISOString() ?? null,
 });
 
 /**
- * Marks executions that never got past pending or booting within `timeoutMs` of being
- * spawned as failed ("abandoned"): their VM never started, or died before reporting.
- * Time is the database's, so replicas with skewed clocks agree. Returns how many.
+ * Ends executions no agent will: abandoned (never past pending or booting within
+ * `timeoutMs` of the spawn: the VM never started, or died before reporting), lost,
+ * timed out or cancelled past the grace (execution-control.ts), each with an event saying
+ * why. Time is the database's, so replicas with skewed clocks agree. How many, per reason.
  */
-export function reapAbandonedExecutions(deps: Pick<Deps, 'db'>, timeoutMs: number): Promise<number> {
-  return failAbandonedExecutions(deps.db, timeoutMs);
+export function reapExecutions(deps: Pick<Deps, 'db' | 'config'>, timeoutMs: number): Promise<Record<string, number>> {
+  return reapStuckExecutions(deps, timeoutMs);
 }
 
 /**
@@ -70,7 +73,13 @@ export async function exchangeAgentToken(deps: Deps, p: Principal, input: { exec
     throw new RegistryError('UNAUTHORIZED', 'this bootstrap agent token was already exchanged, has expired, or its execution ended');
   }
   deps.log.info({ executionId: input.executionId }, 'agent session started');
-  return { sessionToken: session.token };
+  const settings = await sessionSettings(deps.db, input.executionId);
+  return {
+    sessionToken: session.token,
+    heartbeatSeconds: deps.config.control.heartbeatSeconds,
+    timeoutSeconds: settings.timeoutSeconds,
+    outputMaxBytes: settings.outputMaxBytes,
+  };
 }
 
 /** Where each event moves the execution; events never move it backwards. */
@@ -78,7 +87,7 @@ const NEXT_STATUS: Partial<Record<ExecutionEvent['type'], ExecutionStatus>> = {
   metadata_loaded: 'booting',
   runtime_started: 'running',
 };
-const RANK: Record<ExecutionStatus, number> = { pending: 0, booting: 1, running: 2, succeeded: 3, failed: 3 };
+const RANK: Record<ExecutionStatus, number> = { pending: 0, booting: 1, running: 2, succeeded: 3, failed: 3, cancelled: 3 };
 
 /**
  * The agent's final report: it ends the execution, and is never refused for the
@@ -91,7 +100,7 @@ export async function appendEvent(
   deps: Deps,
   p: Principal,
   input: { executionId: string; seq: number; type: ExecutionEvent['type']; data: Record<string, unknown> },
-): Promise<{ accepted: boolean }> {
+): Promise<{ accepted: boolean; cancelRequested?: boolean }> {
   if (p.scope !== 'agent' || p.executionId !== input.executionId) throw notFound(`execution ${input.executionId}`);
   if (p.agentCredential !== 'session') {
     throw new RegistryError('UNAUTHORIZED', 'a bootstrap agent token cannot report events', 'exchange it first: executions.exchangeToken');
@@ -112,19 +121,20 @@ export async function appendEvent(
       throw new RegistryError('UNAUTHORIZED', `execution ${input.executionId} has ended: its agent credentials are revoked`);
     }
     // A retried event (same sequence number) is accepted once.
+    // Told only when true: the agent stops the workflow (execution-control.ts).
+    const cancelled = current.cancelRequestedAt === null ? {} : { cancelRequested: true };
     if (!(await insertEvent(tx, { executionId: input.executionId, seq: input.seq, type: input.type, data: input.data })))
-      return { accepted: false };
+      return { accepted: false, ...cancelled };
     const final = FINAL_EVENTS.has(input.type);
-    if (!final && (current.eventCount >= limits.maxEvents || current.eventBytes + bytes > limits.maxBytes)) {
-      // Thrown inside the transaction: the event just inserted is rolled back.
-      throw new RegistryError(
-        'PRECONDITION_FAILED',
-        `execution ${input.executionId} has reached its cap of ${limits.maxEvents} events or ${limits.maxBytes} bytes of event data`,
-        'only its final report (runtime_exited or failed) is still taken; the caps are SWARM_MAX_EVENTS_PER_EXECUTION and SWARM_MAX_EVENT_BYTES_PER_EXECUTION',
-      );
-    }
+    // Thrown inside the transaction: the event just inserted is rolled back.
+    checkEventBudget(deps, current, input.type, bytes, final);
     const now = new Date();
-    const change: Partial<ExecutionRow> = { eventCount: current.eventCount + 1, eventBytes: current.eventBytes + bytes };
+    const change: Partial<ExecutionRow> = {
+      eventCount: current.eventCount + 1,
+      eventBytes: current.eventBytes + bytes,
+      lastHeartbeatAt: now,
+      ...outputCounters(current, input.type, bytes),
+    };
     if (input.type === 'runtime_exited') {
       const code = typeof input.data.code === 'number' ? input.data.code : null;
       Object.assign(change, {
@@ -132,6 +142,7 @@ export async function appendEvent(
         exitCode: code,
         finishedAt: now,
         failureReason: code === 0 ? null : 'nonzero_exit',
+        ...stoppedEnding(input.data),
       });
     } else if (input.type === 'failed') {
       const reason = typeof input.data.reason === 'string' ? input.data.reason.slice(0, 100) : 'unknown';
@@ -144,16 +155,12 @@ export async function appendEvent(
     // The final report is recorded in this call; every credential of the execution dies with it.
     if (final) Object.assign(change, REVOKED);
     await updateExecution(tx, input.executionId, change);
-    return { accepted: true };
+    return { accepted: true, ...cancelled };
   });
 }
 
-async function findExecution(db: DbOrTx, p: Principal, id: string) {
-  requireOrchestrator(p);
-  const row = await executionById(db, id);
-  if (!row) throw notFound(`execution ${id}`);
-  return row;
-}
+/** The orchestrator and admins see every execution, a tenant token its own tenant's. */
+const findExecution = (db: DbOrTx, p: Principal, id: string) => findVisibleExecution({ db }, p, id);
 
 export async function getExecution(deps: Deps, p: Principal, input: { id: string }): Promise<Execution> {
   const row = await findExecution(deps.db, p, input.id);
@@ -165,7 +172,6 @@ export async function listExecutions(
   p: Principal,
   input: { workflow: string; limit: number; cursor?: string | undefined },
 ): Promise<Execution[]> {
-  requireOrchestrator(p);
   const wf = await findWorkflow(deps.db, p, input.workflow);
   const rows = await executionsPage(deps.db, wf.id, input);
   if (!rows) throw notFound(`execution ${input.cursor}`);

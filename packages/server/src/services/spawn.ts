@@ -26,6 +26,10 @@ export type SpawnOptions = {
   apiUrl?: string | undefined;
   storeEndpoint?: string | undefined;
   bootstrapTokenTtlSeconds?: number | undefined;
+  /** The workflow is stopped this long after it started (default: the workflow's timeout, else none). */
+  timeoutSeconds?: number | undefined;
+  /** Bytes of output the execution ships (default SWARM_OUTPUT_MAX_BYTES, within the per-execution event cap). */
+  outputMaxBytes?: number | undefined;
 };
 
 export const noActiveVersion = (wf: { tenant: string; name: string }) =>
@@ -43,7 +47,19 @@ export function executionToSpawn(
   o: SpawnOptions & { routingKey?: string | undefined },
   agentTokenHash: string,
 ): ExecutionToSpawn {
+  // The default fits the per-execution cap whatever it is; a spawn asking for more is refused.
+  const { eventLimits, control } = deps.config;
+  const outputMaxBytes = o.outputMaxBytes ?? Math.min(control.outputMaxBytes, Math.floor(eventLimits.maxBytes * 0.9));
+  if (outputMaxBytes > eventLimits.maxBytes) {
+    throw new RegistryError(
+      'BAD_REQUEST',
+      `outputMaxBytes ${outputMaxBytes} is more than the per-execution event cap (${eventLimits.maxBytes} bytes)`,
+      'ask for less, or raise SWARM_MAX_EVENT_BYTES_PER_EXECUTION',
+    );
+  }
   return {
+    timeoutSeconds: o.timeoutSeconds,
+    outputMaxBytes,
     workflowId,
     bucket: spawnBucket(workflowId, o.routingKey),
     routingKey: o.routingKey,

@@ -1,8 +1,8 @@
 import type { Workflow } from '@swarm/sdk/contract';
 import { notifyReleaseChanged } from '../db/queries/releases.js';
-import { type WorkflowRow, insertWorkflow, workflowsOfTenant } from '../db/queries/workflows.js';
+import { type WorkflowRow, insertWorkflow, setWorkflowTimeout, workflowsOfTenant } from '../db/queries/workflows.js';
 import { RegistryError } from '../errors.js';
-import { assertCanWrite, findTenant, findWorkflow } from './access.js';
+import { assertCanWrite, findTenant, findWorkflow, findWritableWorkflow } from './access.js';
 import type { Deps, Principal } from './context.js';
 
 const toWorkflow = (r: WorkflowRow): Workflow => ({
@@ -12,6 +12,7 @@ const toWorkflow = (r: WorkflowRow): Workflow => ({
   name: r.name,
   activeVersion: r.activeVersion,
   canary: r.canaryVersion !== null && r.canaryWeight !== null ? { version: r.canaryVersion, weight: r.canaryWeight } : null,
+  timeoutSeconds: r.timeoutSeconds,
   createdAt: r.createdAt.toISOString(),
 });
 
@@ -28,6 +29,13 @@ export async function createWorkflow(deps: Deps, p: Principal, input: { tenant: 
   for (const key of [row?.id, ref]) if (key) deps.caches.releases.invalidate(key);
   if (!row) throw new RegistryError('CONFLICT', `workflow "${ref}" already exists`);
   return toWorkflow({ ...row, tenant: tenant.slug, activeVersion: null, canaryVersion: null });
+}
+
+/** Changes a workflow's settings (admins and its tenant): its executions' default timeout. */
+export async function setWorkflow(deps: Deps, p: Principal, input: { workflow: string; timeoutSeconds: number | null }): Promise<Workflow> {
+  const wf = await findWritableWorkflow(deps.db, p, input.workflow);
+  await setWorkflowTimeout(deps.db, wf.id, input.timeoutSeconds);
+  return toWorkflow({ ...wf, timeoutSeconds: input.timeoutSeconds });
 }
 
 export async function getWorkflow(deps: Deps, p: Principal, input: { workflow: string }): Promise<Workflow> {

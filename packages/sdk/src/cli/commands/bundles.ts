@@ -30,6 +30,36 @@ const failed =
 
 const plural = (n: number, one: string, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 
+type PushOptions = {
+  workflow: string;
+  activate?: boolean;
+  message?: string;
+  allowSecretFiles?: boolean;
+  entrypoint?: string;
+  sign?: string;
+};
+
+/**
+ * `push --entrypoint`: the bundle's swarm.json (how the boot agent runs it), written into
+ * the directory so that it is packed with it and seen there; one that says the same is
+ * left alone, one that says otherwise is not overwritten.
+ */
+async function writeManifest(dir: string, isDirectory: boolean, command: string): Promise<void> {
+  if (!isDirectory) throw new SwarmError('INVALID_INPUT', '--entrypoint needs a directory', 'a .tar.gz carries its own swarm.json');
+  const entrypoint = command.split(/\s+/).filter(Boolean);
+  if (!entrypoint.length) throw new SwarmError('INVALID_INPUT', '--entrypoint needs a command, e.g. --entrypoint "sh main.sh"');
+  const file = path.join(dir, 'swarm.json');
+  const text = `${JSON.stringify({ entrypoint })}\n`;
+  const existing = await fs.readFile(file, 'utf8').catch(() => null);
+  if (existing === null) return fs.writeFile(file, text);
+  let same = false;
+  try {
+    same = JSON.stringify((JSON.parse(existing) as { entrypoint?: unknown }).entrypoint) === JSON.stringify(entrypoint);
+  } catch {}
+  if (!same)
+    throw new SwarmError('INVALID_INPUT', `${file} already names another entrypoint`, 'edit swarm.json, or push without --entrypoint');
+}
+
 export function registerBundleCommands(program: Command, cli: Cli): void {
   const progressFor = () => createProgress({ json: cli.json(), stream: cli.io.stderr });
 
@@ -41,6 +71,10 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
     .addOption(valueOption('-w, --workflow <tenant/name>', 'workflow to add the version to', asWorkflow).makeOptionMandatory())
     .option('--activate', 'make the new version active')
     .option('-m, --message <msg>', 'what changed (kept in the version history)')
+    .option(
+      '--entrypoint <command>',
+      'a directory without swarm.json: write one running this command (words split at spaces, e.g. "sh main.sh")',
+    )
     .option(...ALLOW_SECRET_FILES)
     .addOption(
       new Option(
@@ -48,46 +82,45 @@ export function registerBundleCommands(program: Command, cli: Cli): void {
         'sign the bundle with this tenant key (<name>.key; docs/signing.md); it never leaves this machine',
       ).env('SWARM_SIGNING_KEY'),
     )
-    .action(
-      async (source: string, o: { workflow: string; activate?: boolean; message?: string; allowSecretFiles?: boolean; sign?: string }) => {
-        const c = cli.client();
-        const signingKey = o.sign ? await readSigningKey(o.sign) : undefined;
-        if (signingKey) splitWorkflowRef(o.workflow);
-        const progress = await progressFor();
-        const st = await fs.stat(source).catch(() => {
-          throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
-        });
-        let file = source;
-        let tmpDir: string | undefined;
-        let ok = false;
-        try {
-          if (st.isDirectory()) {
-            tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
-            file = path.join(tmpDir, 'bundle.tar.gz');
-            await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
-          }
-          const result = await c.uploadBundle(file, {
-            workflow: o.workflow,
-            activate: o.activate,
-            message: o.message,
-            onProgress: (p) => progress?.update(p),
-            signingKey,
-          });
-          progress?.end();
-          ok = true;
-          const { uploaded, ...body } = result;
-          cli.output(body, (r) => {
-            const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
-            cli.print(
-              `${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${signingKey ? ', signed' : ''}${r.active ? ' — active' : ''}`,
-            );
-          });
-        } finally {
-          if (!ok) progress?.end(true);
-          if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
+    .action(async (source: string, o: PushOptions) => {
+      const c = cli.client();
+      const signingKey = o.sign ? await readSigningKey(o.sign) : undefined;
+      if (signingKey) splitWorkflowRef(o.workflow);
+      const st = await fs.stat(source).catch(() => {
+        throw new SwarmError('INVALID_INPUT', `${source} does not exist`);
+      });
+      if (o.entrypoint !== undefined) await writeManifest(source, st.isDirectory(), o.entrypoint);
+      const progress = await progressFor();
+      let file = source;
+      let tmpDir: string | undefined;
+      let ok = false;
+      try {
+        if (st.isDirectory()) {
+          tmpDir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-push-'));
+          file = path.join(tmpDir, 'bundle.tar.gz');
+          await packBundle(source, { out: file, allowSecretFiles: o.allowSecretFiles, onProgress: (p) => progress?.update(p) });
         }
-      },
-    );
+        const result = await c.uploadBundle(file, {
+          workflow: o.workflow,
+          activate: o.activate,
+          message: o.message,
+          onProgress: (p) => progress?.update(p),
+          signingKey,
+        });
+        progress?.end();
+        ok = true;
+        const { uploaded, ...body } = result;
+        cli.output(body, (r) => {
+          const what = r.created ? `pushed version ${r.version}` : `unchanged: version ${r.version} already has this bundle`;
+          cli.print(
+            `${what} of ${o.workflow} (${formatBytes(r.size)}, sha256:${r.bundleHash.slice(0, 12)}${uploaded ? '' : ', already stored, nothing uploaded'})${signingKey ? ', signed' : ''}${r.active ? ' — active' : ''}`,
+          );
+        });
+      } finally {
+        if (!ok) progress?.end(true);
+        if (tmpDir) await fs.rm(tmpDir, { recursive: true, force: true });
+      }
+    });
 
   program
     .command('pack <dir>')

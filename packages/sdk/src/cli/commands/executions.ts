@@ -1,11 +1,7 @@
-/** What executions did: their list, one execution, and its events (followed live with -f). */
+/** What executions did: their list, one execution; cancelling one. (Their events: logs.ts.) */
 import type { Command } from 'commander';
-import type { ExecutionEvent } from '../../contract/index.js';
 import type { Cli } from '../context.js';
 import { asCount, valueOption, WORKFLOW } from '../options.js';
-
-const formatEvent = (e: ExecutionEvent) =>
-  `${e.createdAt}  #${e.seq} ${e.type}${Object.keys(e.data).length ? ` ${JSON.stringify(e.data)}` : ''}`;
 
 export function registerExecutionCommands(program: Command, cli: Cli): void {
   const executions = program.command('executions').description('inspect executions');
@@ -37,27 +33,17 @@ export function registerExecutionCommands(program: Command, cli: Cli): void {
       });
     });
 
-  program
-    .command('logs <execution-id>')
-    .description("an execution's events; -f follows them until it finishes")
-    .option('-f, --follow', 'keep streaming new events')
-    .action(async (id: string, o: { follow?: boolean }) => {
+  executions
+    .command('cancel <id>')
+    .description('stop an execution: a pending one at once, a running one through its agent (SIGTERM, then SIGKILL)')
+    .action(async (id: string) => {
       const c = cli.client();
-      if (!o.follow) {
-        // Page by page: printed as they come, or gathered for --json's one document.
-        const all: ExecutionEvent[] = [];
-        for await (const e of c.executionEvents(id)) {
-          if (cli.json()) all.push(e);
-          else cli.print(formatEvent(e));
-        }
-        if (cli.json()) cli.output(all, () => {});
-        return;
-      }
-      const seen: ExecutionEvent[] = [];
-      await c.watchExecution(id, (e) => {
-        seen.push(e);
-        if (!cli.json()) cli.print(formatEvent(e));
-      });
-      if (cli.json()) cli.output(seen, () => {});
+      cli.output(await c.call(() => c.trpc.executions.cancel.mutate({ id })), (e) =>
+        cli.print(
+          e.status === 'cancelled'
+            ? `cancelled execution ${e.id}`
+            : `cancel requested for execution ${e.id} (${e.status}): its agent stops the workflow within a few seconds; follow with: swarm logs -f ${e.id}`,
+        ),
+      );
     });
 }

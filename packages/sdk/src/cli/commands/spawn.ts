@@ -7,7 +7,7 @@ import { SPAWN_MANY_MAX, type VmMetadata } from '../../contract/index.js';
 import { SwarmError } from '../../errors.js';
 import { runVm, type VmOptions, vmEndpoints, withExpectedWorkflow } from '../../orchestrator/spawn.js';
 import type { Cli } from '../context.js';
-import { WORKFLOW, asSpawnCount, valueOption } from '../options.js';
+import { WORKFLOW, asCount, asDuration, asSpawnCount, valueOption } from '../options.js';
 import { publicKeyFrom } from '../../signing/index.js';
 
 /** The boot agent the `process` driver runs: --agent, SWARM_BOOT_AGENT, or the workspace's build. */
@@ -92,6 +92,8 @@ type SpawnCommandOptions = {
   cacheDrive?: string;
   imageDir: string;
   trustRoot?: string;
+  timeout?: number;
+  outputMaxBytes?: number;
 };
 
 export function registerSpawnCommands(program: Command, cli: Cli): void {
@@ -106,6 +108,10 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     )
     .option('--wait', "stream the workflow's output and exit with its exit code (with --count: the first nonzero one)")
     .option('--routing-key <key>', 'with a canary: the same key always gets the same version')
+    .addOption(
+      valueOption('--timeout <duration>', "stop the workflow this long after it starts (default: the workflow's timeout)", asDuration),
+    )
+    .addOption(valueOption('--output-max-bytes <n>', 'bytes of output the registry keeps (default: SWARM_OUTPUT_MAX_BYTES)', asCount))
     .option('--agent <path>', 'boot agent file for the process driver (default: SWARM_BOOT_AGENT, or the workspace build)')
     .option('--cache-dir <dir>', 'bundle cache to share between spawns (process driver)')
     .addOption(new Option('--store-url <url>', 'qemu: the S3 store as this host reaches it (unset with the fs store)').env('S3_ENDPOINT'))
@@ -130,7 +136,16 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         trustRoot: o.trustRoot,
       };
       if (o.count !== undefined && o.count > 1) return spawnMany(c, workflow, { ...o, count: o.count }, { secrets, endpoints, vm });
-      const spawned = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
+      const spawned = await c.call(() =>
+        c.trpc.executions.spawn.mutate({
+          workflow,
+          secrets,
+          routingKey: o.routingKey,
+          timeoutSeconds: o.timeout,
+          outputMaxBytes: o.outputMaxBytes,
+          ...endpoints,
+        }),
+      );
       const { execution } = spawned;
       const metadata = withExpectedWorkflow(spawned.metadata, workflow);
       if (!o.wait) {
@@ -158,7 +173,16 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     s: { secrets: Record<string, string>; endpoints: { apiUrl?: string; storeEndpoint?: string }; vm: VmOptions },
   ): Promise<void> {
     const shape = o.routingKey ? { items: Array.from({ length: o.count }, () => ({ routingKey: o.routingKey })) } : { count: o.count };
-    const { spawned } = await c.call(() => c.trpc.executions.spawnMany.mutate({ workflow, secrets: s.secrets, ...shape, ...s.endpoints }));
+    const { spawned } = await c.call(() =>
+      c.trpc.executions.spawnMany.mutate({
+        workflow,
+        secrets: s.secrets,
+        timeoutSeconds: o.timeout,
+        outputMaxBytes: o.outputMaxBytes,
+        ...shape,
+        ...s.endpoints,
+      }),
+    );
     const summary = spawned.map(({ execution: e }) => ({ id: e.id, status: e.status, version: e.version, versionReason: e.versionReason }));
     if (!o.wait) {
       for (const { metadata } of spawned) detachVm(withExpectedWorkflow(metadata, workflow), s.vm);

@@ -1,6 +1,7 @@
 import type { Command } from 'commander';
 import type { Cli } from '../context.js';
-import { asNewWorkflow } from '../options.js';
+import { SwarmError } from '../../errors.js';
+import { asDuration, asNewWorkflow, WORKFLOW } from '../options.js';
 
 export function registerWorkflowCommands(program: Command, cli: Cli): void {
   const workflows = program.command('workflows').description('manage workflows');
@@ -12,6 +13,19 @@ export function registerWorkflowCommands(program: Command, cli: Cli): void {
       const c = cli.client();
       cli.output(await c.call(() => c.trpc.workflows.create.mutate(ref)), (w) =>
         cli.print(`created workflow ${w.tenant}/${w.name} (${w.id})`),
+      );
+    });
+  workflows
+    .command('set')
+    .description("change a workflow's settings")
+    .argument(...WORKFLOW)
+    .option('--timeout <duration|none>', 'default timeout of its executions, from the workflow\'s start (e.g. 15m); "none" clears it')
+    .action(async (workflow: string, o: { timeout?: string }) => {
+      if (o.timeout === undefined) throw new SwarmError('INVALID_INPUT', 'nothing to set', 'give --timeout <duration|none>');
+      const timeoutSeconds = o.timeout === 'none' ? null : asDuration('--timeout')(o.timeout);
+      const c = cli.client();
+      cli.output(await c.call(() => c.trpc.workflows.set.mutate({ workflow, timeoutSeconds })), (w) =>
+        cli.print(`${w.tenant}/${w.name}: timeout ${w.timeoutSeconds === null ? 'none' : `${w.timeoutSeconds}s`}`),
       );
     });
   workflows

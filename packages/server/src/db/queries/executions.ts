@@ -23,6 +23,12 @@ type SpawnedRow = {
   spawned_by: string | null;
   version_reason: VersionReason;
   routing_key: string | null;
+  output_max_bytes: string | number;
+  output_event_count: number;
+  output_bytes: string | number;
+  timeout_seconds: number | null;
+  cancel_requested_at: Date | null;
+  last_heartbeat_at: Date | null;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
@@ -47,6 +53,12 @@ const executionFromSql = (r: SpawnedRow): ExecutionRow => ({
   spawnedBy: r.spawned_by,
   versionReason: r.version_reason,
   routingKey: r.routing_key,
+  outputMaxBytes: Number(r.output_max_bytes),
+  outputEventCount: r.output_event_count,
+  outputBytes: Number(r.output_bytes),
+  timeoutSeconds: r.timeout_seconds,
+  cancelRequestedAt: r.cancel_requested_at && new Date(r.cancel_requested_at),
+  lastHeartbeatAt: r.last_heartbeat_at && new Date(r.last_heartbeat_at),
   createdAt: new Date(r.created_at),
   startedAt: r.started_at && new Date(r.started_at),
   finishedAt: r.finished_at && new Date(r.finished_at),
@@ -65,6 +77,10 @@ export type ExecutionToSpawn = {
   /** The bootstrap token dies this long after the spawn, by the database's clock. */
   agentTokenTtlSeconds: number;
   spawnedBy: string;
+  /** The spawn's own timeout; undefined takes the workflow's (workflows.timeout_seconds), else none. */
+  timeoutSeconds: number | undefined;
+  /** Bytes of output the execution may ship to the registry. */
+  outputMaxBytes: number;
 };
 
 /**
@@ -87,24 +103,31 @@ export async function insertSpawnedExecutions(db: DbOrTx, spawns: ExecutionToSpa
       agent_token_hash: s.agentTokenHash,
       ttl: s.agentTokenTtlSeconds,
       spawned_by: s.spawnedBy,
+      timeout_seconds: s.timeoutSeconds ?? null,
+      output_max_bytes: s.outputMaxBytes,
     })),
   );
   const rows = await db.execute<SpawnedRow>(sql`
     with item as (
       select * from jsonb_to_recordset(${items}::jsonb)
-        as t(workflow_id uuid, bucket int, routing_key text, agent_token_hash text, ttl int, spawned_by text)
+        as t(workflow_id uuid, bucket int, routing_key text, agent_token_hash text, ttl int, spawned_by text,
+             timeout_seconds int, output_max_bytes bigint)
     ), release as (
       select ${workflows.id} as workflow_id, ${workflows.activeVersionId} as active_version_id,
-             ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight
+             ${workflows.canaryVersionId} as canary_version_id, ${workflows.canaryWeight} as canary_weight,
+             ${workflows.timeoutSeconds} as workflow_timeout_seconds
       from ${workflows} where ${workflows.id} in (select distinct workflow_id from item) for key share
     ), chosen as (
       select item.*,
              case when item.bucket < release.canary_weight then release.canary_version_id else release.active_version_id end as version_id,
-             case when item.bucket < release.canary_weight then 'canary' else 'active' end as version_reason
+             case when item.bucket < release.canary_weight then 'canary' else 'active' end as version_reason,
+             coalesce(item.timeout_seconds, release.workflow_timeout_seconds) as chosen_timeout_seconds
       from item join release using (workflow_id)
     ), spawned as (
-      insert into ${executions} (workflow_id, version_id, version_reason, routing_key, agent_token_hash, agent_token_expires_at, spawned_by)
-      select workflow_id, version_id, version_reason, routing_key, agent_token_hash, now() + make_interval(secs => ttl), spawned_by
+      insert into ${executions} (workflow_id, version_id, version_reason, routing_key, agent_token_hash, agent_token_expires_at, spawned_by,
+                                 timeout_seconds, output_max_bytes)
+      select workflow_id, version_id, version_reason, routing_key, agent_token_hash, now() + make_interval(secs => ttl), spawned_by,
+             chosen_timeout_seconds, output_max_bytes
       from chosen where version_id is not null
       returning *
     )
@@ -126,25 +149,6 @@ export async function insertSpawnedExecutions(db: DbOrTx, spawns: ExecutionToSpa
 /** What ending an execution sets besides its status: every agent credential is revoked. */
 export const REVOKED = { agentTokenHash: null, agentSessionHash: null } as const;
 
-/**
- * Marks executions still pending or booting `timeoutMs` after they were spawned as
- * failed ("abandoned"), by the database's clock, revoking their agent credentials.
- * Returns how many.
- */
-export async function failAbandonedExecutions(db: DbOrTx, timeoutMs: number): Promise<number> {
-  const rows = await db
-    .update(executions)
-    .set({ ...REVOKED, status: 'failed', failureReason: 'abandoned', finishedAt: sql`now()` })
-    .where(
-      and(
-        or(eq(executions.status, 'pending'), eq(executions.status, 'booting')),
-        sql`${executions.createdAt} < now() - make_interval(secs => ${timeoutMs / 1000})`,
-      ),
-    )
-    .returning({ id: executions.id });
-  return rows.length;
-}
-
 /** Stores an event unless one with its sequence number is there; true if it was new. */
 export async function insertEvent(
   tx: Tx,
@@ -165,9 +169,12 @@ export async function updateExecution(tx: Tx, id: string, change: Partial<Execut
 
 const withVersion = { e: executions, version: sql<number>`(select version from workflow_versions where id = ${executions.versionId})` };
 
-/** The execution with its version's number. */
-export async function executionById(db: DbOrTx, id: string): Promise<{ e: ExecutionRow; version: number } | undefined> {
-  const [row] = await db.select(withVersion).from(executions).where(eq(executions.id, id));
+/** The execution with its version's number and its workflow's tenant. */
+export async function executionById(db: DbOrTx, id: string): Promise<{ e: ExecutionRow; version: number; tenantId: string } | undefined> {
+  const [row] = await db
+    .select({ ...withVersion, tenantId: sql<string>`(select tenant_id from workflows where id = ${executions.workflowId})` })
+    .from(executions)
+    .where(eq(executions.id, id));
   return row;
 }
 

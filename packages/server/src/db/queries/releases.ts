@@ -75,6 +75,7 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
       canarySize: canaryB.size,
       canaryTreeDigest: canaryB.treeDigest,
       canaryWeight: workflows.canaryWeight,
+      timeoutSeconds: workflows.timeoutSeconds,
       signing: {
         policy: tenants.signaturePolicy,
         activeStatement: activeV.signatureStatement,

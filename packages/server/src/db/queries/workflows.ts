@@ -15,6 +15,7 @@ export type WorkflowRow = {
   canaryVersionId: string | null;
   canaryVersion: number | null;
   canaryWeight: number | null;
+  timeoutSeconds: number | null;
   createdAt: Date;
 };
 
@@ -46,6 +47,7 @@ const selectWorkflows = (db: DbOrTx) =>
       canaryVersionId: workflows.canaryVersionId,
       canaryVersion: canaryVersion.version,
       canaryWeight: workflows.canaryWeight,
+      timeoutSeconds: workflows.timeoutSeconds,
       createdAt: workflows.createdAt,
     })
     .from(workflows)
@@ -82,4 +84,9 @@ export async function lockWorkflow(tx: Tx, workflowId: string): Promise<Workflow
   const [row] = await tx.select().from(workflows).where(eq(workflows.id, workflowId)).for('update');
   if (!row) throw notFound('workflow');
   return row;
+}
+
+/** Sets a workflow's default execution timeout (null: none). */
+export async function setWorkflowTimeout(db: DbOrTx, id: string, timeoutSeconds: number | null): Promise<void> {
+  await db.update(workflows).set({ timeoutSeconds }).where(eq(workflows.id, id));
 }

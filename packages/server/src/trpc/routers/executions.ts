@@ -1,9 +1,12 @@
 import {
+  agentAnswer,
   agentSession,
   appendEventInput,
+  cancelExecutionInput,
   exchangeAgentTokenInput,
   execution,
   executionEvent,
+  heartbeatInput,
   listEventsInput,
   listExecutionsInput,
   spawnInput,
@@ -15,9 +18,26 @@ import {
 import { tracked } from '@trpc/server';
 import { z } from 'zod';
 import type { Deps } from '../../services/context.js';
-import { appendEvent, exchangeAgentToken, getExecution, listEvents, listExecutions, watchEvents } from '../../services/executions.js';
+import {
+  appendEvent,
+  exchangeAgentToken,
+  getExecution,
+  listEvents,
+  listExecutions,
+  toExecution,
+  watchEvents,
+} from '../../services/executions.js';
 import { spawnExecution, spawnExecutions } from '../../services/spawn.js';
+import { cancelExecution, findVisibleExecution, heartbeat } from '../../services/execution-control.js';
+import type { SubscriptionCheck } from '../../http/subscription-guard.js';
 import { agentProcedure, authedProcedure, router } from '../init.js';
+
+const watchInput = listEventsInput.omit({ limit: true }).extend({ lastEventId: z.string().regex(/^\d+$/).optional() });
+
+/** Every subscription of this router, checked before its stream starts (http/subscription-guard.ts). */
+export const executionSubscriptions = (deps: Deps): Record<string, SubscriptionCheck> => ({
+  'executions.watch': { input: watchInput, allow: (p, input: { id: string }) => findVisibleExecution(deps, p, input.id) },
+});
 
 export const executionsRouter = (deps: Deps) =>
   router({
@@ -39,8 +59,18 @@ export const executionsRouter = (deps: Deps) =>
     /** Boot agent (session token): one progress event of its own execution. */
     appendEvent: agentProcedure
       .input(appendEventInput)
-      .output(z.object({ accepted: z.boolean() }))
+      .output(agentAnswer)
       .mutation(({ ctx, input }) => appendEvent(deps, ctx.principal, input)),
+    /** Boot agent (session token): alive; the answer says whether the execution was cancelled. */
+    heartbeat: agentProcedure
+      .input(heartbeatInput)
+      .output(agentAnswer)
+      .mutation(({ ctx, input }) => heartbeat(deps, ctx.principal, input)),
+    /** Orchestrator, admin or the owning tenant: stop an execution (pending: at once; else through its agent). */
+    cancel: authedProcedure
+      .input(cancelExecutionInput)
+      .output(execution)
+      .mutation(({ ctx, input }) => cancelExecution(deps, ctx.principal, input, toExecution)),
     get: authedProcedure
       .input(z.object({ id: uuid }))
       .output(execution)
@@ -60,11 +90,9 @@ export const executionsRouter = (deps: Deps) =>
      * client reconnects with `lastEventId`, the seq of the last event it got: resume after
      * it instead of replaying the stream from the start.
      */
-    watch: authedProcedure
-      .input(listEventsInput.omit({ limit: true }).extend({ lastEventId: z.string().regex(/^\d+$/).optional() }))
-      .subscription(async function* ({ ctx, input, signal }) {
-        const { lastEventId, ...rest } = input;
-        const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
-        for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
-      }),
+    watch: authedProcedure.input(watchInput).subscription(async function* ({ ctx, input, signal }) {
+      const { lastEventId, ...rest } = input;
+      const afterSeq = Math.max(rest.afterSeq ?? -1, lastEventId === undefined ? -1 : Number(lastEventId));
+      for await (const event of watchEvents(deps, ctx.principal, { ...rest, afterSeq }, signal)) yield tracked(String(event.seq), event);
+    }),
   });

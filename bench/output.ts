@@ -1,0 +1,128 @@
+/**
+ * Figure 9: what capturing output costs a chatty workflow. The boot agent (dist/boot-agent.mjs,
+ * warm cache) runs a workflow writing 100 MB to stdout in 64 KiB writes: captured (masked
+ * with a secret given, lines shipped to a loopback stand-in for the registry up to the
+ * default budget, the rest dropped and counted, the masked text copied to the agent's
+ * stdout, read and discarded here as a console would). Baseline, same run: the same agent
+ * and workflow writing the 100 MB to /dev/null instead. Target: ≤ 1.2×.
+ */
+import { createWriteStream } from 'node:fs';
+import fs from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import path from 'node:path';
+import { createHash } from 'node:crypto';
+import { pipeline } from 'node:stream/promises';
+import { listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
+import { AGENT, bootShNodeFlags, runAgent } from './boot-agent.js';
+import type { BenchEnv } from './lib/env.js';
+import { type FigureContext, type Row, row } from './lib/figure.js';
+import { summarize } from './lib/stats.js';
+
+const TOTAL = 100 * 1000 * 1000;
+/** 64 KiB of text lines (~100 bytes each), written until TOTAL bytes. */
+const PROGRAM = `const fs = require('node:fs');
+const line = 'x'.repeat(99) + '\\n';
+const chunk = Buffer.from(line.repeat(Math.floor(65536 / line.length)));
+const fd = process.argv[1] === 'null' ? fs.openSync('/dev/null', 'w') : 1;
+const t = process.hrtime.bigint();
+for (let n = 0; n < ${TOTAL}; n += chunk.length) fs.writeSync(fd, chunk);
+process.stderr.write('WROTE ' + Number(process.hrtime.bigint() - t) / 1e9 + '\\n');`;
+
+/** The registry's agent endpoints, as small as can be: a session, and every event accepted. */
+async function eventSink(): Promise<{ url: string; events: () => number; close: () => Promise<void> }> {
+  let events = 0;
+  const server = http.createServer((req, res) => {
+    req.resume();
+    req.on('end', () => {
+      res.writeHead(200, { 'content-type': 'application/json' });
+      if (req.url === '/trpc/executions.exchangeToken') return res.end('{"result":{"data":{"sessionToken":"bench-session"}}}');
+      if (req.url === '/trpc/executions.appendEvent') events++;
+      res.end('{"result":{"data":{"accepted":true}}}');
+    });
+  });
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    events: () => events,
+    close: () => new Promise((r) => server.close(() => r())),
+  };
+}
+
+export async function outputFigure(env: BenchEnv, ctx: FigureContext, runs: number): Promise<Row[]> {
+  await fs.access(AGENT).catch(() => {
+    throw new Error(`${AGENT} is missing: pnpm --filter @swarm/boot-agent build`);
+  });
+  const dir = path.join(env.workDir, 'output');
+  await fs.mkdir(path.join(dir, 'src'), { recursive: true });
+  await fs.writeFile(path.join(dir, 'src/swarm.json'), '{"entrypoint":["true"]}');
+  const bundle = path.join(dir, 'bundle.tar.gz');
+  await pipeline(packDirectory(path.join(dir, 'src'), await listBundleEntries(path.join(dir, 'src'))), createWriteStream(bundle));
+  const bytes = await fs.readFile(bundle);
+  const hash = createHash('sha256').update(bytes).digest('hex');
+  const minio = env.minio();
+  const bucket = await env.createBucket();
+  await minio.fPutObject(bucket, `blobs/sha256/${hash}`, bundle);
+  const url = await minio.presignedGetObject(bucket, `blobs/sha256/${hash}`, 3600);
+  const sink = await eventSink();
+  const nodeFlags = await bootShNodeFlags();
+  const cache = path.join(dir, 'cache');
+  try {
+    await fs.writeFile(
+      path.join(dir, 'metadata.json'),
+      JSON.stringify({
+        apiUrl: sink.url,
+        execution: { id: '00000000-0000-4000-8000-000000000009', agentToken: 'bench-bootstrap' },
+        secrets: { API_KEY: 'bench-secret-value-0123456789' },
+      }),
+    );
+    const agent = (target: 'stdout' | 'null') =>
+      runAgent(nodeFlags, ['--bundle-url', url, '--bundle-hash', hash, '--', 'node', '-e', PROGRAM, target], {
+        SWARM_CACHE_DIR: cache,
+        SWARM_WORKFLOW_DIR: path.join(dir, 'workflow'),
+        SWARM_METADATA_FILE: path.join(dir, 'metadata.json'),
+      });
+    await agent('null'); // warm-up: the bundle is cached, node and the agent are in the page cache
+    // The whole agent run (the figure: it also waits for the shipped events to be delivered),
+    // and the workflow's own time for its writes (a note: /dev/null takes ~10 ms for 100 MB,
+    // so any pipe at all is many times that).
+    const wrote = (stderr: string) => {
+      const m = /WROTE ([\d.]+)/.exec(stderr);
+      if (!m) throw new Error(`no WROTE line from the workflow:\n${stderr.slice(-2000)}`);
+      return Number(m[1]);
+    };
+    const base: number[] = [];
+    const ours: number[] = [];
+    const agentBase: number[] = []; // the workflow's write seconds, baseline
+    const agentOurs: number[] = []; // the workflow's write seconds, ours
+    for (let i = 0; i < runs; i++) {
+      const b = await agent('null');
+      agentBase.push(wrote(b.stderr));
+      base.push(b.seconds);
+      const o = await agent('stdout');
+      agentOurs.push(wrote(o.stderr));
+      ours.push(o.seconds);
+    }
+    ctx.log(`  ${sink.events()} events received in all`);
+    return [
+      row({
+        id: '9',
+        what: 'workflow writing 100 MB to stdout, captured by the boot agent (masked, shipped within the budget), agent run',
+        unit: 's',
+        baselineWhat: 'the same agent and workflow writing the 100 MB to /dev/null',
+        baseline: summarize(base),
+        ours: summarize(ours),
+        target: { op: '<=', value: 1.2, on: 'ratio' },
+        notes: {
+          bytes: TOTAL,
+          writeBytes: 65_536,
+          measured: 'the boot agent run, start to exit (warm cache)',
+          workflowWriteSecondsBaseline: summarize(agentBase).median,
+          workflowWriteSecondsOurs: summarize(agentOurs).median,
+        },
+      }),
+    ];
+  } finally {
+    await sink.close();
+  }
+}

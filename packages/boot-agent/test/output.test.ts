@@ -1,0 +1,185 @@
+/**
+ * Output capture (output.ts) on its own: masking (whole, split across writes, repeated,
+ * multi-line values), lines, caps and escaping, with real streams as the console.
+ */
+import { PassThrough } from 'node:stream';
+import { describe, expect, it } from 'vitest';
+import {
+  DEFAULT_OUTPUT_LIMITS,
+  type OutputLimits,
+  type OutputLine,
+  OutputCapture,
+  StreamMasker,
+  decodeLine,
+  maskPatterns,
+} from '../src/output.js';
+
+const SECRET = 's3cr3t-VALUE-0123456789';
+
+function capture(secrets: Record<string, string>, limits: Partial<OutputLimits> = {}, accept = true) {
+  const console = { stdout: new PassThrough(), stderr: new PassThrough() };
+  const text = { stdout: '', stderr: '' };
+  console.stdout.on('data', (c: Buffer) => (text.stdout += c.toString('latin1')));
+  console.stderr.on('data', (c: Buffer) => (text.stderr += c.toString('latin1')));
+  const batches: OutputLine[][] = [];
+  const c = new OutputCapture(secrets, { ...DEFAULT_OUTPUT_LIMITS, flushMs: 60_000, ...limits }, console, (lines) => {
+    batches.push(lines);
+    return accept;
+  });
+  return {
+    c,
+    batches,
+    lines: () => batches.flat(),
+    console: async () => {
+      await new Promise((r) => setImmediate(r));
+      return text;
+    },
+  };
+}
+
+describe('masking', () => {
+  it('masks a secret printed whole', async () => {
+    const t = capture({ API_KEY: SECRET });
+    t.c.write('stdout', Buffer.from(`key=${SECRET}\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['key=***']);
+    expect((await t.console()).stdout).toBe('key=***\n');
+  });
+
+  it('masks a secret split across writes, at every split point', async () => {
+    for (let cut = 1; cut < SECRET.length; cut++) {
+      const t = capture({ API_KEY: SECRET });
+      t.c.write('stdout', Buffer.from(`a ${SECRET.slice(0, cut)}`));
+      t.c.write('stdout', Buffer.from(`${SECRET.slice(cut)} b\n`));
+      t.c.end('stdout');
+      t.c.flush();
+      expect(t.lines().map((l) => l.text)).toEqual(['a *** b']);
+      expect((await t.console()).stdout).not.toContain(SECRET.slice(0, Math.max(cut, SECRET.length - cut)));
+    }
+  });
+
+  it('masks a secret split into single bytes', async () => {
+    const t = capture({ API_KEY: SECRET });
+    for (const ch of `>${SECRET}<\n`) t.c.write('stderr', Buffer.from(ch));
+    t.c.end('stderr');
+    t.c.flush();
+    expect(t.lines()).toMatchObject([{ stream: 'stderr', text: '>***<' }]);
+    expect((await t.console()).stderr).toBe('>***<\n');
+  });
+
+  it('masks a secret repeated on one line, and each secret of several', () => {
+    const t = capture({ A: SECRET, B: 'other-secret' });
+    t.c.write('stdout', Buffer.from(`${SECRET}${SECRET} x ${SECRET} other-secret\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['****** x *** ***']);
+  });
+
+  it('masks a longer secret that starts with a shorter one, split where the shorter one ends', () => {
+    const t = capture({ SHORT: 'abc123', LONG: 'abc123-and-more' });
+    t.c.write('stdout', Buffer.from('x abc123'));
+    t.c.write('stdout', Buffer.from('-and-more y abc123 z\n'));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['x *** y *** z']);
+  });
+
+  it('masks each line of a multi-line secret printed line by line', () => {
+    const pem = '-----BEGIN KEY-----\nMIIBVQIBADANBgkqhkiG9w0BAQEFAASC\n-----END KEY-----';
+    const t = capture({ KEY: pem });
+    t.c.write('stdout', Buffer.from(`${pem}\nsecond line MIIBVQIBADANBgkqhkiG9w0BAQEFAASC\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(
+      t
+        .lines()
+        .map((l) => l.text)
+        .join('\n'),
+    ).not.toContain('MIIBVQ');
+  });
+
+  it('keeps only a tail that may start a secret until the next write, releases it at the end', () => {
+    const m = new StreamMasker(maskPatterns({ K: 'abcdef' }));
+    expect(m.push(Buffer.from('xyzabc')).toString()).toBe('xyz');
+    expect(m.push(Buffer.from('defq')).toString()).toBe('***q');
+    expect(m.push(Buffer.from('prompt> ')).toString()).toBe('prompt> ');
+    expect(m.push(Buffer.from('abcde')).toString()).toBe('');
+    expect(m.push(Buffer.from('x')).toString()).toBe('abcdex');
+    expect(m.push(Buffer.from('aab')).toString()).toBe('a');
+    expect(m.end().toString()).toBe('ab');
+  });
+});
+
+describe('lines and limits', () => {
+  it('ships 10,000 lines complete and in order, in batches of at most the batch size', () => {
+    const t = capture({});
+    for (let i = 0; i < 10_000; i++) t.c.write(i % 2 ? 'stderr' : 'stdout', Buffer.from(`line ${i}\n`));
+    t.c.end('stdout');
+    t.c.end('stderr');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(Array.from({ length: 10_000 }, (_, i) => `line ${i}`));
+    for (const b of t.batches) expect(Buffer.byteLength(JSON.stringify(b))).toBeLessThanOrEqual(16 * 1024);
+    expect(t.c.truncated()).toBeUndefined();
+  });
+
+  it('cuts a line at the line cap and counts the bytes cut', () => {
+    const t = capture({}, { maxLineBytes: 100 });
+    t.c.write('stdout', Buffer.from(`${'x'.repeat(250)}\nshort\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines()[0]).toMatchObject({ cut: true });
+    expect(Buffer.byteLength(JSON.stringify(t.lines()[0]!.text))).toBeLessThanOrEqual(100);
+    expect(t.lines()[1]).toMatchObject({ text: 'short' });
+    expect(t.c.truncated()).toMatchObject({ cutLines: 1 });
+    expect(t.lines()[0]!.text.length + t.c.truncated()!.cutBytes).toBe(250);
+  });
+
+  it('drops lines past the per-execution budget and counts them', () => {
+    const t = capture({}, { maxBytes: 1000 });
+    for (let i = 0; i < 100; i++) t.c.write('stdout', Buffer.from(`line ${i}\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    const shipped = t.lines().length;
+    expect(shipped).toBeGreaterThan(5);
+    expect(shipped).toBeLessThan(100);
+    expect(t.lines().map((l) => l.text)).toEqual(Array.from({ length: shipped }, (_, i) => `line ${i}`));
+    expect(t.c.truncated()).toMatchObject({ budgetLines: 100 - shipped, shippedLines: shipped });
+  });
+
+  it('drops lines past the rate and counts them, without waiting', () => {
+    const t = capture({}, { burstBytes: 2000, bytesPerSecond: 1 });
+    for (let i = 0; i < 100; i++) t.c.write('stdout', Buffer.from(`line ${i}\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.c.truncated()!.rateLines).toBe(100 - t.lines().length);
+    expect(t.c.truncated()!.rateLines).toBeGreaterThan(0);
+  });
+
+  it('counts batches the reporter could not take as dropped', () => {
+    const t = capture({}, {}, false);
+    t.c.write('stdout', Buffer.from('a\nb\n'));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.c.truncated()).toMatchObject({ rateLines: 2, shippedLines: 0 });
+  });
+
+  it('escapes bytes that are not UTF-8, keeps valid UTF-8 as it is', async () => {
+    const t = capture({});
+    t.c.write('stdout', Buffer.concat([Buffer.from('ok é '), Buffer.from([0xff, 0x00, 0xc3]), Buffer.from(' end\n')]));
+    t.c.write('stdout', Buffer.from('plain ✓\n'));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines()).toMatchObject([{ text: 'ok é \\xff\\x00\\xc3 end', escaped: true }, { text: 'plain ✓' }]);
+    expect(t.lines()[1]!.escaped).toBeUndefined();
+    expect(decodeLine(Buffer.from([0xed, 0xa0, 0x80])).text).toBe('\\xed\\xa0\\x80');
+  });
+
+  it('ships an unfinished last line when the stream ends', () => {
+    const t = capture({});
+    t.c.write('stdout', Buffer.from('no newline'));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['no newline']);
+  });
+});
