@@ -27,7 +27,7 @@ import { sessionSettings } from '../db/queries/execution-control.js';
 import { startAgentSession } from '../db/queries/tokens.js';
 import type { DbOrTx } from '../db/client.js';
 import { RegistryError, notFound } from '../errors.js';
-import { findWorkflow, requireOrchestrator } from './access.js';
+import { findWorkflow } from './access.js';
 import { generateAgentToken } from './auth.js';
 import type { Deps, Principal } from './context.js';
 import { checkEventBudget, findVisibleExecution, outputCounters, reapStuckExecutions, stoppedEnding } from './execution-control.js';
