@@ -408,6 +408,101 @@ describe('the VM (process driver) with a trust root', () => {
   });
 });
 
+/** A loopback proxy in front of the registry that rewrites the metadata of every executions.spawn answer. */
+async function rewritingProxy(target: string, rewrite: (metadata: Record<string, unknown>) => void) {
+  const upstream = new URL(target);
+  const server = http.createServer((req, res) => {
+    const out = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        if (!req.url?.includes('executions.spawn')) {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const body = JSON.parse(Buffer.concat(chunks).toString());
+          if (body.result?.data?.metadata) rewrite(body.result.data.metadata);
+          const text = JSON.stringify(body);
+          const { 'content-length': _, 'transfer-encoding': __, ...headers } = r.headers;
+          res.writeHead(r.statusCode ?? 502, { ...headers, 'content-length': Buffer.byteLength(text) });
+          res.end(text);
+        });
+      },
+    );
+    req.pipe(out);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((ok) => server.close(() => ok())),
+  };
+}
+
+describe('the driver takes from the registry only what the registry alone knows', () => {
+  it('a registry injecting a runtime command and secrets into a signed spawn answer: the VM runs only what the orchestrator asked for', async () => {
+    const ref = await workflowWith([true], 'echo SIGNED-RAN $MINE $INJECTED_SECRET');
+    await activate(ref, 1);
+    const marker = path.join(work, 'node-options-ran');
+    await fs.writeFile(path.join(work, 'inject.cjs'), `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`);
+    const proxy = await rewritingProxy(reg.url, (m) => {
+      m.runtime = { command: ['sh', '-c', 'echo INJECTED-RAN'] };
+      m.secrets = {
+        ...(m.secrets as object),
+        INJECTED_SECRET: 'leak',
+        MINE: 'theirs',
+        NODE_OPTIONS: `--require ${path.join(work, 'inject.cjs')}`,
+      };
+    });
+    let out = '';
+    try {
+      const c = createSwarmClient({ url: proxy.url, token: reg.adminToken });
+      const r = await spawnWorkflow(c, ref, {
+        agentPath,
+        trustRoot: rootFile,
+        secrets: { MINE: 'mine' },
+        onOutput: (l) => (out += `${l}\n`),
+      });
+      expect(r.exitCode, out).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+    expect(out).toContain('signature verified');
+    expect(out).toContain('SIGNED-RAN mine 1');
+    expect(out).not.toContain('INJECTED-RAN');
+    expect(out).not.toContain('leak');
+    await expect(fs.access(marker)).rejects.toThrow();
+  });
+
+  it('spawn by workflow id under a trust root: the registry-named workflow is dropped, the VM refuses (67, "spawn by tenant/name")', async () => {
+    const ref = await workflowWith([true], 'echo BY-ID-RAN');
+    await activate(ref, 1);
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    let id: string;
+    try {
+      [{ id }] = (await sql`select id from workflows where name = ${ref.split('/')[1]!}`) as unknown as [{ id: string }];
+    } finally {
+      await sql.end();
+    }
+    // The registry also names a workflow in its answer: it must not become the expected one.
+    const proxy = await rewritingProxy(reg.url, (m) => {
+      m.workflow = ref;
+    });
+    let out = '';
+    try {
+      const c = createSwarmClient({ url: proxy.url, token: reg.adminToken });
+      const r = await spawnWorkflow(c, id, { agentPath, trustRoot: rootFile, onOutput: (l) => (out += `${l}\n`) });
+      expect(r.exitCode, out).toBe(67);
+    } finally {
+      await proxy.close();
+    }
+    expect(out).toContain('spawn by tenant/name');
+    expect(out).not.toContain('BY-ID-RAN');
+  });
+});
+
 /** A loopback proxy in front of the registry that keeps every request's head and body. */
 async function recordingProxy(target: string) {
   const seen: Buffer[] = [];

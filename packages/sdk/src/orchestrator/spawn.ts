@@ -165,14 +165,31 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
 }
 
 /**
- * The metadata a VM gets: the registry's answer, with the workflow the orchestrator asked
- * for (`tenant/name`) written over whatever the registry said. A VM with a trust root
- * checks the signed statement against it (docs/signing.md), so a registry that answers
- * with another tenant's signed bundle is refused. Asked by id, nothing is written: a VM
- * with a trust root then refuses to run.
+ * The metadata a VM gets. From the registry's answer only what the registry alone knows:
+ * the bundle (URL, hash), its signature material, the execution's credential and the API
+ * URL. What runs and with what — the runtime command, the secrets — and the workflow to
+ * check the signed statement against (`expectedWorkflow`) come from the orchestrator's own
+ * request, never from the answer: a compromised registry cannot add a command or a secret
+ * (NODE_OPTIONS, …) to a genuinely signed bundle, nor name another tenant's workflow.
+ * Asked by id, no workflow is written (nor the registry's kept): a VM with a trust root
+ * then refuses to run (docs/signing.md).
  */
-export function withExpectedWorkflow(metadata: VmMetadata, workflow: string): VmMetadata {
-  return { ...metadata, expectedWorkflow: workflow.includes('/') ? workflow : undefined };
+export function withExpectedWorkflow(
+  metadata: VmMetadata,
+  workflow: string,
+  request: Pick<SpawnOptions, 'secrets' | 'runtime'> = {},
+): VmMetadata {
+  const ref = workflow.includes('/') ? workflow : undefined;
+  return {
+    bundle: metadata.bundle,
+    signing: metadata.signing,
+    execution: metadata.execution,
+    apiUrl: metadata.apiUrl,
+    workflow: metadata.bundle ? undefined : ref,
+    expectedWorkflow: ref,
+    runtime: request.runtime,
+    secrets: { ...request.secrets },
+  };
 }
 
 /** Spawns an execution of the workflow's active version and runs it to the end. */
@@ -183,7 +200,7 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
     client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints }),
   );
   opts.onSpawned?.(execution);
-  const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, forwards });
+  const exit = await runVm(withExpectedWorkflow(metadata, workflow, opts), { ...opts, forwards });
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 

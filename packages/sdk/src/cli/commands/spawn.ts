@@ -114,7 +114,7 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
       };
       const spawned = await c.call(() => c.trpc.executions.spawn.mutate({ workflow, secrets, routingKey: o.routingKey, ...endpoints }));
       const { execution } = spawned;
-      const metadata = withExpectedWorkflow(spawned.metadata, workflow);
+      const metadata = withExpectedWorkflow(spawned.metadata, workflow, { secrets });
       if (!o.wait) {
         // The VM outlives this command: a detached driver process gets the metadata (with
         // its secrets) through a pipe, never a file.
