@@ -86,6 +86,19 @@ describe('keys', () => {
   it('refuses text that is not a key', () => {
     expect(failure(() => privateKeyFrom('not a key'))).toBe('malformed');
   });
+  it('refuses a PRIVATE key where a public key goes (node would derive the public key from it)', () => {
+    const k = generateSigningKey();
+    expect(failure(() => publicKeyFrom(k.privateKeyPem))).toBe('malformed');
+    expect(() => publicKeyFrom(k.privateKeyPem, 'the trust root')).toThrow(/the trust root is a PRIVATE key: give the public key/);
+    // Also behind a public block, and as an RSA/EC-style "… PRIVATE KEY" label.
+    expect(failure(() => publicKeyFrom(`${k.publicKeyPem}\n${k.privateKeyPem}`))).toBe('malformed');
+    expect(failure(() => publicKeyFrom(k.privateKeyPem.replaceAll('PRIVATE KEY', 'EC PRIVATE KEY')))).toBe('malformed');
+  });
+  it('refuses a PEM that is not a PUBLIC KEY block', () => {
+    const k = generateSigningKey();
+    const cert = k.publicKeyPem.replaceAll('PUBLIC KEY', 'CERTIFICATE');
+    expect(() => publicKeyFrom(cert)).toThrow(/is not a PUBLIC KEY PEM/);
+  });
 });
 
 describe('statements', () => {

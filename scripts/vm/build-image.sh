@@ -56,9 +56,16 @@ done
 OUT=${OUT:-.swarm/vm}
 if [ -n "$TRUST_ROOT" ]; then
   # Refused unless it is an Ed25519 public key: the agent would fail every boot on anything else.
-  node -e 'const k = require("node:crypto").createPublicKey(require("node:fs").readFileSync(process.argv[1], "utf8"));
+  # A private key is refused too (node would derive the public key from it, and the root's
+  # private key would be baked world-readable into the image).
+  if grep -q 'PRIVATE KEY' "$TRUST_ROOT" 2>/dev/null; then
+    echo "build-image: --trust-root $TRUST_ROOT is a PRIVATE key: give the root's public key (the .pub file), never the private one" >&2; exit 2
+  fi
+  node -e 'const t = require("node:fs").readFileSync(process.argv[1], "utf8");
+    if (!/^-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+\/=\r\n]+-----END PUBLIC KEY-----\s*$/.test(t.trimStart())) throw new Error("not a PUBLIC KEY PEM");
+    const k = require("node:crypto").createPublicKey(t);
     if (k.asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");' "$TRUST_ROOT" 2>/dev/null ||
-    { echo "build-image: --trust-root $TRUST_ROOT is not an Ed25519 public key (SPKI PEM; swarm keys generate writes one)" >&2; exit 2; }
+    { echo "build-image: --trust-root $TRUST_ROOT is not an Ed25519 public key (PUBLIC KEY PEM, SPKI; swarm keys generate writes one)" >&2; exit 2; }
 fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)

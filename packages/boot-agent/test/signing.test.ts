@@ -171,6 +171,12 @@ describe('boot agent with a trust root', () => {
     );
   });
 
+  it('a PRIVATE key given as the trust root fails closed', async () => {
+    const file = path.join(sb.dir, 'root.key');
+    await fs.writeFile(file, root.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    await expectRefused(await boot({ signing: material() }, { env: { SWARM_TRUST_ROOT: file } }), /is a PRIVATE key/);
+  });
+
   it('without a trust root the agent behaves as before, and says so once', async () => {
     // No SWARM_TRUST_ROOT, and the image default (/opt/swarm/trust/root.pub) is absent on this host.
     await fs.writeFile(path.join(sb.dir, 'metadata.json'), '{}');

@@ -111,8 +111,26 @@ function requireEd25519(key: KeyObject, what: string): KeyObject {
   return key;
 }
 
-/** A public key from SPKI PEM, or base64 SPKI DER (the delegation's form). */
+const PUBLIC_KEY_PEM = /^-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PUBLIC KEY-----\s*$/;
+
+/**
+ * A public key from SPKI PEM (a `PUBLIC KEY` block and nothing else), or base64 SPKI DER
+ * (the delegation's form). A private key is refused, though node:crypto would derive the
+ * public key from it: a root's private key must never be installed where a public one goes.
+ */
 export function publicKeyFrom(text: string, what = 'the public key'): KeyObject {
+  if (/PRIVATE KEY/.test(text)) {
+    throw new SigningError(
+      'malformed',
+      `${what} is a PRIVATE key: give the public key (the .pub file swarm keys generate wrote), and keep the private one off this machine`,
+    );
+  }
+  if (text.includes('-----BEGIN') && !PUBLIC_KEY_PEM.test(text.trimStart())) {
+    throw new SigningError(
+      'malformed',
+      `${what} is not a PUBLIC KEY PEM (-----BEGIN PUBLIC KEY-----, SPKI; swarm keys generate writes one)`,
+    );
+  }
   try {
     const key = text.includes('-----BEGIN')
       ? createPublicKey(text)
