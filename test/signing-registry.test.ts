@@ -263,6 +263,24 @@ describe('policy at release', () => {
   });
 });
 
+describe('resolving (versions.active)', () => {
+  it('an unsigned active version is not served under enforce, nor its bundle URL', async () => {
+    const ref = await workflowWith([true, false]);
+    await policy('off');
+    await activate(ref, 2);
+    const c = reg.client();
+    expect((await c.resolveActive(ref)).signing).toBeUndefined();
+    await policy('enforce');
+    try {
+      const err = await failure(c.resolveActive(ref));
+      expect(err.code).toBe('PRECONDITION_FAILED');
+      expect(err.message).toContain('is unsigned, and tenant "acme" enforces signatures');
+    } finally {
+      await policy('off');
+    }
+  });
+});
+
 describe('revocation', () => {
   it('a revoked key: activation refused under enforce, spawn refused under warn, allowed under off', async () => {
     const key = pair();
@@ -287,6 +305,10 @@ describe('revocation', () => {
     const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
     expect(spawn.code).toBe('PRECONDITION_FAILED');
     expect(spawn.message).toContain('signed only by revoked key');
+    // An agent resolving the workflow itself gets the same answer: the version is not served.
+    const resolved = await failure(c.resolveActive(ref));
+    expect(resolved.code).toBe('PRECONDITION_FAILED');
+    expect(resolved.message).toContain('signed only by revoked key');
 
     await policy('enforce');
     const err = await failure(activate(ref, 2));
