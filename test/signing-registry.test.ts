@@ -263,6 +263,44 @@ describe('policy at release', () => {
   });
 });
 
+describe('re-delegation (keys.add of a key the tenant has)', () => {
+  it('a longer delegation replaces the old one (and reaches the cached release); a shorter one does not; a revoked key stays revoked', async () => {
+    const c = reg.client();
+    const key = pair();
+    const first = delegate('acme', key, root, new Date(Date.now() + 10 * DAY));
+    const added = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: first }));
+    expect(added).toMatchObject({ created: true, renewed: false });
+    const name = `wf${++n}`;
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+    const ref = `acme/${name}`;
+    const file = await bundleOf(path.join(work, `${name}-1`), { 'swarm.json': JSON.stringify({ entrypoint: ['true'] }) });
+    await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey, activate: true });
+    // Cached with the first delegation.
+    const before = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(before.metadata.signing?.delegation).toEqual(first);
+
+    const longer = delegate('acme', key, root, new Date(Date.now() + 100 * DAY));
+    const renewed = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: longer }));
+    expect(renewed).toMatchObject({ created: false, renewed: true });
+    expect(Date.parse(renewed.key.notAfter)).toBeGreaterThan(Date.now() + 99 * DAY);
+    const after = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(after.metadata.signing?.delegation).toEqual(longer);
+
+    const shorter = delegate('acme', key, root, new Date(Date.now() + 20 * DAY));
+    const kept = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: shorter }));
+    expect(kept).toMatchObject({ created: false, renewed: false });
+    expect(kept.key.notAfter).toBe(renewed.key.notAfter);
+
+    await c.call(() => c.trpc.keys.revoke.mutate({ tenant: 'acme', keyId: added.key.keyId }));
+    const revoked = await c.call(() =>
+      c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', key, root, new Date(Date.now() + 200 * DAY)) }),
+    );
+    expect(revoked).toMatchObject({ created: false, renewed: false });
+    expect(revoked.key.revokedAt).not.toBeNull();
+    expect(revoked.key.notAfter).toBe(renewed.key.notAfter);
+  });
+});
+
 describe('resolving (versions.active)', () => {
   it('an unsigned active version is not served under enforce, nor its bundle URL', async () => {
     const ref = await workflowWith([true, false]);

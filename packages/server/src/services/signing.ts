@@ -82,7 +82,7 @@ export async function addSigningKey(
   deps: Deps,
   p: Principal,
   input: { tenant: string; delegation: Delegation },
-): Promise<{ key: SigningKey; created: boolean }> {
+): Promise<{ key: SigningKey; created: boolean; renewed: boolean }> {
   const tenant = await findTenant(deps.db, p, input.tenant);
   assertCanWrite(p, tenant.id, `tenant "${input.tenant}"`);
   const d = checkDelegation(deps, input.delegation);
@@ -101,9 +101,9 @@ export async function addSigningKey(
       notAfter: d.notAfterDate,
       createdBy: p.name,
     });
-    await notifyTenantReleasesChanged(tx, tenant.id);
-    deps.log.info({ tenant: tenant.slug, keyId: d.keyId, created: r.created }, 'signing key added');
-    return { key: toSigningKey(r.key, tenant.slug), created: r.created };
+    if (r.created || r.renewed) await notifyTenantReleasesChanged(tx, tenant.id);
+    deps.log.info({ tenant: tenant.slug, keyId: d.keyId, created: r.created, renewed: r.renewed }, 'signing key added');
+    return { key: toSigningKey(r.key, tenant.slug), created: r.created, renewed: r.renewed };
   });
 }
 
