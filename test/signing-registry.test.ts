@@ -301,6 +301,39 @@ describe('re-delegation (keys.add of a key the tenant has)', () => {
   });
 });
 
+describe('spawn under enforce', () => {
+  it('a version whose key delegation has expired since its activation counts as unsigned: spawn and resolve refused', async () => {
+    const c = reg.client();
+    const key = pair();
+    await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', key) }));
+    const name = `wf${++n}`;
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+    const ref = `acme/${name}`;
+    const file = await bundleOf(path.join(work, `${name}-1`), { 'swarm.json': JSON.stringify({ entrypoint: ['true'] }) });
+    await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey, activate: true });
+    await policy('enforce');
+    try {
+      await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+      // Time passes: the delegation ends (set in the database; the registry refuses adding an expired one).
+      const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        await sql`update tenant_signing_keys set not_after = now() - interval '1 minute' where key_id = ${createHash('sha256')
+          .update(key.publicKey.export({ type: 'spki', format: 'der' }))
+          .digest('hex')}`;
+        await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      } finally {
+        await sql.end();
+      }
+      const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+      expect(spawn.code).toBe('PRECONDITION_FAILED');
+      expect(spawn.message).toMatch(/whose delegation expired .* \(treated as unsigned\), and tenant "acme" enforces signatures/);
+      expect((await failure(c.resolveActive(ref))).code).toBe('PRECONDITION_FAILED');
+    } finally {
+      await policy('off');
+    }
+  });
+});
+
 describe('resolving (versions.active)', () => {
   it('an unsigned active version is not served under enforce, nor its bundle URL', async () => {
     const ref = await workflowWith([true, false]);

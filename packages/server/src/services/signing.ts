@@ -264,10 +264,18 @@ export function spawnSignature(release: Pick<WorkflowRelease, 'signaturePolicy' 
         `release a version signed by a live key (swarm sign ${ref} <version> --key <name>.key, then swarm activate)`,
       );
     }
-    if (!signed && release.signaturePolicy === 'enforce') {
+    // Under enforce, a signature by a key the tenant does not have (no delegation), or whose
+    // delegation has expired, counts as none.
+    const live = signed?.delegation && signed.keyNotAfter && signed.keyNotAfter.getTime() > Date.now();
+    if (!live && release.signaturePolicy === 'enforce') {
+      const what = !signed
+        ? 'unsigned'
+        : !signed.delegation || !signed.keyNotAfter
+          ? `signed by key ${signed.keyId}, which is not the tenant's (treated as unsigned)`
+          : `signed by key ${signed.keyId}, whose delegation expired ${signed.keyNotAfter.toISOString()} (treated as unsigned)`;
       throw new RegistryError(
         'PRECONDITION_FAILED',
-        `version ${picked.version} of ${ref} is unsigned, and tenant "${release.workflow.tenant}" enforces signatures`,
+        `version ${picked.version} of ${ref} is ${what}, and tenant "${release.workflow.tenant}" enforces signatures`,
         `sign it: swarm sign ${ref} ${picked.version} --key <name>.key`,
       );
     }
@@ -293,7 +301,7 @@ export async function spawnedSignature(deps: Pick<Deps, 'db'>, versionId: string
       version: s.version,
       bundleHash: '',
       size: 0,
-      signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null } : null,
+      signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null, keyNotAfter: s.keyNotAfter } : null,
     },
   );
 }
