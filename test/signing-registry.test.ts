@@ -334,6 +334,36 @@ describe('spawn under enforce', () => {
   });
 });
 
+describe('a spawn refused after its insert (the release changed under the cache)', () => {
+  it('leaves no pending execution behind', async () => {
+    const ref = await workflowWith([true, false]);
+    await activate(ref, 1);
+    await policy('enforce');
+    const name = ref.split('/')[1]!;
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    const count = async () =>
+      Number(
+        (await sql`select count(*)::int as n from executions e join workflows w on w.id = e.workflow_id where w.name = ${name}`)[0]!.n,
+      );
+    try {
+      const c = reg.client();
+      // Caches the release: version 1, signed.
+      await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+      expect(await count()).toBe(1);
+      // The release changes without the cache hearing of it: the insert picks unsigned version 2.
+      await sql`update workflows w set active_version_id = v.id from workflow_versions v where w.name = ${name} and v.workflow_id = w.id and v.version = 2`;
+      const err = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+      expect(err.code).toBe('PRECONDITION_FAILED');
+      expect(err.message).toContain('is unsigned');
+      expect(await count()).toBe(1);
+    } finally {
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      await sql.end();
+      await policy('off');
+    }
+  });
+});
+
 describe('resolving (versions.active)', () => {
   it('an unsigned active version is not served under enforce, nor its bundle URL', async () => {
     const ref = await workflowWith([true, false]);

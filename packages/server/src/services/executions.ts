@@ -100,7 +100,7 @@ export async function spawnExecution(deps: Deps, p: Principal, input: SpawnInput
       runtime: input.runtime,
       secrets: input.secrets,
       // A release changed since the cache's answer: the version spawned is not the one checked.
-      signing: row.versionId === expected?.versionId ? signing : await spawnedSignature(deps, row.versionId),
+      signing: row.versionId === expected?.versionId ? signing : await spawnedSignature(deps, row.id, row.versionId),
     },
   };
 }

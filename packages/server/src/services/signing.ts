@@ -21,6 +21,7 @@ import {
   signingKeysOf,
   versionSigning,
 } from '../db/queries/keys.js';
+import { deleteRefusedExecution } from '../db/queries/executions.js';
 import type { ReleasedVersion, WorkflowRelease } from '../db/queries/releases.js';
 import { notifyReleaseChanged } from '../db/queries/releases.js';
 import type { VersionRow } from '../db/queries/versions.js';
@@ -287,21 +288,26 @@ export function spawnSignature(release: Pick<WorkflowRelease, 'signaturePolicy' 
 
 /**
  * The rare case where the release changed between the cached answer and the spawn's
- * insert: the spawned version's signature, read from the database, under the same rule
- * (a refusal here leaves the execution pending, reaped later as abandoned).
+ * insert: the spawned version's signature, read from the database, under the same rule.
+ * A refusal here deletes the execution just inserted (no VM was given it), so none is left pending.
  */
-export async function spawnedSignature(deps: Pick<Deps, 'db'>, versionId: string) {
+export async function spawnedSignature(deps: Pick<Deps, 'db'>, executionId: string, versionId: string) {
   const s = await versionSigning(deps.db, versionId);
   if (!s) return undefined;
   const [tenant = '', name = ''] = s.ref.split('/');
-  return spawnSignature(
-    { signaturePolicy: s.policy, workflow: { tenant, name } as WorkflowRelease['workflow'] },
-    {
-      versionId,
-      version: s.version,
-      bundleHash: '',
-      size: 0,
-      signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null, keyNotAfter: s.keyNotAfter } : null,
-    },
-  );
+  try {
+    return spawnSignature(
+      { signaturePolicy: s.policy, workflow: { tenant, name } as WorkflowRelease['workflow'] },
+      {
+        versionId,
+        version: s.version,
+        bundleHash: '',
+        size: 0,
+        signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null, keyNotAfter: s.keyNotAfter } : null,
+      },
+    );
+  } catch (err) {
+    await deleteRefusedExecution(deps.db, executionId);
+    throw err;
+  }
 }
