@@ -16,6 +16,7 @@ import {
   parseStatement,
   privateKeyFrom,
   publicKeyFrom,
+  signBytes,
   signStatement,
   statementBytes,
   trustedTreeDigest,
@@ -120,6 +121,60 @@ describe('statements', () => {
   });
 });
 
+describe('strict parsing', () => {
+  const statement = (over: Record<string, unknown>) =>
+    Buffer.from(
+      canonicalJson({
+        type: 'swarm.bundle-statement.v1',
+        tenant: 'acme',
+        workflow: 'app',
+        bundleHash: HASH,
+        created: '2026-01-01T00:00:00.000Z',
+        ...over,
+      }),
+    );
+  it('takes YYYY-MM-DDTHH:MM:SS(.sss)Z only, and a real date', () => {
+    expect(parseStatement(statement({ created: '2026-01-01T00:00:00Z' })).created).toBe('2026-01-01T00:00:00Z');
+    for (const created of [
+      '2026-01-01',
+      '2026-01-01T00:00:00+00:00',
+      '2026-02-30T00:00:00Z',
+      'Thu, 01 Jan 2026 00:00:00 GMT',
+      '2026-01-01T00:00:00.1Z',
+    ]) {
+      expect(
+        failure(() => parseStatement(statement({ created }))),
+        created,
+      ).toBe('malformed');
+    }
+  });
+  it('refuses bytes that are not UTF-8 (not decoded with replacement characters)', () => {
+    const bytes = statement({});
+    const bad = Buffer.concat([
+      bytes.subarray(0, bytes.indexOf('"app"') + 2),
+      Buffer.from([0xff]),
+      bytes.subarray(bytes.indexOf('"app"') + 2),
+    ]);
+    expect(() => parseStatement(bad)).toThrow(/not UTF-8 JSON/);
+  });
+  it('refuses a root-signed delegation payload with an unknown field, or not canonical', () => {
+    const root = generateKeyPairSync('ed25519');
+    const key = generateKeyPairSync('ed25519');
+    const good = createDelegation(root.privateKey, { tenant: 'acme', publicKey: key.publicKey, notAfter: new Date(Date.now() + DAY) });
+    const payload = JSON.parse(Buffer.from(good.payload, 'base64').toString());
+    const signed = (bytes: Buffer) => ({
+      payload: bytes.toString('base64'),
+      signature: signBytes(root.privateKey, bytes),
+      rootKeyId: good.rootKeyId,
+    });
+    expect(verifyDelegation(root.publicKey, signed(Buffer.from(canonicalJson(payload)))).tenant).toBe('acme');
+    expect(() => verifyDelegation(root.publicKey, signed(Buffer.from(canonicalJson({ ...payload, admin: true }))))).toThrow(
+      /unknown fields admin/,
+    );
+    expect(() => verifyDelegation(root.publicKey, signed(Buffer.from(JSON.stringify(payload, null, 1))))).toThrow(/not canonical/);
+  });
+});
+
 describe('the chain root → delegation → statement', () => {
   const expected = { tenant: 'acme', workflow: 'app', bundleHash: HASH, treeDigest: OTHER };
 
@@ -144,6 +199,15 @@ describe('the chain root → delegation → statement', () => {
   it('a tree digest other than the metadata’s: wrong_tree', () => {
     const { root, material } = setup();
     expect(failure(() => verifyBundleSignature(root.publicKey, material, { ...expected, treeDigest: 'c'.repeat(64) }))).toBe('wrong_tree');
+  });
+  it('a tree digest in the metadata that the statement lacks: wrong_tree; none in the metadata: passes', () => {
+    const { root, tenantKey, delegation } = setup();
+    const noTree: SignatureMaterial = {
+      ...signStatement(tenantKey.privateKey, { tenant: 'acme', workflow: 'app', bundleHash: HASH }),
+      delegation,
+    };
+    expect(failure(() => verifyBundleSignature(root.publicKey, noTree, expected))).toBe('wrong_tree');
+    expect(failure(() => verifyBundleSignature(root.publicKey, noTree, { ...expected, treeDigest: undefined }))).toBe('passed');
   });
   it('a delegation not signed by the root: bad_root_signature', () => {
     const { material } = setup();

@@ -207,15 +207,23 @@ export function createDelegation(root: KeyObject, d: { tenant: string; publicKey
 function parseJsonObject(bytes: Buffer, what: string): Record<string, unknown> {
   let v: unknown;
   try {
-    v = JSON.parse(bytes.toString('utf8'));
+    // fatal: bytes that are not UTF-8 are refused, not replaced (the canonical check then compares bytes).
+    v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch {
-    throw new SigningError('malformed', `${what} is not JSON`);
+    throw new SigningError('malformed', `${what} is not UTF-8 JSON`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SigningError('malformed', `${what} is not a JSON object`);
   return v as Record<string, unknown>;
 }
 
-const isIso = (v: unknown): v is string => typeof v === 'string' && v.length <= 40 && !Number.isNaN(Date.parse(v));
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
+/** Strictly `YYYY-MM-DDTHH:MM:SS(.sss)Z`, and a real time (no 2026-02-30). */
+const isIso = (v: unknown): v is string =>
+  typeof v === 'string' &&
+  ISO_UTC.test(v) &&
+  !Number.isNaN(Date.parse(v)) &&
+  new Date(v).toISOString() === (v.length === 20 ? `${v.slice(0, 19)}.000Z` : v);
+const isCanonical = (value: unknown, bytes: Buffer) => Buffer.from(canonicalJson(value)).equals(bytes);
 
 function checkStatement(s: Record<string, unknown>): asserts s is BundleStatement {
   const problems: string[] = [];
@@ -238,6 +246,8 @@ function checkDelegationPayload(d: Record<string, unknown>): asserts d is Delega
   if (typeof d.keyId !== 'string' || !HEX64.test(d.keyId)) problems.push('keyId must be 64 lowercase hex');
   if (typeof d.publicKey !== 'string' || !BASE64.test(d.publicKey)) problems.push('publicKey must be base64 SPKI DER');
   if (!isIso(d.notAfter)) problems.push('notAfter must be an ISO 8601 time');
+  const extra = Object.keys(d).filter((k) => !['type', 'tenant', 'keyId', 'publicKey', 'notAfter'].includes(k));
+  if (extra.length) problems.push(`unknown fields ${extra.join(', ')}`);
   if (problems.length) throw new SigningError('malformed', `bad delegation: ${problems.join('; ')}`);
 }
 
@@ -245,7 +255,7 @@ function checkDelegationPayload(d: Record<string, unknown>): asserts d is Delega
 export function parseStatement(bytes: Buffer): BundleStatement {
   const s = parseJsonObject(bytes, 'the statement');
   checkStatement(s);
-  if (canonicalJson(s) !== bytes.toString('utf8')) throw new SigningError('malformed', 'the statement is not canonical JSON');
+  if (!isCanonical(s, bytes)) throw new SigningError('malformed', 'the statement is not canonical JSON');
   return s;
 }
 
@@ -274,6 +284,7 @@ export function verifyDelegation(root: KeyObject, delegation: unknown, now: Date
   }
   const payload = parseJsonObject(bytes, 'the delegation payload');
   checkDelegationPayload(payload);
+  if (!isCanonical(payload, bytes)) throw new SigningError('malformed', 'the delegation payload is not canonical JSON');
   const publicKey = publicKeyFrom(payload.publicKey, 'the delegated key');
   if (keyId(publicKey) !== payload.keyId) throw new SigningError('malformed', "the delegation's keyId is not its public key's");
   const notAfter = new Date(payload.notAfter);
@@ -339,7 +350,10 @@ export function verifyBundleSignature(
   if (s.bundleHash !== expected.bundleHash) {
     throw new SigningError('wrong_bundle', `the statement is for bundle ${s.bundleHash}, not ${expected.bundleHash}`);
   }
-  if (expected.treeDigest !== undefined && s.treeDigest !== undefined && s.treeDigest !== expected.treeDigest) {
+  if (expected.treeDigest !== undefined && s.treeDigest === undefined) {
+    throw new SigningError('wrong_tree', `the metadata carries tree digest ${expected.treeDigest}, the statement none`);
+  }
+  if (expected.treeDigest !== undefined && s.treeDigest !== expected.treeDigest) {
     throw new SigningError('wrong_tree', `the statement's tree digest is ${s.treeDigest}, the metadata's ${expected.treeDigest}`);
   }
   return s;
