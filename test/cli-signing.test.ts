@@ -109,6 +109,13 @@ describe('signing commands', () => {
     expect(r.stderr).toContain(message);
   });
 
+  it('refuses a PRIVATE key as --trust-root, with a hint, before any request', async () => {
+    const r = await swarm(['spawn', 'acme/app', '--trust-root', at('root.key')]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('is a PRIVATE key');
+    expect(r.stderr).toContain('.pub file');
+  });
+
   it('refuses a file that is not a delegation', async () => {
     await fs.writeFile(at('junk.json'), '{"payload": 1}');
     const r = await swarm(['keys', 'add', 'acme', at('junk.json')]);

@@ -263,6 +263,125 @@ describe('policy at release', () => {
   });
 });
 
+describe('re-delegation (keys.add of a key the tenant has)', () => {
+  it('a longer delegation replaces the old one (and reaches the cached release); a shorter one does not; a revoked key stays revoked', async () => {
+    const c = reg.client();
+    const key = pair();
+    const first = delegate('acme', key, root, new Date(Date.now() + 10 * DAY));
+    const added = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: first }));
+    expect(added).toMatchObject({ created: true, renewed: false });
+    const name = `wf${++n}`;
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+    const ref = `acme/${name}`;
+    const file = await bundleOf(path.join(work, `${name}-1`), { 'swarm.json': JSON.stringify({ entrypoint: ['true'] }) });
+    await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey, activate: true });
+    // Cached with the first delegation.
+    const before = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(before.metadata.signing?.delegation).toEqual(first);
+
+    const longer = delegate('acme', key, root, new Date(Date.now() + 100 * DAY));
+    const renewed = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: longer }));
+    expect(renewed).toMatchObject({ created: false, renewed: true });
+    expect(Date.parse(renewed.key.notAfter)).toBeGreaterThan(Date.now() + 99 * DAY);
+    const after = await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+    expect(after.metadata.signing?.delegation).toEqual(longer);
+
+    const shorter = delegate('acme', key, root, new Date(Date.now() + 20 * DAY));
+    const kept = await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: shorter }));
+    expect(kept).toMatchObject({ created: false, renewed: false });
+    expect(kept.key.notAfter).toBe(renewed.key.notAfter);
+
+    await c.call(() => c.trpc.keys.revoke.mutate({ tenant: 'acme', keyId: added.key.keyId }));
+    const revoked = await c.call(() =>
+      c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', key, root, new Date(Date.now() + 200 * DAY)) }),
+    );
+    expect(revoked).toMatchObject({ created: false, renewed: false });
+    expect(revoked.key.revokedAt).not.toBeNull();
+    expect(revoked.key.notAfter).toBe(renewed.key.notAfter);
+  });
+});
+
+describe('spawn under enforce', () => {
+  it('a version whose key delegation has expired since its activation counts as unsigned: spawn and resolve refused', async () => {
+    const c = reg.client();
+    const key = pair();
+    await c.call(() => c.trpc.keys.add.mutate({ tenant: 'acme', delegation: delegate('acme', key) }));
+    const name = `wf${++n}`;
+    await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'acme', name }));
+    const ref = `acme/${name}`;
+    const file = await bundleOf(path.join(work, `${name}-1`), { 'swarm.json': JSON.stringify({ entrypoint: ['true'] }) });
+    await c.uploadBundle(file, { workflow: ref, signingKey: key.privateKey, activate: true });
+    await policy('enforce');
+    try {
+      await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+      // Time passes: the delegation ends (set in the database; the registry refuses adding an expired one).
+      const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+      try {
+        await sql`update tenant_signing_keys set not_after = now() - interval '1 minute' where key_id = ${createHash('sha256')
+          .update(key.publicKey.export({ type: 'spki', format: 'der' }))
+          .digest('hex')}`;
+        await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      } finally {
+        await sql.end();
+      }
+      const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+      expect(spawn.code).toBe('PRECONDITION_FAILED');
+      expect(spawn.message).toMatch(/whose delegation expired .* \(treated as unsigned\), and tenant "acme" enforces signatures/);
+      expect((await failure(c.resolveActive(ref))).code).toBe('PRECONDITION_FAILED');
+    } finally {
+      await policy('off');
+    }
+  });
+});
+
+describe('a spawn refused after its insert (the release changed under the cache)', () => {
+  it('leaves no pending execution behind', async () => {
+    const ref = await workflowWith([true, false]);
+    await activate(ref, 1);
+    await policy('enforce');
+    const name = ref.split('/')[1]!;
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    const count = async () =>
+      Number(
+        (await sql`select count(*)::int as n from executions e join workflows w on w.id = e.workflow_id where w.name = ${name}`)[0]!.n,
+      );
+    try {
+      const c = reg.client();
+      // Caches the release: version 1, signed.
+      await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
+      expect(await count()).toBe(1);
+      // The release changes without the cache hearing of it: the insert picks unsigned version 2.
+      await sql`update workflows w set active_version_id = v.id from workflow_versions v where w.name = ${name} and v.workflow_id = w.id and v.version = 2`;
+      const err = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
+      expect(err.code).toBe('PRECONDITION_FAILED');
+      expect(err.message).toContain('is unsigned');
+      expect(await count()).toBe(1);
+    } finally {
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      await sql.end();
+      await policy('off');
+    }
+  });
+});
+
+describe('resolving (versions.active)', () => {
+  it('an unsigned active version is not served under enforce, nor its bundle URL', async () => {
+    const ref = await workflowWith([true, false]);
+    await policy('off');
+    await activate(ref, 2);
+    const c = reg.client();
+    expect((await c.resolveActive(ref)).signing).toBeUndefined();
+    await policy('enforce');
+    try {
+      const err = await failure(c.resolveActive(ref));
+      expect(err.code).toBe('PRECONDITION_FAILED');
+      expect(err.message).toContain('is unsigned, and tenant "acme" enforces signatures');
+    } finally {
+      await policy('off');
+    }
+  });
+});
+
 describe('revocation', () => {
   it('a revoked key: activation refused under enforce, spawn refused under warn, allowed under off', async () => {
     const key = pair();
@@ -287,6 +406,10 @@ describe('revocation', () => {
     const spawn = await failure(c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} })));
     expect(spawn.code).toBe('PRECONDITION_FAILED');
     expect(spawn.message).toContain('signed only by revoked key');
+    // An agent resolving the workflow itself gets the same answer: the version is not served.
+    const resolved = await failure(c.resolveActive(ref));
+    expect(resolved.code).toBe('PRECONDITION_FAILED');
+    expect(resolved.message).toContain('signed only by revoked key');
 
     await policy('enforce');
     const err = await failure(activate(ref, 2));
@@ -405,6 +528,101 @@ describe('the VM (process driver) with a trust root', () => {
     expect(r.exitCode, out).toBe(67);
     expect(out).toContain('wrong_tenant');
     expect(out).not.toContain('GLOBEX-RAN');
+  });
+});
+
+/** A loopback proxy in front of the registry that rewrites the metadata of every executions.spawn answer. */
+async function rewritingProxy(target: string, rewrite: (metadata: Record<string, unknown>) => void) {
+  const upstream = new URL(target);
+  const server = http.createServer((req, res) => {
+    const out = http.request(
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers },
+      (r) => {
+        if (!req.url?.includes('executions.spawn')) {
+          res.writeHead(r.statusCode ?? 502, r.headers);
+          r.pipe(res);
+          return;
+        }
+        const chunks: Buffer[] = [];
+        r.on('data', (c: Buffer) => chunks.push(c));
+        r.on('end', () => {
+          const body = JSON.parse(Buffer.concat(chunks).toString());
+          if (body.result?.data?.metadata) rewrite(body.result.data.metadata);
+          const text = JSON.stringify(body);
+          const { 'content-length': _, 'transfer-encoding': __, ...headers } = r.headers;
+          res.writeHead(r.statusCode ?? 502, { ...headers, 'content-length': Buffer.byteLength(text) });
+          res.end(text);
+        });
+      },
+    );
+    req.pipe(out);
+  });
+  await new Promise<void>((ok) => server.listen(0, '127.0.0.1', ok));
+  return {
+    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+    close: () => new Promise<void>((ok) => server.close(() => ok())),
+  };
+}
+
+describe('the driver takes from the registry only what the registry alone knows', () => {
+  it('a registry injecting a runtime command and secrets into a signed spawn answer: the VM runs only what the orchestrator asked for', async () => {
+    const ref = await workflowWith([true], 'echo SIGNED-RAN $MINE $INJECTED_SECRET');
+    await activate(ref, 1);
+    const marker = path.join(work, 'node-options-ran');
+    await fs.writeFile(path.join(work, 'inject.cjs'), `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`);
+    const proxy = await rewritingProxy(reg.url, (m) => {
+      m.runtime = { command: ['sh', '-c', 'echo INJECTED-RAN'] };
+      m.secrets = {
+        ...(m.secrets as object),
+        INJECTED_SECRET: 'leak',
+        MINE: 'theirs',
+        NODE_OPTIONS: `--require ${path.join(work, 'inject.cjs')}`,
+      };
+    });
+    let out = '';
+    try {
+      const c = createSwarmClient({ url: proxy.url, token: reg.adminToken });
+      const r = await spawnWorkflow(c, ref, {
+        agentPath,
+        trustRoot: rootFile,
+        secrets: { MINE: 'mine' },
+        onOutput: (l) => (out += `${l}\n`),
+      });
+      expect(r.exitCode, out).toBe(0);
+    } finally {
+      await proxy.close();
+    }
+    expect(out).toContain('signature verified');
+    expect(out).toContain('SIGNED-RAN mine 1');
+    expect(out).not.toContain('INJECTED-RAN');
+    expect(out).not.toContain('leak');
+    await expect(fs.access(marker)).rejects.toThrow();
+  });
+
+  it('spawn by workflow id under a trust root: the registry-named workflow is dropped, the VM refuses (67, "spawn by tenant/name")', async () => {
+    const ref = await workflowWith([true], 'echo BY-ID-RAN');
+    await activate(ref, 1);
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    let id: string;
+    try {
+      [{ id }] = (await sql`select id from workflows where name = ${ref.split('/')[1]!}`) as unknown as [{ id: string }];
+    } finally {
+      await sql.end();
+    }
+    // The registry also names a workflow in its answer: it must not become the expected one.
+    const proxy = await rewritingProxy(reg.url, (m) => {
+      m.workflow = ref;
+    });
+    let out = '';
+    try {
+      const c = createSwarmClient({ url: proxy.url, token: reg.adminToken });
+      const r = await spawnWorkflow(c, id, { agentPath, trustRoot: rootFile, onOutput: (l) => (out += `${l}\n`) });
+      expect(r.exitCode, out).toBe(67);
+    } finally {
+      await proxy.close();
+    }
+    expect(out).toContain('spawn by tenant/name');
+    expect(out).not.toContain('BY-ID-RAN');
   });
 });
 

@@ -16,6 +16,7 @@ import {
   parseStatement,
   privateKeyFrom,
   publicKeyFrom,
+  signBytes,
   signStatement,
   statementBytes,
   trustedTreeDigest,
@@ -86,6 +87,19 @@ describe('keys', () => {
   it('refuses text that is not a key', () => {
     expect(failure(() => privateKeyFrom('not a key'))).toBe('malformed');
   });
+  it('refuses a PRIVATE key where a public key goes (node would derive the public key from it)', () => {
+    const k = generateSigningKey();
+    expect(failure(() => publicKeyFrom(k.privateKeyPem))).toBe('malformed');
+    expect(() => publicKeyFrom(k.privateKeyPem, 'the trust root')).toThrow(/the trust root is a PRIVATE key: give the public key/);
+    // Also behind a public block, and as an RSA/EC-style "… PRIVATE KEY" label.
+    expect(failure(() => publicKeyFrom(`${k.publicKeyPem}\n${k.privateKeyPem}`))).toBe('malformed');
+    expect(failure(() => publicKeyFrom(k.privateKeyPem.replaceAll('PRIVATE KEY', 'EC PRIVATE KEY')))).toBe('malformed');
+  });
+  it('refuses a PEM that is not a PUBLIC KEY block', () => {
+    const k = generateSigningKey();
+    const cert = k.publicKeyPem.replaceAll('PUBLIC KEY', 'CERTIFICATE');
+    expect(() => publicKeyFrom(cert)).toThrow(/is not a PUBLIC KEY PEM/);
+  });
 });
 
 describe('statements', () => {
@@ -104,6 +118,60 @@ describe('statements', () => {
     const bytes = statementBytes({ tenant: 'acme', workflow: 'app', bundleHash: HASH });
     const spaced = Buffer.from(JSON.stringify(JSON.parse(bytes.toString()), null, 1));
     expect(failure(() => parseStatement(spaced))).toBe('malformed');
+  });
+});
+
+describe('strict parsing', () => {
+  const statement = (over: Record<string, unknown>) =>
+    Buffer.from(
+      canonicalJson({
+        type: 'swarm.bundle-statement.v1',
+        tenant: 'acme',
+        workflow: 'app',
+        bundleHash: HASH,
+        created: '2026-01-01T00:00:00.000Z',
+        ...over,
+      }),
+    );
+  it('takes YYYY-MM-DDTHH:MM:SS(.sss)Z only, and a real date', () => {
+    expect(parseStatement(statement({ created: '2026-01-01T00:00:00Z' })).created).toBe('2026-01-01T00:00:00Z');
+    for (const created of [
+      '2026-01-01',
+      '2026-01-01T00:00:00+00:00',
+      '2026-02-30T00:00:00Z',
+      'Thu, 01 Jan 2026 00:00:00 GMT',
+      '2026-01-01T00:00:00.1Z',
+    ]) {
+      expect(
+        failure(() => parseStatement(statement({ created }))),
+        created,
+      ).toBe('malformed');
+    }
+  });
+  it('refuses bytes that are not UTF-8 (not decoded with replacement characters)', () => {
+    const bytes = statement({});
+    const bad = Buffer.concat([
+      bytes.subarray(0, bytes.indexOf('"app"') + 2),
+      Buffer.from([0xff]),
+      bytes.subarray(bytes.indexOf('"app"') + 2),
+    ]);
+    expect(() => parseStatement(bad)).toThrow(/not UTF-8 JSON/);
+  });
+  it('refuses a root-signed delegation payload with an unknown field, or not canonical', () => {
+    const root = generateKeyPairSync('ed25519');
+    const key = generateKeyPairSync('ed25519');
+    const good = createDelegation(root.privateKey, { tenant: 'acme', publicKey: key.publicKey, notAfter: new Date(Date.now() + DAY) });
+    const payload = JSON.parse(Buffer.from(good.payload, 'base64').toString());
+    const signed = (bytes: Buffer) => ({
+      payload: bytes.toString('base64'),
+      signature: signBytes(root.privateKey, bytes),
+      rootKeyId: good.rootKeyId,
+    });
+    expect(verifyDelegation(root.publicKey, signed(Buffer.from(canonicalJson(payload)))).tenant).toBe('acme');
+    expect(() => verifyDelegation(root.publicKey, signed(Buffer.from(canonicalJson({ ...payload, admin: true }))))).toThrow(
+      /unknown fields admin/,
+    );
+    expect(() => verifyDelegation(root.publicKey, signed(Buffer.from(JSON.stringify(payload, null, 1))))).toThrow(/not canonical/);
   });
 });
 
@@ -131,6 +199,16 @@ describe('the chain root → delegation → statement', () => {
   it('a tree digest other than the metadata’s: wrong_tree', () => {
     const { root, material } = setup();
     expect(failure(() => verifyBundleSignature(root.publicKey, material, { ...expected, treeDigest: 'c'.repeat(64) }))).toBe('wrong_tree');
+  });
+  it('a statement without a tree digest verifies, and gives no tree digest to trust (the metadata’s is ignored)', () => {
+    const { root, tenantKey, delegation } = setup();
+    const noTree: SignatureMaterial = {
+      ...signStatement(tenantKey.privateKey, { tenant: 'acme', workflow: 'app', bundleHash: HASH }),
+      delegation,
+    };
+    expect(failure(() => verifyBundleSignature(root.publicKey, noTree, expected))).toBe('passed');
+    expect(failure(() => verifyBundleSignature(root.publicKey, noTree, { ...expected, treeDigest: undefined }))).toBe('passed');
+    expect(trustedTreeDigest(verifyBundleSignature(root.publicKey, noTree, expected))).toBeUndefined();
   });
   it('a delegation not signed by the root: bad_root_signature', () => {
     const { material } = setup();

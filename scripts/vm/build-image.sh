@@ -56,9 +56,16 @@ done
 OUT=${OUT:-.swarm/vm}
 if [ -n "$TRUST_ROOT" ]; then
   # Refused unless it is an Ed25519 public key: the agent would fail every boot on anything else.
-  node -e 'const k = require("node:crypto").createPublicKey(require("node:fs").readFileSync(process.argv[1], "utf8"));
+  # A private key is refused too (node would derive the public key from it, and the root's
+  # private key would be baked world-readable into the image).
+  if grep -q 'PRIVATE KEY' "$TRUST_ROOT" 2>/dev/null; then
+    echo "build-image: --trust-root $TRUST_ROOT is a PRIVATE key: give the root's public key (the .pub file), never the private one" >&2; exit 2
+  fi
+  node -e 'const t = require("node:fs").readFileSync(process.argv[1], "utf8");
+    if (!/^-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+\/=\r\n]+-----END PUBLIC KEY-----\s*$/.test(t.trimStart())) throw new Error("not a PUBLIC KEY PEM");
+    const k = require("node:crypto").createPublicKey(t);
     if (k.asymmetricKeyType !== "ed25519") throw new Error("not an Ed25519 key");' "$TRUST_ROOT" 2>/dev/null ||
-    { echo "build-image: --trust-root $TRUST_ROOT is not an Ed25519 public key (SPKI PEM; swarm keys generate writes one)" >&2; exit 2; }
+    { echo "build-image: --trust-root $TRUST_ROOT is not an Ed25519 public key (PUBLIC KEY PEM, SPKI; swarm keys generate writes one)" >&2; exit 2; }
 fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
@@ -277,26 +284,31 @@ finish() {
 
 probe=
 net_addr=169.254.169.15/24
-set -f
-for arg in $(cat /proc/cmdline); do
-  case $arg in
-    swarm.probe=1) probe=1 ;;
-    swarm.net_addr=*) net_addr=${arg#*=} ;;
-    # /proc/cmdline is readable by every user, the workload's too: a credential never comes from here.
-    swarm.agent_token=*) echo "init: ignoring swarm.agent_token (the kernel command line is readable by the workload; use the metadata service)" ;;
-    # The trust root comes from the image alone, never from a command line someone else may write.
-    swarm.trust_root=*) echo "init: ignoring swarm.trust_root (the trust root is the image's /opt/swarm/trust/root.pub)" ;;
-    swarm.*=*)
-      name=${arg%%=*}
-      name=${name#swarm.}
-      case $name in
-        '' | *[!A-Za-z0-9_]*) echo "init: ignoring $arg" ;;
-        *) export "SWARM_$(echo "$name" | tr a-z A-Z)=${arg#*=}" ;;
-      esac
-      ;;
-  esac
-done
-set +f
+# The kernel command line (file $1) → swarm.probe, swarm.net_addr, SWARM_<NAME> exports.
+# Names are compared upper-cased, so no spelling of a refused name gets through.
+parse_cmdline() {
+  set -f
+  for arg in $(cat "$1"); do
+    case $arg in
+      swarm.probe=1) probe=1 ;;
+      swarm.net_addr=*) net_addr=${arg#*=} ;;
+      swarm.*=*)
+        name=${arg%%=*}
+        name=$(echo "${name#swarm.}" | tr a-z A-Z)
+        case $name in
+          '' | *[!A-Z0-9_]*) echo "init: ignoring $arg" ;;
+          # /proc/cmdline is readable by every user, the workload's too: a credential never comes from here.
+          AGENT_TOKEN) echo "init: ignoring swarm.agent_token (the kernel command line is readable by the workload; use the metadata service)" ;;
+          # The trust root comes from the image alone, never from a command line someone else may write.
+          TRUST_ROOT) echo "init: ignoring swarm.trust_root (the trust root is the image's /opt/swarm/trust/root.pub)" ;;
+          *) export "SWARM_$name=${arg#*=}" ;;
+        esac
+        ;;
+    esac
+  done
+  set +f
+}
+parse_cmdline /proc/cmdline
 [ -n "$probe" ] && finish 0
 
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net virtio_blk; do

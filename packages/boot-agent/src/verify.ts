@@ -38,13 +38,17 @@ export function loadTrustRoot(path: string, explicit: boolean): KeyObject | null
   }
 }
 
-/** The tenant and workflow this VM runs for, as the orchestrator wrote them. */
+/**
+ * The tenant and workflow this VM runs for, as the orchestrator wrote them: with a bundle
+ * in the metadata only `expectedWorkflow` (the registry's `workflow` is never trusted);
+ * without one, the `workflow` this agent itself asked the registry to resolve.
+ */
 function expectedWorkflow(metadata: VmMetadata): { tenant: string; workflow: string } {
-  const ref = metadata.expectedWorkflow ?? metadata.workflow;
+  const ref = metadata.bundle ? metadata.expectedWorkflow : metadata.workflow;
   const parts = ref?.split('/');
   if (parts?.length !== 2) {
     throw untrusted(
-      'the metadata does not name the workflow to run as "tenant/name" (expectedWorkflow): nothing to check the signature against',
+      'the metadata does not name the workflow to run as "tenant/name" (expectedWorkflow): nothing to check the signature against; spawn by tenant/name, not by workflow id',
     );
   }
   return { tenant: parts[0]!, workflow: parts[1]! };

@@ -148,6 +148,15 @@ describe('boot agent with a trust root', () => {
     await expectRefused(await boot({ signing: material(), expectedWorkflow: undefined }), /does not name the workflow/);
   });
 
+  it("with a bundle, the registry's `workflow` is never the expected one: spawn by id (no expectedWorkflow) is refused", async () => {
+    // A registry answering a spawn by workflow id names another tenant's workflow, whose signed bundle it serves.
+    const m = material({ key: globexKey, delegation: delegate(root, 'globex', globexKey), tenant: 'globex' });
+    await expectRefused(
+      await boot({ signing: m, expectedWorkflow: undefined, workflow: 'globex/app' }),
+      /does not name the workflow.*spawn by tenant\/name/,
+    );
+  });
+
   it('a cached bundle (warm boot) is checked too: a bad signature is refused before the cached tree is linked', async () => {
     const ok = await boot({ signing: material() });
     expect(ok.code, ok.stderr).toBe(0);
@@ -160,6 +169,12 @@ describe('boot agent with a trust root', () => {
       await boot({ signing: material() }, { env: { SWARM_TRUST_ROOT: path.join(sb.dir, 'missing.pub') } }),
       /cannot read the trust root/,
     );
+  });
+
+  it('a PRIVATE key given as the trust root fails closed', async () => {
+    const file = path.join(sb.dir, 'root.key');
+    await fs.writeFile(file, root.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+    await expectRefused(await boot({ signing: material() }, { env: { SWARM_TRUST_ROOT: file } }), /is a PRIVATE key/);
   });
 
   it('without a trust root the agent behaves as before, and says so once', async () => {

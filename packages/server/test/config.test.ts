@@ -1,3 +1,7 @@
+import { generateKeyPairSync } from 'node:crypto';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { ConfigError, loadConfig } from '../src/config.js';
 
@@ -35,5 +39,21 @@ describe('configuration', () => {
       region: 'us-east-1',
     });
     expect(loadConfig({ ...base, S3_PUBLIC_ENDPOINT: 'http://10.0.2.2:9000' }).s3?.publicEndpoint).toBe('http://10.0.2.2:9000');
+  });
+
+  it('refuses a PRIVATE key as SWARM_TRUST_ROOT, and takes the public one', () => {
+    const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'swarm-config-root-'));
+    try {
+      const k = generateKeyPairSync('ed25519');
+      fs.writeFileSync(path.join(dir, 'root.key'), k.privateKey.export({ type: 'pkcs8', format: 'pem' }));
+      fs.writeFileSync(path.join(dir, 'root.pub'), k.publicKey.export({ type: 'spki', format: 'pem' }));
+      expect(() => loadConfig({ SWARM_TRUST_ROOT: path.join(dir, 'root.key') })).toThrow(ConfigError);
+      expect(() => loadConfig({ SWARM_TRUST_ROOT: path.join(dir, 'root.key') })).toThrow(
+        /SWARM_TRUST_ROOT: the trust root is a PRIVATE key/,
+      );
+      expect(loadConfig({ SWARM_TRUST_ROOT: path.join(dir, 'root.pub') }).trustRoot?.type).toBe('public');
+    } finally {
+      fs.rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -167,14 +167,31 @@ export async function runVm(metadata: VmMetadata, opts: VmOptions = {}): Promise
 }
 
 /**
- * The metadata a VM gets: the registry's answer, with the workflow the orchestrator asked
- * for (`tenant/name`) written over whatever the registry said. A VM with a trust root
- * checks the signed statement against it (docs/signing.md), so a registry that answers
- * with another tenant's signed bundle is refused. Asked by id, nothing is written: a VM
- * with a trust root then refuses to run.
+ * The metadata a VM gets. From the registry's answer only what the registry alone knows:
+ * the bundle (URL, hash), its signature material, the execution's credential and the API
+ * URL. What runs and with what — the runtime command, the secrets — and the workflow to
+ * check the signed statement against (`expectedWorkflow`) come from the orchestrator's own
+ * request, never from the answer: a compromised registry cannot add a command or a secret
+ * (NODE_OPTIONS, …) to a genuinely signed bundle, nor name another tenant's workflow.
+ * Asked by id, no workflow is written (nor the registry's kept): a VM with a trust root
+ * then refuses to run (docs/signing.md).
  */
-export function withExpectedWorkflow(metadata: VmMetadata, workflow: string): VmMetadata {
-  return { ...metadata, expectedWorkflow: workflow.includes('/') ? workflow : undefined };
+export function withExpectedWorkflow(
+  metadata: VmMetadata,
+  workflow: string,
+  request: Pick<SpawnOptions, 'secrets' | 'runtime'>,
+): VmMetadata {
+  const ref = workflow.includes('/') ? workflow : undefined;
+  return {
+    bundle: metadata.bundle,
+    signing: metadata.signing,
+    execution: metadata.execution,
+    apiUrl: metadata.apiUrl,
+    workflow: metadata.bundle ? undefined : ref,
+    expectedWorkflow: ref,
+    runtime: request.runtime,
+    secrets: { ...request.secrets },
+  };
 }
 
 /** Spawns an execution of the workflow's active version and runs it to the end. */
@@ -185,7 +202,7 @@ export async function spawnWorkflow(client: SwarmClient, workflow: string, opts:
     client.trpc.executions.spawn.mutate({ workflow, secrets: opts.secrets ?? {}, runtime: opts.runtime, ...endpoints, ...opts.control }),
   );
   opts.onSpawned?.(execution);
-  const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, forwards });
+  const exit = await runVm(withExpectedWorkflow(metadata, workflow, opts), { ...opts, forwards });
   return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
 }
 
@@ -215,13 +232,17 @@ export async function spawnWorkflows(client: SwarmClient, workflow: string, opts
       secrets: opts.secrets ?? {},
       runtime: opts.runtime,
       ...endpoints,
+      ...opts.control,
     }),
   );
   opts.onSpawned?.(spawned.map((s) => s.execution));
   return Promise.all(
     spawned.map(async ({ execution, metadata }, i) => {
       const onOutput = opts.onOutput ? (line: string) => opts.onOutput!(i, line) : undefined;
-      const exit = await runVm(withExpectedWorkflow(metadata, workflow), { ...opts, onOutput, forwards });
+      // What this item asked for, as the registry applies it: its secrets over the shared ones, its runtime instead.
+      const item = opts.items?.[i];
+      const asked = { secrets: { ...opts.secrets, ...item?.secrets }, runtime: item?.runtime ?? opts.runtime };
+      const exit = await runVm(withExpectedWorkflow(metadata, workflow, asked), { ...opts, onOutput, forwards });
       return { executionId: execution.id, exitCode: exit.exitCode, output: exit.output, durationMs: Date.now() - started };
     }),
   );

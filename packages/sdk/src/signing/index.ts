@@ -111,8 +111,26 @@ function requireEd25519(key: KeyObject, what: string): KeyObject {
   return key;
 }
 
-/** A public key from SPKI PEM, or base64 SPKI DER (the delegation's form). */
+const PUBLIC_KEY_PEM = /^-----BEGIN PUBLIC KEY-----\r?\n[A-Za-z0-9+/=\r\n]+-----END PUBLIC KEY-----\s*$/;
+
+/**
+ * A public key from SPKI PEM (a `PUBLIC KEY` block and nothing else), or base64 SPKI DER
+ * (the delegation's form). A private key is refused, though node:crypto would derive the
+ * public key from it: a root's private key must never be installed where a public one goes.
+ */
 export function publicKeyFrom(text: string, what = 'the public key'): KeyObject {
+  if (/PRIVATE KEY/.test(text)) {
+    throw new SigningError(
+      'malformed',
+      `${what} is a PRIVATE key: give the public key (the .pub file swarm keys generate wrote), and keep the private one off this machine`,
+    );
+  }
+  if (text.includes('-----BEGIN') && !PUBLIC_KEY_PEM.test(text.trimStart())) {
+    throw new SigningError(
+      'malformed',
+      `${what} is not a PUBLIC KEY PEM (-----BEGIN PUBLIC KEY-----, SPKI; swarm keys generate writes one)`,
+    );
+  }
   try {
     const key = text.includes('-----BEGIN')
       ? createPublicKey(text)
@@ -189,15 +207,23 @@ export function createDelegation(root: KeyObject, d: { tenant: string; publicKey
 function parseJsonObject(bytes: Buffer, what: string): Record<string, unknown> {
   let v: unknown;
   try {
-    v = JSON.parse(bytes.toString('utf8'));
+    // fatal: bytes that are not UTF-8 are refused, not replaced (the canonical check then compares bytes).
+    v = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
   } catch {
-    throw new SigningError('malformed', `${what} is not JSON`);
+    throw new SigningError('malformed', `${what} is not UTF-8 JSON`);
   }
   if (typeof v !== 'object' || v === null || Array.isArray(v)) throw new SigningError('malformed', `${what} is not a JSON object`);
   return v as Record<string, unknown>;
 }
 
-const isIso = (v: unknown): v is string => typeof v === 'string' && v.length <= 40 && !Number.isNaN(Date.parse(v));
+const ISO_UTC = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{3})?Z$/;
+/** Strictly `YYYY-MM-DDTHH:MM:SS(.sss)Z`, and a real time (no 2026-02-30). */
+const isIso = (v: unknown): v is string =>
+  typeof v === 'string' &&
+  ISO_UTC.test(v) &&
+  !Number.isNaN(Date.parse(v)) &&
+  new Date(v).toISOString() === (v.length === 20 ? `${v.slice(0, 19)}.000Z` : v);
+const isCanonical = (value: unknown, bytes: Buffer) => Buffer.from(canonicalJson(value)).equals(bytes);
 
 function checkStatement(s: Record<string, unknown>): asserts s is BundleStatement {
   const problems: string[] = [];
@@ -220,6 +246,8 @@ function checkDelegationPayload(d: Record<string, unknown>): asserts d is Delega
   if (typeof d.keyId !== 'string' || !HEX64.test(d.keyId)) problems.push('keyId must be 64 lowercase hex');
   if (typeof d.publicKey !== 'string' || !BASE64.test(d.publicKey)) problems.push('publicKey must be base64 SPKI DER');
   if (!isIso(d.notAfter)) problems.push('notAfter must be an ISO 8601 time');
+  const extra = Object.keys(d).filter((k) => !['type', 'tenant', 'keyId', 'publicKey', 'notAfter'].includes(k));
+  if (extra.length) problems.push(`unknown fields ${extra.join(', ')}`);
   if (problems.length) throw new SigningError('malformed', `bad delegation: ${problems.join('; ')}`);
 }
 
@@ -227,7 +255,7 @@ function checkDelegationPayload(d: Record<string, unknown>): asserts d is Delega
 export function parseStatement(bytes: Buffer): BundleStatement {
   const s = parseJsonObject(bytes, 'the statement');
   checkStatement(s);
-  if (canonicalJson(s) !== bytes.toString('utf8')) throw new SigningError('malformed', 'the statement is not canonical JSON');
+  if (!isCanonical(s, bytes)) throw new SigningError('malformed', 'the statement is not canonical JSON');
   return s;
 }
 
@@ -256,6 +284,7 @@ export function verifyDelegation(root: KeyObject, delegation: unknown, now: Date
   }
   const payload = parseJsonObject(bytes, 'the delegation payload');
   checkDelegationPayload(payload);
+  if (!isCanonical(payload, bytes)) throw new SigningError('malformed', 'the delegation payload is not canonical JSON');
   const publicKey = publicKeyFrom(payload.publicKey, 'the delegated key');
   if (keyId(publicKey) !== payload.keyId) throw new SigningError('malformed', "the delegation's keyId is not its public key's");
   const notAfter = new Date(payload.notAfter);
@@ -321,6 +350,9 @@ export function verifyBundleSignature(
   if (s.bundleHash !== expected.bundleHash) {
     throw new SigningError('wrong_bundle', `the statement is for bundle ${s.bundleHash}, not ${expected.bundleHash}`);
   }
+  // A statement without a tree digest (signed by a pipeline that did not compute one) still
+  // verifies: the metadata's digest is then simply not trusted (the agent's trust.ts takes
+  // only the statement's), and a warm boot checks the cached tree against the archive.
   if (expected.treeDigest !== undefined && s.treeDigest !== undefined && s.treeDigest !== expected.treeDigest) {
     throw new SigningError('wrong_tree', `the statement's tree digest is ${s.treeDigest}, the metadata's ${expected.treeDigest}`);
   }

@@ -21,6 +21,7 @@ import {
   signingKeysOf,
   versionSigning,
 } from '../db/queries/keys.js';
+import { deleteRefusedExecution } from '../db/queries/executions.js';
 import type { ReleasedVersion, WorkflowRelease } from '../db/queries/releases.js';
 import { notifyReleaseChanged } from '../db/queries/releases.js';
 import type { VersionRow } from '../db/queries/versions.js';
@@ -82,7 +83,7 @@ export async function addSigningKey(
   deps: Deps,
   p: Principal,
   input: { tenant: string; delegation: Delegation },
-): Promise<{ key: SigningKey; created: boolean }> {
+): Promise<{ key: SigningKey; created: boolean; renewed: boolean }> {
   const tenant = await findTenant(deps.db, p, input.tenant);
   assertCanWrite(p, tenant.id, `tenant "${input.tenant}"`);
   const d = checkDelegation(deps, input.delegation);
@@ -101,9 +102,9 @@ export async function addSigningKey(
       notAfter: d.notAfterDate,
       createdBy: p.name,
     });
-    await notifyTenantReleasesChanged(tx, tenant.id);
-    deps.log.info({ tenant: tenant.slug, keyId: d.keyId, created: r.created }, 'signing key added');
-    return { key: toSigningKey(r.key, tenant.slug), created: r.created };
+    if (r.created || r.renewed) await notifyTenantReleasesChanged(tx, tenant.id);
+    deps.log.info({ tenant: tenant.slug, keyId: d.keyId, created: r.created, renewed: r.renewed }, 'signing key added');
+    return { key: toSigningKey(r.key, tenant.slug), created: r.created, renewed: r.renewed };
   });
 }
 
@@ -267,10 +268,18 @@ export function spawnSignature(
         `release a version signed by a live key (swarm sign ${ref} <version> --key <name>.key, then swarm activate)`,
       );
     }
-    if (!signed && release.signaturePolicy === 'enforce') {
+    // Under enforce, a signature by a key the tenant does not have (no delegation), or whose
+    // delegation has expired, counts as none.
+    const live = signed?.delegation && signed.keyNotAfter && signed.keyNotAfter.getTime() > Date.now();
+    if (!live && release.signaturePolicy === 'enforce') {
+      const what = !signed
+        ? 'unsigned'
+        : !signed.delegation || !signed.keyNotAfter
+          ? `signed by key ${signed.keyId}, which is not the tenant's (treated as unsigned)`
+          : `signed by key ${signed.keyId}, whose delegation expired ${signed.keyNotAfter.toISOString()} (treated as unsigned)`;
       throw new RegistryError(
         'PRECONDITION_FAILED',
-        `version ${picked.version} of ${ref} is unsigned, and tenant "${release.workflow.tenant}" enforces signatures`,
+        `version ${picked.version} of ${ref} is ${what}, and tenant "${release.workflow.tenant}" enforces signatures`,
         `sign it: swarm sign ${ref} ${picked.version} --key <name>.key`,
       );
     }
@@ -285,15 +294,23 @@ export type SpawnSignature = ReturnType<typeof spawnSignature>;
 
 /**
  * The rare case where the release changed between the cached answer and the spawn's
- * insert: the spawned version's signature, read from the database, under the same rule
- * (a refusal here leaves the execution pending, reaped later as abandoned).
+ * insert: the spawned version's signature, read from the database, under the same rule.
+ * A refusal here deletes the execution just inserted (no VM was given it), so none is left pending.
  */
-export async function spawnedSignature(deps: Pick<Deps, 'db'>, versionId: string) {
+export async function spawnedSignature(deps: Pick<Deps, 'db'>, executionId: string, versionId: string) {
   const s = await versionSigning(deps.db, versionId);
   if (!s) return undefined;
   const [tenant = '', name = ''] = s.ref.split('/');
-  return spawnSignature(
-    { signaturePolicy: s.policy, workflow: { tenant, name } as WorkflowRelease['workflow'] },
-    { version: s.version, signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null } : null },
-  );
+  try {
+    return spawnSignature(
+      { signaturePolicy: s.policy, workflow: { tenant, name } as WorkflowRelease['workflow'] },
+      {
+        version: s.version,
+        signed: s.signature ? { ...s.signature, keyRevoked: s.keyRevokedAt !== null, keyNotAfter: s.keyNotAfter } : null,
+      },
+    );
+  } catch (err) {
+    await deleteRefusedExecution(deps.db, executionId);
+    throw err;
+  }
 }

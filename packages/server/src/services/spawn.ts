@@ -117,7 +117,7 @@ export async function spawnResults(
           runtime: options.runtime,
           secrets: options.secrets,
           // A release changed since the cache's answer: the version spawned is not the one checked.
-          signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.versionId),
+          signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.id, row.versionId),
         },
       };
     }),

@@ -14,7 +14,7 @@ import { bundleVisibleTo, findRelease, findWorkflow, findWritableWorkflow } from
 import type { Deps, Principal } from './context.js';
 import { releasableVersion, setActive } from './releases.js';
 import { changingRelease } from './release-cache.js';
-import { type SignatureInput, attachSignature } from './signing.js';
+import { type SignatureInput, attachSignature, spawnSignature } from './signing.js';
 
 type Registered = { version: WorkflowVersion; created: boolean };
 
@@ -218,7 +218,8 @@ export async function resolveActive(
   p: Principal,
   input: { workflow: string; storeEndpoint?: string | undefined },
 ): Promise<ActiveVersion> {
-  const { workflow: wf, active } = await findRelease(deps, p, input.workflow);
+  const release = await findRelease(deps, p, input.workflow);
+  const { workflow: wf, active } = release;
   if (!active) {
     throw new RegistryError(
       'NOT_FOUND',
@@ -226,6 +227,8 @@ export async function resolveActive(
       `activate one: swarm activate ${wf.tenant}/${wf.name} <version>`,
     );
   }
+  // The spawn's rule: a version signed only by a revoked key, or unsigned under enforce, is not served.
+  const signing = spawnSignature(release, active);
   const { url, expiresAt } = await deps.store.signedUrl(active.bundleHash, deps.config.urlTtlSeconds, input.storeEndpoint);
   return {
     workflowId: wf.id,
@@ -237,16 +240,7 @@ export async function resolveActive(
     treeDigest: active.treeDigest,
     bundleUrl: url,
     expiresAt: expiresAt.toISOString(),
-    ...(active.signed?.delegation
-      ? {
-          signing: {
-            statement: active.signed.statement,
-            signature: active.signed.signature,
-            keyId: active.signed.keyId,
-            delegation: active.signed.delegation,
-          },
-        }
-      : {}),
+    ...(signing ? { signing } : {}),
   };
 }
 

@@ -81,7 +81,9 @@ export function registerSigningCommands(program: Command, cli: Cli): void {
       const c = cli.client();
       const r = await c.call(() => c.trpc.keys.add.mutate({ tenant, delegation }));
       cli.output(r, (v) =>
-        cli.print(`${v.created ? 'added' : 'already had'} key ${v.key.keyId} for ${tenant} (delegated until ${v.key.notAfter})`),
+        cli.print(
+          `${v.created ? 'added' : v.renewed ? 're-delegated' : 'already had'} key ${v.key.keyId} for ${tenant} (delegated until ${v.key.notAfter})`,
+        ),
       );
     });
   keys

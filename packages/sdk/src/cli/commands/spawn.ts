@@ -147,7 +147,7 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
         }),
       );
       const { execution } = spawned;
-      const metadata = withExpectedWorkflow(spawned.metadata, workflow);
+      const metadata = withExpectedWorkflow(spawned.metadata, workflow, { secrets });
       if (!o.wait) {
         detachVm(metadata, vm);
         cli.output(
@@ -185,7 +185,7 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
     );
     const summary = spawned.map(({ execution: e }) => ({ id: e.id, status: e.status, version: e.version, versionReason: e.versionReason }));
     if (!o.wait) {
-      for (const { metadata } of spawned) detachVm(withExpectedWorkflow(metadata, workflow), s.vm);
+      for (const { metadata } of spawned) detachVm(withExpectedWorkflow(metadata, workflow, { secrets: s.secrets }), s.vm);
       cli.output(summary, (list) => {
         for (const e of list) cli.print(e.id);
       });
@@ -197,7 +197,7 @@ export function registerSpawnCommands(program: Command, cli: Cli): void {
       spawned.map(({ execution, metadata }) => {
         const prefix = `[${execution.id.slice(0, 8)}] `;
         const onOutput = cli.json() ? undefined : (line: string) => void cli.io.stdout.write(`${prefix}${line}\n`);
-        return runVm(withExpectedWorkflow(metadata, workflow), { ...s.vm, onOutput });
+        return runVm(withExpectedWorkflow(metadata, workflow, { secrets: s.secrets }), { ...s.vm, onOutput });
       }),
     );
     const finals = await Promise.all(spawned.map(({ execution }) => c.call(() => c.trpc.executions.get.query({ id: execution.id }))));

@@ -210,3 +210,8 @@ export function eventsAfter(db: DbOrTx, executionId: string, afterSeq: number, l
     .orderBy(asc(executionEvents.seq))
     .limit(limit);
 }
+
+/** Removes an execution a spawn refused after inserting it (no VM was ever given it: no events). */
+export async function deleteRefusedExecution(db: DbOrTx, id: string): Promise<void> {
+  await db.delete(executions).where(eq(executions.id, id));
+}

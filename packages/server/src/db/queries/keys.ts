@@ -1,5 +1,5 @@
 /** Signing: tenants' keys, their signature policy, and the signatures versions carry (docs/signing.md). */
-import { and, asc, eq, isNull, sql } from 'drizzle-orm';
+import { and, asc, eq, isNull, lt, sql } from 'drizzle-orm';
 import type { SignaturePolicy } from '@swarm/sdk/contract';
 import type { DbOrTx, Tx } from '../client.js';
 import { tenantSigningKeys, tenants, workflowVersions, workflows } from '../schema.js';
@@ -7,18 +7,26 @@ import { notifyReleaseChanged } from './releases.js';
 
 export type SigningKeyRow = typeof tenantSigningKeys.$inferSelect;
 
-/** Adds a key, or answers the existing row when the tenant has this key already (same id). */
+/**
+ * Adds a key. When the tenant has this key already (same id): a live key whose new
+ * delegation lasts longer takes it (re-delegation: `renewed`); otherwise, and always for a
+ * revoked key (never un-revoked), the existing row is answered unchanged.
+ */
 export async function insertSigningKey(
-  db: DbOrTx,
+  tx: Tx,
   row: Omit<SigningKeyRow, 'createdAt' | 'revokedAt' | 'revokedBy'>,
-): Promise<{ key: SigningKeyRow; created: boolean }> {
-  const [created] = await db.insert(tenantSigningKeys).values(row).onConflictDoNothing().returning();
-  if (created) return { key: created, created: true };
-  const [existing] = await db
-    .select()
-    .from(tenantSigningKeys)
-    .where(and(eq(tenantSigningKeys.tenantId, row.tenantId), eq(tenantSigningKeys.keyId, row.keyId)));
-  return { key: existing!, created: false };
+): Promise<{ key: SigningKeyRow; created: boolean; renewed: boolean }> {
+  const [created] = await tx.insert(tenantSigningKeys).values(row).onConflictDoNothing().returning();
+  if (created) return { key: created, created: true, renewed: false };
+  const same = and(eq(tenantSigningKeys.tenantId, row.tenantId), eq(tenantSigningKeys.keyId, row.keyId));
+  const [renewed] = await tx
+    .update(tenantSigningKeys)
+    .set({ delegation: row.delegation, notAfter: row.notAfter })
+    .where(and(same, isNull(tenantSigningKeys.revokedAt), lt(tenantSigningKeys.notAfter, row.notAfter)))
+    .returning();
+  if (renewed) return { key: renewed, created: false, renewed: true };
+  const [existing] = await tx.select().from(tenantSigningKeys).where(same);
+  return { key: existing!, created: false, renewed: false };
 }
 
 export function signingKeysOf(db: DbOrTx, tenantId: string): Promise<SigningKeyRow[]> {

@@ -20,6 +20,8 @@ export type ReleasedSignature = {
   keyId: string;
   delegation: { payload: string; signature: string; rootKeyId: string } | null;
   keyRevoked: boolean;
+  /** The key's delegation ends (null: the key is not the tenant's). */
+  keyNotAfter: Date | null;
 };
 
 /** A released version, with what a download needs. Versions never change once registered (but for their signature). */
@@ -49,10 +51,17 @@ const canaryK = alias(tenantSigningKeys, 'cache_canary_key');
 
 function releasedSignature(
   v: { statement: string | null; signature: string | null; keyId: string | null },
-  k: { delegation: ReleasedSignature['delegation']; revokedAt: Date | null },
+  k: { delegation: ReleasedSignature['delegation']; revokedAt: Date | null; notAfter: Date | null },
 ): ReleasedSignature | null {
   if (!v.statement || !v.signature || !v.keyId) return null;
-  return { statement: v.statement, signature: v.signature, keyId: v.keyId, delegation: k.delegation, keyRevoked: k.revokedAt !== null };
+  return {
+    statement: v.statement,
+    signature: v.signature,
+    keyId: v.keyId,
+    delegation: k.delegation,
+    keyRevoked: k.revokedAt !== null,
+    keyNotAfter: k.notAfter,
+  };
 }
 
 /** The workflow (by id or `tenant/name`), its active version and its canary, in one query (one snapshot). */
@@ -83,11 +92,13 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
         activeKeyId: activeV.signingKeyId,
         activeDelegation: activeK.delegation,
         activeRevokedAt: activeK.revokedAt,
+        activeNotAfter: activeK.notAfter,
         canaryStatement: canaryV.signatureStatement,
         canarySignature: canaryV.signature,
         canaryKeyId: canaryV.signingKeyId,
         canaryDelegation: canaryK.delegation,
         canaryRevokedAt: canaryK.revokedAt,
+        canaryNotAfter: canaryK.notAfter,
       },
     })
     .from(workflows)
@@ -103,11 +114,11 @@ export async function loadRelease(db: DbOrTx, ref: string): Promise<WorkflowRele
   const { activeHash, activeSize, activeTreeDigest, canaryHash, canarySize, canaryTreeDigest, signing: g, ...workflow } = r;
   const activeSigned = releasedSignature(
     { statement: g.activeStatement, signature: g.activeSignature, keyId: g.activeKeyId },
-    { delegation: g.activeDelegation, revokedAt: g.activeRevokedAt },
+    { delegation: g.activeDelegation, revokedAt: g.activeRevokedAt, notAfter: g.activeNotAfter },
   );
   const canarySigned = releasedSignature(
     { statement: g.canaryStatement, signature: g.canarySignature, keyId: g.canaryKeyId },
-    { delegation: g.canaryDelegation, revokedAt: g.canaryRevokedAt },
+    { delegation: g.canaryDelegation, revokedAt: g.canaryRevokedAt, notAfter: g.canaryNotAfter },
   );
   return {
     workflow,

@@ -19,7 +19,7 @@ export const keysRouter = (deps: Deps) =>
   router({
     add: authedProcedure
       .input(addSigningKeyInput)
-      .output(z.object({ key: signingKey, created: z.boolean() }))
+      .output(z.object({ key: signingKey, created: z.boolean(), renewed: z.boolean() }))
       .mutation(({ ctx, input }) => addSigningKey(deps, ctx.principal, input)),
     list: authedProcedure
       .input(tenantInput)
