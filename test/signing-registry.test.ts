@@ -566,7 +566,8 @@ async function rewritingProxy(target: string, rewrite: (metadata: Record<string,
 
 describe('the driver takes from the registry only what the registry alone knows', () => {
   it('a registry injecting a runtime command and secrets into a signed spawn answer: the VM runs only what the orchestrator asked for', async () => {
-    const ref = await workflowWith([true], 'echo SIGNED-RAN $MINE $INJECTED_SECRET');
+    // The secret's length, not its value: the agent masks every secret value in the output (#16).
+    const ref = await workflowWith([true], 'echo SIGNED-RAN len=${#MINE} $INJECTED_SECRET');
     await activate(ref, 1);
     const marker = path.join(work, 'node-options-ran');
     await fs.writeFile(path.join(work, 'inject.cjs'), `require('fs').writeFileSync(${JSON.stringify(marker)}, 'x')`);
@@ -593,7 +594,7 @@ describe('the driver takes from the registry only what the registry alone knows'
       await proxy.close();
     }
     expect(out).toContain('signature verified');
-    expect(out).toContain('SIGNED-RAN mine 1');
+    expect(out).toContain('SIGNED-RAN len=4 1'); // 4: "mine", not the injected "theirs"
     expect(out).not.toContain('INJECTED-RAN');
     expect(out).not.toContain('leak');
     await expect(fs.access(marker)).rejects.toThrow();

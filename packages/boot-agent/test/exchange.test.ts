@@ -80,22 +80,21 @@ describe('the boot agent and its credentials, with the real registry', () => {
     expect(r.stdout).toContain('env holds a credential: false');
     expect(r.stdout).toContain('exchange: 401');
     expect(r.stdout).toContain('forged runtime_exited: 401');
-    expect(await state(reg, id)).toEqual({
-      status: 'failed',
-      exit_code: 3,
-      agent_token_hash: null,
-      agent_session_hash: null,
-      events: [
-        '0 metadata_loaded',
-        '1 cache_miss',
-        '2 fetched',
-        '3 verified',
-        '4 unpacked',
-        '5 runtime_started',
-        '6 output',
-        '7 runtime_exited',
-      ],
-    });
+    const { events, ...ended } = await state(reg, id);
+    expect(ended).toEqual({ status: 'failed', exit_code: 3, agent_token_hash: null, agent_session_hash: null });
+    // What the thief printed arrives as one or more output events (batches close on time, #16).
+    const types = events.map((e: string) => e.split(' ')[1]);
+    expect(types.filter((t: string) => t !== 'output')).toEqual([
+      'metadata_loaded',
+      'cache_miss',
+      'fetched',
+      'verified',
+      'unpacked',
+      'runtime_started',
+      'runtime_exited',
+    ]);
+    expect(types.slice(6, -1).length).toBeGreaterThan(0);
+    expect(new Set(types.slice(6, -1))).toEqual(new Set(['output']));
     expect(r.stderr).not.toMatch(/sw[as]_/);
   });
 
