@@ -83,7 +83,7 @@ describe('the boot agent and its credentials, with the real registry', () => {
     const { events, ...ended } = await state(reg, id);
     expect(ended).toEqual({ status: 'failed', exit_code: 3, agent_token_hash: null, agent_session_hash: null });
     // What the thief printed arrives as one or more output events (batches close on time, #16).
-    const types = events.map((e: string) => e.split(' ')[1]);
+    const types = events.map((e: string) => e.split(' ')[1] ?? '');
     expect(types.filter((t: string) => t !== 'output')).toEqual([
       'metadata_loaded',
       'cache_miss',
