@@ -362,6 +362,35 @@ describe('a spawn refused after its insert (the release changed under the cache)
       await policy('off');
     }
   });
+
+  it('takes back every execution of a spawnMany call, not only the refused one', async () => {
+    const ref = await workflowWith([true, false]);
+    await activate(ref, 1);
+    await policy('enforce');
+    const name = ref.split('/')[1]!;
+    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+    const count = async () =>
+      Number(
+        (await sql`select count(*)::int as n from executions e join workflows w on w.id = e.workflow_id where w.name = ${name}`)[0]!.n,
+      );
+    try {
+      const c = reg.client();
+      // Caches the release: version 1, signed.
+      await c.call(() => c.trpc.executions.spawnMany.mutate({ workflow: ref, count: 2, secrets: {} }));
+      expect(await count()).toBe(2);
+      // The release changes without the cache hearing of it: unsigned version 2 becomes a 50% canary, so
+      // of 20 spawns about half get version 2 (refused after the insert) and half signed version 1 (allowed).
+      await sql`update workflows w set canary_version_id = v.id, canary_weight = 50 from workflow_versions v where w.name = ${name} and v.workflow_id = w.id and v.version = 2`;
+      const err = await failure(c.call(() => c.trpc.executions.spawnMany.mutate({ workflow: ref, count: 20, secrets: {} })));
+      expect(err.code).toBe('PRECONDITION_FAILED');
+      expect(err.message).toContain('is unsigned');
+      expect(await count()).toBe(2);
+    } finally {
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      await sql.end();
+      await policy('off');
+    }
+  });
 });
 
 describe('resolving (versions.active)', () => {

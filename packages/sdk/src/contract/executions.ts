@@ -89,8 +89,8 @@ const spawnRuntime = z.object({ command: z.array(z.string().min(1)).min(1) });
 
 /**
  * The options every spawn takes, single (executions.spawn) or many (executions.spawnMany):
- * add a per-spawn option HERE and both procedures accept it; services/executions.ts
- * (`SpawnOptions`, `spawnedMetadata`) carries it to the row and the metadata.
+ * add a per-spawn option HERE and both procedures accept it; services/spawn.ts
+ * (`SpawnOptions`, `executionToSpawn`, `spawnResults`) carries it to the row and the metadata.
  */
 export const spawnOptions = z.object({
   /** Passed through to the VM's metadata only: never stored, logged or put in events. */

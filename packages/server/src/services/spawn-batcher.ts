@@ -6,7 +6,7 @@
  * flight, go to PostgreSQL as ONE insert statement: one transaction, one commit, each caller
  * still getting its own row (and so its own token and metadata).
  *
- * Validation and authorization happen before a spawn is queued (services/executions.ts), so
+ * Validation and authorization happen before a spawn is queued (services/spawn.ts), so
  * a bad request never reaches a batch. Should the batch statement still fail (a row the
  * database refuses), its items are retried one by one: one poisoned row fails only its own
  * caller. Nothing is retried after a commit, so nothing is inserted twice.

@@ -5,7 +5,7 @@
  */
 import type { SpawnManyResult, SpawnResult } from '@swarm/sdk/contract';
 import type { ExecutionToSpawn, SpawnedExecution } from '../db/queries/executions.js';
-import { insertSpawnedExecutions } from '../db/queries/executions.js';
+import { deleteRefusedExecutions, insertSpawnedExecutions } from '../db/queries/executions.js';
 import type { WorkflowRelease } from '../db/queries/releases.js';
 import { RegistryError } from '../errors.js';
 import { findRelease, requireOrchestrator } from './access.js';
@@ -175,10 +175,21 @@ export async function spawnExecutions(deps: Deps, p: Principal, input: SpawnMany
     planned.map((s) => s.row),
   );
   if (spawned.some((s) => s === undefined)) throw noActiveVersion(wf);
-  return {
-    spawned: await spawnResults(
-      deps,
-      planned.map((s, i) => ({ spawned: spawned[i]!, agentToken: s.agent.token, options: s.options, signature: s.signature })),
-    ),
-  };
+  try {
+    return {
+      spawned: await spawnResults(
+        deps,
+        planned.map((s, i) => ({ spawned: spawned[i]!, agentToken: s.agent.token, options: s.options, signature: s.signature })),
+      ),
+    };
+  } catch (err) {
+    // All or nothing: a refusal after the insert (the release changed since the cache's
+    // answer and the spawned version's signature is refused) takes back every row of the
+    // call, not only the refused one — their tokens would reach no VM.
+    await deleteRefusedExecutions(
+      deps.db,
+      spawned.map((s) => s!.row.id),
+    );
+    throw err;
+  }
 }

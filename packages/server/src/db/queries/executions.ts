@@ -1,5 +1,5 @@
 /** Executions (one run of a version in a VM) and the events their boot agents report. */
-import { and, asc, desc, eq, gt, lt, or, sql, type SQL } from 'drizzle-orm';
+import { and, asc, desc, eq, gt, inArray, lt, or, sql, type SQL } from 'drizzle-orm';
 import type { VersionReason } from '@swarm/sdk/contract';
 import type { DbOrTx, Tx } from '../client.js';
 import { bundles, executionEvents, executions, workflowVersions, workflows } from '../schema.js';
@@ -214,4 +214,9 @@ export function eventsAfter(db: DbOrTx, executionId: string, afterSeq: number, l
 /** Removes an execution a spawn refused after inserting it (no VM was ever given it: no events). */
 export async function deleteRefusedExecution(db: DbOrTx, id: string): Promise<void> {
   await db.delete(executions).where(eq(executions.id, id));
+}
+
+/** The same for every execution of a refused spawnMany call. */
+export async function deleteRefusedExecutions(db: DbOrTx, ids: string[]): Promise<void> {
+  if (ids.length) await db.delete(executions).where(inArray(executions.id, ids));
 }
