@@ -60,7 +60,8 @@ async function warmed(ctx: TestContext, b: Blob = treeBundle(), extra: string[] 
   expect(cold.stdout).toContain(EXPECTED_OUTPUT());
   const tree = path.join(sb.cacheDir, `${b.hash}.tree`);
   expect((await fs.readdir(tree)).sort()).toEqual(['files', 'manifest.json']);
-  return { sb, b, store, tree, files: path.join(tree, 'files'), extra };
+  // Under load a cold download can be retried: what counts is that the warm boots fetch nothing more.
+  return { sb, b, store, tree, files: path.join(tree, 'files'), extra, coldRequests: store.requests.length };
 }
 
 const ino = async (p: string) => (await fs.lstat(p)).ino;
@@ -79,7 +80,7 @@ async function expectDiscarded(ctx: TestContext, w: Awaited<ReturnType<typeof wa
   expect(run.stdout).toContain(EXPECTED_OUTPUT());
   expect(await fs.readFile(path.join(w.sb.workflowDir, 'app/msg.txt'), 'utf8')).toBe(MESSAGE);
   expect((await fs.lstat(path.join(w.sb.workflowDir, 'app/msg.txt'))).mode & 0o7777).toBe(0o644);
-  expect(w.store.requests).toHaveLength(1);
+  expect(w.store.requests).toHaveLength(w.coldRequests);
   // The new tree is the one this boot unpacked, and the boot after uses it.
   expect(await ino(path.join(w.files, 'app/msg.txt'))).toBe(await ino(path.join(w.sb.workflowDir, 'app/msg.txt')));
   const again = await w.sb.fetch(w.store.url(), w.b.hash, w.extra);
@@ -125,7 +126,7 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     expect(await ino(path.join(w.sb.workflowDir, 'data/big.bin'))).toBe(before.big);
     expect(await ino(w.sb.workflowDir)).not.toBe(before.workflow);
     expect((await fs.lstat(path.join(w.sb.workflowDir, 'app/run.sh'))).mode & 0o7777).toBe(0o755);
-    expect(w.store.requests).toHaveLength(1);
+    expect(w.store.requests).toHaveLength(w.coldRequests);
     await expectClean(expect, w.sb, [w.b.hash]);
   });
 
@@ -297,7 +298,7 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
       expect(r.stderr).toContain('unpacked tree');
       expect(r.stdout).toContain(EXPECTED_OUTPUT());
     }
-    expect(w.store.requests).toHaveLength(1);
+    expect(w.store.requests).toHaveLength(w.coldRequests);
     expect(await fs.readFile(path.join(otherWorkflowDir, 'app/msg.txt'), 'utf8')).toBe(MESSAGE);
     expect(await leftoverProblems(w.sb, { cached: [w.b.hash], alsoAllowed: ['workflow-b/'] })).toEqual([]);
     const third = await w.sb.fetch(w.store.url(), w.b.hash);
@@ -422,7 +423,7 @@ describe.concurrent("the tree checked against the registry's tree digest (no arc
     expect(recorder.events[2]!.data).toMatchObject({ files: 4, from: 'tree', checkedBy: 'tree_digest' });
     expect(await ino(path.join(w.sb.workflowDir, 'app/msg.txt'))).toBe(msg);
     expect((await fs.lstat(path.join(w.sb.workflowDir, 'app/run.sh'))).mode & 0o7777).toBe(0o755);
-    expect(w.store.requests).toHaveLength(1);
+    expect(w.store.requests).toHaveLength(w.coldRequests);
   });
 
   test('(control) without a digest the same garbage archive is caught: the archive check reads it', async (ctx) => {

@@ -169,7 +169,6 @@ export function openApiDocument() {
             '400': error('not a workflow id or tenant/name'),
             '401': unauthorized,
             '404': error('no such workflow, or it has no active version'),
-            '412': error("the active version is refused by the tenant's signature policy (docs/signing.md)"),
             default: unexpected,
           },
         },
