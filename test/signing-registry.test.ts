@@ -335,7 +335,20 @@ describe('spawn under enforce', () => {
 });
 
 describe('a spawn refused after its insert (the release changed under the cache)', () => {
-  it('leaves no pending execution behind', async () => {
+  /**
+   * A workflow with signed version 1 active and unsigned version 2, under enforce: `body` gets
+   * SQL, the count of the workflow's executions and the client; the release cache hears of
+   * SQL changes only after it.
+   */
+  async function underEnforce(
+    body: (t: {
+      sql: postgres.Sql;
+      name: string;
+      ref: string;
+      count: () => Promise<number>;
+      c: ReturnType<typeof reg.client>;
+    }) => Promise<void>,
+  ) {
     const ref = await workflowWith([true, false]);
     await activate(ref, 1);
     await policy('enforce');
@@ -346,7 +359,16 @@ describe('a spawn refused after its insert (the release changed under the cache)
         (await sql`select count(*)::int as n from executions e join workflows w on w.id = e.workflow_id where w.name = ${name}`)[0]!.n,
       );
     try {
-      const c = reg.client();
+      await body({ sql, name, ref, count, c: reg.client() });
+    } finally {
+      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
+      await sql.end();
+      await policy('off');
+    }
+  }
+
+  it('leaves no pending execution behind', () =>
+    underEnforce(async ({ sql, name, ref, count, c }) => {
       // Caches the release: version 1, signed.
       await c.call(() => c.trpc.executions.spawn.mutate({ workflow: ref, secrets: {} }));
       expect(await count()).toBe(1);
@@ -356,25 +378,10 @@ describe('a spawn refused after its insert (the release changed under the cache)
       expect(err.code).toBe('PRECONDITION_FAILED');
       expect(err.message).toContain('is unsigned');
       expect(await count()).toBe(1);
-    } finally {
-      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
-      await sql.end();
-      await policy('off');
-    }
-  });
+    }));
 
-  it('takes back every execution of a spawnMany call, not only the refused one', async () => {
-    const ref = await workflowWith([true, false]);
-    await activate(ref, 1);
-    await policy('enforce');
-    const name = ref.split('/')[1]!;
-    const sql = postgres(databaseUrl, { max: 1, onnotice: () => {} });
-    const count = async () =>
-      Number(
-        (await sql`select count(*)::int as n from executions e join workflows w on w.id = e.workflow_id where w.name = ${name}`)[0]!.n,
-      );
-    try {
-      const c = reg.client();
+  it('takes back every execution of a spawnMany call, not only the refused one', () =>
+    underEnforce(async ({ sql, name, ref, count, c }) => {
       // Caches the release: version 1, signed.
       await c.call(() => c.trpc.executions.spawnMany.mutate({ workflow: ref, count: 2, secrets: {} }));
       expect(await count()).toBe(2);
@@ -385,12 +392,7 @@ describe('a spawn refused after its insert (the release changed under the cache)
       expect(err.code).toBe('PRECONDITION_FAILED');
       expect(err.message).toContain('is unsigned');
       expect(await count()).toBe(2);
-    } finally {
-      await sql`select pg_notify('swarm_release', w.id::text) from workflows w where w.name = ${name}`;
-      await sql.end();
-      await policy('off');
-    }
-  });
+    }));
 });
 
 describe('resolving (versions.active)', () => {
