@@ -210,14 +210,23 @@ function cutToJson(text: string, max: number): string {
   return t;
 }
 
+/** A stream's unfinished line: its masked bytes up to the line cap, and what the cap cut off. */
+type PartialLine = { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number };
+
+function clearLine(p: PartialLine): void {
+  p.bytes = [];
+  p.size = 0;
+  p.cut = false;
+  p.cutBytes = 0;
+}
+
 /**
  * Masked output of both streams to the console and, as batches of lines within the
  * limits, to `ship` (the event reporter).
  */
 export class OutputCapture {
   private readonly maskers: Record<OutputStream, StreamMasker>;
-  /** Each stream's unfinished line (masked bytes), and whether it was already cut. */
-  private readonly partial: Record<OutputStream, { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number }>;
+  private readonly partial: Record<OutputStream, PartialLine>;
   private batch: OutputLine[] = [];
   private batchBytes = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -238,8 +247,7 @@ export class OutputCapture {
   ) {
     const patterns = maskPatterns(secrets);
     this.maskers = { stdout: new StreamMasker(patterns), stderr: new StreamMasker(patterns) };
-    const fresh = () => ({ bytes: [], size: 0, cut: false, cutBytes: 0 });
-    this.partial = { stdout: fresh(), stderr: fresh() };
+    this.partial = { stdout: { bytes: [], size: 0, cut: false, cutBytes: 0 }, stderr: { bytes: [], size: 0, cut: false, cutBytes: 0 } };
     this.tokens = limits.burstBytes;
   }
 
@@ -256,7 +264,10 @@ export class OutputCapture {
   end(stream: OutputStream): void {
     this.take(stream, this.maskers[stream].end());
     const p = this.partial[stream];
-    if (p.size || p.cut) this.finishLine(stream);
+    if (!p.size && !p.cut) return;
+    this.refill(Date.now());
+    if (this.refused(p.size, p.size + p.cutBytes)) clearLine(p);
+    else this.finishLine(stream);
   }
 
   /** Sends the batch in hand. */
@@ -286,23 +297,30 @@ export class OutputCapture {
   private take(stream: OutputStream, masked: Buffer): boolean {
     if (!masked.length) return true;
     const flowing = this.console[stream].write(masked);
-    if (!this.ship) return flowing;
-    // Past the budget, or with no room left in the rate: the chunk's lines are counted, not
-    // looked at one by one (a workflow printing 100 MB must not pay for lines nobody keeps).
+    if (this.ship) this.splitLines(stream, masked);
+    return flowing;
+  }
+
+  /**
+   * Ends a line at each newline of the chunk. A line that the budget or the rate refuses is
+   * counted from its length alone, without a Buffer, string or object of its own: past the
+   * rate's burst nearly every line of a chatty workflow is refused (a workflow printing
+   * 100 MB must not pay per line for lines nobody keeps).
+   */
+  private splitLines(stream: OutputStream, masked: Buffer): void {
     this.refill(Date.now());
-    if (this.budgetSpent || this.tokens < MIN_LINE_BYTES) {
-      this.dropChunk(stream, masked, this.budgetSpent ? 'budget' : 'rate');
-      return flowing;
-    }
+    const p = this.partial[stream];
     let from = 0;
-    for (;;) {
-      const nl = masked.indexOf(NEWLINE, from);
-      const end = nl < 0 ? masked.length : nl;
-      this.addToLine(stream, masked.subarray(from, end));
-      if (nl < 0) return flowing;
-      this.finishLine(stream);
+    for (let nl = masked.indexOf(NEWLINE); nl >= 0; nl = masked.indexOf(NEWLINE, from)) {
+      const length = nl - from;
+      if (this.refused(Math.min(this.limits.maxLineBytes, p.size + length), p.size + p.cutBytes + length)) clearLine(p);
+      else {
+        this.addToLine(p, masked.subarray(from, nl));
+        this.finishLine(stream);
+      }
       from = nl + 1;
     }
+    if (from < masked.length) this.addToLine(p, masked.subarray(from));
   }
 
   private refill(now: number): void {
@@ -310,26 +328,34 @@ export class OutputCapture {
     this.refilledAt = now;
   }
 
-  /** Counts a chunk's lines as dropped; the unfinished line it ends with stays unfinished (and dropped). */
-  private dropChunk(stream: OutputStream, masked: Buffer, why: 'budget' | 'rate'): void {
-    let lines = 0;
-    for (let nl = masked.indexOf(NEWLINE); nl >= 0; nl = masked.indexOf(NEWLINE, nl + 1)) lines++;
-    const p = this.partial[stream];
-    const bytes = masked.length + (lines ? p.size + p.cutBytes : 0);
-    if (lines) this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
-    if (why === 'budget') {
-      this.dropped.budgetLines += lines;
+  /**
+   * Whether a line of `kept` bytes (after the line cap; `bytes` in all) cannot ship: past
+   * the budget (every later line is refused too) or the rate. A refused line is counted.
+   * The least JSON it would take decides, so a line let through may still be refused by
+   * its exact size once decoded.
+   */
+  private refused(kept: number, bytes: number): boolean {
+    if (
+      this.budgetSpent ||
+      this.shippedBytes + kept + MIN_LINE_BYTES > this.limits.maxBytes ||
+      this.shippedLines >= this.limits.maxLines
+    ) {
+      this.budgetSpent = true;
+      this.dropped.budgetLines++;
       this.dropped.budgetBytes += bytes;
-    } else {
-      this.dropped.rateLines += lines;
-      this.dropped.rateBytes += bytes;
+      return true;
     }
+    if (kept + MIN_LINE_BYTES > this.tokens) {
+      this.dropped.rateLines++;
+      this.dropped.rateBytes += bytes;
+      return true;
+    }
+    return false;
   }
 
   /** Keeps at most the line cap of an unfinished line (plus a little for escaping to decide); counts the rest. */
-  private addToLine(stream: OutputStream, bytes: Buffer): void {
+  private addToLine(p: PartialLine, bytes: Buffer): void {
     if (!bytes.length) return;
-    const p = this.partial[stream];
     const room = this.limits.maxLineBytes - p.size;
     // Kept by reference: a stream's chunks are fresh buffers, never written again.
     if (room >= bytes.length) {
@@ -345,26 +371,15 @@ export class OutputCapture {
     p.cutBytes += bytes.length - Math.max(0, room);
   }
 
+  /** Decodes the unfinished line, which the cheap checks let through, and ships it if its exact size fits too. */
   private finishLine(stream: OutputStream): void {
     const p = this.partial[stream];
-    const raw = p.bytes.length === 1 ? p.bytes[0]! : Buffer.concat(p.bytes);
+    const dropped = p.size + p.cutBytes;
+    const raw = p.bytes.length === 1 ? p.bytes[0]! : Buffer.concat(p.bytes, p.size);
     let cut = p.cut;
     let cutBytes = p.cutBytes;
-    this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
+    clearLine(p);
     const now = Date.now();
-    // Cheap checks first: a line that cannot fit is not decoded.
-    if (this.shippedBytes + raw.length + MIN_LINE_BYTES > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
-      this.budgetSpent = true;
-      this.dropped.budgetLines++;
-      this.dropped.budgetBytes += raw.length + p.cutBytes;
-      return;
-    }
-    this.refill(now);
-    if (raw.length + MIN_LINE_BYTES > this.tokens) {
-      this.dropped.rateLines++;
-      this.dropped.rateBytes += raw.length + p.cutBytes;
-      return;
-    }
     const { text: decoded, escaped } = decodeLine(raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw);
     let text = decoded;
     if (jsonBytes(text) > this.limits.maxLineBytes) {
@@ -380,12 +395,12 @@ export class OutputCapture {
     if (this.shippedBytes + size > this.limits.maxBytes) {
       this.budgetSpent = true;
       this.dropped.budgetLines++;
-      this.dropped.budgetBytes += raw.length + p.cutBytes;
+      this.dropped.budgetBytes += dropped;
       return;
     }
     if (size > this.tokens) {
       this.dropped.rateLines++;
-      this.dropped.rateBytes += raw.length + p.cutBytes;
+      this.dropped.rateBytes += dropped;
       return;
     }
     this.tokens -= size;
