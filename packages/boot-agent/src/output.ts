@@ -200,6 +200,12 @@ function validSequenceLength(b: Buffer, i: number): number {
 
 /** A line's size as it travels (its JSON text). */
 const jsonBytes = (s: string) => Buffer.byteLength(JSON.stringify(s));
+/** What JSON.stringify escapes in a well-formed string. */
+const NEEDS_JSON_ESCAPE = /["\\\u0000-\u001f]/;
+/** An `OutputLine`'s JSON besides its values' own text: its keys and punctuation (the text's quotes are the text's). */
+const LINE_JSON_BYTES = JSON.stringify({ stream: '', text: '', at: '' }).length - 2;
+const CUT_JSON_BYTES = ',"cut":true'.length;
+const ESCAPED_JSON_BYTES = ',"escaped":true'.length;
 
 /** Cuts `text` so that its JSON text takes at most `max` bytes. */
 function cutToJson(text: string, max: number): string {
@@ -214,7 +220,8 @@ function cutToJson(text: string, max: number): string {
 type PartialLine = { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number };
 
 function clearLine(p: PartialLine): void {
-  p.bytes = [];
+  // Most lines of a chunk are refused without ever holding bytes: no new array for them.
+  if (p.bytes.length) p.bytes = [];
   p.size = 0;
   p.cut = false;
   p.cutBytes = 0;
@@ -236,6 +243,8 @@ export class OutputCapture {
   /** Set at the first line past the budget: every later line is dropped (and counted). */
   private budgetSpent = false;
   private refilledAt = Date.now();
+  /** The last line's time as text: lines of the same millisecond share it. */
+  private at = { ms: 0, text: '' };
   readonly dropped: OutputDropped = { budgetLines: 0, budgetBytes: 0, rateLines: 0, rateBytes: 0, cutLines: 0, cutBytes: 0 };
 
   constructor(
@@ -371,6 +380,11 @@ export class OutputCapture {
     p.cutBytes += bytes.length - Math.max(0, room);
   }
 
+  private timestamp(ms: number): string {
+    if (this.at.ms !== ms) this.at = { ms, text: new Date(ms).toISOString() };
+    return this.at.text;
+  }
+
   /** Decodes the unfinished line, which the cheap checks let through, and ships it if its exact size fits too. */
   private finishLine(stream: OutputStream): void {
     const p = this.partial[stream];
@@ -380,18 +394,25 @@ export class OutputCapture {
     let cutBytes = p.cutBytes;
     clearLine(p);
     const now = Date.now();
-    const { text: decoded, escaped } = decodeLine(raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw);
+    const bytes = raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw;
+    const { text: decoded, escaped } = decodeLine(bytes);
     let text = decoded;
-    if (jsonBytes(text) > this.limits.maxLineBytes) {
+    // Text that JSON leaves as it is (decoded from valid UTF-8, so no lone surrogate) takes its
+    // bytes and two quotes: most lines are measured without a JSON copy of them.
+    let textBytes = escaped || NEEDS_JSON_ESCAPE.test(text) ? jsonBytes(text) : bytes.length + 2;
+    if (textBytes > this.limits.maxLineBytes) {
       text = cutToJson(text, this.limits.maxLineBytes);
+      textBytes = jsonBytes(text);
       cut = true;
       cutBytes += Math.max(1, Buffer.byteLength(decoded) - Buffer.byteLength(text));
     }
-    const line: OutputLine = { stream, text, at: new Date(now).toISOString() };
+    const at = this.timestamp(now);
+    const line: OutputLine = { stream, text, at };
     if (cut) line.cut = true;
     if (escaped) line.escaped = true;
-    // Counted as it travels (its JSON text), as the registry counts it.
-    const size = Buffer.byteLength(JSON.stringify(line)) + 1;
+    // Counted as it travels (its JSON text, and a separator), as the registry counts it.
+    const size =
+      LINE_JSON_BYTES + stream.length + textBytes + at.length + (cut ? CUT_JSON_BYTES : 0) + (escaped ? ESCAPED_JSON_BYTES : 0) + 1;
     if (this.shippedBytes + size > this.limits.maxBytes) {
       this.budgetSpent = true;
       this.dropped.budgetLines++;
