@@ -201,6 +201,7 @@ function validSequenceLength(b: Buffer, i: number): number {
 /** A line's size as it travels (its JSON text). */
 const jsonBytes = (s: string) => Buffer.byteLength(JSON.stringify(s));
 /** What JSON.stringify escapes in a well-formed string. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
 const NEEDS_JSON_ESCAPE = /["\\\u0000-\u001f]/;
 /** An `OutputLine`'s JSON besides its values' own text: its keys and punctuation (the text's quotes are the text's). */
 const LINE_JSON_BYTES = JSON.stringify({ stream: '', text: '', at: '' }).length - 2;
@@ -344,11 +345,7 @@ export class OutputCapture {
    * its exact size once decoded.
    */
   private refused(kept: number, bytes: number): boolean {
-    if (
-      this.budgetSpent ||
-      this.shippedBytes + kept + MIN_LINE_BYTES > this.limits.maxBytes ||
-      this.shippedLines >= this.limits.maxLines
-    ) {
+    if (this.budgetSpent || this.shippedBytes + kept + MIN_LINE_BYTES > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
       this.budgetSpent = true;
       this.dropped.budgetLines++;
       this.dropped.budgetBytes += bytes;

@@ -97,7 +97,10 @@ describe('masking', () => {
     const text = (alphabet: string, max: number) => fc.string({ unit: fc.constantFrom(...alphabet), maxLength: max });
     await fc.assert(
       fc.asyncProperty(
-        fc.uniqueArray(text('abc', 6).filter((s) => s.length >= 2), { minLength: 1, maxLength: 3 }),
+        fc.uniqueArray(
+          text('abc', 6).filter((s) => s.length >= 2),
+          { minLength: 1, maxLength: 3 },
+        ),
         text('abc\n', 80),
         fc.array(fc.nat(80), { maxLength: 6 }),
         async (secrets, printed, cuts) => {
