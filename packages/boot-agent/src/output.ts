@@ -385,7 +385,8 @@ export class OutputCapture {
   /** Decodes the unfinished line, which the cheap checks let through, and ships it if its exact size fits too. */
   private finishLine(stream: OutputStream): void {
     const p = this.partial[stream];
-    const dropped = p.size + p.cutBytes;
+    // What a refusal counts: the line's bytes, the part cut off at the line cap included.
+    const lineBytes = p.size + p.cutBytes;
     const raw = p.bytes.length === 1 ? p.bytes[0]! : Buffer.concat(p.bytes, p.size);
     let cut = p.cut;
     let cutBytes = p.cutBytes;
@@ -413,12 +414,12 @@ export class OutputCapture {
     if (this.shippedBytes + size > this.limits.maxBytes) {
       this.budgetSpent = true;
       this.dropped.budgetLines++;
-      this.dropped.budgetBytes += dropped;
+      this.dropped.budgetBytes += lineBytes;
       return;
     }
     if (size > this.tokens) {
       this.dropped.rateLines++;
-      this.dropped.rateBytes += dropped;
+      this.dropped.rateBytes += lineBytes;
       return;
     }
     this.tokens -= size;
