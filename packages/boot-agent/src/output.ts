@@ -109,13 +109,14 @@ export class StreamMasker {
    * `keep` bytes and not before `from`, from which the rest of `buf` begins some pattern.
    */
   private heldFrom(buf: Buffer, from: number): number {
-    for (let i = Math.max(from, buf.length - this.keep); i < buf.length; i++) if (this.startsSecret(buf.subarray(i))) return i;
+    for (let i = Math.max(from, buf.length - this.keep); i < buf.length; i++) if (this.startsSecret(buf, i)) return i;
     return buf.length;
   }
 
-  /** Whether `rest` is the start (not the whole) of some secret. */
-  private startsSecret(rest: Buffer): boolean {
-    return this.patterns.some((p) => p[0] === rest[0] && p.length > rest.length && rest.equals(p.subarray(0, rest.length)));
+  /** Whether the rest of `buf` from `at` is the start (not the whole) of some secret; compared in place, for every chunk's tail. */
+  private startsSecret(buf: Buffer, at: number): boolean {
+    const rest = buf.length - at;
+    return this.patterns.some((p) => p[0] === buf[at] && p.length > rest && buf.compare(p, 0, rest, at) === 0);
   }
 
   /**
@@ -139,7 +140,7 @@ export class StreamMasker {
       }
       if (best < 0) break;
       // An occurrence in the tail that may still grow into a longer secret waits for more bytes.
-      if (at >= limit && this.startsSecret(buf.subarray(at))) break;
+      if (at >= limit && this.startsSecret(buf, at)) break;
       parts.push(buf.subarray(from, at), MASK_BYTES);
       from = at + this.patterns[best]!.length;
       for (let i = 0; i < next.length; i++) if (next[i]! >= 0 && next[i]! < from) next[i] = buf.indexOf(this.patterns[i]!, from);
