@@ -4,21 +4,39 @@
  * ~20 MB to its resident memory. The whole exchange is bounded by `timeoutMs`, and the
  * answer by `maxBytes`.
  */
+import type http from 'node:http';
 import { clientFor } from './transport.js';
 
 export type SmallResponse = { statusCode: number; text: string };
 
-export function smallRequest(
-  url: string,
-  o: { method?: string; headers?: Record<string, string>; body?: string; timeoutMs: number; maxBytes?: number },
-): Promise<SmallResponse> {
+type SmallRequestOptions = {
+  method?: string;
+  headers?: Record<string, string>;
+  body?: string;
+  timeoutMs: number;
+  maxBytes?: number;
+  /** Connections kept open between requests (events.ts); by default each request has its own. */
+  agent?: http.Agent;
+};
+
+export async function smallRequest(url: string, o: SmallRequestOptions): Promise<SmallResponse> {
+  try {
+    return await attempt(url, o);
+  } catch (err) {
+    // A kept-open connection that the server closed meanwhile fails at once: once more on a new one.
+    if ((err as { reusedSocket?: boolean }).reusedSocket) return attempt(url, o);
+    throw err;
+  }
+}
+
+function attempt(url: string, o: SmallRequestOptions): Promise<SmallResponse> {
   const maxBytes = o.maxBytes ?? 16 * 1024 * 1024;
   return new Promise((resolve, reject) => {
     const u = new URL(url);
     const headers = { ...o.headers, ...(o.body !== undefined ? { 'content-length': String(Buffer.byteLength(o.body)) } : {}) };
     const req = clientFor(u.protocol).request(
       u,
-      { method: o.method ?? 'GET', headers, agent: false, signal: AbortSignal.timeout(o.timeoutMs) },
+      { method: o.method ?? 'GET', headers, agent: o.agent ?? false, signal: AbortSignal.timeout(o.timeoutMs) },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
@@ -31,7 +49,11 @@ export function smallRequest(
         res.on('error', reject);
       },
     );
-    req.on('error', (err) => reject(err.name === 'AbortError' ? new Error(`no answer within ${o.timeoutMs} ms`) : err));
+    req.on('error', (err) => {
+      if (err.name === 'AbortError') return reject(new Error(`no answer within ${o.timeoutMs} ms`));
+      if (req.reusedSocket && (err as NodeJS.ErrnoException).code === 'ECONNRESET') Object.assign(err, { reusedSocket: true });
+      reject(err);
+    });
     req.end(o.body);
   });
 }

@@ -109,13 +109,14 @@ export class StreamMasker {
    * `keep` bytes and not before `from`, from which the rest of `buf` begins some pattern.
    */
   private heldFrom(buf: Buffer, from: number): number {
-    for (let i = Math.max(from, buf.length - this.keep); i < buf.length; i++) if (this.startsSecret(buf.subarray(i))) return i;
+    for (let i = Math.max(from, buf.length - this.keep); i < buf.length; i++) if (this.startsSecret(buf, i)) return i;
     return buf.length;
   }
 
-  /** Whether `rest` is the start (not the whole) of some secret. */
-  private startsSecret(rest: Buffer): boolean {
-    return this.patterns.some((p) => p[0] === rest[0] && p.length > rest.length && rest.equals(p.subarray(0, rest.length)));
+  /** Whether the rest of `buf` from `at` is the start (not the whole) of some secret; compared in place, for every chunk's tail. */
+  private startsSecret(buf: Buffer, at: number): boolean {
+    const rest = buf.length - at;
+    return this.patterns.some((p) => p[0] === buf[at] && p.length > rest && buf.compare(p, 0, rest, at) === 0);
   }
 
   /**
@@ -139,7 +140,7 @@ export class StreamMasker {
       }
       if (best < 0) break;
       // An occurrence in the tail that may still grow into a longer secret waits for more bytes.
-      if (at >= limit && this.startsSecret(buf.subarray(at))) break;
+      if (at >= limit && this.startsSecret(buf, at)) break;
       parts.push(buf.subarray(from, at), MASK_BYTES);
       from = at + this.patterns[best]!.length;
       for (let i = 0; i < next.length; i++) if (next[i]! >= 0 && next[i]! < from) next[i] = buf.indexOf(this.patterns[i]!, from);
@@ -200,6 +201,13 @@ function validSequenceLength(b: Buffer, i: number): number {
 
 /** A line's size as it travels (its JSON text). */
 const jsonBytes = (s: string) => Buffer.byteLength(JSON.stringify(s));
+/** What JSON.stringify escapes in a well-formed string. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point
+const NEEDS_JSON_ESCAPE = /["\\\u0000-\u001f]/;
+/** An `OutputLine`'s JSON besides its values' own text: its keys and punctuation (the text's quotes are the text's). */
+const LINE_JSON_BYTES = JSON.stringify({ stream: '', text: '', at: '' }).length - 2;
+const CUT_JSON_BYTES = ',"cut":true'.length;
+const ESCAPED_JSON_BYTES = ',"escaped":true'.length;
 
 /** Cuts `text` so that its JSON text takes at most `max` bytes. */
 function cutToJson(text: string, max: number): string {
@@ -210,14 +218,24 @@ function cutToJson(text: string, max: number): string {
   return t;
 }
 
+/** A stream's unfinished line: its masked bytes up to the line cap, and what the cap cut off. */
+type PartialLine = { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number };
+
+function clearLine(p: PartialLine): void {
+  // Most lines of a chunk are refused without ever holding bytes: no new array for them.
+  if (p.bytes.length) p.bytes = [];
+  p.size = 0;
+  p.cut = false;
+  p.cutBytes = 0;
+}
+
 /**
  * Masked output of both streams to the console and, as batches of lines within the
  * limits, to `ship` (the event reporter).
  */
 export class OutputCapture {
   private readonly maskers: Record<OutputStream, StreamMasker>;
-  /** Each stream's unfinished line (masked bytes), and whether it was already cut. */
-  private readonly partial: Record<OutputStream, { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number }>;
+  private readonly partial: Record<OutputStream, PartialLine>;
   private batch: OutputLine[] = [];
   private batchBytes = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -227,6 +245,8 @@ export class OutputCapture {
   /** Set at the first line past the budget: every later line is dropped (and counted). */
   private budgetSpent = false;
   private refilledAt = Date.now();
+  /** The last line's time as text: lines of the same millisecond share it. */
+  private at = { ms: 0, text: '' };
   readonly dropped: OutputDropped = { budgetLines: 0, budgetBytes: 0, rateLines: 0, rateBytes: 0, cutLines: 0, cutBytes: 0 };
 
   constructor(
@@ -238,8 +258,7 @@ export class OutputCapture {
   ) {
     const patterns = maskPatterns(secrets);
     this.maskers = { stdout: new StreamMasker(patterns), stderr: new StreamMasker(patterns) };
-    const fresh = () => ({ bytes: [], size: 0, cut: false, cutBytes: 0 });
-    this.partial = { stdout: fresh(), stderr: fresh() };
+    this.partial = { stdout: { bytes: [], size: 0, cut: false, cutBytes: 0 }, stderr: { bytes: [], size: 0, cut: false, cutBytes: 0 } };
     this.tokens = limits.burstBytes;
   }
 
@@ -256,7 +275,10 @@ export class OutputCapture {
   end(stream: OutputStream): void {
     this.take(stream, this.maskers[stream].end());
     const p = this.partial[stream];
-    if (p.size || p.cut) this.finishLine(stream);
+    if (!p.size && !p.cut) return;
+    this.refill(Date.now());
+    if (this.refused(p.size, p.size + p.cutBytes)) clearLine(p);
+    else this.finishLine(stream);
   }
 
   /** Sends the batch in hand. */
@@ -286,23 +308,30 @@ export class OutputCapture {
   private take(stream: OutputStream, masked: Buffer): boolean {
     if (!masked.length) return true;
     const flowing = this.console[stream].write(masked);
-    if (!this.ship) return flowing;
-    // Past the budget, or with no room left in the rate: the chunk's lines are counted, not
-    // looked at one by one (a workflow printing 100 MB must not pay for lines nobody keeps).
+    if (this.ship) this.splitLines(stream, masked);
+    return flowing;
+  }
+
+  /**
+   * Ends a line at each newline of the chunk. A line that the budget or the rate refuses is
+   * counted from its length alone, without a Buffer, string or object of its own: past the
+   * rate's burst nearly every line of a chatty workflow is refused (a workflow printing
+   * 100 MB must not pay per line for lines nobody keeps).
+   */
+  private splitLines(stream: OutputStream, masked: Buffer): void {
     this.refill(Date.now());
-    if (this.budgetSpent || this.tokens < MIN_LINE_BYTES) {
-      this.dropChunk(stream, masked, this.budgetSpent ? 'budget' : 'rate');
-      return flowing;
-    }
+    const p = this.partial[stream];
     let from = 0;
-    for (;;) {
-      const nl = masked.indexOf(NEWLINE, from);
-      const end = nl < 0 ? masked.length : nl;
-      this.addToLine(stream, masked.subarray(from, end));
-      if (nl < 0) return flowing;
-      this.finishLine(stream);
+    for (let nl = masked.indexOf(NEWLINE); nl >= 0; nl = masked.indexOf(NEWLINE, from)) {
+      const length = nl - from;
+      if (this.refused(Math.min(this.limits.maxLineBytes, p.size + length), p.size + p.cutBytes + length)) clearLine(p);
+      else {
+        this.addToLine(p, masked.subarray(from, nl));
+        this.finishLine(stream);
+      }
       from = nl + 1;
     }
+    if (from < masked.length) this.addToLine(p, masked.subarray(from));
   }
 
   private refill(now: number): void {
@@ -310,26 +339,30 @@ export class OutputCapture {
     this.refilledAt = now;
   }
 
-  /** Counts a chunk's lines as dropped; the unfinished line it ends with stays unfinished (and dropped). */
-  private dropChunk(stream: OutputStream, masked: Buffer, why: 'budget' | 'rate'): void {
-    let lines = 0;
-    for (let nl = masked.indexOf(NEWLINE); nl >= 0; nl = masked.indexOf(NEWLINE, nl + 1)) lines++;
-    const p = this.partial[stream];
-    const bytes = masked.length + (lines ? p.size + p.cutBytes : 0);
-    if (lines) this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
-    if (why === 'budget') {
-      this.dropped.budgetLines += lines;
+  /**
+   * Whether a line of `kept` bytes (after the line cap; `bytes` in all) cannot ship: past
+   * the budget (every later line is refused too) or the rate. A refused line is counted.
+   * The least JSON it would take decides, so a line let through may still be refused by
+   * its exact size once decoded.
+   */
+  private refused(kept: number, bytes: number): boolean {
+    if (this.budgetSpent || this.shippedBytes + kept + MIN_LINE_BYTES > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
+      this.budgetSpent = true;
+      this.dropped.budgetLines++;
       this.dropped.budgetBytes += bytes;
-    } else {
-      this.dropped.rateLines += lines;
-      this.dropped.rateBytes += bytes;
+      return true;
     }
+    if (kept + MIN_LINE_BYTES > this.tokens) {
+      this.dropped.rateLines++;
+      this.dropped.rateBytes += bytes;
+      return true;
+    }
+    return false;
   }
 
   /** Keeps at most the line cap of an unfinished line (plus a little for escaping to decide); counts the rest. */
-  private addToLine(stream: OutputStream, bytes: Buffer): void {
+  private addToLine(p: PartialLine, bytes: Buffer): void {
     if (!bytes.length) return;
-    const p = this.partial[stream];
     const room = this.limits.maxLineBytes - p.size;
     // Kept by reference: a stream's chunks are fresh buffers, never written again.
     if (room >= bytes.length) {
@@ -345,47 +378,49 @@ export class OutputCapture {
     p.cutBytes += bytes.length - Math.max(0, room);
   }
 
+  private timestamp(ms: number): string {
+    if (this.at.ms !== ms) this.at = { ms, text: new Date(ms).toISOString() };
+    return this.at.text;
+  }
+
+  /** Decodes the unfinished line, which the cheap checks let through, and ships it if its exact size fits too. */
   private finishLine(stream: OutputStream): void {
     const p = this.partial[stream];
-    const raw = p.bytes.length === 1 ? p.bytes[0]! : Buffer.concat(p.bytes);
+    // What a refusal counts: the line's bytes, the part cut off at the line cap included.
+    const lineBytes = p.size + p.cutBytes;
+    const raw = p.bytes.length === 1 ? p.bytes[0]! : Buffer.concat(p.bytes, p.size);
     let cut = p.cut;
     let cutBytes = p.cutBytes;
-    this.partial[stream] = { bytes: [], size: 0, cut: false, cutBytes: 0 };
+    clearLine(p);
     const now = Date.now();
-    // Cheap checks first: a line that cannot fit is not decoded.
-    if (this.shippedBytes + raw.length + MIN_LINE_BYTES > this.limits.maxBytes || this.shippedLines >= this.limits.maxLines) {
-      this.budgetSpent = true;
-      this.dropped.budgetLines++;
-      this.dropped.budgetBytes += raw.length + p.cutBytes;
-      return;
-    }
-    this.refill(now);
-    if (raw.length + MIN_LINE_BYTES > this.tokens) {
-      this.dropped.rateLines++;
-      this.dropped.rateBytes += raw.length + p.cutBytes;
-      return;
-    }
-    const { text: decoded, escaped } = decodeLine(raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw);
+    const bytes = raw.at(-1) === 0x0d ? raw.subarray(0, -1) : raw;
+    const { text: decoded, escaped } = decodeLine(bytes);
     let text = decoded;
-    if (jsonBytes(text) > this.limits.maxLineBytes) {
+    // Text that JSON leaves as it is (decoded from valid UTF-8, so no lone surrogate) takes its
+    // bytes and two quotes: most lines are measured without a JSON copy of them.
+    let textBytes = escaped || NEEDS_JSON_ESCAPE.test(text) ? jsonBytes(text) : bytes.length + 2;
+    if (textBytes > this.limits.maxLineBytes) {
       text = cutToJson(text, this.limits.maxLineBytes);
+      textBytes = jsonBytes(text);
       cut = true;
       cutBytes += Math.max(1, Buffer.byteLength(decoded) - Buffer.byteLength(text));
     }
-    const line: OutputLine = { stream, text, at: new Date(now).toISOString() };
+    const at = this.timestamp(now);
+    const line: OutputLine = { stream, text, at };
     if (cut) line.cut = true;
     if (escaped) line.escaped = true;
-    // Counted as it travels (its JSON text), as the registry counts it.
-    const size = Buffer.byteLength(JSON.stringify(line)) + 1;
+    // Counted as it travels (its JSON text, and a separator), as the registry counts it.
+    const size =
+      LINE_JSON_BYTES + stream.length + textBytes + at.length + (cut ? CUT_JSON_BYTES : 0) + (escaped ? ESCAPED_JSON_BYTES : 0) + 1;
     if (this.shippedBytes + size > this.limits.maxBytes) {
       this.budgetSpent = true;
       this.dropped.budgetLines++;
-      this.dropped.budgetBytes += raw.length + p.cutBytes;
+      this.dropped.budgetBytes += lineBytes;
       return;
     }
     if (size > this.tokens) {
       this.dropped.rateLines++;
-      this.dropped.rateBytes += raw.length + p.cutBytes;
+      this.dropped.rateBytes += lineBytes;
       return;
     }
     this.tokens -= size;

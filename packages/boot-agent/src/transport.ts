@@ -7,7 +7,7 @@
 import type http from 'node:http';
 import { builtin } from './builtins.js';
 
-export type HttpClient = Pick<typeof http, 'request' | 'get'>;
+export type HttpClient = Pick<typeof http, 'request' | 'get' | 'Agent'>;
 
 export function clientFor(protocol: string): HttpClient {
   return builtin(protocol === 'https:' ? 'node:https' : 'node:http');

@@ -3,6 +3,7 @@
  * multi-line values), lines, caps and escaping, with real streams as the console.
  */
 import { PassThrough } from 'node:stream';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import {
   DEFAULT_OUTPUT_LIMITS,
@@ -37,6 +38,18 @@ function capture(secrets: Record<string, string>, limits: Partial<OutputLimits> 
   };
 }
 
+/** The reference: at each position the longest secret that starts there becomes `***`. */
+function maskWhole(text: string, secrets: string[]): string {
+  const longestFirst = [...secrets].sort((a, b) => b.length - a.length);
+  let out = '';
+  for (let i = 0; i < text.length; ) {
+    const s = longestFirst.find((p) => text.startsWith(p, i));
+    out += s ? '***' : text[i];
+    i += s ? s.length : 1;
+  }
+  return out;
+}
+
 describe('masking', () => {
   it('masks a secret printed whole', async () => {
     const t = capture({ API_KEY: SECRET });
@@ -66,6 +79,49 @@ describe('masking', () => {
     t.c.flush();
     expect(t.lines()).toMatchObject([{ stream: 'stderr', text: '>***<' }]);
     expect((await t.console()).stderr).toBe('>***<\n');
+  });
+
+  it('masks a secret split across three writes', async () => {
+    const t = capture({ API_KEY: SECRET });
+    t.c.write('stdout', Buffer.from(`a ${SECRET.slice(0, 5)}`));
+    t.c.write('stdout', Buffer.from(SECRET.slice(5, 15)));
+    t.c.write('stdout', Buffer.from(`${SECRET.slice(15)} b\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(t.lines().map((l) => l.text)).toEqual(['a *** b']);
+    expect((await t.console()).stdout).toBe('a *** b\n');
+  });
+
+  it('masks as if the stream came in one write, wherever the writes split it', async () => {
+    // Secrets over a small alphabet, so that they overlap, repeat and start one another.
+    const text = (alphabet: string, max: number) => fc.string({ unit: fc.constantFrom(...alphabet), maxLength: max });
+    await fc.assert(
+      fc.asyncProperty(
+        fc.uniqueArray(
+          text('abc', 6).filter((s) => s.length >= 2),
+          { minLength: 1, maxLength: 3 },
+        ),
+        text('abc\n', 80),
+        fc.array(fc.nat(80), { maxLength: 6 }),
+        async (secrets, printed, cuts) => {
+          const t = capture(Object.fromEntries(secrets.map((s, i) => [`S${i}`, s])));
+          const at = [...new Set(cuts.map((c) => Math.min(c, printed.length)))].sort((a, b) => a - b);
+          let from = 0;
+          for (const cut of [...at, printed.length]) {
+            t.c.write('stdout', Buffer.from(printed.slice(from, cut)));
+            from = cut;
+          }
+          t.c.end('stdout');
+          t.c.flush();
+          const expected = maskWhole(printed, secrets);
+          expect((await t.console()).stdout).toBe(expected);
+          const lines = expected.split('\n');
+          if (lines.at(-1) === '') lines.pop();
+          expect(t.lines().map((l) => l.text)).toEqual(lines);
+        },
+      ),
+      { numRuns: 300 },
+    );
   });
 
   it('masks a secret repeated on one line, and each secret of several', () => {
@@ -145,6 +201,33 @@ describe('lines and limits', () => {
     expect(shipped).toBeLessThan(100);
     expect(t.lines().map((l) => l.text)).toEqual(Array.from({ length: shipped }, (_, i) => `line ${i}`));
     expect(t.c.truncated()).toMatchObject({ budgetLines: 100 - shipped, shippedLines: shipped });
+  });
+
+  it('masks a secret that straddles the write where the budget runs out, and counts every line once', async () => {
+    const t = capture({ API_KEY: SECRET }, { maxBytes: 1000 });
+    const printed = Array.from({ length: 40 }, (_, i) => `line ${i} ${SECRET}\n`).join('');
+    // Every write ends inside a secret.
+    for (let from = 0; from < printed.length; from += 37) t.c.write('stdout', Buffer.from(printed.slice(from, from + 37)));
+    t.c.end('stdout');
+    t.c.flush();
+    const shipped = t.lines();
+    expect(shipped.length).toBeGreaterThan(2);
+    expect(shipped.map((l) => l.text)).toEqual(Array.from({ length: shipped.length }, (_, i) => `line ${i} ***`));
+    expect(t.c.truncated()).toMatchObject({ budgetLines: 40 - shipped.length, shippedLines: shipped.length });
+    expect((await t.console()).stdout).toBe(printed.replaceAll(SECRET, '***'));
+  });
+
+  it('counts shipped bytes as the lines travel: their JSON text and a separator each', () => {
+    const t = capture({}, { maxLineBytes: 40 });
+    t.c.write('stdout', Buffer.from('plain\nquote " and \\ back\ttab\r\nunicode é ✓ 😀\n'));
+    t.c.write('stdout', Buffer.concat([Buffer.from('bad '), Buffer.from([0xff, 0x00]), Buffer.from('\n')]));
+    t.c.write('stderr', Buffer.from(`${'y'.repeat(60)}\n${'"'.repeat(30)}\n\n`));
+    t.c.end('stdout');
+    t.c.end('stderr');
+    t.c.flush();
+    expect(t.lines().some((l) => l.cut) && t.lines().some((l) => l.escaped)).toBe(true);
+    const size = t.lines().reduce((n, l) => n + Buffer.byteLength(JSON.stringify(l)) + 1, 0);
+    expect(t.c.truncated()).toMatchObject({ shippedBytes: size, shippedLines: 7 });
   });
 
   it('drops lines past the rate and counts them, without waiting', () => {
