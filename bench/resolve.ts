@@ -319,7 +319,7 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
           ceiling.push(await loadProcess('bench/sdk-load.ts', [stub.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
           ctx.log(
             `  #6b run ${i + 1}: bare INSERT ${inserts.at(-1)!.rps.toFixed(0)}/s p99 ${inserts.at(-1)!.p99.toFixed(0)} ms, spawns ${s.rps.toFixed(0)}/s p99 ${s.p99.toFixed(0)} ms (${s.errors} failed); ` +
-              `CPU per spawn: callers ${s.cpuUsPerRequest?.toFixed(0)} µs, registry ${registryCpuUs.at(-1)!.toFixed(0)} µs; the callers against a stub ${ceiling.at(-1)!.rps.toFixed(0)}/s`,
+              `CPU per spawn: callers ${s.cpuUsPerRequest?.toFixed(0)} µs, registry ${registryCpuUs.at(-1)!.toFixed(0)} µs; the callers against a stub ${ceiling.at(-1)!.rps.toFixed(0)}/s (${ceiling.at(-1)!.cpuUsPerRequest?.toFixed(0)} µs a call)`,
           );
         }
       } finally {
@@ -345,6 +345,7 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
             baselineCpuUsPerInsert: summarize(inserts.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
             // The callers' ceiling: the same 50 SDK callers against a registry that answers at once.
             callersAgainstStub: summarize(ceiling.map((l) => l.rps)).median,
+            callersCpuUsPerCallAgainstStub: summarize(ceiling.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
           },
         }),
       );
