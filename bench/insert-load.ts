@@ -4,7 +4,8 @@
  * `INSERT … RETURNING *` (one durable commit each) into a copy of the executions table
  * (`LIKE executions INCLUDING ALL`: same columns, defaults, checks and indexes, no foreign
  * keys) through postgres.js with `pool` connections, in a loop until the time is up.
- * Prints one JSON line: inserts, errors, inserts per second, p99 latency (ms).
+ * Prints one JSON line: inserts, errors, inserts per second, p99 latency (ms), and this
+ * process's CPU per insert (µs).
  */
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
@@ -20,6 +21,7 @@ await sql`create table if not exists bench_spawn_baseline (like executions inclu
 const latencies: number[] = [];
 let errors = 0;
 const started = performance.now();
+const cpuBefore = process.cpuUsage();
 const deadline = started + Number(seconds) * 1000;
 await Promise.all(
   Array.from({ length: Number(concurrency) }, async () => {
@@ -37,5 +39,14 @@ await Promise.all(
   }),
 );
 const elapsed = (performance.now() - started) / 1000;
+const cpu = process.cpuUsage(cpuBefore);
 await sql.end();
-console.log(JSON.stringify({ requests: latencies.length, errors, rps: latencies.length / elapsed, p99: percentile(latencies, 99) }));
+console.log(
+  JSON.stringify({
+    requests: latencies.length,
+    errors,
+    rps: latencies.length / elapsed,
+    p99: percentile(latencies, 99),
+    cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, latencies.length),
+  }),
+);

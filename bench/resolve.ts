@@ -13,11 +13,12 @@ import path from 'node:path';
 import autocannon from 'autocannon';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { startService } from '../test/support/service.js';
-import { type BenchEnv, root } from './lib/env.js';
+import { type BenchEnv, procCpuMs, root } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
 import { percentile, summarize } from './lib/stats.js';
 
-type Load = { rps: number; p99: number; errors: number; non2xx: number };
+/** One load run; `cpuUsPerRequest`: the load generator's own CPU per request (its own processes only). */
+type Load = { rps: number; p99: number; errors: number; non2xx: number; cpuUsPerRequest?: number };
 
 /** The registry's database pool (SWARM_DB_POOL_SIZE default), also the #6b baseline's. */
 const POOL_SIZE = 10;
@@ -288,24 +289,41 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
     if (only('6b')) {
       // Sustained: 50 callers spawning in a loop through the SDK, against 50 callers doing a
       // bare INSERT … RETURNING (one commit each) into an executions-shaped table, same pool size.
+      // The same 50 callers against a registry that does nothing (spawn-stub.ts, a real spawn
+      // answer) give the callers' own ceiling on this machine; each process's CPU per call
+      // says who spends the two cores.
       const active = await admin.resolveActive(wf.id);
+      const orchestrator = createSwarmClient({ url: reg.url, token });
+      const answer = JSON.stringify({ result: { data: await orchestrator.trpc.executions.spawn.mutate({ workflow: wf.id }) } });
+      const stub = await startService('spawn stub', process.execPath, ['--import', 'tsx', path.join(root, 'bench/spawn-stub.ts'), answer]);
       const spawns: Load[] = [];
       const inserts: Load[] = [];
-      for (let i = 0; i < ctx.runs; i++) {
-        inserts.push(
-          await loadProcess('bench/insert-load.ts', [
-            reg.databaseUrl,
-            wf.id,
-            active.versionId,
-            String(ctx.duration),
-            '50',
-            String(POOL_SIZE),
-          ]),
-        );
-        spawns.push(await loadProcess('bench/sdk-load.ts', [reg.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
-        ctx.log(
-          `  #6b run ${i + 1}: bare INSERT ${inserts.at(-1)!.rps.toFixed(0)}/s p99 ${inserts.at(-1)!.p99.toFixed(0)} ms, spawns ${spawns.at(-1)!.rps.toFixed(0)}/s p99 ${spawns.at(-1)!.p99.toFixed(0)} ms (${spawns.at(-1)!.errors} failed)`,
-        );
+      const ceiling: Load[] = [];
+      const registryCpuUs: number[] = [];
+      try {
+        for (let i = 0; i < ctx.runs; i++) {
+          inserts.push(
+            await loadProcess('bench/insert-load.ts', [
+              reg.databaseUrl,
+              wf.id,
+              active.versionId,
+              String(ctx.duration),
+              '50',
+              String(POOL_SIZE),
+            ]),
+          );
+          const cpuBefore = await procCpuMs(reg.child.pid!);
+          spawns.push(await loadProcess('bench/sdk-load.ts', [reg.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
+          const s = spawns.at(-1)!;
+          registryCpuUs.push((((await procCpuMs(reg.child.pid!)) - cpuBefore) * 1000) / Math.max(1, s.rps * ctx.duration));
+          ceiling.push(await loadProcess('bench/sdk-load.ts', [stub.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
+          ctx.log(
+            `  #6b run ${i + 1}: bare INSERT ${inserts.at(-1)!.rps.toFixed(0)}/s p99 ${inserts.at(-1)!.p99.toFixed(0)} ms, spawns ${s.rps.toFixed(0)}/s p99 ${s.p99.toFixed(0)} ms (${s.errors} failed); ` +
+              `CPU per spawn: callers ${s.cpuUsPerRequest?.toFixed(0)} µs, registry ${registryCpuUs.at(-1)!.toFixed(0)} µs; the callers against a stub ${ceiling.at(-1)!.rps.toFixed(0)}/s (${ceiling.at(-1)!.cpuUsPerRequest?.toFixed(0)} µs a call)`,
+          );
+        }
+      } finally {
+        await stub.stop();
       }
       const failed = spawns.reduce((n, l) => n + l.errors, 0);
       rows.push(
@@ -321,6 +339,13 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
             p99Ms: summarize(spawns.map((l) => l.p99)),
             baselineP99Ms: summarize(inserts.map((l) => l.p99)),
             failed,
+            // Where the cores go: CPU per call of each process (µs), medians of the runs.
+            callersCpuUsPerSpawn: summarize(spawns.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
+            registryCpuUsPerSpawn: summarize(registryCpuUs).median,
+            baselineCpuUsPerInsert: summarize(inserts.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
+            // The callers' ceiling: the same 50 SDK callers against a registry that answers at once.
+            callersAgainstStub: summarize(ceiling.map((l) => l.rps)).median,
+            callersCpuUsPerCallAgainstStub: summarize(ceiling.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
           },
         }),
       );

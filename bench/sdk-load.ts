@@ -4,7 +4,8 @@
  * callers each call the registry through the SDK in a loop until the time is up:
  * mode `resolve` (default) resolves the active version (tRPC `versions.active`, httpLink),
  * `resolve-batch` does the same through httpBatchLink, `spawn` calls `executions.spawn`.
- * Prints one JSON line: requests, errors, requests per second, p99 latency (ms).
+ * Prints one JSON line: requests, errors, requests per second, p99 latency (ms), and this
+ * process's CPU per request (µs) while the callers ran.
  */
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { percentile } from './lib/stats.js';
@@ -21,6 +22,7 @@ const latencies: number[] = [];
 let errors = 0;
 let lastError: string | undefined;
 const started = performance.now();
+const cpuBefore = process.cpuUsage();
 const deadline = started + Number(seconds) * 1000;
 await Promise.all(
   Array.from({ length: Number(concurrency) }, async () => {
@@ -37,6 +39,14 @@ await Promise.all(
   }),
 );
 const elapsed = (performance.now() - started) / 1000;
+const cpu = process.cpuUsage(cpuBefore);
 console.log(
-  JSON.stringify({ requests: latencies.length, errors, lastError, rps: latencies.length / elapsed, p99: percentile(latencies, 99) }),
+  JSON.stringify({
+    requests: latencies.length,
+    errors,
+    lastError,
+    rps: latencies.length / elapsed,
+    p99: percentile(latencies, 99),
+    cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, latencies.length),
+  }),
 );

@@ -128,4 +128,10 @@ export async function procMemory(pid: number, field: 'VmRSS' | 'VmHWM'): Promise
   if (!m) throw new Error(`no ${field} for process ${pid}`);
   return Number(m[1]) * 1024;
 }
+/** CPU time (user + system, ms) another process has used so far: /proc/<pid>/stat, in clock ticks (100 a second). */
+export async function procCpuMs(pid: number): Promise<number> {
+  const stat = await fs.readFile(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) * 10;
+}
 export const resetPeak = (pid: number) => fs.writeFile(`/proc/${pid}/clear_refs`, '5');

@@ -9,7 +9,7 @@ import { deleteRefusedExecutions, insertSpawnedExecutions } from '../db/queries/
 import type { WorkflowRelease } from '../db/queries/releases.js';
 import { RegistryError } from '../errors.js';
 import { findRelease, requireOrchestrator } from './access.js';
-import { generateAgentToken } from './auth.js';
+import { generateAgentToken, generateAgentTokens } from './auth.js';
 import type { Deps, Principal } from './context.js';
 import { toExecution } from './executions.js';
 import { spawnBucket } from './releases.js';
@@ -81,47 +81,49 @@ export function plannedSignature(release: WorkflowRelease, spawn: Pick<Execution
   return { versionId: expected?.versionId, material: expected ? spawnSignature(release, expected) : undefined };
 }
 
-/** Each inserted execution with its VM metadata document; one signed URL per distinct bundle and endpoint. */
+/**
+ * Each inserted execution with its VM metadata document. The bundle URL is signed once per
+ * distinct bundle and endpoint: every item of a spawnMany shares it, and the store hands
+ * the same URL to later spawns while more than half its lifetime is left (BundleStore
+ * `reuseUrls`), so a VM always gets a URL valid for at least half of SWARM_URL_TTL_SECONDS.
+ */
 export async function spawnResults(
   deps: Deps,
   spawns: { spawned: SpawnedExecution; agentToken: string; options: SpawnOptions; signature: PlannedSignature }[],
 ): Promise<SpawnResult[]> {
-  const urls = new Map<string, Promise<string>>();
-  const urlOf = (hash: string, storeEndpoint: string | undefined) => {
-    const key = `${hash} ${storeEndpoint ?? ''}`;
-    let url = urls.get(key);
-    if (!url) {
-      url = deps.store.signedUrl(hash, deps.config.urlTtlSeconds, storeEndpoint).then((s) => s.url);
-      urls.set(key, url);
-    }
-    return url;
-  };
-  return Promise.all(
-    spawns.map(async ({ spawned, agentToken, options, signature }) => {
-      const { row } = spawned;
-      deps.log.info(
-        { executionId: row.id, workflowId: row.workflowId, version: spawned.version, reason: row.versionReason },
-        'execution spawned',
-      );
-      return {
-        execution: toExecution(row, spawned.version),
-        metadata: {
-          bundle: {
-            url: await urlOf(spawned.bundleHash, options.storeEndpoint),
-            hash: spawned.bundleHash,
-            size: spawned.size,
-            ...(spawned.treeDigest ? { treeDigest: spawned.treeDigest } : {}),
-          },
-          execution: { id: row.id, agentToken },
-          apiUrl: options.apiUrl ?? deps.publicUrl(),
-          runtime: options.runtime,
-          secrets: options.secrets,
-          // A release changed since the cache's answer: the version spawned is not the one checked.
-          signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.id, row.versionId),
+  const urls = new Map<string, string>();
+  const urlKey = (hash: string, storeEndpoint: string | undefined) => `${hash} ${storeEndpoint ?? ''}`;
+  for (const { spawned, options } of spawns) {
+    const key = urlKey(spawned.bundleHash, options.storeEndpoint);
+    if (!urls.has(key))
+      urls.set(key, (await deps.store.signedUrl(spawned.bundleHash, deps.config.urlTtlSeconds, options.storeEndpoint)).url);
+  }
+  const results: SpawnResult[] = [];
+  for (const { spawned, agentToken, options, signature } of spawns) {
+    const { row } = spawned;
+    deps.log.info(
+      { executionId: row.id, workflowId: row.workflowId, version: spawned.version, reason: row.versionReason },
+      'execution spawned',
+    );
+    results.push({
+      execution: toExecution(row, spawned.version),
+      metadata: {
+        bundle: {
+          url: urls.get(urlKey(spawned.bundleHash, options.storeEndpoint))!,
+          hash: spawned.bundleHash,
+          size: spawned.size,
+          ...(spawned.treeDigest ? { treeDigest: spawned.treeDigest } : {}),
         },
-      };
-    }),
-  );
+        execution: { id: row.id, agentToken },
+        apiUrl: options.apiUrl ?? deps.publicUrl(),
+        runtime: options.runtime,
+        secrets: options.secrets,
+        // A release changed since the cache's answer: the version spawned is not the one checked.
+        signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.id, row.versionId),
+      },
+    });
+  }
+  return results;
 }
 
 export type SpawnInput = SpawnOptions & { workflow: string; routingKey?: string | undefined };
@@ -159,14 +161,19 @@ export async function spawnExecutions(deps: Deps, p: Principal, input: SpawnMany
   const wf = release.workflow;
   const { count, items: asked, workflow: _, ...shared } = input;
   const items = asked ?? Array.from({ length: count ?? 0 }, () => ({}) as NonNullable<SpawnManyInput['items']>[number]);
-  const planned = items.map((item) => {
-    const options: SpawnOptions & { routingKey?: string | undefined } = {
-      ...shared,
-      routingKey: item.routingKey,
-      secrets: item.secrets ? { ...shared.secrets, ...item.secrets } : shared.secrets,
-      runtime: item.runtime ?? shared.runtime,
-    };
-    const agent = generateAgentToken('bootstrap');
+  const agents = generateAgentTokens('bootstrap', items.length);
+  const planned = items.map((item, i) => {
+    // Items of a `count` carry nothing of their own: they share the call's options object.
+    const options: SpawnOptions & { routingKey?: string | undefined } =
+      item.routingKey === undefined && !item.secrets && !item.runtime
+        ? shared
+        : {
+            ...shared,
+            routingKey: item.routingKey,
+            secrets: item.secrets ? { ...shared.secrets, ...item.secrets } : shared.secrets,
+            runtime: item.runtime ?? shared.runtime,
+          };
+    const agent = agents[i]!;
     const row = executionToSpawn(deps, p, wf.id, options, agent.hash);
     return { options, agent, row, signature: plannedSignature(release, row) };
   });
