@@ -7,7 +7,7 @@ import { authenticate } from '../services/auth.js';
 import type { Deps, Principal } from '../services/context.js';
 import { FsDriver } from '../storage/fs.js';
 import type { Context } from '../trpc/init.js';
-import { createAppRouter } from '../trpc/router.js';
+import { createApi } from '../trpc/router.js';
 import { blobRoutes } from './blobs.js';
 import { sendError } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -71,8 +71,8 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     sendError(request, reply, new RegistryError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );
 
-  const appRouter = createAppRouter(deps);
-  const procedures = new Set(Object.keys(appRouter._def.procedures));
+  const api = createApi(deps);
+  const procedures = new Set(Object.keys(api.router._def.procedures));
   app.addHook('onResponse', async (request, reply) => {
     let route = request.routeOptions.url ?? 'unmatched';
     if (route === '/trpc/*') {
@@ -98,7 +98,8 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   guardSubscriptions(app, { subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal });
   await trpcRoutes(app, {
     prefix: '/trpc',
-    router: appRouter,
+    router: api.router,
+    procedures: api.procedures,
     maxBodySize: TRPC_MAX_BODY_BYTES,
     maxBatchSize: TRPC_MAX_BATCH_CALLS,
     createContext: (req): Context => ({

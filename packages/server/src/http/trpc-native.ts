@@ -7,32 +7,42 @@
  *
  * Why not the stock Fastify adapter for these: it turns every request into a WHATWG
  * Request and every answer into a Response streamed back through Fastify, and combines
- * abort signals per call. Profiled under autocannon (bench/README.md, figure 2b) that was
- * ~80% of the CPU of a cached `versions.active`, ~8× the REST route's. Here a request
- * costs one JSON.parse, the procedure (its middlewares, input and output validation, as
- * before) and one JSON.stringify.
+ * abort signals per call (~80% of the CPU of a cached `versions.active`, ~8× the REST
+ * route's). Why not call the tRPC procedure either: its pipeline copies the call's options
+ * once per middleware (mapErrors, the caller check, input and output validation, the
+ * resolver) and was still ~2.6× the REST route's CPU per call (bench/README.md, figure 2b).
+ * So a call here is the procedure table's entry (trpc/procedure.ts), the same one the tRPC
+ * router is built from: the caller check, the input schema, the service function, the
+ * output schema, and errors through the router's formatter (trpc/init.ts, toTrpcError).
+ * The router has no data transformer: inputs and answers are JSON as they are.
  *
  * Everything else goes to the stock adapter unchanged: subscriptions (SSE,
  * `httpSubscriptionLink`), streamed batches (`httpBatchStreamLink`, `accept:
  * application/jsonl`), non-JSON bodies, and methods other than GET and POST.
  */
+import type { AnyTRPCRouter } from '@trpc/server';
 import { fastifyRequestHandler } from '@trpc/server/adapters/fastify';
-import type { AnyTRPCRouter, inferRouterContext } from '@trpc/server';
 import {
   type AnyProcedure,
+  type ProcedureType,
   TRPCError,
+  defaultTransformer,
   getErrorShape,
   getHTTPStatusCode,
-  getProcedureAtPath,
   getTRPCErrorFromUnknown,
-  transformTRPCResponse,
 } from '@trpc/server/unstable-core-do-not-import';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import { type Context, toTrpcError } from '../trpc/init.js';
+import { type Procedure, authorize } from '../trpc/procedure.js';
 
-export type TrpcRouteOptions<TRouter extends AnyTRPCRouter> = {
-  router: TRouter;
+export type TrpcRouteOptions = {
+  /** The tRPC router built from `procedures`: the stock adapter serves what this handler does not. */
+  router: AnyTRPCRouter;
+  /** Every query and mutation by path (`workflows.get`). */
+  procedures: ReadonlyMap<string, Procedure>;
   /** The procedure context of one request (called once per HTTP request, also for a batch). */
-  createContext: (request: FastifyRequest) => inferRouterContext<TRouter> | Promise<inferRouterContext<TRouter>>;
+  createContext: (request: FastifyRequest) => Context;
   /** Largest JSON body, in bytes. */
   maxBodySize: number;
   /** Most calls in one `?batch=1` request; more are refused whole with BAD_REQUEST. */
@@ -41,8 +51,8 @@ export type TrpcRouteOptions<TRouter extends AnyTRPCRouter> = {
 
 const ACCEPTED_METHOD: Record<string, string> = { query: 'GET', mutation: 'POST', subscription: 'GET' };
 
-type Call = { path: string; index: number; procedure: AnyProcedure | null; input: unknown };
-type Outcome = { result: { data: unknown } } | { error: unknown };
+type Call = { path: string; procedure: Procedure | undefined; type: ProcedureType | undefined; input: unknown };
+type Outcome = { result: { data: unknown } } | { error: { data: { httpStatus: number } } };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -51,13 +61,14 @@ function contentTypeOf(request: FastifyRequest): string | undefined {
 }
 
 /** Registers `ALL <prefix>/*`: the fast path for queries and mutations, the stock adapter for the rest. */
-export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
-  app: FastifyInstance,
-  opts: TrpcRouteOptions<TRouter> & { prefix: string },
-): Promise<void> {
-  const { router, maxBatchSize } = opts;
+export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & { prefix: string }): Promise<void> {
+  const { router, procedures, createContext, maxBatchSize } = opts;
   const config = router._def._config;
-  const createContext = opts.createContext as (request: FastifyRequest) => unknown;
+  if (config.transformer !== defaultTransformer) throw new Error('trpcRoutes answers plain JSON: the router must have no transformer');
+  // Procedures only tRPC serves (subscriptions), by path.
+  const trpcOnly = router._def.procedures as Record<string, AnyProcedure | undefined>;
+  const typeOf = (path: string): ProcedureType | undefined =>
+    procedures.get(path)?.type ?? (Object.hasOwn(trpcOnly, path) ? trpcOnly[path]?._def.type : undefined);
 
   await app.register(async (scope) => {
     // As the stock plugin does: the body arrives as a string (parsed here, per the protocol),
@@ -77,7 +88,7 @@ export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
         path,
         maxBodySize: opts.maxBodySize,
         maxBatchSize,
-        createContext: () => createContext(request) as never,
+        createContext: () => createContext(request),
       });
 
     // A wildcard, not `:path`: a batch's comma-joined paths outgrow the router's 500-character parameter cap.
@@ -91,23 +102,20 @@ export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
         (request.method === 'POST' && type !== 'application/json') ||
         (request.method === 'GET' && type !== undefined && type !== 'application/json') ||
         request.headers['trpc-accept'] === 'application/jsonl' ||
-        request.headers.accept === 'text/event-stream'
+        request.headers.accept === 'text/event-stream' ||
+        // Subscriptions stream (SSE): the stock adapter does that.
+        (!isBatch && typeOf(path) === 'subscription')
       ) {
         return stock(request, reply, path);
-      }
-      const paths = isBatch ? path.split(',') : [path];
-      if (!isBatch) {
-        const procedure = await getProcedureAtPath(router, path);
-        // Subscriptions stream (SSE): the stock adapter does that.
-        if (procedure?._def.type === 'subscription') return stock(request, reply, path);
       }
       reply.header('vary', 'trpc-accept, accept');
       reply.header('content-type', 'application/json');
 
       let calls: Call[];
-      let ctx: unknown;
+      let ctx: Context;
       try {
-        if (isBatch && paths.length > maxBatchSize) {
+        const paths = isBatch ? path.split(',') : [path];
+        if (paths.length > maxBatchSize) {
           throw new TRPCError({
             code: 'BAD_REQUEST',
             message: `Batch call exceeds maximum size: ${paths.length} calls, at most ${maxBatchSize} in one request`,
@@ -117,73 +125,114 @@ export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
         if (isBatch && raw !== undefined && !isObject(raw)) {
           throw new TRPCError({ code: 'BAD_REQUEST', message: '"input" needs to be an object when doing a batch call' });
         }
-        calls = await Promise.all(
-          paths.map(async (p, index) => {
-            const input = isBatch ? (raw as Record<string, unknown> | undefined)?.[index] : raw;
-            return {
-              path: p,
-              index,
-              procedure: await getProcedureAtPath(router, p),
-              input: input === undefined ? undefined : config.transformer.input.deserialize(input),
-            };
-          }),
-        );
-        const types = new Set(calls.flatMap((c) => (c.procedure ? [c.procedure._def.type] : [])));
+        calls = paths.map((p, index) => ({
+          path: p,
+          procedure: procedures.get(p),
+          type: typeOf(p),
+          input: isBatch ? (raw as Record<string, unknown> | undefined)?.[index] : raw,
+        }));
+        const types = new Set(calls.flatMap((c) => (c.type ? [c.type] : [])));
         if (types.size > 1) {
           throw new TRPCError({ code: 'BAD_REQUEST', message: `Cannot mix procedure types in call: ${[...types].join(', ')}` });
         }
-        ctx = await createContext(request);
+        ctx = createContext(request);
       } catch (cause) {
         const error = getTRPCErrorFromUnknown(cause);
         const json = { error: getErrorShape({ config, error, type: 'unknown', path: undefined, input: undefined, ctx: undefined }) };
-        return reply.code(getHTTPStatusCode(json, [error])).send(JSON.stringify(transformTRPCResponse(config, json)));
+        return reply.code(getHTTPStatusCode(json, [error])).send(JSON.stringify(json));
       }
 
-      // One signal per request (not per call): aborted when the client goes away before the answer.
-      const abort = new AbortController();
-      const onClose = () => {
-        if (!reply.raw.writableFinished) abort.abort();
-      };
-      reply.raw.once('close', onClose);
-
-      const errors: (TRPCError | undefined)[] = [];
-      const outcomes = await Promise.all(
-        calls.map(async (call): Promise<Outcome> => {
-          try {
-            const { procedure } = call;
-            if (!procedure) throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${call.path}"` });
-            const type = procedure._def.type;
-            if (ACCEPTED_METHOD[type] !== request.method) {
-              reply.header('allow', ACCEPTED_METHOD[type]);
-              throw new TRPCError({
-                code: 'METHOD_NOT_SUPPORTED',
-                message: `Unsupported ${request.method}-request to ${type} procedure at path "${call.path}"`,
-              });
-            }
-            if (type === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
-            const data = await procedure({
-              path: call.path,
-              getRawInput: async () => call.input,
-              ctx,
-              type,
-              signal: abort.signal,
-              batchIndex: call.index,
-            });
-            return { result: { data } };
-          } catch (cause) {
-            const error = getTRPCErrorFromUnknown(cause);
-            errors[call.index] = error;
-            const type = call.procedure?._def.type ?? 'unknown';
-            return { error: getErrorShape({ config, error, type, path: call.path, input: call.input, ctx }) };
+      const leave = new ClientLeave(reply);
+      const run = async (call: Call): Promise<Outcome> => {
+        try {
+          const { procedure } = call;
+          if (!procedure) {
+            if (call.type === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
+            throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${call.path}"` });
           }
-        }),
-      );
-      reply.raw.off('close', onClose);
-      const status = getHTTPStatusCode(outcomes as never, errors as TRPCError[]);
-      const body = transformTRPCResponse(config, (isBatch ? outcomes : outcomes[0]) as never);
-      return reply.code(status).send(JSON.stringify(body));
+          if (ACCEPTED_METHOD[procedure.type] !== request.method) {
+            reply.header('allow', ACCEPTED_METHOD[procedure.type]);
+            throw new TRPCError({
+              code: 'METHOD_NOT_SUPPORTED',
+              message: `Unsupported ${request.method}-request to ${procedure.type} procedure at path "${call.path}"`,
+            });
+          }
+          const principal = authorize(procedure.caller, await ctx.principal());
+          const input = procedure.input ? await parseInput(procedure.input, call.input) : undefined;
+          const data = await procedure.run({
+            principal,
+            input,
+            get signal() {
+              return leave.signal();
+            },
+          });
+          return { result: { data: procedure.output.parse(data) } };
+        } catch (cause) {
+          const error = toTrpcError(cause, ctx.reportError);
+          const shape = getErrorShape({ config, error, type: call.type ?? 'unknown', path: call.path, input: call.input, ctx });
+          return { error: shape };
+        }
+      };
+      const outcomes = isBatch ? await Promise.all(calls.map(run)) : [await run(calls[0]!)];
+      leave.answered();
+      const status = statusOf(outcomes);
+      return reply.code(status).send(JSON.stringify(isBatch ? outcomes : outcomes[0]));
     });
   });
+}
+
+/** tRPC's HTTP status: the error's, 200 for data, 207 for a batch whose calls differ. */
+function statusOf(outcomes: Outcome[]): number {
+  let status: number | undefined;
+  for (const o of outcomes) {
+    const s = 'error' in o ? o.error.data.httpStatus : 200;
+    if (status !== undefined && s !== status) return 207;
+    status = s;
+  }
+  return status ?? 200;
+}
+
+/**
+ * The request's abort signal, aborted when the client goes away before the answer. Made
+ * on first use: most procedures never read it, and an AbortSignal with a listener on the
+ * socket is a measurable part of a cached call.
+ */
+class ClientLeave {
+  #controller: AbortController | undefined;
+  #onClose = () => {
+    if (!this.reply.raw.writableFinished) this.#controller?.abort();
+  };
+  constructor(private readonly reply: FastifyReply) {}
+
+  signal(): AbortSignal {
+    if (!this.#controller) {
+      this.#controller = new AbortController();
+      if (this.reply.raw.destroyed) this.#controller.abort();
+      else this.reply.raw.once('close', this.#onClose);
+    }
+    return this.#controller.signal;
+  }
+
+  /** The answer is complete: a close from now on is not the client leaving early. */
+  answered(): void {
+    if (this.#controller) this.reply.raw.off('close', this.#onClose);
+  }
+}
+
+/**
+ * The call's input by its schema; a mismatch is tRPC's BAD_REQUEST with the issues (the
+ * formatter words the message). Synchronous, as tRPC parses, unless the schema has an async check.
+ */
+async function parseInput(schema: z.ZodType, raw: unknown): Promise<unknown> {
+  let r: z.ZodSafeParseResult<unknown>;
+  try {
+    r = schema.safeParse(raw);
+  } catch (err) {
+    if (!(err instanceof z.core.$ZodAsyncError)) throw err;
+    r = await schema.safeParseAsync(raw);
+  }
+  if (r.success) return r.data;
+  throw new TRPCError({ code: 'BAD_REQUEST', message: 'Input validation failed', cause: r.error });
 }
 
 /** The request's input(s): `?input=` JSON for GET, the JSON body for POST; undefined when absent. */
