@@ -14,7 +14,7 @@ import { z } from 'zod';
 import { TRPC_MAX_BATCH_CALLS } from '../../server/src/http/app.js';
 import { trpcRoutes } from '../../server/src/http/trpc-native.js';
 import type { Principal } from '../../server/src/services/context.js';
-import { type Context, routerOf } from '../../server/src/trpc/init.js';
+import { routerOf } from '../../server/src/trpc/init.js';
 import { mutation, query } from '../../server/src/trpc/procedure.js';
 import type { AppRouter } from '../../server/src/trpc/router.js';
 import { RegistryError } from '../../server/src/errors.js';
@@ -267,7 +267,8 @@ describe('tRPC handler: aborts', () => {
       procedures: new Map(Object.entries(testProcedures)),
       maxBodySize: 1024,
       maxBatchSize: 5,
-      createContext: (): Context => ({ principal: async () => principal, reportError: () => {} }),
+      principalOf: async () => principal,
+      reportError: () => {},
     });
     url = `${await app.listen({ port: 0, host: '127.0.0.1' })}/trpc`;
   });

@@ -6,7 +6,6 @@ import { requireOrchestrator } from '../services/access.js';
 import { authenticate } from '../services/auth.js';
 import type { Deps, Principal } from '../services/context.js';
 import { FsDriver } from '../storage/fs.js';
-import type { Context } from '../trpc/init.js';
 import { createApi } from '../trpc/router.js';
 import { blobRoutes } from './blobs.js';
 import { sendError } from './errors.js';
@@ -15,7 +14,7 @@ import { createMetrics } from './metrics.js';
 import { openApiRoutes } from './openapi.js';
 import { restRoutes } from './rest.js';
 import { trpcRoutes } from './trpc-native.js';
-import { guardSubscriptions } from './subscription-guard.js';
+import { subscriptionGuard } from './subscription-guard.js';
 import { executionSubscriptions } from '../trpc/routers/executions.js';
 
 /** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
@@ -94,18 +93,16 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   await app.register(restRoutes, { deps, metrics, principalOf });
   if (deps.store.driver instanceof FsDriver) await app.register(blobRoutes, { driver: deps.store.driver });
 
-  // SSE subscriptions are refused (401/403/404) before their stream starts.
-  guardSubscriptions(app, { subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal });
   await trpcRoutes(app, {
     prefix: '/trpc',
     router: api.router,
     procedures: api.procedures,
     maxBodySize: TRPC_MAX_BODY_BYTES,
     maxBatchSize: TRPC_MAX_BATCH_CALLS,
-    createContext: (req): Context => ({
-      principal: () => resolvePrincipal(req),
-      reportError: (err) => req.log.error({ err }, 'request failed'),
-    }),
+    principalOf: resolvePrincipal,
+    // SSE subscriptions are refused (401/403/404) before their stream starts.
+    checkSubscription: subscriptionGuard({ subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal }),
+    reportError: (request, err) => request.log.error({ err }, 'request failed'),
   });
   return app;
 }

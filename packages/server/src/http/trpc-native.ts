@@ -33,16 +33,21 @@ import {
 } from '@trpc/server/unstable-core-do-not-import';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
+import type { Principal } from '../services/context.js';
 import { type Context, toTrpcError } from '../trpc/init.js';
-import { type Procedure, authorize } from '../trpc/procedure.js';
+import { type Call, type Procedure, authorize } from '../trpc/procedure.js';
 
 export type TrpcRouteOptions = {
   /** The tRPC router built from `procedures`: the stock adapter serves what this handler does not. */
   router: AnyTRPCRouter;
   /** Every query and mutation by path (`workflows.get`). */
   procedures: ReadonlyMap<string, Procedure>;
-  /** The procedure context of one request (called once per HTTP request, also for a batch). */
-  createContext: (request: FastifyRequest) => Context;
+  /** Who is calling: the request's bearer token, resolved once per request (also for a batch); null when absent or invalid. */
+  principalOf: (request: FastifyRequest) => Promise<Principal | null>;
+  /** Logs an unexpected error of the request, with its cause (never shown to the caller). */
+  reportError: (request: FastifyRequest, err: unknown) => void;
+  /** Refuses a subscription before its stream starts (answers, and returns true), else returns false. */
+  checkSubscription?: (request: FastifyRequest, reply: FastifyReply, path: string) => Promise<boolean>;
   /** Largest JSON body, in bytes. */
   maxBodySize: number;
   /** Most calls in one `?batch=1` request; more are refused whole with BAD_REQUEST. */
@@ -51,7 +56,6 @@ export type TrpcRouteOptions = {
 
 const ACCEPTED_METHOD: Record<string, string> = { query: 'GET', mutation: 'POST', subscription: 'GET' };
 
-type Call = { path: string; procedure: Procedure | undefined; type: ProcedureType | undefined; input: unknown };
 type Outcome = { result: { data: unknown } } | { error: { data: { httpStatus: number } } };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
@@ -62,13 +66,47 @@ function contentTypeOf(request: FastifyRequest): string | undefined {
 
 /** Registers `ALL <prefix>/*`: the fast path for queries and mutations, the stock adapter for the rest. */
 export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & { prefix: string }): Promise<void> {
-  const { router, procedures, createContext, maxBatchSize } = opts;
+  const { router, procedures, principalOf, reportError, maxBatchSize } = opts;
   const config = router._def._config;
   if (config.transformer !== defaultTransformer) throw new Error('trpcRoutes answers plain JSON: the router must have no transformer');
   // Procedures only tRPC serves (subscriptions), by path.
   const trpcOnly = router._def.procedures as Record<string, AnyProcedure | undefined>;
   const typeOf = (path: string): ProcedureType | undefined =>
     procedures.get(path)?.type ?? (Object.hasOwn(trpcOnly, path) ? trpcOnly[path]?._def.type : undefined);
+  const contextOf = (request: FastifyRequest): Context => ({
+    principal: () => principalOf(request),
+    reportError: (err) => reportError(request, err),
+  });
+
+  /** One call of the request: the procedure's caller check, input, function and output, or its error's shape. */
+  async function answer(request: FastifyRequest, reply: FastifyReply, path: string, rawInput: unknown): Promise<Outcome> {
+    const procedure = procedures.get(path);
+    let call: ProcedureCall | undefined;
+    try {
+      if (!procedure) {
+        if (typeOf(path) === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
+        throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${path}"` });
+      }
+      if (ACCEPTED_METHOD[procedure.type] !== request.method) {
+        reply.header('allow', ACCEPTED_METHOD[procedure.type]);
+        throw new TRPCError({
+          code: 'METHOD_NOT_SUPPORTED',
+          message: `Unsupported ${request.method}-request to ${procedure.type} procedure at path "${path}"`,
+        });
+      }
+      const principal = authorize(procedure.caller, await principalOf(request));
+      const input = procedure.input ? await parseInput(procedure.input, rawInput) : undefined;
+      call = new ProcedureCall(principal, input, reply);
+      const data = await procedure.run(call);
+      return { result: { data: procedure.output.parse(data) } };
+    } catch (cause) {
+      const error = toTrpcError(cause, (err) => reportError(request, err));
+      const type = typeOf(path) ?? 'unknown';
+      return { error: getErrorShape({ config, error, type, path, input: rawInput, ctx: contextOf(request) }) };
+    } finally {
+      call?.answered();
+    }
+  }
 
   await app.register(async (scope) => {
     // As the stock plugin does: the body arrives as a string (parsed here, per the protocol),
@@ -88,7 +126,7 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
         path,
         maxBodySize: opts.maxBodySize,
         maxBatchSize,
-        createContext: () => createContext(request),
+        createContext: () => contextOf(request),
       });
 
     // A wildcard, not `:path`: a batch's comma-joined paths outgrow the router's 500-character parameter cap.
@@ -97,6 +135,9 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
       const query = request.query as Record<string, string | undefined>;
       const type = contentTypeOf(request);
       const isBatch = query.batch === '1';
+      if (request.method === 'GET' && opts.checkSubscription && typeOf(path) === 'subscription') {
+        if (await opts.checkSubscription(request, reply, path)) return reply;
+      }
       if (
         (request.method !== 'GET' && request.method !== 'POST') ||
         (request.method === 'POST' && type !== 'application/json') ||
@@ -111,72 +152,41 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
       reply.header('vary', 'trpc-accept, accept');
       reply.header('content-type', 'application/json');
 
-      let calls: Call[];
-      let ctx: Context;
+      let paths: string[] | undefined;
+      let raw: unknown;
       try {
-        const paths = isBatch ? path.split(',') : [path];
-        if (paths.length > maxBatchSize) {
-          throw new TRPCError({
-            code: 'BAD_REQUEST',
-            message: `Batch call exceeds maximum size: ${paths.length} calls, at most ${maxBatchSize} in one request`,
-          });
+        if (isBatch) {
+          paths = path.split(',');
+          if (paths.length > maxBatchSize) {
+            throw new TRPCError({
+              code: 'BAD_REQUEST',
+              message: `Batch call exceeds maximum size: ${paths.length} calls, at most ${maxBatchSize} in one request`,
+            });
+          }
         }
-        const raw = readInputs(request, query);
-        if (isBatch && raw !== undefined && !isObject(raw)) {
-          throw new TRPCError({ code: 'BAD_REQUEST', message: '"input" needs to be an object when doing a batch call' });
+        raw = readInputs(request, query);
+        if (paths) {
+          if (raw !== undefined && !isObject(raw)) {
+            throw new TRPCError({ code: 'BAD_REQUEST', message: '"input" needs to be an object when doing a batch call' });
+          }
+          const types = new Set(paths.flatMap((p) => typeOf(p) ?? []));
+          if (types.size > 1) {
+            throw new TRPCError({ code: 'BAD_REQUEST', message: `Cannot mix procedure types in call: ${[...types].join(', ')}` });
+          }
         }
-        calls = paths.map((p, index) => ({
-          path: p,
-          procedure: procedures.get(p),
-          type: typeOf(p),
-          input: isBatch ? (raw as Record<string, unknown> | undefined)?.[index] : raw,
-        }));
-        const types = new Set(calls.flatMap((c) => (c.type ? [c.type] : [])));
-        if (types.size > 1) {
-          throw new TRPCError({ code: 'BAD_REQUEST', message: `Cannot mix procedure types in call: ${[...types].join(', ')}` });
-        }
-        ctx = createContext(request);
       } catch (cause) {
         const error = getTRPCErrorFromUnknown(cause);
         const json = { error: getErrorShape({ config, error, type: 'unknown', path: undefined, input: undefined, ctx: undefined }) };
         return reply.code(getHTTPStatusCode(json, [error])).send(JSON.stringify(json));
       }
 
-      const leave = new ClientLeave(reply);
-      const run = async (call: Call): Promise<Outcome> => {
-        try {
-          const { procedure } = call;
-          if (!procedure) {
-            if (call.type === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
-            throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${call.path}"` });
-          }
-          if (ACCEPTED_METHOD[procedure.type] !== request.method) {
-            reply.header('allow', ACCEPTED_METHOD[procedure.type]);
-            throw new TRPCError({
-              code: 'METHOD_NOT_SUPPORTED',
-              message: `Unsupported ${request.method}-request to ${procedure.type} procedure at path "${call.path}"`,
-            });
-          }
-          const principal = authorize(procedure.caller, await ctx.principal());
-          const input = procedure.input ? await parseInput(procedure.input, call.input) : undefined;
-          const data = await procedure.run({
-            principal,
-            input,
-            get signal() {
-              return leave.signal();
-            },
-          });
-          return { result: { data: procedure.output.parse(data) } };
-        } catch (cause) {
-          const error = toTrpcError(cause, ctx.reportError);
-          const shape = getErrorShape({ config, error, type: call.type ?? 'unknown', path: call.path, input: call.input, ctx });
-          return { error: shape };
-        }
-      };
-      const outcomes = isBatch ? await Promise.all(calls.map(run)) : [await run(calls[0]!)];
-      leave.answered();
-      const status = statusOf(outcomes);
-      return reply.code(status).send(JSON.stringify(isBatch ? outcomes : outcomes[0]));
+      if (!paths) {
+        const outcome = await answer(request, reply, path, raw);
+        return reply.code(statusOf([outcome])).send(JSON.stringify(outcome));
+      }
+      const inputs = raw as Record<string, unknown> | undefined;
+      const outcomes = await Promise.all(paths.map((p, index) => answer(request, reply, p, inputs?.[index])));
+      return reply.code(statusOf(outcomes)).send(JSON.stringify(outcomes));
     });
   });
 }
@@ -193,29 +203,38 @@ function statusOf(outcomes: Outcome[]): number {
 }
 
 /**
- * The request's abort signal, aborted when the client goes away before the answer. Made
- * on first use: most procedures never read it, and an AbortSignal with a listener on the
- * socket is a measurable part of a cached call.
+ * What a procedure's function gets. Its abort signal, aborted when the client goes away
+ * before the answer, is made on first use: most procedures never read it, and an
+ * AbortSignal with a listener on the response is a measurable part of a cached call.
  */
-class ClientLeave {
+class ProcedureCall implements Call<unknown> {
   #controller: AbortController | undefined;
-  #onClose = () => {
-    if (!this.reply.raw.writableFinished) this.#controller?.abort();
-  };
-  constructor(private readonly reply: FastifyReply) {}
+  #onClose: (() => void) | undefined;
+  constructor(
+    readonly principal: Principal,
+    readonly input: unknown,
+    private readonly reply: FastifyReply,
+  ) {}
 
-  signal(): AbortSignal {
+  get signal(): AbortSignal {
     if (!this.#controller) {
-      this.#controller = new AbortController();
-      if (this.reply.raw.destroyed) this.#controller.abort();
-      else this.reply.raw.once('close', this.#onClose);
+      const controller = new AbortController();
+      const response = this.reply.raw;
+      this.#controller = controller;
+      if (response.destroyed) controller.abort();
+      else {
+        this.#onClose = () => {
+          if (!response.writableFinished) controller.abort();
+        };
+        response.once('close', this.#onClose);
+      }
     }
     return this.#controller.signal;
   }
 
-  /** The answer is complete: a close from now on is not the client leaving early. */
+  /** The call has its answer: a close from now on is not the client leaving early. */
   answered(): void {
-    if (this.#controller) this.reply.raw.off('close', this.#onClose);
+    if (this.#onClose) this.reply.raw.off('close', this.#onClose);
   }
 }
 
