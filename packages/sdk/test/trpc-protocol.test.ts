@@ -14,7 +14,8 @@ import { z } from 'zod';
 import { TRPC_MAX_BATCH_CALLS } from '../../server/src/http/app.js';
 import { trpcRoutes } from '../../server/src/http/trpc-native.js';
 import type { Principal } from '../../server/src/services/context.js';
-import { type Context, authedProcedure, router } from '../../server/src/trpc/init.js';
+import { routerOf } from '../../server/src/trpc/init.js';
+import { mutation, query } from '../../server/src/trpc/procedure.js';
 import type { AppRouter } from '../../server/src/trpc/router.js';
 import { RegistryError } from '../../server/src/errors.js';
 import { createSwarmClient } from '../src/index.js';
@@ -236,9 +237,11 @@ describe('tRPC handler: aborts', () => {
   const principal: Principal = { tokenId: null, name: 'test', scope: 'admin', tenantId: null };
   let released: () => void = () => {};
   const aborted: string[] = [];
-  const testRouter = router({
-    slow: authedProcedure.input(z.object({ id: z.string() })).query(
-      ({ input, signal }) =>
+  const testProcedures = {
+    slow: query({
+      input: z.object({ id: z.string() }),
+      output: z.string(),
+      run: ({ input, signal }) =>
         new Promise<string>((resolve) => {
           signal?.addEventListener('abort', () => {
             aborted.push(input.id);
@@ -246,20 +249,26 @@ describe('tRPC handler: aborts', () => {
           });
           released = () => resolve('done');
         }),
-    ),
-    failing: authedProcedure.mutation(() => {
-      throw new RegistryError('PRECONDITION_FAILED', 'not now', 'try later');
     }),
-  });
+    failing: mutation({
+      output: z.void(),
+      run: async () => {
+        throw new RegistryError('PRECONDITION_FAILED', 'not now', 'try later');
+      },
+    }),
+  };
+  const testRouter = routerOf(testProcedures);
   const app = Fastify();
   let url: string;
   beforeAll(async () => {
     await trpcRoutes(app, {
       prefix: '/trpc',
       router: testRouter,
+      procedures: new Map(Object.entries(testProcedures)),
       maxBodySize: 1024,
       maxBatchSize: 5,
-      createContext: (): Context => ({ principal: async () => principal, reportError: () => {} }),
+      principalOf: async () => principal,
+      reportError: () => {},
     });
     url = `${await app.listen({ port: 0, host: '127.0.0.1' })}/trpc`;
   });

@@ -6,8 +6,7 @@ import { requireOrchestrator } from '../services/access.js';
 import { authenticate } from '../services/auth.js';
 import type { Deps, Principal } from '../services/context.js';
 import { FsDriver } from '../storage/fs.js';
-import type { Context } from '../trpc/init.js';
-import { createAppRouter } from '../trpc/router.js';
+import { createApi } from '../trpc/router.js';
 import { blobRoutes } from './blobs.js';
 import { sendError } from './errors.js';
 import { healthRoutes } from './health.js';
@@ -15,7 +14,7 @@ import { createMetrics } from './metrics.js';
 import { openApiRoutes } from './openapi.js';
 import { restRoutes } from './rest.js';
 import { trpcRoutes } from './trpc-native.js';
-import { guardSubscriptions } from './subscription-guard.js';
+import { subscriptionGuard } from './subscription-guard.js';
 import { executionSubscriptions } from '../trpc/routers/executions.js';
 
 /** Largest JSON body a tRPC call may send; bundles never travel through tRPC. */
@@ -71,8 +70,8 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     sendError(request, reply, new RegistryError('NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`)),
   );
 
-  const appRouter = createAppRouter(deps);
-  const procedures = new Set(Object.keys(appRouter._def.procedures));
+  const api = createApi(deps);
+  const procedures = new Set(Object.keys(api.router._def.procedures));
   app.addHook('onResponse', async (request, reply) => {
     let route = request.routeOptions.url ?? 'unmatched';
     if (route === '/trpc/*') {
@@ -94,17 +93,16 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   await app.register(restRoutes, { deps, metrics, principalOf });
   if (deps.store.driver instanceof FsDriver) await app.register(blobRoutes, { driver: deps.store.driver });
 
-  // SSE subscriptions are refused (401/403/404) before their stream starts.
-  guardSubscriptions(app, { subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal });
   await trpcRoutes(app, {
     prefix: '/trpc',
-    router: appRouter,
+    router: api.router,
+    procedures: api.procedures,
     maxBodySize: TRPC_MAX_BODY_BYTES,
     maxBatchSize: TRPC_MAX_BATCH_CALLS,
-    createContext: (req): Context => ({
-      principal: () => resolvePrincipal(req),
-      reportError: (err) => req.log.error({ err }, 'request failed'),
-    }),
+    principalOf: resolvePrincipal,
+    // SSE subscriptions are refused (401/403/404) before their stream starts.
+    checkSubscription: subscriptionGuard({ subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal }),
+    reportError: (request, err) => request.log.error({ err }, 'request failed'),
   });
   return app;
 }

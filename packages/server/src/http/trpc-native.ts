@@ -7,32 +7,47 @@
  *
  * Why not the stock Fastify adapter for these: it turns every request into a WHATWG
  * Request and every answer into a Response streamed back through Fastify, and combines
- * abort signals per call. Profiled under autocannon (bench/README.md, figure 2b) that was
- * ~80% of the CPU of a cached `versions.active`, ~8× the REST route's. Here a request
- * costs one JSON.parse, the procedure (its middlewares, input and output validation, as
- * before) and one JSON.stringify.
+ * abort signals per call (~80% of the CPU of a cached `versions.active`, ~8× the REST
+ * route's). Why not call the tRPC procedure either: its pipeline copies the call's options
+ * once per middleware (mapErrors, the caller check, input and output validation, the
+ * resolver) and was still ~2.6× the REST route's CPU per call (bench/README.md, figure 2b).
+ * So a call here is the procedure table's entry (trpc/procedure.ts), the same one the tRPC
+ * router is built from: the caller check, the input schema, the service function, the
+ * output schema, and errors through the router's formatter (trpc/init.ts, toTrpcError).
+ * The router has no data transformer: inputs and answers are JSON as they are.
  *
  * Everything else goes to the stock adapter unchanged: subscriptions (SSE,
  * `httpSubscriptionLink`), streamed batches (`httpBatchStreamLink`, `accept:
  * application/jsonl`), non-JSON bodies, and methods other than GET and POST.
  */
+import type { AnyTRPCRouter } from '@trpc/server';
 import { fastifyRequestHandler } from '@trpc/server/adapters/fastify';
-import type { AnyTRPCRouter, inferRouterContext } from '@trpc/server';
 import {
   type AnyProcedure,
+  type ProcedureType,
   TRPCError,
+  defaultTransformer,
   getErrorShape,
   getHTTPStatusCode,
-  getProcedureAtPath,
   getTRPCErrorFromUnknown,
-  transformTRPCResponse,
 } from '@trpc/server/unstable-core-do-not-import';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { z } from 'zod';
+import type { Principal } from '../services/context.js';
+import { type Context, toTrpcError } from '../trpc/init.js';
+import { type Call, type Procedure, authorize } from '../trpc/procedure.js';
 
-export type TrpcRouteOptions<TRouter extends AnyTRPCRouter> = {
-  router: TRouter;
-  /** The procedure context of one request (called once per HTTP request, also for a batch). */
-  createContext: (request: FastifyRequest) => inferRouterContext<TRouter> | Promise<inferRouterContext<TRouter>>;
+export type TrpcRouteOptions = {
+  /** The tRPC router built from `procedures`: the stock adapter serves what this handler does not. */
+  router: AnyTRPCRouter;
+  /** Every query and mutation by path (`workflows.get`). */
+  procedures: ReadonlyMap<string, Procedure>;
+  /** Who is calling: the request's bearer token, resolved once per request (also for a batch); null when absent or invalid. */
+  principalOf: (request: FastifyRequest) => Promise<Principal | null>;
+  /** Logs an unexpected error of the request, with its cause (never shown to the caller). */
+  reportError: (request: FastifyRequest, err: unknown) => void;
+  /** Refuses a subscription before its stream starts (answers, and returns true), else returns false. */
+  checkSubscription?: (request: FastifyRequest, reply: FastifyReply, path: string) => Promise<boolean>;
   /** Largest JSON body, in bytes. */
   maxBodySize: number;
   /** Most calls in one `?batch=1` request; more are refused whole with BAD_REQUEST. */
@@ -41,8 +56,7 @@ export type TrpcRouteOptions<TRouter extends AnyTRPCRouter> = {
 
 const ACCEPTED_METHOD: Record<string, string> = { query: 'GET', mutation: 'POST', subscription: 'GET' };
 
-type Call = { path: string; index: number; procedure: AnyProcedure | null; input: unknown };
-type Outcome = { result: { data: unknown } } | { error: unknown };
+type Outcome = { result: { data: unknown } } | { error: { data: { httpStatus: number } } };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -51,13 +65,52 @@ function contentTypeOf(request: FastifyRequest): string | undefined {
 }
 
 /** Registers `ALL <prefix>/*`: the fast path for queries and mutations, the stock adapter for the rest. */
-export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
-  app: FastifyInstance,
-  opts: TrpcRouteOptions<TRouter> & { prefix: string },
-): Promise<void> {
-  const { router, maxBatchSize } = opts;
+export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & { prefix: string }): Promise<void> {
+  const { router, procedures, principalOf, reportError, maxBatchSize } = opts;
   const config = router._def._config;
-  const createContext = opts.createContext as (request: FastifyRequest) => unknown;
+  if (config.transformer !== defaultTransformer) throw new Error('trpcRoutes answers plain JSON: the router must have no transformer');
+  // Procedures only tRPC serves (subscriptions), by path.
+  const trpcOnly = router._def.procedures as Record<string, AnyProcedure | undefined>;
+  const typeOf = (path: string): ProcedureType | undefined =>
+    procedures.get(path)?.type ?? (Object.hasOwn(trpcOnly, path) ? trpcOnly[path]?._def.type : undefined);
+  const contextOf = (request: FastifyRequest): Context => ({
+    principal: () => principalOf(request),
+    reportError: (err) => reportError(request, err),
+  });
+
+  /** One call of the request: the procedure's caller check, input, function and output, or its error's shape. */
+  async function answer(request: FastifyRequest, reply: FastifyReply, path: string, rawInput: unknown): Promise<Outcome> {
+    const procedure = procedures.get(path);
+    let call: ProcedureCall | undefined;
+    try {
+      if (!procedure) {
+        if (typeOf(path) === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
+        throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${path}"` });
+      }
+      if (ACCEPTED_METHOD[procedure.type] !== request.method) {
+        reply.header('allow', ACCEPTED_METHOD[procedure.type]);
+        throw new TRPCError({
+          code: 'METHOD_NOT_SUPPORTED',
+          message: `Unsupported ${request.method}-request to ${procedure.type} procedure at path "${path}"`,
+        });
+      }
+      const principal = authorize(procedure.caller, await principalOf(request));
+      const input = procedure.input ? await parseInput(procedure.input, rawInput) : undefined;
+      call = new ProcedureCall(principal, input, reply);
+      const data = await procedure.run(call);
+      // The output schema stays on the hot path (bench/README.md, figure 2b: ~5% of a cached
+      // call's CPU, mostly the URL and uuid checks): not every answer is built field by field by
+      // typed code (signing material and VM metadata come from JSON columns, some schemas
+      // transform), and the parse is what strips fields the contract does not name.
+      return { result: { data: procedure.output.parse(data) } };
+    } catch (cause) {
+      const error = toTrpcError(cause, (err) => reportError(request, err));
+      const type = typeOf(path) ?? 'unknown';
+      return { error: getErrorShape({ config, error, type, path, input: rawInput, ctx: contextOf(request) }) };
+    } finally {
+      call?.answered();
+    }
+  }
 
   await app.register(async (scope) => {
     // As the stock plugin does: the body arrives as a string (parsed here, per the protocol),
@@ -77,7 +130,7 @@ export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
         path,
         maxBodySize: opts.maxBodySize,
         maxBatchSize,
-        createContext: () => createContext(request) as never,
+        createContext: () => contextOf(request),
       });
 
     // A wildcard, not `:path`: a batch's comma-joined paths outgrow the router's 500-character parameter cap.
@@ -86,104 +139,123 @@ export async function trpcRoutes<TRouter extends AnyTRPCRouter>(
       const query = request.query as Record<string, string | undefined>;
       const type = contentTypeOf(request);
       const isBatch = query.batch === '1';
+      if (request.method === 'GET' && opts.checkSubscription && typeOf(path) === 'subscription') {
+        if (await opts.checkSubscription(request, reply, path)) return reply;
+      }
       if (
         (request.method !== 'GET' && request.method !== 'POST') ||
         (request.method === 'POST' && type !== 'application/json') ||
         (request.method === 'GET' && type !== undefined && type !== 'application/json') ||
         request.headers['trpc-accept'] === 'application/jsonl' ||
-        request.headers.accept === 'text/event-stream'
+        request.headers.accept === 'text/event-stream' ||
+        // Subscriptions stream (SSE): the stock adapter does that.
+        (!isBatch && typeOf(path) === 'subscription')
       ) {
         return stock(request, reply, path);
-      }
-      const paths = isBatch ? path.split(',') : [path];
-      if (!isBatch) {
-        const procedure = await getProcedureAtPath(router, path);
-        // Subscriptions stream (SSE): the stock adapter does that.
-        if (procedure?._def.type === 'subscription') return stock(request, reply, path);
       }
       reply.header('vary', 'trpc-accept, accept');
       reply.header('content-type', 'application/json');
 
-      let calls: Call[];
-      let ctx: unknown;
+      let paths: string[] | undefined;
+      let raw: unknown;
       try {
-        if (isBatch && paths.length > maxBatchSize) {
-          throw new TRPCError({
-            code: 'BAD_REQUEST',
-            message: `Batch call exceeds maximum size: ${paths.length} calls, at most ${maxBatchSize} in one request`,
-          });
+        if (isBatch) {
+          paths = path.split(',');
+          if (paths.length > maxBatchSize) {
+            throw new TRPCError({
+              code: 'BAD_REQUEST',
+              message: `Batch call exceeds maximum size: ${paths.length} calls, at most ${maxBatchSize} in one request`,
+            });
+          }
         }
-        const raw = readInputs(request, query);
-        if (isBatch && raw !== undefined && !isObject(raw)) {
-          throw new TRPCError({ code: 'BAD_REQUEST', message: '"input" needs to be an object when doing a batch call' });
+        raw = readInputs(request, query);
+        if (paths) {
+          if (raw !== undefined && !isObject(raw)) {
+            throw new TRPCError({ code: 'BAD_REQUEST', message: '"input" needs to be an object when doing a batch call' });
+          }
+          const types = new Set(paths.flatMap((p) => typeOf(p) ?? []));
+          if (types.size > 1) {
+            throw new TRPCError({ code: 'BAD_REQUEST', message: `Cannot mix procedure types in call: ${[...types].join(', ')}` });
+          }
         }
-        calls = await Promise.all(
-          paths.map(async (p, index) => {
-            const input = isBatch ? (raw as Record<string, unknown> | undefined)?.[index] : raw;
-            return {
-              path: p,
-              index,
-              procedure: await getProcedureAtPath(router, p),
-              input: input === undefined ? undefined : config.transformer.input.deserialize(input),
-            };
-          }),
-        );
-        const types = new Set(calls.flatMap((c) => (c.procedure ? [c.procedure._def.type] : [])));
-        if (types.size > 1) {
-          throw new TRPCError({ code: 'BAD_REQUEST', message: `Cannot mix procedure types in call: ${[...types].join(', ')}` });
-        }
-        ctx = await createContext(request);
       } catch (cause) {
         const error = getTRPCErrorFromUnknown(cause);
         const json = { error: getErrorShape({ config, error, type: 'unknown', path: undefined, input: undefined, ctx: undefined }) };
-        return reply.code(getHTTPStatusCode(json, [error])).send(JSON.stringify(transformTRPCResponse(config, json)));
+        return reply.code(getHTTPStatusCode(json, [error])).send(JSON.stringify(json));
       }
 
-      // One signal per request (not per call): aborted when the client goes away before the answer.
-      const abort = new AbortController();
-      const onClose = () => {
-        if (!reply.raw.writableFinished) abort.abort();
-      };
-      reply.raw.once('close', onClose);
-
-      const errors: (TRPCError | undefined)[] = [];
-      const outcomes = await Promise.all(
-        calls.map(async (call): Promise<Outcome> => {
-          try {
-            const { procedure } = call;
-            if (!procedure) throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${call.path}"` });
-            const type = procedure._def.type;
-            if (ACCEPTED_METHOD[type] !== request.method) {
-              reply.header('allow', ACCEPTED_METHOD[type]);
-              throw new TRPCError({
-                code: 'METHOD_NOT_SUPPORTED',
-                message: `Unsupported ${request.method}-request to ${type} procedure at path "${call.path}"`,
-              });
-            }
-            if (type === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
-            const data = await procedure({
-              path: call.path,
-              getRawInput: async () => call.input,
-              ctx,
-              type,
-              signal: abort.signal,
-              batchIndex: call.index,
-            });
-            return { result: { data } };
-          } catch (cause) {
-            const error = getTRPCErrorFromUnknown(cause);
-            errors[call.index] = error;
-            const type = call.procedure?._def.type ?? 'unknown';
-            return { error: getErrorShape({ config, error, type, path: call.path, input: call.input, ctx }) };
-          }
-        }),
-      );
-      reply.raw.off('close', onClose);
-      const status = getHTTPStatusCode(outcomes as never, errors as TRPCError[]);
-      const body = transformTRPCResponse(config, (isBatch ? outcomes : outcomes[0]) as never);
-      return reply.code(status).send(JSON.stringify(body));
+      if (!paths) {
+        const outcome = await answer(request, reply, path, raw);
+        return reply.code(statusOf([outcome])).send(JSON.stringify(outcome));
+      }
+      const inputs = raw as Record<string, unknown> | undefined;
+      const outcomes = await Promise.all(paths.map((p, index) => answer(request, reply, p, inputs?.[index])));
+      return reply.code(statusOf(outcomes)).send(JSON.stringify(outcomes));
     });
   });
+}
+
+/** tRPC's HTTP status: the error's, 200 for data, 207 for a batch whose calls differ. */
+function statusOf(outcomes: Outcome[]): number {
+  let status: number | undefined;
+  for (const o of outcomes) {
+    const s = 'error' in o ? o.error.data.httpStatus : 200;
+    if (status !== undefined && s !== status) return 207;
+    status = s;
+  }
+  return status ?? 200;
+}
+
+/**
+ * What a procedure's function gets. Its abort signal, aborted when the client goes away
+ * before the answer, is made on first use: most procedures never read it, and an
+ * AbortSignal with a listener on the response is a measurable part of a cached call.
+ */
+class ProcedureCall implements Call<unknown> {
+  #controller: AbortController | undefined;
+  #onClose: (() => void) | undefined;
+  constructor(
+    readonly principal: Principal,
+    readonly input: unknown,
+    private readonly reply: FastifyReply,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (!this.#controller) {
+      const controller = new AbortController();
+      const response = this.reply.raw;
+      this.#controller = controller;
+      if (response.destroyed) controller.abort();
+      else {
+        this.#onClose = () => {
+          if (!response.writableFinished) controller.abort();
+        };
+        response.once('close', this.#onClose);
+      }
+    }
+    return this.#controller.signal;
+  }
+
+  /** The call has its answer: a close from now on is not the client leaving early. */
+  answered(): void {
+    if (this.#onClose) this.reply.raw.off('close', this.#onClose);
+  }
+}
+
+/**
+ * The call's input by its schema; a mismatch is tRPC's BAD_REQUEST with the issues (the
+ * formatter words the message). Synchronous, as tRPC parses, unless the schema has an async check.
+ */
+async function parseInput(schema: z.ZodType, raw: unknown): Promise<unknown> {
+  let r: z.ZodSafeParseResult<unknown>;
+  try {
+    r = schema.safeParse(raw);
+  } catch (err) {
+    if (!(err instanceof z.core.$ZodAsyncError)) throw err;
+    r = await schema.safeParseAsync(raw);
+  }
+  if (r.success) return r.data;
+  throw new TRPCError({ code: 'BAD_REQUEST', message: 'Input validation failed', cause: r.error });
 }
 
 /** The request's input(s): `?input=` JSON for GET, the JSON body for POST; undefined when absent. */

@@ -12,33 +12,39 @@ import { z } from 'zod';
 import type { Deps } from '../../services/context.js';
 import { addSigningKey, changeSignaturePolicy, getSignaturePolicy, listSigningKeys, revokeKey } from '../../services/signing.js';
 import { signVersion } from '../../services/versions.js';
-import { authedProcedure, router } from '../init.js';
+import { type ProcedureTable, mutation, query } from '../procedure.js';
 
 /** Signed bundles (docs/signing.md): tenants' signing keys, signature policy, signing a pushed version. */
-export const keysRouter = (deps: Deps) =>
-  router({
-    add: authedProcedure
-      .input(addSigningKeyInput)
-      .output(z.object({ key: signingKey, created: z.boolean(), renewed: z.boolean() }))
-      .mutation(({ ctx, input }) => addSigningKey(deps, ctx.principal, input)),
-    list: authedProcedure
-      .input(tenantInput)
-      .output(z.array(signingKey))
-      .query(({ ctx, input }) => listSigningKeys(deps, ctx.principal, input)),
-    revoke: authedProcedure
-      .input(revokeSigningKeyInput)
-      .output(signingKey)
-      .mutation(({ ctx, input }) => revokeKey(deps, ctx.principal, input)),
-    policy: authedProcedure
-      .input(tenantInput)
-      .output(signaturePolicyOutput)
-      .query(({ ctx, input }) => getSignaturePolicy(deps, ctx.principal, input)),
-    setPolicy: authedProcedure
-      .input(setSignaturePolicyInput)
-      .output(signaturePolicyOutput)
-      .mutation(({ ctx, input }) => changeSignaturePolicy(deps, ctx.principal, input)),
-    sign: authedProcedure
-      .input(signVersionInput)
-      .output(workflowVersion)
-      .mutation(({ ctx, input }) => signVersion(deps, ctx.principal, input)),
-  });
+export const keysProcedures = (deps: Deps) =>
+  ({
+    add: mutation({
+      input: addSigningKeyInput,
+      output: z.object({ key: signingKey, created: z.boolean(), renewed: z.boolean() }),
+      run: ({ principal, input }) => addSigningKey(deps, principal, input),
+    }),
+    list: query({
+      input: tenantInput,
+      output: z.array(signingKey),
+      run: ({ principal, input }) => listSigningKeys(deps, principal, input),
+    }),
+    revoke: mutation({
+      input: revokeSigningKeyInput,
+      output: signingKey,
+      run: ({ principal, input }) => revokeKey(deps, principal, input),
+    }),
+    policy: query({
+      input: tenantInput,
+      output: signaturePolicyOutput,
+      run: ({ principal, input }) => getSignaturePolicy(deps, principal, input),
+    }),
+    setPolicy: mutation({
+      input: setSignaturePolicyInput,
+      output: signaturePolicyOutput,
+      run: ({ principal, input }) => changeSignaturePolicy(deps, principal, input),
+    }),
+    sign: mutation({
+      input: signVersionInput,
+      output: workflowVersion,
+      run: ({ principal, input }) => signVersion(deps, principal, input),
+    }),
+  }) satisfies ProcedureTable;

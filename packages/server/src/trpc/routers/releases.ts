@@ -4,46 +4,54 @@ import type { Deps } from '../../services/context.js';
 import { diffVersions } from '../../services/diff.js';
 import { collectGarbage } from '../../services/gc.js';
 import { clearCanary, getReleaseState, promoteCanary, releaseHistory, rollback, setCanary } from '../../services/releases.js';
-import { authedProcedure, router } from '../init.js';
+import { type ProcedureTable, mutation, query } from '../procedure.js';
 
-export const releasesRouter = (deps: Deps) =>
-  router({
+export const releasesProcedures = (deps: Deps) =>
+  ({
     /** The active version and canary that spawns pick from. */
-    state: authedProcedure
-      .input(releaseInputs.state)
-      .output(releaseState)
-      .query(({ ctx, input }) => getReleaseState(deps, ctx.principal, input)),
-    rollback: authedProcedure
-      .input(releaseInputs.rollback)
-      .output(releaseState)
-      .mutation(({ ctx, input }) => rollback(deps, ctx.principal, input)),
-    setCanary: authedProcedure
-      .input(releaseInputs.canarySet)
-      .output(releaseState)
-      .mutation(({ ctx, input }) => setCanary(deps, ctx.principal, input)),
-    clearCanary: authedProcedure
-      .input(releaseInputs.canaryClear)
-      .output(releaseState)
-      .mutation(({ ctx, input }) => clearCanary(deps, ctx.principal, input)),
-    promote: authedProcedure
-      .input(releaseInputs.promote)
-      .output(releaseState)
-      .mutation(({ ctx, input }) => promoteCanary(deps, ctx.principal, input)),
-    history: authedProcedure
-      .input(releaseInputs.history)
-      .output(z.array(releaseEvent))
-      .query(({ ctx, input }) => releaseHistory(deps, ctx.principal, input)),
-    diff: authedProcedure
-      .input(releaseInputs.diff)
-      .output(versionDiff)
-      .query(({ ctx, input }) => diffVersions(deps, ctx.principal, input)),
-  });
+    state: query({
+      input: releaseInputs.state,
+      output: releaseState,
+      run: ({ principal, input }) => getReleaseState(deps, principal, input),
+    }),
+    rollback: mutation({
+      input: releaseInputs.rollback,
+      output: releaseState,
+      run: ({ principal, input }) => rollback(deps, principal, input),
+    }),
+    setCanary: mutation({
+      input: releaseInputs.canarySet,
+      output: releaseState,
+      run: ({ principal, input }) => setCanary(deps, principal, input),
+    }),
+    clearCanary: mutation({
+      input: releaseInputs.canaryClear,
+      output: releaseState,
+      run: ({ principal, input }) => clearCanary(deps, principal, input),
+    }),
+    promote: mutation({
+      input: releaseInputs.promote,
+      output: releaseState,
+      run: ({ principal, input }) => promoteCanary(deps, principal, input),
+    }),
+    history: query({
+      input: releaseInputs.history,
+      output: z.array(releaseEvent),
+      run: ({ principal, input }) => releaseHistory(deps, principal, input),
+    }),
+    diff: query({
+      input: releaseInputs.diff,
+      output: versionDiff,
+      run: ({ principal, input }) => diffVersions(deps, principal, input),
+    }),
+  }) satisfies ProcedureTable;
 
-export const gcRouter = (deps: Deps) =>
-  router({
+export const gcProcedures = (deps: Deps) =>
+  ({
     /** Admin: retire old versions and free the store (see services/gc.ts). */
-    run: authedProcedure
-      .input(releaseInputs.gc)
-      .output(gcReport)
-      .mutation(({ ctx, input }) => collectGarbage(deps, ctx.principal, input)),
-  });
+    run: mutation({
+      input: releaseInputs.gc,
+      output: gcReport,
+      run: ({ principal, input }) => collectGarbage(deps, principal, input),
+    }),
+  }) satisfies ProcedureTable;

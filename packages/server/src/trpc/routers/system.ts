@@ -1,10 +1,10 @@
 import { doctorReport } from '@swarm/sdk/contract';
 import type { Deps } from '../../services/context.js';
 import { runDoctor } from '../../services/doctor.js';
-import { authedProcedure, router } from '../init.js';
+import { type ProcedureTable, query } from '../procedure.js';
 
-export const systemRouter = (deps: Deps) =>
-  router({
+export const systemProcedures = (deps: Deps) =>
+  ({
     /** Admin: checks the database, migrations and object store from the registry's side (`swarm doctor`). */
-    doctor: authedProcedure.output(doctorReport).query(({ ctx }) => runDoctor(deps, ctx.principal)),
-  });
+    doctor: query({ output: doctorReport, run: ({ principal }) => runDoctor(deps, principal) }),
+  }) satisfies ProcedureTable;

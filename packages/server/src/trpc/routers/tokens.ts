@@ -2,17 +2,19 @@ import { apiToken, createdApiToken, inputs } from '@swarm/sdk/contract';
 import { z } from 'zod';
 import { createToken, listTokens, revokeToken } from '../../services/auth.js';
 import type { Deps } from '../../services/context.js';
-import { authedProcedure, router } from '../init.js';
+import { type ProcedureTable, mutation, query } from '../procedure.js';
 
-export const tokensRouter = (deps: Deps) =>
-  router({
-    create: authedProcedure
-      .input(inputs.tokenCreate)
-      .output(createdApiToken)
-      .mutation(({ ctx, input }) => createToken(deps, ctx.principal, input)),
-    list: authedProcedure.output(z.array(apiToken)).query(({ ctx }) => listTokens(deps, ctx.principal)),
-    revoke: authedProcedure
-      .input(inputs.tokenRevoke)
-      .output(apiToken)
-      .mutation(({ ctx, input }) => revokeToken(deps, ctx.principal, input)),
-  });
+export const tokensProcedures = (deps: Deps) =>
+  ({
+    create: mutation({
+      input: inputs.tokenCreate,
+      output: createdApiToken,
+      run: ({ principal, input }) => createToken(deps, principal, input),
+    }),
+    list: query({ output: z.array(apiToken), run: ({ principal }) => listTokens(deps, principal) }),
+    revoke: mutation({
+      input: inputs.tokenRevoke,
+      output: apiToken,
+      run: ({ principal, input }) => revokeToken(deps, principal, input),
+    }),
+  }) satisfies ProcedureTable;
