@@ -39,8 +39,8 @@ export type FetchOptions = {
  * A consumer of the download's bytes while they are written to the file: each chunk with
  * its offset in the file. Offsets follow on from each other, across a resumed attempt too,
  * unless the download started over (a server that ignored a Range, or a write that failed
- * after the tap saw its chunk). The bytes are not verified yet: the tap must not let them
- * have any effect before the download's hash is checked.
+ * after the tap saw its chunk). The bytes are not verified yet: whatever the tap makes of
+ * them must stay out of use until the download's hash is checked.
  */
 export type DownloadTap = { write(chunk: Buffer, position: number): void };
 
