@@ -4,8 +4,10 @@
  * presigned S3 URL, cold (empty cache) and warm (bundle and its unpacked tree in the cache,
  * as the cold boot left them). Baseline: curl piped
  * through sha256sum into tar in bash. Floors measured alone in the same run: the download
- * with curl to /dev/null, sha256 of the file, gunzip of it (Node's zlib, one core), and
- * GNU tar writing the already gunzip'd tar's 5,000 files (the file system's share).
+ * with curl to /dev/null, sha256 of the file, gunzip of it (Node's zlib, one core),
+ * GNU tar writing the already gunzip'd tar's 5,000 files (the file system's share), and
+ * the agent's design at its floor: bench/bare-unpack.mjs, one Node process doing only
+ * fetch + sha256 + gunzip + untar with the agent's libraries, run as the agent is.
  */
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -25,6 +27,7 @@ const FILES = 5000;
 /** Base64 text of random bytes: compresses about as well as minified JavaScript (~3:4). */
 const FILE_BYTES = 14 * 1024;
 export const AGENT = path.join(root, 'packages/boot-agent/dist/boot-agent.mjs');
+const BARE_UNPACK = path.join(root, 'bench/bare-unpack.mjs');
 
 /** The node flags boot.sh gives the agent in the VM (its SWARM_NODE_FLAGS default), so the agent is measured as it runs there. */
 export async function bootShNodeFlags(): Promise<string[]> {
@@ -64,15 +67,16 @@ function sh(script: string, env: Record<string, string>): Promise<void> {
   );
 }
 
-/** Runs the agent under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
+/** Runs the agent (or `script`, run as the agent is) under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
 export function runAgent(
   nodeFlags: string[],
   args: string[],
   env: Record<string, string>,
+  script = AGENT,
 ): Promise<{ seconds: number; maxRss: number; stderr: string }> {
   return new Promise((resolve, reject) => {
     const t = performance.now();
-    const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, AGENT, ...args], {
+    const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, script, ...args], {
       // As root the agent runs the workflow as SWARM_RUNTIME_USER (the image's `swarm`); this
       // machine has `nobody`, as the tests use.
       env: { PATH: process.env.PATH, SWARM_MMDS_URL: 'off', ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: 'nobody' } : {}), ...env },
@@ -126,7 +130,14 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
   const warm: number[] = [];
   const warmRss: number[] = [];
   let warmFromTree = 0;
-  const floors = { download: [] as number[], sha256: [] as number[], gunzip: [] as number[], untar: [] as number[] };
+  const floors = {
+    download: [] as number[],
+    sha256: [] as number[],
+    gunzip: [] as number[],
+    untar: [] as number[],
+    bareNode: [] as number[],
+    bareNodeRssMiB: [] as number[],
+  };
   const plainTar = path.join(dir, 'bundle.tar');
   await sh('gzip -dc "$B" > "$T"', { B: bundle, T: plainTar });
   // Warm-up: the page cache holds node, the agent and the store's object for everyone alike.
@@ -167,8 +178,13 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     const untarDir = await fresh('untar');
     await settle();
     floors.untar.push(await timed(() => sh('tar -xf "$T" -C "$D"', { T: plainTar, D: untarDir })));
+    const bareDir = await fresh('bare');
+    await settle();
+    const bare = await runAgent(nodeFlags, [url, hash, bareDir], {}, BARE_UNPACK);
+    floors.bareNode.push(bare.seconds);
+    floors.bareNodeRssMiB.push(bare.maxRss / MiB);
     ctx.log(
-      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
+      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${bare.seconds.toFixed(2)} s (${(bare.maxRss / MiB).toFixed(0)} MiB), agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
     );
   }
   const coldS = summarize(cold);
@@ -181,7 +197,9 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
       sha256: summarize(floors.sha256).median,
       gunzip: summarize(floors.gunzip).median,
       untar: summarize(floors.untar).median,
+      bareNode: summarize(floors.bareNode).median,
     },
+    bareNodePeakRssMiB: summarize(floors.bareNodeRssMiB).median,
   };
   const rows: Row[] = [];
   if (only('4')) {

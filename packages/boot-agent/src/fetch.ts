@@ -1,5 +1,6 @@
 /**
- * Downloads a bundle to a file while hashing it, over Node's own http/https client:
+ * Downloads a bundle to a file while hashing it (and handing its bytes to a tap: the agent
+ * unpacks while it downloads), over Node's own http/https client:
  * undici 7 (the last line for Node 20) crashes the process with an uncatchable
  * AssertionError when a server closes the connection while the body is paused by
  * backpressure (nodejs/undici#5360, fixed only in undici 8, which needs Node 22), and
@@ -30,7 +31,18 @@ export type FetchOptions = {
   stallWindowMs: number;
   backoffMs: number;
   onAttempt?: (attempt: number, err: AgentError) => void;
+  /** Sees the bytes as they arrive (the agent unpacks while it downloads). */
+  tap?: DownloadTap;
 };
+
+/**
+ * A consumer of the download's bytes while they are written to the file: each chunk with
+ * its offset in the file. Offsets follow on from each other, across a resumed attempt too,
+ * unless the download started over (a server that ignored a Range, or a write that failed
+ * after the tap saw its chunk). The bytes are not verified yet: whatever the tap makes of
+ * them must stay out of use until the download's hash is checked.
+ */
+export type DownloadTap = { write(chunk: Buffer, position: number): void };
 
 export const DEFAULT_FETCH = {
   attempts: 4,
@@ -101,12 +113,12 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
           res.body,
           opts,
           limit,
-          (chunk) => {
-            hash.update(chunk);
-            return chunk;
-          },
           async (chunk) => {
-            await handle.write(chunk, 0, chunk.length, written);
+            // The file write runs on the threadpool while this thread hashes the chunk and feeds the tap.
+            const writing = handle.write(chunk, 0, chunk.length, written);
+            hash.update(chunk);
+            opts.tap?.write(chunk, written);
+            await writing;
             written += chunk.length;
           },
           () => written,
@@ -156,12 +168,11 @@ function toAgentError(err: unknown): AgentError {
   return fetchFailed(`download interrupted: ${code || (err as Error).message}`, RETRYABLE_CODES.has(code));
 }
 
-/** Streams the body through `inspect` into `write`, enforcing the byte cap and the minimum rate. */
+/** Streams the body into `write`, enforcing the byte cap and the minimum rate. */
 async function pump(
   body: AsyncIterable<Buffer> & { destroy(err?: Error): void },
   opts: FetchOptions,
   limit: number,
-  inspect: (chunk: Buffer) => Buffer,
   write: (chunk: Buffer) => Promise<void>,
   total: () => number,
 ): Promise<void> {
@@ -189,7 +200,7 @@ async function pump(
           `the store sent more than the expected ${limit} bytes; cut off`,
         );
       }
-      await write(inspect(chunk));
+      await write(chunk);
     }
   } catch (err) {
     throw stalled ?? err;

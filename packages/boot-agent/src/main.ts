@@ -12,7 +12,7 @@ import { AgentError, EXIT } from './errors.js';
 import { EventReporter, exchangeBootstrapToken } from './events.js';
 import { ExecutionControl } from './heartbeat.js';
 import { captureOutput } from './output.js';
-import { DEFAULT_FETCH, downloadTo } from './fetch.js';
+import { DEFAULT_FETCH, type DownloadTap, downloadTo } from './fetch.js';
 import { fromFile, fromMmds, fromVariables, resolveMetadata, validBundle, validSigning } from './metadata.js';
 import { resolveActive } from './resolve.js';
 import { sealMetadataService } from './seal.js';
@@ -20,7 +20,7 @@ import { openWorkflowDir, runWorkflow, runtimeCommand, runtimeUser } from './run
 import { count, helpText, parseInvocation, text } from './settings.js';
 import { linkFromTree, linkFromTreeByDigest } from './tree.js';
 import { trustedTreeDigest } from './trust.js';
-import { unpackBundle } from './unpack.js';
+import { type BeforeSwap, unpackBundle, unpackWhileDownloading } from './unpack.js';
 import { loadTrustRoot, verifyBundle } from './verify.js';
 
 const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}\n`);
@@ -166,8 +166,8 @@ async function main(argv: string[]): Promise<number> {
    * Puts the bundle in the workflow directory: from the cache's unpacked tree when it
    * matches the bundle's trusted tree digest (hashing the tree's files, no gunzip) or, with
    * no trusted digest, the cached archive (tree.ts); else by unpacking the archive (cached,
-   * or fetched on a miss) and keeping a tree of it for the next boot. A tree that does not
-   * match is discarded.
+   * or, on a miss, while it downloads) and keeping a tree of it for the next boot. A tree
+   * that does not match is discarded.
    */
   async function fromCache(
     bundle: { url: string; hash: string; size?: number | undefined },
@@ -204,22 +204,23 @@ async function main(argv: string[]): Promise<number> {
       }
     }
     const discarded = treeDiscarded === undefined ? {} : { treeDiscarded };
-    let file: string;
+    // On a miss the unpack overlaps the download, so its `ms` covers both.
+    const unpackStarted = Date.now();
+    let treeSkipped: string | null = null;
+    const keepTree: BeforeSwap = async (staging, r, listing) => {
+      treeSkipped = await cache.saveTree(bundle.hash, staging, r, listing);
+    };
+    let result: BundleCounts;
     const cached = await cache.lookup(bundle.hash);
     if (cached && cached !== 'corrupt') {
-      file = cached.file;
       events.emit('cache_hit', { bytes: cached.bytes, from: 'archive', ...discarded });
       log(`cache hit ${bundle.hash.slice(0, 12)} (${cached.bytes} bytes)`);
+      result = await unpackBundle(cached.file, workflowDir, limits, keepTree);
     } else {
       events.emit('cache_miss', cached === 'corrupt' ? { discarded: 'corrupt cached file', ...discarded } : discarded);
       if (cached === 'corrupt') log('discarded a corrupt cached bundle');
-      file = await fetchVerified(bundle);
+      result = await unpackWhileDownloading(workflowDir, limits, (tap) => fetchVerified(bundle, tap), keepTree);
     }
-    const unpackStarted = Date.now();
-    let treeSkipped: string | null = null;
-    const result = await unpackBundle(file, workflowDir, limits, async (staging, r, listing) => {
-      treeSkipped = await cache.saveTree(bundle.hash, staging, r, listing);
-    });
     if (treeSkipped) log(`no unpacked tree kept in the cache: ${treeSkipped}`);
     events.emit('unpacked', {
       files: result.files,
@@ -232,7 +233,7 @@ async function main(argv: string[]): Promise<number> {
   }
 
   /** Downloads into the cache; the file gets its hash's name only once it verifies. */
-  async function fetchVerified(bundle: { url: string; hash: string; size?: number | undefined }): Promise<string> {
+  async function fetchVerified(bundle: { url: string; hash: string; size?: number | undefined }, tap: DownloadTap): Promise<string> {
     const attempts = count(vars, 'SWARM_FETCH_ATTEMPTS');
     // A hash mismatch is retried once with a fresh download: the bytes may have been damaged on the way.
     for (let round = 1; ; round++) {
@@ -248,6 +249,7 @@ async function main(argv: string[]): Promise<number> {
           minBytesPerSecond: count(vars, 'SWARM_FETCH_MIN_BYTES_PER_SECOND'),
           stallWindowMs: count(vars, 'SWARM_FETCH_STALL_SECONDS') * 1000,
           onAttempt: (n, err) => log(`download attempt ${n} failed (${err.message}); retrying`),
+          tap,
         });
         events.emit('fetched', { bytes: got.bytes, ms: Date.now() - started, attempts: got.attempts, resumed: got.resumed });
         if (got.hash !== bundle.hash) {

@@ -14,10 +14,13 @@ import {
   DEFAULT_BUNDLE_LIMITS,
   type Listing,
   UnsafeBundle,
+  type WalkResult,
+  startArchiveWalk,
   walkArchive,
 } from '@swarm/sdk/bundle-rules';
 import { isGzip } from './archive.js';
 import { AgentError } from './errors.js';
+import type { DownloadTap } from './fetch.js';
 
 const unsafe = (message: string) => new AgentError('unsafe_bundle', message);
 
@@ -87,11 +90,84 @@ export async function unpackBundle(
 ): Promise<BundleCounts> {
   if (!(await isGzip(file))) throw unsafe('the bundle is not gzip-compressed');
   return viaStaging(target, async (staging) => {
-    const { counts, listing } = await walkArchive(createReadStream(file), limits, writeInto(staging)).catch((err: unknown) => {
-      throw asAgentError(err);
-    });
+    const { counts, listing } = await walkFile(file, staging, limits);
     await beforeSwap?.(staging, counts, listing);
     return counts;
+  });
+}
+
+/**
+ * Unpacks a bundle while it downloads: `download` fetches the archive into a file, verifies
+ * it against the bundle's hash and returns the file, feeding `tap` the bytes as they arrive;
+ * the walk checks and writes them into the staging directory meanwhile, so the gunzip and
+ * the files' writes overlap the transfer instead of following it. Nothing of it counts
+ * before the download verified: the walk's verdict (a refusal too) is taken only then, and
+ * the staging directory replaces the target only then, exactly as unpackBundle on the
+ * verified file would (the same checks, the same refusals in the same order: the hash,
+ * then gzip, then the entries). Should the tap not have seen the verified file's bytes
+ * exactly once each, in order (a download that started over), the staging directory is
+ * emptied and the verified file unpacked as unpackBundle does.
+ */
+export async function unpackWhileDownloading(
+  target: string,
+  limits: BundleLimits,
+  download: (tap: DownloadTap) => Promise<string>,
+  beforeSwap?: BeforeSwap,
+): Promise<BundleCounts> {
+  return viaStaging(target, async (staging) => {
+    const walk = startArchiveWalk(limits, writeInto(staging));
+    // Its refusal is reported once the download verified (below), or not at all.
+    walk.result.catch(() => {});
+    // Whether the walk was fed every byte of the download so far, once each, in order.
+    let seen = 0;
+    let intact = true;
+    const tap: DownloadTap = {
+      write(chunk, position) {
+        if (position !== seen) {
+          intact = false;
+          walk.fail(new Error('the download started over'));
+        }
+        seen = position + chunk.length;
+        if (!intact || walk.settled) return;
+        try {
+          walk.write(chunk);
+        } catch (err) {
+          walk.fail(err);
+        }
+      },
+    };
+    let file: string;
+    try {
+      file = await download(tap);
+    } catch (err) {
+      walk.fail(err); // closes the file the walk may have open
+      throw err;
+    }
+    if (!(await isGzip(file))) {
+      const refusal = unsafe('the bundle is not gzip-compressed');
+      walk.fail(refusal);
+      throw refusal;
+    }
+    let walked: WalkResult;
+    if (intact && seen === (await fs.stat(file)).size) {
+      walk.end();
+      walked = await walk.result.catch((err: unknown) => {
+        throw asAgentError(err);
+      });
+    } else {
+      await fs.rm(staging, { recursive: true, force: true });
+      await fs.mkdir(staging, { mode: 0o700 });
+      walked = await walkFile(file, staging, limits);
+    }
+    await beforeSwap?.(staging, walked.counts, walked.listing);
+    return walked.counts;
+  });
+}
+
+/** Walks the archive `file` into `staging`; a failed walk is an AgentError. */
+function walkFile(file: string, staging: string, limits: BundleLimits): Promise<WalkResult> {
+  return walkArchive(createReadStream(file), limits, writeInto(staging)).catch((err: unknown) => {
+    throw asAgentError(err);
   });
 }
 
