@@ -116,9 +116,12 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
           async (chunk) => {
             // The file write runs on the threadpool while this thread hashes the chunk and feeds the tap.
             const writing = handle.write(chunk, 0, chunk.length, written);
-            hash.update(chunk);
-            opts.tap?.write(chunk, written);
-            await writing;
+            try {
+              hash.update(chunk);
+              opts.tap?.write(chunk, written);
+            } finally {
+              await writing; // awaited even when the tap throws: never an unhandled rejection
+            }
             written += chunk.length;
           },
           () => written,

@@ -15,7 +15,12 @@ type SmallRequestOptions = {
   body?: string;
   timeoutMs: number;
   maxBytes?: number;
-  /** Connections kept open between requests (events.ts); by default each request has its own. */
+  /**
+   * Connections kept open between requests (events.ts); by default each request has its own.
+   * For idempotent requests only: one that fails on a kept-open connection the server had
+   * closed is sent once more (an event is taken once per seq; a bootstrap token exchange,
+   * spent by its first arrival, must never pass one).
+   */
   agent?: http.Agent;
 };
 

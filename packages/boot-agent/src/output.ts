@@ -152,7 +152,7 @@ export class StreamMasker {
   }
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 /** The bytes as text: UTF-8 as it is, NUL and any byte that is not part of valid UTF-8 as `\xNN`. */
 export function decodeLine(bytes: Buffer): { text: string; escaped: boolean } {

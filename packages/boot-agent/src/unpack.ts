@@ -155,6 +155,7 @@ export async function unpackWhileDownloading(
         throw asAgentError(err);
       });
     } else {
+      walk.fail(new Error('superseded by a walk of the verified file')); // closes the file the walk may have open
       await fs.rm(staging, { recursive: true, force: true });
       await fs.mkdir(staging, { mode: 0o700 });
       walked = await walkFile(file, staging, limits);

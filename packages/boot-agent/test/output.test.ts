@@ -258,6 +258,22 @@ describe('lines and limits', () => {
     expect(decodeLine(Buffer.from([0xed, 0xa0, 0x80])).text).toBe('\\xed\\xa0\\x80');
   });
 
+  it('keeps a byte order mark at the start of a line, and counts its bytes as shipped', () => {
+    // A line cut at the cap makes the capture report its counts (truncated()).
+    const t = capture({}, { maxLineBytes: 40 });
+    t.c.write('stdout', Buffer.from(`\ufeffwith a BOM\n\ufeff\n${'y'.repeat(60)}\n`));
+    t.c.end('stdout');
+    t.c.flush();
+    expect(
+      t
+        .lines()
+        .map((l) => l.text)
+        .slice(0, 2),
+    ).toEqual(['\ufeffwith a BOM', '\ufeff']);
+    const size = t.lines().reduce((n, l) => n + Buffer.byteLength(JSON.stringify(l)) + 1, 0);
+    expect(t.c.truncated()).toMatchObject({ shippedBytes: size, shippedLines: 3 });
+  });
+
   it('ships an unfinished last line when the stream ends', () => {
     const t = capture({});
     t.c.write('stdout', Buffer.from('no newline'));

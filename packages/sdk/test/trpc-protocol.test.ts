@@ -77,6 +77,16 @@ describe('tRPC wire protocol against the registry', () => {
     expect((await res.json()).error.data.code).toBe('METHOD_NOT_SUPPORTED');
   });
 
+  it('refuses a batched POST naming a subscription with 405 and allow: GET, as tRPC does', async () => {
+    const res = await reg.fetch('/trpc/executions.watch?batch=1', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${reg.adminToken}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ 0: { id: '00000000-0000-4000-8000-000000000000' } }),
+    });
+    expect(res.status).toBe(405);
+    expect(res.headers.get('allow')).toBe('GET');
+  });
+
   it('runs a batch through httpBatchLink in one request, one answer per call', async () => {
     const [a, b, c] = await Promise.all([
       links.batched.versions.active.query({ workflow: 'proto/app' }),

@@ -83,17 +83,17 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
     const procedure = procedures.get(path);
     let call: ProcedureCall | undefined;
     try {
-      if (!procedure) {
-        if (typeOf(path) === 'subscription') throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
-        throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${path}"` });
-      }
-      if (ACCEPTED_METHOD[procedure.type] !== request.method) {
-        reply.header('allow', ACCEPTED_METHOD[procedure.type]);
+      const type = procedure?.type ?? typeOf(path);
+      if (!type) throw new TRPCError({ code: 'NOT_FOUND', message: `No procedure found on path "${path}"` });
+      // The method first, as tRPC's own handler does: a POST naming a subscription is a 405 with `allow`.
+      if (ACCEPTED_METHOD[type] !== request.method) {
+        reply.header('allow', ACCEPTED_METHOD[type]);
         throw new TRPCError({
           code: 'METHOD_NOT_SUPPORTED',
-          message: `Unsupported ${request.method}-request to ${procedure.type} procedure at path "${path}"`,
+          message: `Unsupported ${request.method}-request to ${type} procedure at path "${path}"`,
         });
       }
+      if (!procedure) throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
       const principal = authorize(procedure.caller, await principalOf(request));
       const input = procedure.input ? await parseInput(procedure.input, rawInput) : undefined;
       call = new ProcedureCall(principal, input, reply);

@@ -98,6 +98,15 @@ export async function spawnResults(
     if (!urls.has(key))
       urls.set(key, (await deps.store.signedUrl(spawned.bundleHash, deps.config.urlTtlSeconds, options.storeEndpoint)).url);
   }
+  // A release changed since the cache's answer: the version spawned is not the one checked.
+  // Such rows (rare) read their signature from the database, concurrently.
+  const reread = new Map(
+    await Promise.all(
+      spawns
+        .filter(({ spawned: { row }, signature }) => row.versionId !== signature.versionId)
+        .map(async ({ spawned: { row } }) => [row.id, await spawnedSignature(deps, row.id, row.versionId)] as const),
+    ),
+  );
   const results: SpawnResult[] = [];
   for (const { spawned, agentToken, options, signature } of spawns) {
     const { row } = spawned;
@@ -118,8 +127,7 @@ export async function spawnResults(
         apiUrl: options.apiUrl ?? deps.publicUrl(),
         runtime: options.runtime,
         secrets: options.secrets,
-        // A release changed since the cache's answer: the version spawned is not the one checked.
-        signing: row.versionId === signature.versionId ? signature.material : await spawnedSignature(deps, row.id, row.versionId),
+        signing: reread.has(row.id) ? reread.get(row.id) : signature.material,
       },
     });
   }
