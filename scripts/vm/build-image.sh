@@ -335,12 +335,12 @@ fi
 # document from a FIFO in root's /run/swarm (SWARM_METADATA_FILE): it never touches a
 # disk, and the workload cannot open it; SWARM_MMDS_URL=off keeps the agent from asking
 # the sealed service again. swarm.mmds_url= or swarm.metadata_file= leaves both to the agent.
-MMDS_ADDRESS=169.254.169.254
+MMDS_ADDRESS=169.254.169.254 MMDS_PORT=80
 CRLF2=$(printf '\r\n\r\nx')
 CRLF2=${CRLF2%x}
 # One HTTP/1.0 request (its lines as arguments) with busybox nc: the body of a 200 answer, else fails.
 mmds_request() {
-  answer=$(printf '%s\r\n' "$@" '' | timeout 5 nc "$MMDS_ADDRESS" 80) || return 1
+  answer=$(printf '%s\r\n' "$@" '' | timeout 5 nc "$MMDS_ADDRESS" "$MMDS_PORT") || return 1
   case $answer in "HTTP/1."?" 200 "*) ;; *) return 1 ;; esac
   printf '%s' "${answer#*"$CRLF2"}"
 }

@@ -29,7 +29,8 @@ import { loadTrustRoot, verifyBundle } from './verify.js';
  * evaluates this module when it is built, not when it runs.
  */
 const timings = () => process.env.SWARM_LOG_TIMINGS === '1';
-const log = (msg: string) => process.stderr.write(`swarm-boot-agent: ${msg}${timings() ? ` (+${Math.round(performance.now())} ms)` : ''}\n`);
+const log = (msg: string) =>
+  process.stderr.write(`swarm-boot-agent: ${msg}${timings() ? ` (+${Math.round(performance.now())} ms)` : ''}\n`);
 
 async function main(argv: string[]): Promise<number> {
   const env = process.env as Record<string, string | undefined>;
