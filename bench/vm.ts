@@ -63,7 +63,7 @@ async function floorInitramfs(dir: string): Promise<string> {
  * Where a boot's time went, from the console lines' arrival (seconds since the spawn call):
  * the first line of each stage. Node's start and the agent's load are the gap between
  * SWARM_AGENT_START and the agent's "started" line (which also says how many ms after
- * node's own start it ran); /init reads the metadata and seals its address meanwhile.
+ * node's own start it ran).
  */
 function breakdown(lines: Array<[number, string]>): Record<string, unknown> {
   const first = (re: RegExp) => lines.find(([, l]) => re.test(l))?.[0];
@@ -78,7 +78,6 @@ function breakdown(lines: Array<[number, string]>): Record<string, unknown> {
     cacheDriveMounted: first(/^init: cache drive mounted/),
     agentStart: first(/^SWARM_AGENT_START/),
     agentStarted: first(/^swarm-boot-agent: started /),
-    metadataSealed: first(/^init: metadata service .* sealed/),
     metadataRead: first(/^swarm-boot-agent: metadata read/),
     fetchedOrCacheHit: first(/^swarm-boot-agent: (fetched and verified|cache hit)/),
     unpacked: first(/^swarm-boot-agent: unpacked/),

@@ -2,9 +2,7 @@
  * scripts/vm/build-image.sh without building an image: its --trust-root check refuses a
  * private key (before anything is built), and its /init's kernel command line parsing —
  * the `parse_cmdline` function cut out of the script's /init and run by /bin/sh — refuses
- * swarm.trust_root and swarm.agent_token in any spelling; and its /init's metadata read
- * (`read_metadata`, cut out the same way and run by busybox's sh, as in the VM) against a
- * real metadata service on loopback.
+ * swarm.trust_root and swarm.agent_token in any spelling.
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -13,7 +11,6 @@ import os from 'node:os';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startMetadataService } from '../packages/sdk/src/orchestrator/mmds.js';
 
 const run = promisify(execFile);
 const script = path.resolve(import.meta.dirname, '../scripts/vm/build-image.sh');
@@ -88,43 +85,4 @@ describe("/init's kernel command line", () => {
       expect(said).toMatch(/init: ignoring swarm\.(trust_root|agent_token)/);
     },
   );
-});
-
-describe("/init's metadata read", () => {
-  const doc = {
-    bundle: { url: 'http://169.254.169.20:9000/b.tgz', hash: 'a'.repeat(64) },
-    execution: { id: '00000000-0000-4000-8000-000000000000', agentToken: 'bootstrap-token' },
-    apiUrl: 'http://169.254.169.21:3000',
-    secrets: { API_KEY: 'a value with spaces, "quotes" and %s' },
-  };
-
-  /** Runs the image's read_metadata twice against the service on 127.0.0.1:port; what each printed and its exit status. */
-  async function readTwice(port: number) {
-    const text = await fs.readFile(script, 'utf8');
-    const fns = text.match(/^MMDS_ADDRESS=[\s\S]*?^read_metadata\(\) \{\n[\s\S]*?\n\}\n/m)?.[0];
-    expect(fns, 'MMDS_ADDRESS … read_metadata in /init').toBeDefined();
-    // nc and timeout as in the image: busybox's applets.
-    const bin = path.join(work, 'bin');
-    await fs.mkdir(bin, { recursive: true });
-    for (const applet of ['nc', 'timeout']) await fs.symlink('/bin/busybox', path.join(bin, applet)).catch(() => {});
-    const once = 'doc=$(read_metadata); echo "status=$? $doc"';
-    const r = await run('/bin/busybox', ['sh', '-c', `${fns}MMDS_ADDRESS=127.0.0.1 MMDS_PORT=${port}\n${once}\n${once}`], {
-      env: { PATH: `${bin}:${process.env.PATH}` },
-      timeout: 30_000,
-    });
-    return r.stdout.split('\n').filter(Boolean);
-  }
-
-  it('reads the document once with an MMDS V2 session token; a service that refuses makes it fail', async () => {
-    const mmds = await startMetadataService(doc, { once: true });
-    try {
-      const [first, second] = await readTwice(mmds.port);
-      expect(first).toMatch(/^status=0 /);
-      expect(JSON.parse(first!.slice('status=0 '.length))).toEqual(doc);
-      // The service answers one GET: the second read gets a 404 and fails, printing nothing.
-      expect(second).toBe('status=1 ');
-    } finally {
-      await mmds.close();
-    }
-  });
 });

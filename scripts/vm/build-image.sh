@@ -327,43 +327,6 @@ else
   echo "init: no eth0"
 fi
 
-# The metadata document, read here in the background while the cache drive mounts and node
-# starts (MMDS V2 through the driver's forward: a session token, then the document), and
-# then the service sealed with a blackhole route, whatever the outcome, before the agent
-# gets anything: under TCG node's first HTTP request alone costs more than this whole
-# exchange, and forking `ip` from node ~0.15 s (bench/README.md #7). The agent reads the
-# document from a FIFO in root's /run/swarm (SWARM_METADATA_FILE): it never touches a
-# disk, and the workload cannot open it; SWARM_MMDS_URL=off keeps the agent from asking
-# the sealed service again. swarm.mmds_url= or swarm.metadata_file= leaves both to the agent.
-MMDS_ADDRESS=169.254.169.254 MMDS_PORT=80
-CRLF2=$(printf '\r\n\r\nx')
-CRLF2=${CRLF2%x}
-# One HTTP/1.0 request (its lines as arguments) with busybox nc: the body of a 200 answer, else fails.
-mmds_request() {
-  answer=$(printf '%s\r\n' "$@" '' | timeout 5 nc "$MMDS_ADDRESS" "$MMDS_PORT") || return 1
-  case $answer in "HTTP/1."?" 200 "*) ;; *) return 1 ;; esac
-  printf '%s' "${answer#*"$CRLF2"}"
-}
-read_metadata() {
-  token=$(mmds_request 'PUT /latest/api/token HTTP/1.0' 'X-metadata-token-ttl-seconds: 300') &&
-    mmds_request 'GET / HTTP/1.0' "X-metadata-token: $token" 'Accept: application/json'
-}
-if [ -z "${SWARM_MMDS_URL:-}${SWARM_METADATA_FILE:-}" ]; then
-  mkdir -p /run/swarm
-  chmod 700 /run/swarm
-  mkfifo -m 600 /run/swarm/metadata.json
-  (
-    doc=$(read_metadata) || { echo "init: no metadata document from the metadata service at $MMDS_ADDRESS"; doc=; }
-    if ip route add blackhole "$MMDS_ADDRESS/32"; then
-      echo "init: metadata service $MMDS_ADDRESS sealed (blackhole route)"
-    else
-      echo "init: metadata service $MMDS_ADDRESS left reachable: ip route add failed"
-    fi
-    printf '%s' "$doc" >/run/swarm/metadata.json
-  ) &
-  export SWARM_MMDS_URL=off SWARM_METADATA_FILE=/run/swarm/metadata.json
-fi
-
 # The workflow directory beside the cache (the root is read-only), on the cache drive's file
 # system when one is mounted, so a warm boot can hard-link the cached unpacked tree into it
 # (links cannot cross file systems). The agent replaces whatever an earlier VM left there.
