@@ -292,8 +292,8 @@ function start(argv: string[]): void {
 /**
  * While the snapshot is built: validates a metadata document of the usual shape once, so
  * that the schema's parsers, which zod builds on first use, are in the snapshot already
- * (the first parse after a restore: ~0.45 ms on a host instead of ~1.9 ms, ~0.2–0.5 s less
- * under TCG; bench/README.md #7). Nothing else is kept from it.
+ * (the first parse after a restore: ~0.45 ms on a host instead of ~1.9 ms, and TCG runs
+ * it a hundred times slower; bench/README.md #7). Nothing else is kept from it.
  */
 function warmMetadataSchema(): void {
   resolveMetadata([
