@@ -1,4 +1,4 @@
-/** Runs the `swarm` CLI from source, as `pnpm swarm` does, or in-process through buildProgram(). */
+/** Runs the `swarm` CLI from source (what `pnpm swarm` runs bundled), or in-process through buildProgram(). */
 import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { Writable } from 'node:stream';
