@@ -28,6 +28,7 @@ import {
   primaryKey,
   text,
   timestamp,
+  uniqueIndex,
   unique,
   uuid,
 } from 'drizzle-orm/pg-core';
@@ -271,12 +272,11 @@ export const executions = pgTable(
   'executions',
   {
     id: uuid('id').primaryKey().defaultRandom(),
-    workflowId: uuid('workflow_id')
-      .notNull()
-      .references(() => workflows.id),
-    versionId: uuid('version_id')
-      .notNull()
-      .references(() => workflowVersions.id),
+    // Both checked by executions_version_of_workflow_fk alone (below): the version exists and
+    // is one of this workflow's, whose row exists by the versions' own key. A key of each
+    // column on top cost every spawned row two more checks (bench/README.md, #6c).
+    workflowId: uuid('workflow_id').notNull(),
+    versionId: uuid('version_id').notNull(),
     status: text('status', { enum: EXECUTION_STATUSES }).notNull().default('pending'),
     exitCode: integer('exit_code'),
     failureReason: text('failure_reason'),
@@ -291,7 +291,7 @@ export const executions = pgTable(
      */
     agentTokenHash: text('agent_token_hash').unique(),
     agentTokenExpiresAt: timestamp('agent_token_expires_at', { withTimezone: true, mode: 'date' }),
-    agentSessionHash: text('agent_session_hash').unique(),
+    agentSessionHash: text('agent_session_hash'),
     /**
      * How many events, and how many bytes of event data (as JSON text), the execution
      * has: kept here, under the row lock every append takes, so the per-execution caps
@@ -339,6 +339,9 @@ export const executions = pgTable(
       foreignColumns: [workflowVersions.workflowId, workflowVersions.id],
     }),
     index('executions_workflow_created_idx').on(t.workflowId, t.createdAt),
+    // Partial: a spawned row has no session yet, and a finished one none any more, so most rows
+    // would only add a NULL entry (an index write per spawn) to a unique index.
+    uniqueIndex('executions_agent_session_hash_key').on(t.agentSessionHash).where(sql`${t.agentSessionHash} is not null`),
   ],
 );
 
