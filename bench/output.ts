@@ -14,8 +14,6 @@
 import { spawn } from 'node:child_process';
 import { createWriteStream } from 'node:fs';
 import fs from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
 import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
@@ -67,23 +65,40 @@ function runNode(args: string[]): Promise<{ seconds: number; stderr: string }> {
   });
 }
 
-/** The registry's agent endpoints, as small as can be: a session, and every event accepted. */
-async function eventSink(): Promise<{ url: string; events: () => number; close: () => Promise<void> }> {
-  let events = 0;
-  const server = http.createServer((req, res) => {
-    req.resume();
-    req.on('end', () => {
-      res.writeHead(200, { 'content-type': 'application/json' });
-      if (req.url === '/trpc/executions.exchangeToken') return res.end('{"result":{"data":{"sessionToken":"bench-session"}}}');
-      if (req.url === '/trpc/executions.appendEvent') events++;
-      res.end('{"result":{"data":{"accepted":true}}}');
+/**
+ * The registry's agent endpoints, as small as can be: a session, and every event accepted
+ * (`GET /events` tells how many). In a process of its own, as the registry is: in this one
+ * its work would delay the reads of the agent's stdout (the console) and so the agent.
+ */
+const EVENT_SINK = `const http = require('node:http');
+let events = 0;
+const server = http.createServer((req, res) => {
+  req.resume();
+  req.on('end', () => {
+    res.writeHead(200, { 'content-type': 'application/json' });
+    if (req.url === '/events') return res.end(String(events));
+    if (req.url === '/trpc/executions.exchangeToken') return res.end('{"result":{"data":{"sessionToken":"bench-session"}}}');
+    if (req.url === '/trpc/executions.appendEvent') events++;
+    res.end('{"result":{"data":{"accepted":true}}}');
+  });
+});
+server.listen(0, '127.0.0.1', () => process.stdout.write(server.address().port + '\\n'));`;
+
+async function eventSink(): Promise<{ url: string; events: () => Promise<number>; close: () => void }> {
+  const child = spawn(process.execPath, ['-e', EVENT_SINK], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const port = await new Promise<string>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('the event sink did not start within 10 s')), 10_000);
+    child.once('error', reject);
+    child.stdout.once('data', (c: Buffer) => {
+      clearTimeout(timer);
+      resolve(c.toString().trim());
     });
   });
-  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  const url = `http://127.0.0.1:${port}`;
   return {
-    url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
-    events: () => events,
-    close: () => new Promise((r) => server.close(() => r())),
+    url,
+    events: async () => Number(await (await fetch(`${url}/events`)).text()),
+    close: () => child.kill(),
   };
 }
 
@@ -148,7 +163,7 @@ export async function outputFigure(env: BenchEnv, ctx: FigureContext, runs: numb
       relay.push(r.seconds);
       alone.push((await runNode(['-e', PROGRAM, 'null'])).seconds);
     }
-    ctx.log(`  ${sink.events()} events received in all`);
+    ctx.log(`  ${await sink.events()} events received in all`);
     return [
       row({
         id: '9',
@@ -183,6 +198,6 @@ export async function outputFigure(env: BenchEnv, ctx: FigureContext, runs: numb
       }),
     ];
   } finally {
-    await sink.close();
+    sink.close();
   }
 }
