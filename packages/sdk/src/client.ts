@@ -6,7 +6,7 @@ import type { KeyObject } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import fs from 'node:fs/promises';
 import { type Readable, Transform } from 'node:stream';
-import { createTRPCClient, httpBatchLink, httpLink, httpSubscriptionLink, splitLink } from '@trpc/client';
+import { createTRPCClient, httpBatchLink, httpSubscriptionLink, splitLink } from '@trpc/client';
 import { EventSource } from 'eventsource';
 import { request } from 'undici';
 import type { AppRouter } from '../../server/src/trpc/router.js';
@@ -23,7 +23,7 @@ import {
 import { SwarmError, toSwarmError, wireErrorCode } from './errors.js';
 import { sha256File } from './hash.js';
 import { signBundleFile } from './sign-bundle.js';
-import { keepAliveFetch } from './transport.js';
+import { keepAliveFetch, keepAliveLink } from './transport.js';
 
 export type SwarmClientOptions = {
   /** Base URL of the registry, e.g. http://127.0.0.1:3000 */
@@ -97,7 +97,7 @@ export function createSwarmClient(opts: SwarmClientOptions) {
               maxItems: (typeof opts.batch === 'object' ? opts.batch.maxItems : undefined) ?? DEFAULT_BATCH_MAX_ITEMS,
               maxURLLength: BATCH_MAX_URL_LENGTH,
             })
-          : httpLink({ url: `${base}/trpc`, headers: () => ({ authorization }), fetch: keepAliveFetch }),
+          : keepAliveLink({ url: `${base}/trpc`, headers: { authorization } }),
       }),
     ],
   });
