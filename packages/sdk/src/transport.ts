@@ -1,22 +1,21 @@
 /**
  * How the SDK's tRPC calls reach the registry: undici on its pooled, kept-alive connections.
  *
- * `keepAliveLink` is the terminating link for single calls (tRPC's `httpLink` wire format:
- * a query is `GET <url>/<path>?input=<JSON>`, a mutation `POST <url>/<path>` with the JSON
- * body; the answer is tRPC's `{ result: { data } }` or `{ error }` envelope). It hands the
- * request to undici's dispatcher and parses the answer's bytes itself. `httpLink` over a
- * `fetch` costs ~2× the client CPU per call (bench/README.md, figure 2): per call it builds
- * two AbortControllers, merged header objects and a `Response`-shaped object, and undici's
- * `request()`/`fetch()` add a body stream and an abort signal — all on the orchestrator's
- * one JavaScript thread, on a machine it shares with its VMs.
+ * `KeepAliveClient` sends each query and mutation in its own request, in the wire format of
+ * tRPC's `httpLink` (a query is `GET <url>/<path>?input=<JSON>`, a mutation `POST <url>/<path>`
+ * with the JSON body; the answer is tRPC's `{ result: { data } }` or `{ error }` envelope),
+ * straight to undici's dispatcher. The stock path — the client's link chain and observables,
+ * `httpLink`, a `fetch` — cost ~2.5× the client CPU per call (bench/README.md, figure 2):
+ * per call three AbortControllers (one aborted, building a DOMException with its stack, on
+ * every completed call), several observables and merged option objects, a `Response`, and
+ * undici's body stream — all on the orchestrator's one JavaScript thread, on a machine it
+ * shares with its VMs.
  *
  * `keepAliveFetch` is the `fetch` given to `httpBatchLink`: undici's `request()` answered as
  * the part of a `Response` tRPC's links read (`json()`; the rest is kept as `meta`).
  */
-import type { TRPCLink } from '@trpc/client';
-import { TRPCClientError } from '@trpc/client';
+import { type CreateTRPCClientOptions, TRPCClientError, type TRPCRequestOptions, TRPCUntypedClient } from '@trpc/client';
 import type { AnyRouter } from '@trpc/server';
-import { observable } from '@trpc/server/observable';
 import { type Dispatcher, getGlobalDispatcher, request } from 'undici';
 
 type FetchInit = { method?: string; headers?: unknown; body?: unknown; signal?: AbortSignal | null };
@@ -44,51 +43,64 @@ export async function keepAliveFetch(input: string | URL | Request, init: FetchI
   return answer as unknown as Response;
 }
 
-/** What a call's answer leaves as tRPC's `meta` (context of a result, `meta` of a TRPCClientError). */
+/**
+ * tRPC's untyped client (what `createTRPCClientProxy` types as the AppRouter's client) whose
+ * queries and mutations go straight to the registry, one request each; subscriptions still
+ * go through `links`. A query's or mutation's result and errors are the ones `httpLink`
+ * gives: the data, or a `TRPCClientError` carrying the registry's error (code, hint, HTTP
+ * status in `data`), the JSON parser's error, or undici's (refused, reset, aborted).
+ * `opts.context` of a call is not used: no link sees these calls.
+ */
+export class KeepAliveClient<TRouter extends AnyRouter> extends TRPCUntypedClient<TRouter> {
+  private readonly origin: string;
+  /** `/trpc/`: the endpoint's path, procedure paths are appended to. */
+  private readonly prefix: string;
+  private readonly getHeaders: Record<string, string>;
+  private readonly postHeaders: Record<string, string>;
+
+  /** `url`: the tRPC endpoint (`http://host:port/trpc`); `headers` go with every call. */
+  constructor(opts: CreateTRPCClientOptions<TRouter> & { url: string; headers: Record<string, string> }) {
+    super({ links: opts.links });
+    const endpoint = new URL(opts.url);
+    this.origin = endpoint.origin;
+    this.prefix = `${endpoint.pathname.replace(/\/$/, '')}/`;
+    this.getHeaders = opts.headers;
+    this.postHeaders = { ...opts.headers, 'content-type': 'application/json' };
+  }
+
+  override query(path: string, input?: unknown, opts?: TRPCRequestOptions): Promise<unknown> {
+    return this.send('GET', path, input, opts?.signal);
+  }
+
+  override mutation(path: string, input?: unknown, opts?: TRPCRequestOptions): Promise<unknown> {
+    return this.send('POST', path, input, opts?.signal);
+  }
+
+  private send(method: 'GET' | 'POST', path: string, data: unknown, signal: AbortSignal | null | undefined): Promise<unknown> {
+    const input = data === undefined ? undefined : JSON.stringify(data);
+    const get = method === 'GET';
+    return new Promise((resolve, reject) => {
+      getGlobalDispatcher().dispatch(
+        {
+          origin: this.origin,
+          path: get && input !== undefined ? `${this.prefix}${path}?input=${encodeURIComponent(input)}` : this.prefix + path,
+          method,
+          headers: get ? this.getHeaders : this.postHeaders,
+          body: get ? undefined : input,
+        },
+        new Answer(resolve, reject, signal),
+      );
+    });
+  }
+}
+
+/** What an answer leaves as `meta` of a TRPCClientError, as httpLink does (its `response`, the parsed body). */
 type AnswerMeta = { response: { ok: boolean; status: number; headers: Dispatcher.ResponseData['headers'] }; responseJSON?: unknown };
 
 /**
- * A terminating link sending each query and mutation in its own request, as `httpLink` does.
- * `url` is the tRPC endpoint (`http://host:port/trpc`), `headers` sent with every call.
- */
-export function keepAliveLink<TRouter extends AnyRouter>(opts: { url: string; headers: Record<string, string> }): TRPCLink<TRouter> {
-  const endpoint = new URL(opts.url);
-  const origin = endpoint.origin;
-  const prefix = `${endpoint.pathname.replace(/\/$/, '')}/`;
-  const getHeaders = opts.headers;
-  const postHeaders = { ...opts.headers, 'content-type': 'application/json' };
-  return () =>
-    ({ op }) =>
-      observable((observer) => {
-        if (op.type === 'subscription') throw new Error('keepAliveLink does not carry subscriptions: use httpSubscriptionLink');
-        const query = op.type === 'query';
-        const input = op.input === undefined ? undefined : JSON.stringify(op.input);
-        const answer = new Answer(
-          (data, meta) => {
-            observer.next({ result: { type: 'data', data }, context: meta });
-            observer.complete();
-          },
-          (err) => observer.error(err),
-          op.signal,
-        );
-        getGlobalDispatcher().dispatch(
-          {
-            origin,
-            path: query && input !== undefined ? `${prefix}${op.path}?input=${encodeURIComponent(input)}` : prefix + op.path,
-            method: query ? 'GET' : 'POST',
-            headers: query ? getHeaders : postHeaders,
-            body: query ? undefined : input,
-          },
-          answer,
-        );
-        return () => answer.cancel();
-      });
-}
-
-/**
- * One call's answer as undici delivers it (its dispatch handler): the bytes collected, then
- * parsed as tRPC's envelope. Aborting (the caller's signal, or unsubscribing before the answer)
- * aborts the request through undici's controller; no AbortController per call.
+ * One call's answer as undici delivers it (a dispatch handler): the bytes collected, then
+ * read as tRPC's envelope. The caller's signal aborts the request through undici's own
+ * controller: no AbortController or body stream per call.
  */
 class Answer implements Dispatcher.DispatchHandler {
   private controller: Dispatcher.DispatchController | undefined;
@@ -96,33 +108,27 @@ class Answer implements Dispatcher.DispatchHandler {
   private headers: Dispatcher.ResponseData['headers'] = {};
   private chunks: Buffer[] = [];
   private done = false;
-  private cancelled = false;
   private readonly onAbort: (() => void) | undefined;
 
   constructor(
-    private readonly settle: (data: unknown, meta: AnswerMeta) => void,
+    private readonly settle: (data: unknown) => void,
     private readonly fail: (err: TRPCClientError<AnyRouter>) => void,
     private readonly signal: AbortSignal | null | undefined,
   ) {
     if (signal) {
-      this.onAbort = () => this.cancel();
+      this.onAbort = () => this.abort();
       signal.addEventListener('abort', this.onAbort, { once: true });
     }
   }
 
-  /** Stops a call not answered yet: its promise rejects with the signal's reason (as httpLink's fetch does). */
-  cancel(): void {
-    if (this.done) return;
-    this.cancelled = true;
-    this.controller?.abort(this.signal?.reason ?? new DOMException('This operation was aborted', 'AbortError'));
+  /** The call fails with the signal's reason (an AbortError), as a fetch does. */
+  private abort(): void {
+    if (!this.done) this.controller?.abort(this.signal!.reason);
   }
 
   onRequestStart(controller: Dispatcher.DispatchController): void {
     this.controller = controller;
-    if (this.cancelled || this.signal?.aborted) {
-      this.cancelled = false;
-      this.cancel();
-    }
+    if (this.signal?.aborted) this.abort();
   }
 
   onResponseStart(_controller: Dispatcher.DispatchController, statusCode: number, headers: Dispatcher.ResponseData['headers']): void {
@@ -139,20 +145,23 @@ class Answer implements Dispatcher.DispatchHandler {
     const meta: AnswerMeta = { response: { ok: this.status >= 200 && this.status < 300, status: this.status, headers: this.headers } };
     let envelope: { result?: { data?: unknown }; error?: { code?: unknown } };
     try {
-      const body = this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks);
-      envelope = JSON.parse(body.toString());
+      envelope = JSON.parse((this.chunks.length === 1 ? this.chunks[0]! : Buffer.concat(this.chunks)).toString());
       meta.responseJSON = envelope;
     } catch (cause) {
       this.fail(TRPCClientError.from(cause as Error, { meta }));
       return;
     }
-    if (envelope && typeof envelope.error === 'object' && typeof envelope.error?.code === 'number') {
-      this.fail(TRPCClientError.from(envelope as never, { meta }));
-    } else if (envelope && typeof envelope.result === 'object' && envelope.result !== null && !('error' in envelope)) {
-      this.settle(envelope.result.data, meta);
-    } else {
-      this.fail(TRPCClientError.from(new Error('Unable to transform response from server'), { meta }));
+    // The checks of tRPC's transformResult: an error has a numeric JSON-RPC code, a result is an object.
+    if (envelope !== null && typeof envelope === 'object' && 'error' in envelope) {
+      if (typeof envelope.error === 'object' && typeof envelope.error?.code === 'number') {
+        this.fail(TRPCClientError.from(envelope as Parameters<typeof TRPCClientError.from>[0], { meta }));
+        return;
+      }
+    } else if (envelope !== null && typeof envelope === 'object' && typeof envelope.result === 'object' && envelope.result !== null) {
+      this.settle(envelope.result.data);
+      return;
     }
+    this.fail(TRPCClientError.from(new Error('Unable to transform response from server'), { meta }));
   }
 
   onResponseError(_controller: Dispatcher.DispatchController, err: Error): void {
