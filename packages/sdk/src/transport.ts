@@ -5,7 +5,7 @@
  * tRPC's `httpLink` (a query is `GET <url>/<path>?input=<JSON>`, a mutation `POST <url>/<path>`
  * with the JSON body; the answer is tRPC's `{ result: { data } }` or `{ error }` envelope),
  * straight to undici's dispatcher. The stock path — the client's link chain and observables,
- * `httpLink`, a `fetch` — cost ~2.5× the client CPU per call (bench/README.md, figure 2):
+ * `httpLink`, a `fetch` — cost ~6× the client CPU per call (bench/README.md, figure 2):
  * per call three AbortControllers (one aborted, building a DOMException with its stack, on
  * every completed call), several observables and merged option objects, a `Response`, and
  * undici's body stream — all on the orchestrator's one JavaScript thread, on a machine it
