@@ -5,8 +5,12 @@
  * mode `resolve` (default) resolves the active version (tRPC `versions.active`, httpLink),
  * `resolve-batch` does the same through httpBatchLink, `spawn` calls `executions.spawn`.
  * Prints one JSON line: requests, errors, requests per second, p99 latency (ms), and this
- * process's CPU per request (µs) while the callers ran.
+ * process's CPU per request (µs) while the callers ran. With SWARM_BENCH_PROFILE=<dir> it also
+ * writes a V8 CPU profile of the load loop alone (not the start) there: `sdk-load-<mode>-<pid>.cpuprofile`.
  */
+import fs from 'node:fs/promises';
+import { Session } from 'node:inspector/promises';
+import path from 'node:path';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { percentile } from './lib/stats.js';
 
@@ -18,6 +22,13 @@ if (!url || !token || !workflow || !seconds || !concurrency || !['resolve', 'res
 const client = createSwarmClient({ url, token, batch: mode === 'resolve-batch' });
 const call =
   mode === 'spawn' ? () => client.call(() => client.trpc.executions.spawn.mutate({ workflow })) : () => client.resolveActive(workflow);
+const profileDir = process.env.SWARM_BENCH_PROFILE;
+const profiler = profileDir ? new Session() : undefined;
+if (profiler) {
+  profiler.connect();
+  await profiler.post('Profiler.enable');
+  await profiler.post('Profiler.start');
+}
 const latencies: number[] = [];
 let errors = 0;
 let lastError: string | undefined;
@@ -40,6 +51,11 @@ await Promise.all(
 );
 const elapsed = (performance.now() - started) / 1000;
 const cpu = process.cpuUsage(cpuBefore);
+if (profiler && profileDir) {
+  const { profile } = await profiler.post('Profiler.stop');
+  await fs.mkdir(profileDir, { recursive: true });
+  await fs.writeFile(path.join(profileDir, `sdk-load-${mode}-${process.pid}.cpuprofile`), JSON.stringify(profile));
+}
 console.log(
   JSON.stringify({
     requests: latencies.length,
