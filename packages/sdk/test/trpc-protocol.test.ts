@@ -6,7 +6,7 @@
  * the procedure as an aborted signal.
  */
 import { randomUUID } from 'node:crypto';
-import { TRPCClientError, createTRPCClient, httpBatchLink, httpLink, httpSubscriptionLink } from '@trpc/client';
+import { TRPCClientError, createTRPCClient, createTRPCClientProxy, httpBatchLink, httpLink, httpSubscriptionLink } from '@trpc/client';
 import { EventSource } from 'eventsource';
 import Fastify from 'fastify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -19,6 +19,7 @@ import { mutation, query } from '../../server/src/trpc/procedure.js';
 import type { AppRouter } from '../../server/src/trpc/router.js';
 import { RegistryError } from '../../server/src/errors.js';
 import { createSwarmClient } from '../src/index.js';
+import { KeepAliveClient } from '../src/transport.js';
 import { type TestRegistry, bundleBytes, startTestRegistry } from '../../../test/support/registry.js';
 
 const errorOf = async (p: Promise<unknown>) => {
@@ -295,6 +296,29 @@ describe('tRPC handler: aborts', () => {
     expect(err).toBeInstanceOf(TRPCClientError);
     expect((err as Error).message).toMatch(/abort/i);
     await expect.poll(() => aborted).toContain(id);
+  });
+
+  it("aborts through the SDK's own transport too (KeepAliveClient), before and during the call", async () => {
+    const c = createTRPCClientProxy<typeof testRouter>(new KeepAliveClient({ url, headers: {}, links: [] }));
+    const controller = new AbortController();
+    const id = randomUUID();
+    const call = c.slow.query({ id }, { signal: controller.signal });
+    await new Promise((r) => setTimeout(r, 100));
+    controller.abort();
+    const err = await call.catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(TRPCClientError);
+    expect((err as Error).message).toMatch(/abort/i);
+    await expect.poll(() => aborted).toContain(id);
+    const early = await c.slow.query({ id: randomUUID() }, { signal: AbortSignal.abort() }).catch((e: unknown) => e);
+    expect(early).toBeInstanceOf(TRPCClientError);
+    expect((early as Error).message).toMatch(/abort/i);
+    const failed = await c.failing.mutate().catch((e: unknown) => e);
+    expect(failed).toBeInstanceOf(TRPCClientError);
+    expect((failed as TRPCClientError<typeof testRouter>).data).toMatchObject({
+      code: 'PRECONDITION_FAILED',
+      httpStatus: 412,
+      hint: 'try later',
+    });
   });
 
   it('answers a call the client did not abort', async () => {
