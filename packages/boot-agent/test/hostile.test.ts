@@ -301,6 +301,29 @@ describe.concurrent('boot agent against hostile input', () => {
       await expectClean(expect, sb, []);
     });
 
+    test('a download damaged once, right the second time, is unpacked from the verified file and runs', async (ctx) => {
+      const { expect } = ctx;
+      const { sb } = await arena(ctx, { previous: true });
+      const good = goodBundle(7);
+      const bad = Buffer.from(good.bytes);
+      bad[bad.length >> 1]! ^= 0x01;
+      let served = 0;
+      // The first answer's bytes were walked while they arrived: the second download starts
+      // over, so the agent empties its staging directory and unpacks the verified file instead.
+      const store = await started(
+        ctx,
+        serve((req, res) => sendBundle(req, res, served++ === 0 ? bad : good.bytes)),
+      );
+
+      const run = await sb.fetch(store.url(), good.hash);
+
+      expect(run.code, run.stderr).toBe(7);
+      expect(run.stdout).toContain(RAN);
+      expect(store.requests).toHaveLength(2);
+      expect(Object.keys(await snapshot(sb.workflowDir)).sort()).toEqual(['app/', 'app/main.js', 'swarm.json']);
+      await expectClean(expect, sb, [good.hash]);
+    });
+
     test('a body cut short of its Content-Length is retried, then fails (69); the previous workflow stays', async (ctx) => {
       const { expect } = ctx;
       const { sb, before } = await arena(ctx, { previous: true });
