@@ -67,33 +67,47 @@ function sh(script: string, env: Record<string, string>): Promise<void> {
   );
 }
 
+/**
+ * Runs `command` to its exit (killed after two minutes): wall seconds measured here, the
+ * tail of its stderr; its stdout is read and discarded, as a console would.
+ */
+export function timedRun(
+  command: string,
+  args: string[],
+  env: Record<string, string | undefined>,
+): Promise<{ seconds: number; code: number | null; stderr: string }> {
+  return new Promise((resolve) => {
+    const t = performance.now();
+    const child = spawn(command, args, { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stdout.resume();
+    child.stderr.on('data', (c: Buffer) => (stderr = (stderr + c.toString()).slice(-8000)));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ seconds: (performance.now() - t) / 1000, code, stderr });
+    });
+  });
+}
+
 /** Runs the agent (or `script`, run as the agent is) under /usr/bin/time; wall seconds (measured here) and peak RSS (bytes). */
-export function runAgent(
+export async function runAgent(
   nodeFlags: string[],
   args: string[],
   env: Record<string, string>,
   script = AGENT,
 ): Promise<{ seconds: number; maxRss: number; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const child = spawn('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, script, ...args], {
-      // As root the agent runs the workflow as SWARM_RUNTIME_USER (the image's `swarm`); this
-      // machine has `nobody`, as the tests use.
-      env: { PATH: process.env.PATH, SWARM_MMDS_URL: 'off', ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: 'nobody' } : {}), ...env },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    child.stdout.resume();
-    child.stderr.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-8000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      const seconds = (performance.now() - t) / 1000;
-      const m = /MAXRSS (\d+)/.exec(err);
-      if (code !== 0 || !m) return reject(new Error(`boot agent exited ${code}:\n${err}`));
-      resolve({ seconds, maxRss: Number(m[1]) * 1024, stderr: err });
-    });
+  const run = await timedRun('/usr/bin/time', ['-f', 'MAXRSS %M', process.execPath, ...nodeFlags, script, ...args], {
+    // As root the agent runs the workflow as SWARM_RUNTIME_USER (the image's `swarm`); this
+    // machine has `nobody`, as the tests use.
+    PATH: process.env.PATH,
+    SWARM_MMDS_URL: 'off',
+    ...(process.getuid?.() === 0 ? { SWARM_RUNTIME_USER: 'nobody' } : {}),
+    ...env,
   });
+  const m = /MAXRSS (\d+)/.exec(run.stderr);
+  if (run.code !== 0 || !m) throw new Error(`boot agent exited ${run.code}:\n${run.stderr}`);
+  return { seconds: run.seconds, maxRss: Number(m[1]) * 1024, stderr: run.stderr };
 }
 
 export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: (id: string) => boolean): Promise<Row[]> {

@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import postgres from 'postgres';
-import { percentile } from './lib/stats.js';
+import { closedLoop } from './lib/closed-loop.js';
 
 const [databaseUrl, workflowId, versionId, seconds, concurrency, pool] = process.argv.slice(2);
 if (!databaseUrl || !workflowId || !versionId || !seconds || !concurrency || !pool) {
@@ -18,35 +18,12 @@ if (!databaseUrl || !workflowId || !versionId || !seconds || !concurrency || !po
 }
 const sql = postgres(databaseUrl, { max: Number(pool), onnotice: () => {} });
 await sql`create table if not exists bench_spawn_baseline (like executions including all)`;
-const latencies: number[] = [];
-let errors = 0;
-const started = performance.now();
-const cpuBefore = process.cpuUsage();
-const deadline = started + Number(seconds) * 1000;
-await Promise.all(
-  Array.from({ length: Number(concurrency) }, async () => {
-    while (performance.now() < deadline) {
-      const t = performance.now();
-      try {
-        await sql`insert into bench_spawn_baseline (workflow_id, version_id, agent_token_hash, agent_token_expires_at, spawned_by)
-          values (${workflowId}, ${versionId}, ${randomBytes(32).toString('hex')}, now() + interval '10 minutes', 'bench')
-          returning *`;
-        latencies.push(performance.now() - t);
-      } catch {
-        errors++;
-      }
-    }
-  }),
+const summary = await closedLoop(
+  Number(seconds),
+  Number(concurrency),
+  () => sql`insert into bench_spawn_baseline (workflow_id, version_id, agent_token_hash, agent_token_expires_at, spawned_by)
+    values (${workflowId}, ${versionId}, ${randomBytes(32).toString('hex')}, now() + interval '10 minutes', 'bench')
+    returning *`,
 );
-const elapsed = (performance.now() - started) / 1000;
-const cpu = process.cpuUsage(cpuBefore);
 await sql.end();
-console.log(
-  JSON.stringify({
-    requests: latencies.length,
-    errors,
-    rps: latencies.length / elapsed,
-    p99: percentile(latencies, 99),
-    cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, latencies.length),
-  }),
-);
+console.log(JSON.stringify(summary));

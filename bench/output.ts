@@ -18,7 +18,7 @@ import path from 'node:path';
 import { createHash } from 'node:crypto';
 import { pipeline } from 'node:stream/promises';
 import { listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
-import { AGENT, bootShNodeFlags, runAgent } from './boot-agent.js';
+import { AGENT, bootShNodeFlags, runAgent, timedRun } from './boot-agent.js';
 import type { BenchEnv } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
 import { summarize } from './lib/stats.js';
@@ -46,23 +46,10 @@ child.stdout.on('data', (chunk) => {
 child.on('exit', (code) => (process.exitCode = code));`;
 
 /** Wall seconds of `node <args>`, its stdout read and discarded as the agent's is, and its stderr. */
-function runNode(args: string[]): Promise<{ seconds: number; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const t = performance.now();
-    const child = spawn(process.execPath, args, {
-      env: { PATH: process.env.PATH },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let err = '';
-    child.stdout.resume();
-    child.stderr.on('data', (c: Buffer) => (err = (err + c.toString()).slice(-8000)));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
-    child.on('exit', (code) => {
-      clearTimeout(timer);
-      if (code !== 0) return reject(new Error(`node ${args[0]} … exited ${code}:\n${err}`));
-      resolve({ seconds: (performance.now() - t) / 1000, stderr: err });
-    });
-  });
+async function runNode(args: string[]): Promise<{ seconds: number; stderr: string }> {
+  const run = await timedRun(process.execPath, args, { PATH: process.env.PATH });
+  if (run.code !== 0) throw new Error(`node ${args[0]} … exited ${run.code}:\n${run.stderr}`);
+  return run;
 }
 
 /**

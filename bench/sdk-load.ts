@@ -12,7 +12,7 @@ import fs from 'node:fs/promises';
 import { Session } from 'node:inspector/promises';
 import path from 'node:path';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
-import { percentile } from './lib/stats.js';
+import { closedLoop } from './lib/closed-loop.js';
 
 const [url, token, workflow, seconds, concurrency, mode = 'resolve'] = process.argv.slice(2);
 if (!url || !token || !workflow || !seconds || !concurrency || !['resolve', 'resolve-batch', 'spawn'].includes(mode)) {
@@ -29,40 +29,10 @@ if (profiler) {
   await profiler.post('Profiler.enable');
   await profiler.post('Profiler.start');
 }
-const latencies: number[] = [];
-let errors = 0;
-let lastError: string | undefined;
-const started = performance.now();
-const cpuBefore = process.cpuUsage();
-const deadline = started + Number(seconds) * 1000;
-await Promise.all(
-  Array.from({ length: Number(concurrency) }, async () => {
-    while (performance.now() < deadline) {
-      const t = performance.now();
-      try {
-        await call();
-        latencies.push(performance.now() - t);
-      } catch (err) {
-        errors++;
-        lastError = (err as Error).message;
-      }
-    }
-  }),
-);
-const elapsed = (performance.now() - started) / 1000;
-const cpu = process.cpuUsage(cpuBefore);
+const summary = await closedLoop(Number(seconds), Number(concurrency), call);
 if (profiler && profileDir) {
   const { profile } = await profiler.post('Profiler.stop');
   await fs.mkdir(profileDir, { recursive: true });
   await fs.writeFile(path.join(profileDir, `sdk-load-${mode}-${process.pid}.cpuprofile`), JSON.stringify(profile));
 }
-console.log(
-  JSON.stringify({
-    requests: latencies.length,
-    errors,
-    lastError,
-    rps: latencies.length / elapsed,
-    p99: percentile(latencies, 99),
-    cpuUsPerRequest: (cpu.user + cpu.system) / Math.max(1, latencies.length),
-  }),
-);
+console.log(JSON.stringify(summary));
