@@ -20,6 +20,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { runVm, spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
 import { createDelegation, signStatement } from '../packages/sdk/src/signing/index.js';
+import type { RegistryError } from '../packages/server/src/errors.js';
+import type { Deps, Principal } from '../packages/server/src/services/context.js';
+import { createCaches } from '../packages/server/src/services/release-cache.js';
+import { addSigningKey, changeSignaturePolicy, revokeKey } from '../packages/server/src/services/signing.js';
+import { resolveActive } from '../packages/server/src/services/versions.js';
 import { bundleOf } from './support/bundles.js';
 import { failure } from './support/failure.js';
 import { type TestRegistry, startTestRegistry } from './support/registry.js';
@@ -410,6 +415,55 @@ describe('resolving (versions.active)', () => {
     } finally {
       await policy('off');
     }
+  });
+});
+
+describe('the replica that changes a policy or a key answers with the change at once', () => {
+  // Other replicas hear of a change by notification (test/release-cache.test.ts). The one
+  // that made it drops the tenant's cached releases as the change commits, so its very next
+  // answer has the change. To show that without racing the notification, the services run
+  // here on the registry's database and store with caches of their own that are live but
+  // hear no notification at all.
+  const admin: Principal = { tokenId: null, name: 'test', scope: 'admin', tenantId: null };
+  let deps: Deps;
+  beforeAll(() => {
+    const caches = createCaches(600);
+    caches.releases.setLive(true);
+    caches.principals.setLive(true);
+    deps = { ...reg.deps, caches };
+  });
+  const resolve = (ref: string) => resolveActive(deps, admin, { workflow: ref });
+  const refusal = (ref: string) => resolve(ref).then(() => 'served', (e: RegistryError) => `${e.code}: ${e.message}`);
+
+  it('policy set, key added, key revoked: each answered by the next resolve', async () => {
+    const c = reg.client();
+    await c.call(() => c.trpc.tenants.create.mutate({ slug: 'initech' }));
+    const push = async (name: string, signingKey?: KeyObject) => {
+      await c.call(() => c.trpc.workflows.create.mutate({ tenant: 'initech', name }));
+      const file = await bundleOf(path.join(work, `initech-${name}`), { 'swarm.json': JSON.stringify({ entrypoint: ['true'] }) });
+      await c.uploadBundle(file, { workflow: `initech/${name}`, activate: true, ...(signingKey ? { signingKey } : {}) });
+      return `initech/${name}`;
+    };
+    const unsigned = await push('unsigned');
+    const id = (await resolve(unsigned)).workflowId;
+    expect(deps.caches.releases.peek(id)).toBeDefined();
+
+    await changeSignaturePolicy(deps, admin, { tenant: 'initech', signatures: 'enforce' });
+    expect(deps.caches.releases.peek(id)).toBeUndefined();
+    expect(await refusal(unsigned)).toMatch(/^PRECONDITION_FAILED: version 1 of initech\/unsigned is unsigned/);
+    await changeSignaturePolicy(deps, admin, { tenant: 'initech', signatures: 'warn' });
+    expect(await refusal(unsigned)).toBe('served');
+
+    const key = pair();
+    const { key: added } = await addSigningKey(deps, admin, { tenant: 'initech', delegation: delegate('initech', key) });
+    expect(deps.caches.releases.peek(id), "adding a key drops the tenant's entries").toBeUndefined();
+
+    const signed = await push('signed', key.privateKey);
+    expect((await resolve(signed)).signing?.keyId).toBe(added.keyId);
+    await revokeKey(deps, admin, { tenant: 'initech', keyId: added.keyId });
+    expect(await refusal(signed)).toMatch(/^PRECONDITION_FAILED: version 1 of initech\/signed is signed only by revoked key/);
+    await changeSignaturePolicy(deps, admin, { tenant: 'initech', signatures: 'off' });
+    expect(await refusal(signed)).toBe('served');
   });
 });
 

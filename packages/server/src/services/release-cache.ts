@@ -25,6 +25,7 @@ import { LRUCache } from 'lru-cache';
 import type { Logger } from 'pino';
 import type { DbOrTx, Tx } from '../db/client.js';
 import { type Listener, startListener } from '../db/listener.js';
+import { notifyTenantReleasesChanged } from '../db/queries/keys.js';
 import { RELEASE_CHANNEL, type WorkflowRelease, loadRelease } from '../db/queries/releases.js';
 import { TOKEN_CHANNEL } from '../db/queries/tokens.js';
 import type { CachedReleases, Deps, Principal } from './context.js';
@@ -177,5 +178,28 @@ export async function changingRelease<T>(deps: Pick<Deps, 'db' | 'caches'>, work
     return await deps.db.transaction(fn);
   } finally {
     deps.caches.releases.invalidate(workflowId);
+  }
+}
+
+/**
+ * Runs a transaction that may change the signing state of every workflow of `tenantId` (its
+ * keys, its policy): `fn` calls `notifyAll()` when it does. Like `changingRelease`, this
+ * replica drops those workflows' entries at once, so the caller's next request here sees
+ * the change (other replicas drop theirs on the notifications).
+ */
+export async function changingTenantReleases<T>(
+  deps: Pick<Deps, 'db' | 'caches'>,
+  tenantId: string,
+  fn: (tx: Tx, notifyAll: () => Promise<void>) => Promise<T>,
+): Promise<T> {
+  const changed: string[] = [];
+  try {
+    return await deps.db.transaction((tx) =>
+      fn(tx, async () => {
+        changed.push(...(await notifyTenantReleasesChanged(tx, tenantId)));
+      }),
+    );
+  } finally {
+    for (const id of changed) deps.caches.releases.invalidate(id);
   }
 }

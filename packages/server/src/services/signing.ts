@@ -13,7 +13,6 @@ import type { DbOrTx, Tx } from '../db/client.js';
 import {
   type SigningKeyRow,
   insertSigningKey,
-  notifyTenantReleasesChanged,
   revokeSigningKey,
   setSignaturePolicy,
   setVersionSignature,
@@ -28,6 +27,7 @@ import type { VersionRow } from '../db/queries/versions.js';
 import type { WorkflowRow } from '../db/queries/workflows.js';
 import { RegistryError, notFound } from '../errors.js';
 import { assertCanWrite, findTenant, requireAdmin } from './access.js';
+import { changingTenantReleases } from './release-cache.js';
 import type { Deps, Principal } from './context.js';
 
 const toSigningKey = (k: SigningKeyRow, tenant: string): SigningKey => ({
@@ -93,7 +93,7 @@ export async function addSigningKey(
       `add it to its own tenant (swarm keys add ${d.tenant} …), or delegate this key to ${tenant.slug}`,
     );
   }
-  return deps.db.transaction(async (tx) => {
+  return changingTenantReleases(deps, tenant.id, async (tx, notifyAll) => {
     const r = await insertSigningKey(tx, {
       tenantId: tenant.id,
       keyId: d.keyId,
@@ -102,7 +102,7 @@ export async function addSigningKey(
       notAfter: d.notAfterDate,
       createdBy: p.name,
     });
-    if (r.created || r.renewed) await notifyTenantReleasesChanged(tx, tenant.id);
+    if (r.created || r.renewed) await notifyAll();
     deps.log.info({ tenant: tenant.slug, keyId: d.keyId, created: r.created, renewed: r.renewed }, 'signing key added');
     return { key: toSigningKey(r.key, tenant.slug), created: r.created, renewed: r.renewed };
   });
@@ -117,14 +117,14 @@ export async function listSigningKeys(deps: Deps, p: Principal, input: { tenant:
 export async function revokeKey(deps: Deps, p: Principal, input: { tenant: string; keyId: string }): Promise<SigningKey> {
   const tenant = await findTenant(deps.db, p, input.tenant);
   assertCanWrite(p, tenant.id, `tenant "${input.tenant}"`);
-  return deps.db.transaction(async (tx) => {
+  return changingTenantReleases(deps, tenant.id, async (tx, notifyAll) => {
     const row = await revokeSigningKey(tx, tenant.id, input.keyId, p.name);
     if (!row) {
       const existing = await signingKey(tx, tenant.id, input.keyId);
       if (existing?.revokedAt) return toSigningKey(existing, tenant.slug);
       throw notFound(`signing key ${input.keyId} of tenant "${tenant.slug}"`, `list them: swarm keys list ${tenant.slug}`);
     }
-    await notifyTenantReleasesChanged(tx, tenant.id);
+    await notifyAll();
     deps.log.info({ tenant: tenant.slug, keyId: input.keyId }, 'signing key revoked');
     return toSigningKey(row, tenant.slug);
   });
@@ -147,9 +147,9 @@ export async function changeSignaturePolicy(
 ): Promise<{ tenant: string; signatures: SignaturePolicy }> {
   requireAdmin(p);
   const tenant = await findTenant(deps.db, p, input.tenant);
-  await deps.db.transaction(async (tx) => {
+  await changingTenantReleases(deps, tenant.id, async (tx, notifyAll) => {
     await setSignaturePolicy(tx, tenant.id, input.signatures);
-    await notifyTenantReleasesChanged(tx, tenant.id);
+    await notifyAll();
   });
   deps.log.info({ tenant: tenant.slug, policy: input.signatures }, 'signature policy set');
   return { tenant: tenant.slug, signatures: input.signatures };

@@ -75,11 +75,12 @@ export async function setVersionSignature(
 /**
  * Every replica's release cache holds its workflows' signing state (the released
  * versions' signatures, their keys' revocation, the tenant's policy): a change to a
- * tenant's keys or policy drops the entries of all its workflows, at commit.
+ * tenant's keys or policy drops the entries of all its workflows, at commit. Returns their ids.
  */
-export async function notifyTenantReleasesChanged(tx: Tx, tenantId: string): Promise<void> {
+export async function notifyTenantReleasesChanged(tx: Tx, tenantId: string): Promise<string[]> {
   const rows = await tx.select({ id: workflows.id }).from(workflows).where(eq(workflows.tenantId, tenantId));
   for (const r of rows) await notifyReleaseChanged(tx, r.id);
+  return rows.map((r) => r.id);
 }
 
 /** What a released version's signature amounts to, for the policy (services/signing.ts). */
