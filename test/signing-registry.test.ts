@@ -433,7 +433,11 @@ describe('the replica that changes a policy or a key answers with the change at 
     deps = { ...reg.deps, caches };
   });
   const resolve = (ref: string) => resolveActive(deps, admin, { workflow: ref });
-  const refusal = (ref: string) => resolve(ref).then(() => 'served', (e: RegistryError) => `${e.code}: ${e.message}`);
+  const refusal = (ref: string) =>
+    resolve(ref).then(
+      () => 'served',
+      (e: RegistryError) => `${e.code}: ${e.message}`,
+    );
 
   it('policy set, key added, key revoked: each answered by the next resolve', async () => {
     const c = reg.client();
