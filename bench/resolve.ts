@@ -12,6 +12,8 @@ import { bundle } from '../packages/boot-agent/test/support/archives.js';
 import path from 'node:path';
 import autocannon from 'autocannon';
 import { createSwarmClient } from '../packages/sdk/src/index.js';
+import { connectDatabase } from '../packages/server/src/db/client.js';
+import { type ExecutionToSpawn, insertSpawnedExecutions } from '../packages/server/src/db/queries/executions.js';
 import { startService } from '../test/support/service.js';
 import { type BenchEnv, procCpuMs, root } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
@@ -370,8 +372,15 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       await timed(2, spawnHundred);
       const one = await timed(10 * ctx.runs, spawnOne);
       const many = await timed(3 * ctx.runs, spawnHundred);
+      // The floor: what PostgreSQL alone adds for 99 more rows, timed with the registry's own
+      // statement (insertSpawnedExecutions, one durable commit each) on the same database,
+      // 1 row and 100 rows alternating. No design that stores each execution durably in its
+      // row can answer spawnMany(100) in less than one spawn plus that difference.
+      const { insertOne, insertHundred } = await timeSpawnInserts(reg.databaseUrl, wf.id, 10 * ctx.runs);
+      const floorMs = summarize(one).median + (summarize(insertHundred).median - summarize(insertOne).median);
       ctx.log(
-        `  #6c: one spawn median ${summarize(one).median.toFixed(1)} ms, spawnMany(100) median ${summarize(many).median.toFixed(1)} ms`,
+        `  #6c: one spawn median ${summarize(one).median.toFixed(1)} ms, spawnMany(100) median ${summarize(many).median.toFixed(1)} ms; ` +
+          `the statement alone: 1 row ${summarize(insertOne).median.toFixed(1)} ms, 100 rows ${summarize(insertHundred).median.toFixed(1)} ms`,
       );
       rows.push(
         row({
@@ -383,6 +392,15 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
           ours: summarize(many),
           target: { on: 'ratio', op: '<=', value: 1.5 },
         }),
+        row({
+          id: '6c-floor',
+          what: 'the floor of #6c: one spawn plus what the spawn statement takes longer for 100 rows than for 1',
+          unit: 'ms',
+          baselineWhat: 'one executions.spawn, latency (sequential calls)',
+          baseline: summarize(one),
+          ours: summarize([floorMs]),
+          notes: { statementOneRowMs: summarize(insertOne).median, statementHundredRowsMs: summarize(insertHundred).median },
+        }),
       );
     }
   } finally {
@@ -390,4 +408,50 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
     await reg.stop('SIGTERM');
   }
   return rows;
+}
+
+/**
+ * #6c's floor: the registry's spawn statement (insertSpawnedExecutions) for 1 and for 100
+ * executions of the workflow, `n` times each, alternating, each in its own durable commit.
+ */
+async function timeSpawnInserts(
+  databaseUrl: string,
+  workflowId: string,
+  n: number,
+): Promise<{ insertOne: number[]; insertHundred: number[] }> {
+  const database = connectDatabase(databaseUrl, { poolSize: 1 });
+  try {
+    const items = (count: number): ExecutionToSpawn[] =>
+      Array.from({ length: count }, () => ({
+        workflowId,
+        bucket: 50,
+        routingKey: undefined,
+        agentTokenHash: randomBytes(32).toString('hex'),
+        agentTokenTtlSeconds: 600,
+        spawnedBy: 'bench',
+        timeoutSeconds: undefined,
+        outputMaxBytes: 1 << 20,
+      }));
+    const time = async (count: number) => {
+      const spawns = items(count);
+      const t = performance.now();
+      const rows = await insertSpawnedExecutions(database.db, spawns);
+      const ms = performance.now() - t;
+      if (rows.some((r) => r === undefined)) throw new Error('#6c floor: the statement stored fewer rows than asked');
+      return ms;
+    };
+    const insertOne: number[] = [];
+    const insertHundred: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      await time(1);
+      await time(100);
+    }
+    for (let i = 0; i < n; i++) {
+      insertOne.push(await time(1));
+      insertHundred.push(await time(100));
+    }
+    return { insertOne, insertHundred };
+  } finally {
+    await database.close();
+  }
 }

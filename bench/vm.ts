@@ -60,6 +60,52 @@ async function floorInitramfs(dir: string): Promise<string> {
 }
 
 /**
+ * The floor of a Node agent ("7-node", report only): the image's own first stage (its
+ * initramfs, the root drive mounted read-only as a boot does) and then, instead of the
+ * second stage, `node -e 0` from the root drive, and power off. No /init work, no network,
+ * no cache drive, no agent: what any boot that runs the agent on Node pays before the
+ * agent's first line.
+ */
+async function nodeFloorInitramfs(dir: string): Promise<string> {
+  const rfs = path.join(dir, 'node-floor-rootfs');
+  await fs.rm(rfs, { recursive: true, force: true });
+  await fs.mkdir(rfs, { recursive: true });
+  const sh = (script: string, env: Record<string, string>) =>
+    promisify(execFile)('bash', ['-c', `set -o pipefail; ${script}`], { env: { ...process.env, ...env } });
+  await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
+    R: rfs,
+    I: path.join(imageDir, 'initramfs.cpio'),
+  });
+  await fs.writeFile(
+    path.join(rfs, 'init'),
+    [
+      '#!/bin/busybox sh',
+      'B=/bin/busybox',
+      '$B mount -t devtmpfs devtmpfs /dev',
+      'exec </dev/console >/dev/console 2>&1',
+      '$B mount -t proc proc /proc',
+      'for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci virtio_blk; do',
+      '  [ -f "/lib/modules/$m.ko" ] && $B insmod "/lib/modules/$m.ko"',
+      'done',
+      'i=0',
+      'while [ ! -b /dev/vda ] && [ $i -lt 100 ]; do $B sleep 0.05; i=$((i + 1)); done',
+      '$B mount -t ext4 -o ro,noatime /dev/vda /newroot',
+      '$B mount --bind /dev /newroot/dev',
+      '$B mount -t proc proc /newroot/proc',
+      'echo "SWARM_INIT uptime=$($B cut -d" " -f1 /proc/uptime)"',
+      '$B chroot /newroot /usr/bin/node -e 0',
+      'echo "SWARM_EXIT=$?" > /dev/ttyS1',
+      '$B poweroff -f',
+      '',
+    ].join('\n'),
+    { mode: 0o755 },
+  );
+  const out = path.join(dir, 'node-floor.cpio');
+  await sh('cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --create --format=newc --owner=0:0 --quiet > "$O"', { R: rfs, O: out });
+  return out;
+}
+
+/**
  * Where a boot's time went, from the console lines' arrival (seconds since the spawn call):
  * the first line of each stage. Node's start and the agent's load are the gap between
  * SWARM_AGENT_START and the agent's "started" line (which also says how many ms after
@@ -109,6 +155,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
   process.env.SWARM_QEMU_ACCEL ??= 'tcg';
   const accel = process.env.SWARM_QEMU_ACCEL;
   const floorInitrd = await floorInitramfs(env.workDir);
+  const nodeFloorInitrd = await nodeFloorInitramfs(env.workDir);
   const reg = await env.startRegistry();
   try {
     const admin = reg.client;
@@ -151,6 +198,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
     };
 
     const floor: number[] = [];
+    const nodeFloor: number[] = [];
     const cold: number[] = [];
     const warm: number[] = [];
     const cli: number[] = [];
@@ -159,6 +207,9 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
     for (let i = 0; i < runs; i++) {
       const f = await bootQemuVm({ imageDir, initrd: floorInitrd, rootDrive: false, metadataPort, timeoutMs: 120_000 });
       floor.push(f.durationMs / 1000);
+      const n = await bootQemuVm({ imageDir, initrd: nodeFloorInitrd, metadataPort, timeoutMs: 120_000 });
+      if (n.exitCode !== 0) throw new Error(`the node floor's node -e 0 exited ${n.exitCode}`);
+      nodeFloor.push(n.durationMs / 1000);
       const drive = path.join(env.workDir, `vm-cache-${i}.ext4`);
       await createCacheDrive(drive, 64);
       const c = await spawnOnce(drive);
@@ -191,7 +242,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
         ),
       );
       ctx.log(
-        `  #7 run ${i + 1}: floor ${floor.at(-1)!.toFixed(1)} s, cold spawn → runtime_started ${cold.at(-1)!.toFixed(1)} s, warm ${warm.at(-1)!.toFixed(1)} s (from the ${w.from}), swarm spawn --wait ${cli.at(-1)!.toFixed(1)} s (${accel})`,
+        `  #7 run ${i + 1}: floor ${floor.at(-1)!.toFixed(1)} s, node floor ${nodeFloor.at(-1)!.toFixed(1)} s, cold spawn → runtime_started ${cold.at(-1)!.toFixed(1)} s, warm ${warm.at(-1)!.toFixed(1)} s (from the ${w.from}), swarm spawn --wait ${cli.at(-1)!.toFixed(1)} s (${accel})`,
       );
     }
     const baselineWhat = 'the floor: same kernel and qemu flags, busybox /init that powers off, qemu start to exit';
@@ -215,6 +266,15 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
         ours: summarize(warm),
         target: { on: 'ratio', op: '<=', value: 1.7 },
         notes: { warmFrom: froms },
+      }),
+      row({
+        id: '7-node',
+        what: `the floor of a Node agent: the image's first stage, then node -e 0 from the root drive, power off (qemu, ${accel})`,
+        unit: 's',
+        baselineWhat,
+        baseline: summarize(floor),
+        ours: summarize(nodeFloor),
+        notes: { measured: 'qemu start to exit, as the floor: no /init work, no network, no cache drive, no agent' },
       }),
       row({
         id: '7c',
