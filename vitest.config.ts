@@ -11,5 +11,8 @@ export default defineConfig({
     // Two cores: two files at a time, each with its own database and bucket.
     maxWorkers: 2,
     reporters: ['default'],
+    // Registries started by the tests (in process or as `pnpm start`) check every tRPC answer
+    // against its zod schema as well (packages/server/src/trpc/answer.ts); the benchmarks do not.
+    env: { SWARM_CHECK_ANSWERS: '1' },
   },
 });

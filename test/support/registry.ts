@@ -66,6 +66,7 @@ export async function startTestRegistry(opts: {
     DATABASE_URL: opts.databaseUrl ?? (await createTestDatabase()),
     LOG_LEVEL: 'info',
     SWARM_SHUTDOWN_GRACE_SECONDS: '1',
+    SWARM_CHECK_ANSWERS: '1',
     ...(bucket
       ? { S3_ENDPOINT: s3.endpoint, S3_ACCESS_KEY: s3.accessKey, S3_SECRET_KEY: s3.secretKey, S3_BUCKET: bucket, S3_REGION: s3.region }
       : {}),

@@ -261,6 +261,12 @@ describe('tRPC handler: aborts', () => {
           released = () => resolve('done');
         }),
     }),
+    /** An input schema with an async check: parsed asynchronously, as tRPC would. */
+    doubled: query({
+      input: z.object({ n: z.number() }).refine(async (v) => v.n > 0, 'must be positive'),
+      output: z.number(),
+      run: async ({ input }) => input.n * 2,
+    }),
     failing: mutation({
       output: z.void(),
       run: async () => {
@@ -324,6 +330,14 @@ describe('tRPC handler: aborts', () => {
     released();
     expect(await call).toBe('done');
     expect(aborted).not.toContain('kept');
+  });
+
+  it('checks an input whose schema is async, and refuses a bad one with BAD_REQUEST', async () => {
+    const c = createTRPCClient<typeof testRouter>({ links: [httpLink({ url })] });
+    expect(await c.doubled.query({ n: 21 })).toBe(42);
+    const err = (await c.doubled.query({ n: -1 }).catch((e: unknown) => e)) as TRPCClientError<typeof testRouter>;
+    expect(err.data).toMatchObject({ code: 'BAD_REQUEST', httpStatus: 400 });
+    expect(err.message).toContain('must be positive');
   });
 
   it('maps a RegistryError thrown by a mutation to its code, status and hint', async () => {

@@ -82,6 +82,8 @@ const envSchema = z.object({
    * invalidate entries at once through LISTEN/NOTIFY); 0 turns the caches off.
    */
   SWARM_CACHE_TTL_SECONDS: z.coerce.number().min(0).max(3600).default(60),
+  /** 1: every tRPC answer is also checked against its zod schema (trpc/answer.ts); the tests run this way. */
+  SWARM_CHECK_ANSWERS: z.enum(['0', '1']).default('0'),
   /** Bundle uploads in progress at once, per token and in all (past either: 429 with Retry-After). */
   SWARM_MAX_UPLOADS_PER_TOKEN: z.coerce.number().int().min(1).max(10_000).default(8),
   SWARM_MAX_UPLOADS: z.coerce.number().int().min(1).max(10_000).default(64),
@@ -151,6 +153,8 @@ export type Config = {
   shutdownGraceMs: number;
   /** Max age of a cached release state or principal; 0: no caching (services/release-cache.ts). */
   cacheTtlSeconds: number;
+  /** Check every tRPC answer against its zod schema as well as writing it (trpc/answer.ts). */
+  checkAnswers: boolean;
   /** A connection with no traffic for this long is closed, even in the middle of an upload. */
   idleTimeoutMs: number;
   /** Caps and minimum rate of bundle uploads (http/upload-guard.ts). */
@@ -217,6 +221,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     shutdownGraceMs: e.SWARM_SHUTDOWN_GRACE_SECONDS * 1000,
     cacheTtlSeconds: e.SWARM_CACHE_TTL_SECONDS,
+    checkAnswers: e.SWARM_CHECK_ANSWERS === '1',
     idleTimeoutMs: e.SWARM_IDLE_TIMEOUT_SECONDS * 1000,
     uploads: {
       maxPerToken: e.SWARM_MAX_UPLOADS_PER_TOKEN,

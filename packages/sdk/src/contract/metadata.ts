@@ -19,19 +19,22 @@ const uuid = z.uuid();
 const slugRe = new RegExp(TENANT_SLUG_PATTERN);
 const nameRe = new RegExp(WORKFLOW_NAME_PATTERN);
 
-/** A workflow named by its id or as `tenant/name` (the rules of names.ts' workflowRef). */
+/**
+ * A workflow named by its id or as `tenant/name` (the rules of names.ts' workflowRef). A check,
+ * not a transform: the value stays as it is, and the registry's answers that carry metadata
+ * can be written by a serializer compiled from this schema (packages/server/src/trpc/answer.ts).
+ */
 const workflowRef = z.union([
   uuid,
-  z.pipe(
-    z.string().check(z.regex(/^[^/]+\/[^/]+$/, 'must be a workflow id or "tenant/name"')),
-    z.transform((ref: string, ctx) => {
-      const [tenant = '', name = ''] = ref.split('/');
-      if (tenant.length > 63 || !slugRe.test(tenant) || name.length > 100 || !nameRe.test(name)) {
-        ctx.issues.push({ code: 'custom', message: `"${ref}" is not a valid tenant/name reference`, input: ref });
-        return z.NEVER;
-      }
-      return ref;
-    }),
+  z.string().check(
+    z.regex(/^[^/]+\/[^/]+$/, { error: 'must be a workflow id or "tenant/name"', abort: true }),
+    z.refine(
+      (ref: string) => {
+        const [tenant = '', name = ''] = ref.split('/');
+        return tenant.length <= 63 && slugRe.test(tenant) && name.length <= 100 && nameRe.test(name);
+      },
+      { error: (issue) => `"${String(issue.input)}" is not a valid tenant/name reference` },
+    ),
   ),
 ]);
 

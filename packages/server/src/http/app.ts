@@ -71,13 +71,13 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
   );
 
   const api = createApi(deps);
-  const procedures = new Set(Object.keys(api.router._def.procedures));
+  // One label per procedure, made once; paths are the client's choice: batches and unknown names share one each.
+  const procedureLabels = new Map(Object.keys(api.router._def.procedures).map((path) => [path, `/trpc/${path}`]));
   app.addHook('onResponse', async (request, reply) => {
     let route = request.routeOptions.url ?? 'unmatched';
     if (route === '/trpc/*') {
-      // One label per procedure; paths are the client's choice: batches and unknown names share one each.
-      const path = request.url.slice(6).split('?')[0]!;
-      route = procedures.has(path) ? `/trpc/${path}` : path.includes(',') ? '/trpc/(batch)' : '/trpc/(unknown)';
+      const path = (request.params as { '*': string })['*'];
+      route = procedureLabels.get(path) ?? (path.includes(',') ? '/trpc/(batch)' : '/trpc/(unknown)');
     }
     metrics.requests.inc({ method: request.method, route, status: reply.statusCode });
     metrics.latency.observe({ method: request.method, route }, reply.elapsedTime / 1000);
@@ -99,6 +99,7 @@ export async function buildApp(deps: Deps & { adminTokenHash: Buffer }, logger: 
     procedures: api.procedures,
     maxBodySize: TRPC_MAX_BODY_BYTES,
     maxBatchSize: TRPC_MAX_BATCH_CALLS,
+    checkAnswers: deps.config.checkAnswers,
     principalOf: resolvePrincipal,
     // SSE subscriptions are refused (401/403/404) before their stream starts.
     checkSubscription: subscriptionGuard({ subscriptions: executionSubscriptions(deps), principalOf: resolvePrincipal }),

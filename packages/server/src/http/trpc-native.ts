@@ -13,7 +13,8 @@
  * resolver) and was still ~2.6× the REST route's CPU per call (bench/README.md, figure 2b).
  * So a call here is the procedure table's entry (trpc/procedure.ts), the same one the tRPC
  * router is built from: the caller check, the input schema, the service function, the
- * output schema, and errors through the router's formatter (trpc/init.ts, toTrpcError).
+ * answer written by the serializer compiled from the output schema (trpc/answer.ts), and
+ * errors through the router's formatter (trpc/init.ts, toTrpcError).
  * The router has no data transformer: inputs and answers are JSON as they are.
  *
  * Everything else goes to the stock adapter unchanged: subscriptions (SSE,
@@ -34,6 +35,7 @@ import {
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { z } from 'zod';
 import type { Principal } from '../services/context.js';
+import { type AnswerWriter, checked, compileAnswer, parsedAnswer } from '../trpc/answer.js';
 import { type Context, toTrpcError } from '../trpc/init.js';
 import { type Call, type Procedure, authorize } from '../trpc/procedure.js';
 
@@ -52,11 +54,14 @@ export type TrpcRouteOptions = {
   maxBodySize: number;
   /** Most calls in one `?batch=1` request; more are refused whole with BAD_REQUEST. */
   maxBatchSize: number;
+  /** Also check every answer against its zod schema (trpc/answer.ts; tests). */
+  checkAnswers?: boolean;
 };
 
 const ACCEPTED_METHOD: Record<string, string> = { query: 'GET', mutation: 'POST', subscription: 'GET' };
 
-type Outcome = { result: { data: unknown } } | { error: { data: { httpStatus: number } } };
+/** One call's answer: its JSON text (`{"result":…}` or `{"error":…}`) and its HTTP status. */
+type Outcome = { json: string; status: number };
 
 const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
 
@@ -73,6 +78,12 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
   const trpcOnly = router._def.procedures as Record<string, AnyProcedure | undefined>;
   const typeOf = (path: string): ProcedureType | undefined =>
     procedures.get(path)?.type ?? (Object.hasOwn(trpcOnly, path) ? trpcOnly[path]?._def.type : undefined);
+  // Each procedure's answer writer, compiled once (trpc/answer.ts).
+  const writers = new Map<string, AnswerWriter>();
+  for (const [path, procedure] of procedures) {
+    const write = compileAnswer(procedure.output) ?? parsedAnswer(procedure.output);
+    writers.set(path, opts.checkAnswers ? checked(path, write, procedure.output) : write);
+  }
   const contextOf = (request: FastifyRequest): Context => ({
     principal: () => principalOf(request),
     reportError: (err) => reportError(request, err),
@@ -95,18 +106,16 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
       }
       if (!procedure) throw new TRPCError({ code: 'BAD_REQUEST', message: 'Cannot batch subscription calls' });
       const principal = authorize(procedure.caller, await principalOf(request));
-      const input = procedure.input ? await parseInput(procedure.input, rawInput) : undefined;
+      let input = procedure.input ? parseInput(procedure.input, rawInput) : undefined;
+      if (input instanceof Promise) input = await input;
       call = new ProcedureCall(principal, input, reply);
       const data = await procedure.run(call);
-      // The output schema stays on the hot path (bench/README.md, figure 2b: ~5% of a cached
-      // call's CPU, mostly the URL and uuid checks): not every answer is built field by field by
-      // typed code (signing material and VM metadata come from JSON columns, some schemas
-      // transform), and the parse is what strips fields the contract does not name.
-      return { result: { data: procedure.output.parse(data) } };
+      return { json: writers.get(path)!(data), status: 200 };
     } catch (cause) {
       const error = toTrpcError(cause, (err) => reportError(request, err));
       const type = typeOf(path) ?? 'unknown';
-      return { error: getErrorShape({ config, error, type, path, input: rawInput, ctx: contextOf(request) }) };
+      const shape = getErrorShape({ config, error, type, path, input: rawInput, ctx: contextOf(request) });
+      return { json: JSON.stringify({ error: shape }), status: shape.data.httpStatus };
     } finally {
       call?.answered();
     }
@@ -186,11 +195,11 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
 
       if (!paths) {
         const outcome = await answer(request, reply, path, raw);
-        return reply.code(statusOf([outcome])).send(JSON.stringify(outcome));
+        return reply.code(outcome.status).send(outcome.json);
       }
       const inputs = raw as Record<string, unknown> | undefined;
       const outcomes = await Promise.all(paths.map((p, index) => answer(request, reply, p, inputs?.[index])));
-      return reply.code(statusOf(outcomes)).send(JSON.stringify(outcomes));
+      return reply.code(statusOf(outcomes)).send(`[${outcomes.map((o) => o.json).join(',')}]`);
     });
   });
 }
@@ -199,9 +208,8 @@ export async function trpcRoutes(app: FastifyInstance, opts: TrpcRouteOptions & 
 function statusOf(outcomes: Outcome[]): number {
   let status: number | undefined;
   for (const o of outcomes) {
-    const s = 'error' in o ? o.error.data.httpStatus : 200;
-    if (status !== undefined && s !== status) return 207;
-    status = s;
+    if (status !== undefined && o.status !== status) return 207;
+    status = o.status;
   }
   return status ?? 200;
 }
@@ -244,16 +252,21 @@ class ProcedureCall implements Call<unknown> {
 
 /**
  * The call's input by its schema; a mismatch is tRPC's BAD_REQUEST with the issues (the
- * formatter words the message). Synchronous, as tRPC parses, unless the schema has an async check.
+ * formatter words the message). Synchronous, as tRPC parses (no promise to wait for on the
+ * hot path), unless the schema has an async check: then a promise of the input.
  */
-async function parseInput(schema: z.ZodType, raw: unknown): Promise<unknown> {
+function parseInput(schema: z.ZodType, raw: unknown): unknown {
   let r: z.ZodSafeParseResult<unknown>;
   try {
     r = schema.safeParse(raw);
   } catch (err) {
     if (!(err instanceof z.core.$ZodAsyncError)) throw err;
-    r = await schema.safeParseAsync(raw);
+    return schema.safeParseAsync(raw).then(inputOf);
   }
+  return inputOf(r);
+}
+
+function inputOf(r: z.ZodSafeParseResult<unknown>): unknown {
   if (r.success) return r.data;
   throw new TRPCError({ code: 'BAD_REQUEST', message: 'Input validation failed', cause: r.error });
 }
