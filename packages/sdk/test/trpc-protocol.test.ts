@@ -284,6 +284,7 @@ describe('tRPC handler: aborts', () => {
       procedures: new Map(Object.entries(testProcedures)),
       maxBodySize: 1024,
       maxBatchSize: 5,
+      checkAnswers: true,
       principalOf: async () => principal,
       reportError: () => {},
     });

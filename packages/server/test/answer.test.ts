@@ -94,7 +94,7 @@ describe('the cross-check (SWARM_CHECK_ANSWERS)', () => {
 
   it('fails an answer the compiled writer coerces but the schema refuses', () => {
     const write = checked('versions.active', compileAnswer(activeVersion)!, activeVersion);
-    // A float where the contract says integer: fast-json-stringify would write 3, zod refuses it.
+    // A float where the contract says integer: fast-json-stringify would write 2, zod refuses it.
     expect(() => write({ ...resolved, version: 2.5 })).toThrow();
   });
 

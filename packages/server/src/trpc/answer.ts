@@ -8,8 +8,17 @@
  * figure 2b): services build answers with typed code, and the tests check every answer the
  * registry gives against its zod schema as well (SWARM_CHECK_ANSWERS, `checked` below).
  *
+ * The trade-off, accepted: a value that breaks the contract is not refused but written as
+ * the serializer coerces it (fast-json-stringify's README, "Nullable": a null where none is
+ * allowed becomes "", 0, false, {} or []; a Date in a string field its ISO text; 2.5 for an
+ * integer 2; an enum takes any string). zod refused those with an internal error. The
+ * answers are built by typed code from typed rows; the ones from JSON columns (signing
+ * material, delegations) were validated when they were stored, and a VM verifies signatures
+ * itself. The tests' cross-check covers every answer the suite produces.
+ *
  * An output schema that JSON Schema cannot express (a transform), or that uses a construct
- * left out here (unions other than "X or null", `$ref`), keeps zod's parse and JSON.stringify.
+ * left out here (unions other than "X or null" and of one primitive type, `$ref`), keeps
+ * zod's parse and JSON.stringify.
  */
 import { isDeepStrictEqual } from 'node:util';
 import fastJson from 'fast-json-stringify';
@@ -34,7 +43,6 @@ const CONSTRAINTS = new Set([
   'maxLength',
   'minItems',
   'maxItems',
-  'default',
   'propertyNames',
 ]);
 
@@ -52,6 +60,8 @@ function forSerializer(schema: JsonSchema): JsonSchema {
       case 'required':
       case 'enum':
       case 'const':
+      // A property the schema fills in when absent: fast-json-stringify writes it as zod would.
+      case 'default':
         out[key] = value;
         break;
       case 'properties':
