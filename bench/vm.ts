@@ -24,6 +24,16 @@ import { summarize } from './lib/stats.js';
 
 const imageDir = path.join(root, '.swarm/vm');
 
+const sh = (script: string, env: Record<string, string>) =>
+  promisify(execFile)('bash', ['-c', `set -o pipefail; ${script}`], { env: { ...process.env, ...env } });
+
+/** Writes `init` (lines) into the root file system `rfs` and packs it as `out` (newc cpio, root-owned). */
+async function packInitramfs(rfs: string, init: string[], out: string): Promise<string> {
+  await fs.writeFile(path.join(rfs, 'init'), [...init, ''].join('\n'), { mode: 0o755 });
+  await sh('cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --create --format=newc --owner=0:0 --quiet > "$O"', { R: rfs, O: out });
+  return out;
+}
+
 /**
  * The floor's initramfs: busybox and an /init that mounts /dev and /proc, prints the
  * marker the driver reads (SWARM_INIT), reports exit code 0 on the exit channel and powers off.
@@ -34,8 +44,9 @@ async function floorInitramfs(dir: string): Promise<string> {
   for (const d of ['bin', 'dev', 'proc']) await fs.mkdir(path.join(rfs, d), { recursive: true });
   await fs.copyFile('/bin/busybox', path.join(rfs, 'bin/busybox'));
   await fs.chmod(path.join(rfs, 'bin/busybox'), 0o755);
-  await fs.writeFile(
-    path.join(rfs, 'init'),
+  await sh('mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null || true', { R: rfs });
+  return packInitramfs(
+    rfs,
     [
       '#!/bin/busybox sh',
       '/bin/busybox mount -t devtmpfs devtmpfs /dev',
@@ -43,20 +54,9 @@ async function floorInitramfs(dir: string): Promise<string> {
       'echo "SWARM_INIT uptime=$(/bin/busybox cut -d" " -f1 /proc/uptime)" > /dev/console',
       'echo SWARM_EXIT=0 > /dev/ttyS1',
       '/bin/busybox poweroff -f',
-      '',
-    ].join('\n'),
-    { mode: 0o755 },
-  );
-  const out = path.join(dir, 'floor.cpio');
-  await promisify(execFile)(
-    'bash',
-    [
-      '-c',
-      'set -o pipefail; mknod -m 600 "$R/dev/console" c 5 1 2>/dev/null; cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --create --format=newc --owner=0:0 --quiet > "$O"',
     ],
-    { env: { ...process.env, R: rfs, O: out } },
+    path.join(dir, 'floor.cpio'),
   );
-  return out;
 }
 
 /**
@@ -70,14 +70,12 @@ async function nodeFloorInitramfs(dir: string): Promise<string> {
   const rfs = path.join(dir, 'node-floor-rootfs');
   await fs.rm(rfs, { recursive: true, force: true });
   await fs.mkdir(rfs, { recursive: true });
-  const sh = (script: string, env: Record<string, string>) =>
-    promisify(execFile)('bash', ['-c', `set -o pipefail; ${script}`], { env: { ...process.env, ...env } });
   await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
     R: rfs,
     I: path.join(imageDir, 'initramfs.cpio'),
   });
-  await fs.writeFile(
-    path.join(rfs, 'init'),
+  return packInitramfs(
+    rfs,
     [
       '#!/bin/busybox sh',
       'B=/bin/busybox',
@@ -96,13 +94,9 @@ async function nodeFloorInitramfs(dir: string): Promise<string> {
       '$B chroot /newroot /usr/bin/node -e 0',
       'echo "SWARM_EXIT=$?" > /dev/ttyS1',
       '$B poweroff -f',
-      '',
-    ].join('\n'),
-    { mode: 0o755 },
+    ],
+    path.join(dir, 'node-floor.cpio'),
   );
-  const out = path.join(dir, 'node-floor.cpio');
-  await sh('cd "$R" && find . -mindepth 1 | LC_ALL=C sort | cpio --create --format=newc --owner=0:0 --quiet > "$O"', { R: rfs, O: out });
-  return out;
 }
 
 /**

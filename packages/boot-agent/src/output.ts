@@ -221,6 +221,8 @@ function cutToJson(text: string, max: number): string {
 /** A stream's unfinished line: its masked bytes up to the line cap, and what the cap cut off. */
 type PartialLine = { bytes: Buffer[]; size: number; cut: boolean; cutBytes: number };
 
+const emptyLine = (): PartialLine => ({ bytes: [], size: 0, cut: false, cutBytes: 0 });
+
 function clearLine(p: PartialLine): void {
   // Most lines of a chunk are refused without ever holding bytes: no new array for them.
   if (p.bytes.length) p.bytes = [];
@@ -258,7 +260,7 @@ export class OutputCapture {
   ) {
     const patterns = maskPatterns(secrets);
     this.maskers = { stdout: new StreamMasker(patterns), stderr: new StreamMasker(patterns) };
-    this.partial = { stdout: { bytes: [], size: 0, cut: false, cutBytes: 0 }, stderr: { bytes: [], size: 0, cut: false, cutBytes: 0 } };
+    this.partial = { stdout: emptyLine(), stderr: emptyLine() };
     this.tokens = limits.burstBytes;
   }
 

@@ -54,7 +54,7 @@ export function subscriptionGuard(o: {
 }
 
 /** tRPC's error body, as its HTTP answers carry it. */
-function refuse(reply: FastifyReply, err: RegistryError): FastifyReply {
+function refuse(reply: FastifyReply, err: RegistryError): void {
   const data = { code: err.code, httpStatus: err.status, ...(err.hint ? { hint: err.hint } : {}) };
-  return reply.status(err.status).send({ error: { message: err.message, code: TRPC_ERROR_CODES_BY_KEY[err.code], data } });
+  reply.status(err.status).send({ error: { message: err.message, code: TRPC_ERROR_CODES_BY_KEY[err.code], data } });
 }

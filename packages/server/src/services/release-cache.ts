@@ -6,7 +6,9 @@
  *   canary set or clear) sends `pg_notify('swarm_release', <workflow id>)` (see `record`
  *   in services/releases.ts); revoking a token sends `pg_notify('swarm_tokens', <token hash>)`.
  *   PostgreSQL delivers them when the transaction commits, to every replica's listener,
- *   which drops the entry. A cached answer outlives a change by the notification's delay.
+ *   which drops the entry. A cached answer outlives a change by the notification's delay,
+ *   except on the replica that made it, which drops its entries as the change commits
+ *   (`changingRelease`, `changingTenantReleases` below).
  * - While the listener is not subscribed (PostgreSQL restarted, network cut) nothing is
  *   served from or stored in the caches, and every (re)subscription starts them empty:
  *   a notification missed meanwhile cannot leave a stale entry behind.
