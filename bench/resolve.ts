@@ -15,7 +15,7 @@ import { createSwarmClient } from '../packages/sdk/src/index.js';
 import { connectDatabase } from '../packages/server/src/db/client.js';
 import { type ExecutionToSpawn, insertSpawnedExecutions } from '../packages/server/src/db/queries/executions.js';
 import { startService } from '../test/support/service.js';
-import { type BenchEnv, procCpuMs, root } from './lib/env.js';
+import { type BenchEnv, postgresCpuMs, procCpuMs, root } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
 import { percentile, summarize } from './lib/stats.js';
 
@@ -306,8 +306,11 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       const inserts: Load[] = [];
       const ceiling: Load[] = [];
       const registryCpuUs: number[] = [];
+      const postgresCpuUs: number[] = [];
+      const postgresCpuUsPerInsert: number[] = [];
       try {
         for (let i = 0; i < ctx.runs; i++) {
+          const pgBeforeInserts = await postgresCpuMs();
           inserts.push(
             await loadProcess('bench/insert-load.ts', [
               reg.databaseUrl,
@@ -318,14 +321,19 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
               String(POOL_SIZE),
             ]),
           );
+          postgresCpuUsPerInsert.push(
+            (((await postgresCpuMs()) - pgBeforeInserts) * 1000) / Math.max(1, inserts.at(-1)!.rps * ctx.duration),
+          );
           const cpuBefore = await procCpuMs(reg.child.pid!);
+          const pgBefore = await postgresCpuMs();
           spawns.push(await loadProcess('bench/sdk-load.ts', [reg.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
           const s = spawns.at(-1)!;
           registryCpuUs.push((((await procCpuMs(reg.child.pid!)) - cpuBefore) * 1000) / Math.max(1, s.rps * ctx.duration));
+          postgresCpuUs.push((((await postgresCpuMs()) - pgBefore) * 1000) / Math.max(1, s.rps * ctx.duration));
           ceiling.push(await loadProcess('bench/sdk-load.ts', [stub.url, token, wf.id, String(ctx.duration), '50', 'spawn']));
           ctx.log(
             `  #6b run ${i + 1}: bare INSERT ${inserts.at(-1)!.rps.toFixed(0)}/s p99 ${inserts.at(-1)!.p99.toFixed(0)} ms, spawns ${s.rps.toFixed(0)}/s p99 ${s.p99.toFixed(0)} ms (${s.errors} failed); ` +
-              `CPU per spawn: callers ${s.cpuUsPerRequest?.toFixed(0)} µs, registry ${registryCpuUs.at(-1)!.toFixed(0)} µs; the callers against a stub ${ceiling.at(-1)!.rps.toFixed(0)}/s (${ceiling.at(-1)!.cpuUsPerRequest?.toFixed(0)} µs a call)`,
+              `CPU per spawn: callers ${s.cpuUsPerRequest?.toFixed(0)} µs, registry ${registryCpuUs.at(-1)!.toFixed(0)} µs, PostgreSQL ${postgresCpuUs.at(-1)!.toFixed(0)} µs (a bare INSERT: ${postgresCpuUsPerInsert.at(-1)!.toFixed(0)} µs); the callers against a stub ${ceiling.at(-1)!.rps.toFixed(0)}/s (${ceiling.at(-1)!.cpuUsPerRequest?.toFixed(0)} µs a call)`,
           );
         }
       } finally {
@@ -348,6 +356,8 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
             // Where the cores go: CPU per call of each process (µs), medians of the runs.
             callersCpuUsPerSpawn: summarize(spawns.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
             registryCpuUsPerSpawn: summarize(registryCpuUs).median,
+            postgresCpuUsPerSpawn: summarize(postgresCpuUs).median,
+            postgresCpuUsPerBareInsert: summarize(postgresCpuUsPerInsert).median,
             baselineCpuUsPerInsert: summarize(inserts.map((l) => l.cpuUsPerRequest ?? Number.NaN)).median,
             // The callers' ceiling: the same 50 SDK callers against a registry that answers at once.
             callersAgainstStub: summarize(ceiling.map((l) => l.rps)).median,

@@ -84,6 +84,7 @@ const hostile: Array<[name: string, make: () => Blob | Promise<Blob>, reason: st
     () => blob(gzip(Buffer.from('this is a README, not a tar archive\n'.repeat(2000)))),
     'not a valid bundle: TAR_ENTRY_INVALID: checksum failure',
   ],
+  ["a tar gzip'd twice", () => blob(gzip(gzip(tarBytes([manifest()])))), 'the archive inside the gzip is compressed again'],
   [
     'a gzip cut off inside the tar',
     () => {

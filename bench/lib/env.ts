@@ -136,4 +136,23 @@ export async function procCpuMs(pid: number): Promise<number> {
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) * 10;
 }
+/**
+ * CPU time (ms) every PostgreSQL process on the machine has used so far: the live ones
+ * (postmaster, backends, WAL writer, …) plus, through the postmaster's cutime/cstime, the
+ * backends it already reaped (a load's connections close when it ends). The bench runs one
+ * cluster, so this is its CPU.
+ */
+export async function postgresCpuMs(): Promise<number> {
+  let ticks = 0;
+  for (const entry of await fs.readdir('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    const stat = await fs.readFile(`/proc/${entry}/stat`, 'utf8').catch(() => '');
+    if (!stat.includes('(postgres)')) continue;
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    ticks += Number(fields[11]) + Number(fields[12]);
+    const parent = await fs.readFile(`/proc/${fields[1]}/stat`, 'utf8').catch(() => '');
+    if (!parent.includes('(postgres)')) ticks += Number(fields[13]) + Number(fields[14]);
+  }
+  return ticks * 10;
+}
 export const resetPeak = (pid: number) => fs.writeFile(`/proc/${pid}/clear_refs`, '5');

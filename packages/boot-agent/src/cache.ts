@@ -1,8 +1,9 @@
 /**
  * The host's bundle cache: `<dir>/<sha256>.tar.gz`. A file appears under its hash only
- * after its bytes were verified (temporary name, fsync, rename, directory fsync), and it
- * is hashed again before every use, so a corrupt or planted file is discarded and
- * refetched, never run. Agents sharing the directory never see each other's partial
+ * after its bytes were verified (temporary name, rename), and it is hashed again before
+ * every use, so a corrupt or planted file is discarded and refetched, never run. Nothing
+ * in the cache is fsynced, for the same reason: a file a crash left short fails that
+ * check and is fetched again, so a boot does not wait for the disk. Agents sharing the directory never see each other's partial
  * files; two fetching the same bundle both rename complete, identical files into place.
  *
  * Beside an archive, `<dir>/<sha256>.tree/` may hold the bundle unpacked (tree.ts): built
@@ -65,16 +66,10 @@ export class BundleCache {
     return { file, bytes: st.size };
   }
 
-  /** Publishes a verified temporary file under its hash. */
+  /** Publishes a verified temporary file under its hash (not fsynced: see the header). */
   async commit(temp: string, hash: string): Promise<string> {
     const file = this.pathFor(hash);
     await fs.rename(temp, file);
-    const dir = await fs.open(this.dir, 'r');
-    try {
-      await dir.sync();
-    } finally {
-      await dir.close();
-    }
     return file;
   }
 

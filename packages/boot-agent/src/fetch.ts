@@ -40,9 +40,10 @@ export type FetchOptions = {
  * its offset in the file. Offsets follow on from each other, across a resumed attempt too,
  * unless the download started over (a server that ignored a Range, or a write that failed
  * after the tap saw its chunk). The bytes are not verified yet: whatever the tap makes of
- * them must stay out of use until the download's hash is checked.
+ * them must stay out of use until the download's hash is checked. A promise returned
+ * holds the download until the tap can take more (it must not reject).
  */
-export type DownloadTap = { write(chunk: Buffer, position: number): void };
+export type DownloadTap = { write(chunk: Buffer, position: number): Promise<void> | undefined };
 
 export const DEFAULT_FETCH = {
   attempts: 4,
@@ -116,12 +117,14 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
           async (chunk) => {
             // The file write runs on the threadpool while this thread hashes the chunk and feeds the tap.
             const writing = handle.write(chunk, 0, chunk.length, written);
+            let tapped: Promise<void> | undefined;
             try {
               hash.update(chunk);
-              opts.tap?.write(chunk, written);
+              tapped = opts.tap?.write(chunk, written);
             } finally {
               await writing; // awaited even when the tap throws: never an unhandled rejection
             }
+            await tapped;
             written += chunk.length;
           },
           () => written,
@@ -129,7 +132,6 @@ export async function downloadTo(file: string, opts: FetchOptions): Promise<Fetc
         if (opts.expectedSize !== undefined && written !== opts.expectedSize) {
           throw fetchFailed(`the download ended after ${written} of ${opts.expectedSize} bytes`, true);
         }
-        await handle.sync();
         return { hash: hash.digest('hex'), bytes: written, attempts: attempt, resumed };
       } catch (err) {
         const e = toAgentError(err);

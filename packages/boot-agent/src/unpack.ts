@@ -128,11 +128,12 @@ export async function unpackWhileDownloading(
           walk.fail(new Error('the download started over'));
         }
         seen = position + chunk.length;
-        if (!intact || walk.settled) return;
+        if (!intact || walk.settled) return undefined;
         try {
-          walk.write(chunk);
+          return walk.write(chunk);
         } catch (err) {
           walk.fail(err);
+          return undefined;
         }
       },
     };

@@ -16,6 +16,7 @@ import {
   SMALL_FILE,
   type TreeEntry,
   UnsafeBundle,
+  startArchiveWalk,
   treeDigest,
   unpackedMode,
   walkArchive,
@@ -164,6 +165,32 @@ describe('walkArchive', () => {
     await expect(
       walkArchive(fromBytes(gzip(Buffer.from('not a tar'.repeat(200)))), DEFAULT_BUNDLE_LIMITS, recordingSink().sink),
     ).rejects.toThrow();
+  });
+
+  test("refuses a tar gzip'd twice instead of gunzipping it again (node-tar would)", async () => {
+    const { sink, seen } = recordingSink();
+    const walk = walkArchive(fromBytes(gzip(gzip(tarBytes([{ path: 'a', body: 'a' }])))), DEFAULT_BUNDLE_LIMITS, sink);
+    await expect(walk).rejects.toThrow(UnsafeBundle);
+    await expect(walk).rejects.toThrow('the archive inside the gzip is compressed again');
+    expect(seen).toEqual([]);
+  });
+
+  test('asks its writer to wait while the gunzip is behind, and releases a waiting writer when it fails', async () => {
+    const archive = gzip(tarBytes([{ path: 'big.bin', body: noise(4 * 1024 * 1024) }]));
+    const finished = startArchiveWalk(DEFAULT_BUNDLE_LIMITS, recordingSink().sink);
+    const wait = finished.write(archive); // the whole archive at once: more than the walk buffers ahead
+    expect(wait).toBeInstanceOf(Promise);
+    await wait;
+    finished.end();
+    expect((await finished.result).counts).toEqual({ files: 1, directories: 0, bytes: 4 * 1024 * 1024 });
+
+    const failed = startArchiveWalk(DEFAULT_BUNDLE_LIMITS, recordingSink().sink);
+    failed.result.catch(() => {});
+    const waiting = failed.write(archive);
+    failed.fail(new Error('the source failed'));
+    await expect(waiting).resolves.toBeUndefined(); // released, not left hanging
+    await expect(failed.result).rejects.toThrow('the source failed');
+    expect(failed.write(archive)).toBeUndefined(); // a settled walk takes nothing more
   });
 });
 

@@ -224,6 +224,11 @@ describe.concurrent('boot agent against hostile input', () => {
       await expectUnsafe(ctx, r, 'unsafe_bundle: not a valid bundle: TAR_ENTRY_INVALID: checksum failure');
     });
 
+    test("a tar gzip'd twice is refused (66), not gunzip'd again", async (ctx) => {
+      const r = await unpackHostile(ctx, blob(gzip(gzip(tarBytes([manifest()])))));
+      await expectUnsafe(ctx, r, 'unsafe_bundle: the archive inside the gzip is compressed again; a bundle is one gzip over a tar');
+    });
+
     test('a gzip that is cut off inside the tar is refused (66)', async (ctx) => {
       const whole = bigBundle().bytes;
       const r = await unpackHostile(ctx, blob(whole.subarray(0, whole.length >> 1)));

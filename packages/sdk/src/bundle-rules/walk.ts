@@ -9,10 +9,17 @@
  * Entries are handled synchronously, one at a time, as the parser hands them over: memory
  * stays at one chunk (or one small file) and at most one file descriptor is open, however
  * many entries the archive holds.
+ *
+ * The gunzip runs on libuv's thread pool (node:zlib's asynchronous stream), not on the
+ * caller's thread as node-tar's own does (minizlib): while the pool inflates the next
+ * chunk, this thread parses and writes the previous one, so a walk uses two cores. The
+ * parser is handed plain tar; the walk itself enforces what node-tar would have on the gzip
+ * (the decompression ratio, and only one layer of compression).
  */
 import { type Hash, createHash } from 'node:crypto';
 import fsSync from 'node:fs';
 import path from 'node:path';
+import zlib from 'node:zlib';
 import { Parser } from 'tar/parse';
 import type { ReadEntry } from 'tar/read-entry';
 import { type BundleCounts, type BundleLimits, type CheckedEntry, EntryRules, type Listing, UnsafeBundle } from './entry-rules.js';
@@ -50,9 +57,26 @@ export type WalkResult = {
   treeDigest?: string;
 };
 
-/** A walk fed by its caller: `write` each chunk of the archive, then `end`; `result` settles once. */
+/** Output chunks of the gunzip: each is a round trip to the thread pool. */
+const INFLATE_CHUNK = 256 * 1024;
+/** Compressed bytes a walk buffers ahead of the gunzip before `write` asks its caller to wait. */
+const INFLATE_BACKLOG = 256 * 1024;
+/**
+ * The inflated bytes reach the parser in slices of this size, each checked against the
+ * decompression ratio first: the granularity node-tar's own gunzip (minizlib) has, so a
+ * refusal names the same problem it would (a bad tar header before a ratio it has not reached).
+ */
+const PARSE_SLICE = 16 * 1024;
+/** A gzip member's first bytes (ID1, ID2, CM=deflate): node-tar would gunzip a tar that starts with them again. */
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08]);
+
+/**
+ * A walk fed by its caller: `write` each chunk of the archive (waiting when it returns a
+ * promise: the gunzip is behind), then `end`; `result` settles once.
+ */
 export type ArchiveWalk = {
-  write(chunk: Buffer): void;
+  /** Takes the next chunk of the archive; a promise means: wait for it before the next write (it never rejects). */
+  write(chunk: Buffer): Promise<void> | undefined;
   end(): void;
   /** Fails the walk with `err` (the source's own failure), unless it already settled. */
   fail(err: unknown): void;
@@ -89,15 +113,72 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     reject = bad;
   });
   // maxMetaEntrySize: a pax header only ever carries a path (≤ 4095 bytes) and a size here;
-  // node-tar would otherwise buffer up to 1 MiB of one.
-  const parser = new Parser({ strict: true, maxDecompressionRatio: limits.maxRatio, maxMetaEntrySize: 64 * 1024 });
+  // node-tar would otherwise buffer up to 1 MiB of one. The parser gets plain tar (the gunzip
+  // is below): no zstd, no brotli.
+  const parser = new Parser({ strict: true, zstd: false, brotli: false, maxMetaEntrySize: 64 * 1024 });
+  // node:zlib passes stream options on to its Transform (@types/node's ZlibOptions leaves them out).
+  const gunzip = zlib.createGunzip({ chunkSize: INFLATE_CHUNK, writableHighWaterMark: INFLATE_BACKLOG } as zlib.ZlibOptions);
+  /** Writers waiting for the gunzip to drain: released by the drain, or when the walk settles. */
+  let waiting: (() => void)[] = [];
+  const release = () => {
+    const released = waiting;
+    waiting = [];
+    for (const go of released) go();
+  };
+  gunzip.on('drain', release);
   const fail = (err: unknown) => {
     if (done) return;
     done = true;
     closeOpen();
+    gunzip.destroy();
+    release();
     parser.abort(err instanceof Error ? err : new Error(String(err)));
     reject(err);
   };
+  // The first bytes of the tar, held until there are enough to tell a second gzip layer.
+  let head: Buffer | undefined = Buffer.alloc(0);
+  let compressed = 0;
+  let inflated = 0;
+  const toParser = (chunk: Buffer) => {
+    if (done) return;
+    try {
+      if (head) {
+        head = Buffer.concat([head, chunk]);
+        if (head.length < GZIP_MAGIC.length) return;
+        chunk = head;
+        head = undefined;
+        if (chunk.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) {
+          throw new UnsafeBundle('the archive inside the gzip is compressed again; a bundle is one gzip over a tar');
+        }
+      }
+      for (let at = 0; at < chunk.length && !done; at += PARSE_SLICE) {
+        const slice = chunk.subarray(at, at + PARSE_SLICE);
+        inflated += slice.length;
+        // Against the compressed bytes written to the walk so far, as node-tar counts them.
+        const ratio = inflated / Math.max(1, compressed);
+        if (ratio > limits.maxRatio) throw new Error(`max decompression ratio exceeded: ${ratio.toFixed(2)} > ${limits.maxRatio}`);
+        parser.write(slice);
+      }
+    } catch (err) {
+      fail(err);
+    }
+  };
+  // Each inflated chunk is handled in a microtask: after zlib has sent the pool the next
+  // chunk to inflate, so the two overlap (a 'data' handler runs before that, and would not).
+  gunzip.on('data', (chunk: Buffer) => queueMicrotask(() => toParser(chunk)));
+  gunzip.on('end', () =>
+    queueMicrotask(() => {
+      if (done) return;
+      try {
+        if (head?.length) parser.write(head); // shorter than a gzip header: the parser refuses it as it would
+        head = undefined;
+        parser.end();
+      } catch (err) {
+        fail(err);
+      }
+    }),
+  );
+  gunzip.on('error', (err: Error) => fail(new Error(`zlib: ${err.message}`)));
   /** All of the open file's bytes were written: ends and closes it, and keeps its sha256 for the digest. */
   const finish = (file: CheckedFile, sha: Hash | undefined) => {
     open!.end();
@@ -173,10 +254,13 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
   });
   return {
     write: (chunk) => {
-      if (!done) parser.write(chunk);
+      if (done) return undefined;
+      compressed += chunk.length;
+      if (gunzip.write(chunk)) return undefined;
+      return new Promise<void>((go) => waiting.push(go));
     },
     end: () => {
-      if (!done) parser.end();
+      if (!done) gunzip.end();
     },
     fail,
     get settled() {
@@ -198,7 +282,7 @@ export function walkArchive(
   (async () => {
     for await (const chunk of source) {
       if (walk.settled) return;
-      walk.write(chunk);
+      await walk.write(chunk);
     }
     walk.end();
   })().catch(walk.fail);

@@ -102,8 +102,10 @@ export class ArchiveCheck extends Transform {
         return;
       }
     }
-    this.walk.write(chunk);
-    done(null, chunk);
+    // The bytes go on once the walk's gunzip has room for them: an upload is not held in memory.
+    const wait = this.walk.write(chunk);
+    if (wait) void wait.then(() => done(null, chunk));
+    else done(null, chunk);
   }
   override _flush(done: TransformCallback): void {
     // An empty body is the caller's to report (400), not an archive to refuse.
