@@ -9,8 +9,10 @@
  * With --keep <directory>: also what a cold boot must leave in the cache for #5's warm boot,
  * kept as the agent keeps it: the archive written there as it downloads (on the thread
  * pool), and every file hard-linked into <directory>/tree once unpacked.
+ * With --inline-gunzip: node-tar gunzips on the main thread instead (minizlib, as the agent
+ * did until 2026-11-30), so the bench shows the floor of both designs side by side.
  *
- * Usage: node bench/bare-unpack.mjs <url> <sha256> <directory> [--keep <directory>]
+ * Usage: node bench/bare-unpack.mjs <url> <sha256> <directory> [--keep <directory> | --inline-gunzip]
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -22,10 +24,11 @@ import zlib from 'node:zlib';
 // node-tar as the agent has it (a dependency of the SDK's bundle rules, not of the workspace root).
 const { Parser } = await import(createRequire(new URL('../packages/sdk/package.json', import.meta.url)).resolve('tar/parse'));
 
-const [url, hash, dir, keepFlag, keepDir] = process.argv.slice(2);
-const keep = keepFlag === '--keep' ? keepDir : undefined;
+const [url, hash, dir, flag, keepDir] = process.argv.slice(2);
+const keep = flag === '--keep' ? keepDir : undefined;
+const inline = flag === '--inline-gunzip';
 const sha = createHash('sha256');
-const parser = new Parser({ strict: true, zstd: false, brotli: false });
+const parser = inline ? new Parser({ strict: true }) : new Parser({ strict: true, zstd: false, brotli: false });
 const made = new Set();
 const files = [];
 const makeDir = (d) => {
@@ -63,6 +66,10 @@ http.get(url, (res) => {
   if (res.statusCode !== 200) throw new Error(`HTTP ${res.statusCode}`);
   res.on('data', (chunk) => {
     sha.update(chunk);
+    if (inline) {
+      parser.write(chunk);
+      return;
+    }
     // Held while the gunzip or the archive's file is behind, as the agent's download is.
     const behind = [gunzip.write(chunk) ? undefined : gunzip, archive && !archive.write(chunk) ? archive : undefined].filter(Boolean);
     if (behind.length === 0) return;
@@ -71,7 +78,8 @@ http.get(url, (res) => {
   });
   res.on('end', () => {
     archive?.end();
-    gunzip.end();
+    if (inline) parser.end();
+    else gunzip.end();
   });
 });
 await unpacked;

@@ -8,7 +8,8 @@
  * GNU tar writing the already gunzip'd tar's 5,000 files (the file system's share), and
  * the agent's design at its floor: bench/bare-unpack.mjs, one Node process doing only
  * fetch + sha256 + gunzip + untar with the agent's libraries and threads, run as the agent
- * is; and the same keeping what the warm boot (#5) needs, the archive and a hard-linked tree.
+ * is (and with node-tar's inline gunzip, the agent's design until 2026-11-30); and the same
+ * keeping what the warm boot (#5) needs, the archive and a hard-linked tree.
  */
 import { execFile, spawn } from 'node:child_process';
 import { createReadStream, createWriteStream } from 'node:fs';
@@ -153,6 +154,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     bareNode: [] as number[],
     bareNodeRssMiB: [] as number[],
     bareNodeKeeping: [] as number[],
+    bareNodeInlineGunzip: [] as number[],
   };
   const plainTar = path.join(dir, 'bundle.tar');
   await sh('gzip -dc "$B" > "$T"', { B: bundle, T: plainTar });
@@ -203,8 +205,11 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     const keepOut = await fresh('bare-keep-out');
     await settle();
     floors.bareNodeKeeping.push((await runAgent(nodeFlags, [url, hash, keepOut, '--keep', keepDir], {}, BARE_UNPACK)).seconds);
+    const inlineDir = await fresh('bare-inline');
+    await settle();
+    floors.bareNodeInlineGunzip.push((await runAgent(nodeFlags, [url, hash, inlineDir, '--inline-gunzip'], {}, BARE_UNPACK)).seconds);
     ctx.log(
-      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${bare.seconds.toFixed(2)} s (${(bare.maxRss / MiB).toFixed(0)} MiB), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
+      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${bare.seconds.toFixed(2)} s (${(bare.maxRss / MiB).toFixed(0)} MiB; inline gunzip ${floors.bareNodeInlineGunzip.at(-1)!.toFixed(2)} s), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
     );
   }
   const coldS = summarize(cold);
@@ -219,6 +224,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
       untar: summarize(floors.untar).median,
       bareNode: summarize(floors.bareNode).median,
       bareNodeKeeping: summarize(floors.bareNodeKeeping).median,
+      bareNodeInlineGunzip: summarize(floors.bareNodeInlineGunzip).median,
     },
     bareNodePeakRssMiB: summarize(floors.bareNodeRssMiB).median,
   };
