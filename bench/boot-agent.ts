@@ -172,11 +172,9 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
       ),
     );
     const cache = await fresh('cache');
+    const wfCold = path.join(await fresh('wf-cold'), 'workflow');
     await settle();
-    const c = await runAgent(nodeFlags, agentArgs, {
-      SWARM_CACHE_DIR: cache,
-      SWARM_WORKFLOW_DIR: path.join(await fresh('wf-cold'), 'workflow'),
-    });
+    const c = await runAgent(nodeFlags, agentArgs, { SWARM_CACHE_DIR: cache, SWARM_WORKFLOW_DIR: wfCold });
     cold.push(c.seconds);
     coldRss.push(c.maxRss / MiB);
     const wf = path.join(await fresh('wf'), 'workflow');
@@ -190,26 +188,40 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     floors.sha256.push(await timed(() => pipeline(createReadStream(bundle, { highWaterMark: MiB }), createHash('sha256'))));
     floors.gunzip.push(
       await timed(() =>
-        pipeline(createReadStream(bundle, { highWaterMark: MiB }), createGunzip(), new Writable({ write: (_c, _e, cb) => cb() })),
+        pipeline(
+          createReadStream(bundle, { highWaterMark: MiB }),
+          createGunzip({ chunkSize: 256 * 1024 }),
+          new Writable({ write: (_c, _e, cb) => cb() }),
+        ),
       ),
     );
     const untarDir = await fresh('untar');
     await settle();
     floors.untar.push(await timed(() => sh('tar -xf "$T" -C "$D"', { T: plainTar, D: untarDir })));
-    const bareDir = await fresh('bare');
-    await settle();
-    const bare = await runAgent(nodeFlags, [url, hash, bareDir], {}, BARE_UNPACK);
-    floors.bareNode.push(bare.seconds);
-    floors.bareNodeRssMiB.push(bare.maxRss / MiB);
-    const keepDir = await fresh('bare-keep');
-    const keepOut = await fresh('bare-keep-out');
-    await settle();
-    floors.bareNodeKeeping.push((await runAgent(nodeFlags, [url, hash, keepOut, '--keep', keepDir], {}, BARE_UNPACK)).seconds);
-    const inlineDir = await fresh('bare-inline');
-    await settle();
-    floors.bareNodeInlineGunzip.push((await runAgent(nodeFlags, [url, hash, inlineDir, '--inline-gunzip'], {}, BARE_UNPACK)).seconds);
+    // The three bare floors in a rotating order, so a drift of the machine does not always
+    // land on the same one; each, like every step, starts after its directories' writeback.
+    const bareFloors = [
+      async () => {
+        const out = await fresh('bare');
+        await settle();
+        const bare = await runAgent(nodeFlags, [url, hash, out], {}, BARE_UNPACK);
+        floors.bareNode.push(bare.seconds);
+        floors.bareNodeRssMiB.push(bare.maxRss / MiB);
+      },
+      async () => {
+        const [out, keep] = [await fresh('bare-keep-out'), await fresh('bare-keep')];
+        await settle();
+        floors.bareNodeKeeping.push((await runAgent(nodeFlags, [url, hash, out, '--keep', keep], {}, BARE_UNPACK)).seconds);
+      },
+      async () => {
+        const out = await fresh('bare-inline');
+        await settle();
+        floors.bareNodeInlineGunzip.push((await runAgent(nodeFlags, [url, hash, out, '--inline-gunzip'], {}, BARE_UNPACK)).seconds);
+      },
+    ];
+    for (let k = 0; k < bareFloors.length; k++) await bareFloors[(i + k) % bareFloors.length]!();
     ctx.log(
-      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${bare.seconds.toFixed(2)} s (${(bare.maxRss / MiB).toFixed(0)} MiB; inline gunzip ${floors.bareNodeInlineGunzip.at(-1)!.toFixed(2)} s), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
+      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${floors.bareNode.at(-1)!.toFixed(2)} s (${floors.bareNodeRssMiB.at(-1)!.toFixed(0)} MiB; inline gunzip ${floors.bareNodeInlineGunzip.at(-1)!.toFixed(2)} s), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
     );
   }
   const coldS = summarize(cold);

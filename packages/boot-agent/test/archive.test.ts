@@ -22,6 +22,7 @@ import {
   walkArchive,
 } from '@swarm/sdk/bundle-rules';
 import { unpackBundle } from '../src/unpack.js';
+import { gzipBombFile } from './support/archives.js';
 import { type TarEntry, gzip, noise, tarBytes } from './support/fixtures.js';
 
 const sha256 = (data: Buffer | string) => createHash('sha256').update(data).digest('hex');
@@ -173,6 +174,27 @@ describe('walkArchive', () => {
     await expect(walk).rejects.toThrow(UnsafeBundle);
     await expect(walk).rejects.toThrow('the archive inside the gzip is compressed again');
     expect(seen).toEqual([]);
+  });
+
+  test('refuses a gzip bomb after ~maxRatio × the chunk being inflated, not counting what waits in the gunzip', async (ctx) => {
+    const dir = await fs.mkdtemp(path.join(os.tmpdir(), 'swarm-walk-bomb-'));
+    ctx.onTestFinished(() => fs.rm(dir, { recursive: true, force: true }));
+    const bomb = await gzipBombFile(path.join(dir, 'bomb.tar.gz'), 256 * 1024 ** 2);
+    let handed = 0;
+    const counting: ArchiveSink = {
+      directory() {},
+      file: () => ({
+        write: (c) => {
+          handed += c.length;
+        },
+        end() {},
+      }),
+    };
+    // 16 KiB chunks: node-tar refused after ~200 × 16 KiB; bytes written ahead of the inflate
+    // (up to 256 KiB) counted too would let ~50 MiB through first.
+    const walk = walkArchive(createReadStream(bomb.file, { highWaterMark: 16 * 1024 }), DEFAULT_BUNDLE_LIMITS, counting);
+    await expect(walk).rejects.toThrow(/max decompression ratio exceeded/);
+    expect(handed).toBeLessThan(8 * 1024 * 1024);
   });
 
   test('asks its writer to wait while the gunzip is behind, and releases a waiting writer when it fails', async () => {

@@ -363,6 +363,24 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     expect(await leftoverProblems(sb, { cached: [b.hash] })).toEqual([]);
   });
 
+  test('partial downloads and trees a crash left behind go once abandoned (an hour untouched); fresh ones stay', async (ctx) => {
+    const { expect } = ctx;
+    const sb = await sandbox();
+    ctx.onTestFinished(() => sb.remove());
+    const b = treeBundle();
+    const store = await started(ctx, serveBundle(b.bytes));
+    await fs.mkdir(sb.cacheDir, { recursive: true });
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    await fs.writeFile(path.join(sb.cacheDir, '.partial-1-stale'), 'torn download');
+    await fs.utimes(path.join(sb.cacheDir, '.partial-1-stale'), old, old);
+    await fs.mkdir(path.join(sb.cacheDir, '.partial-tree-1-stale', 'files'), { recursive: true });
+    await fs.utimes(path.join(sb.cacheDir, '.partial-tree-1-stale'), old, old);
+    await fs.writeFile(path.join(sb.cacheDir, '.partial-2-live'), 'another agent is downloading this');
+
+    expect((await sb.fetch(store.url(), b.hash)).code).toBe(0);
+    expect((await fs.readdir(sb.cacheDir)).sort()).toEqual(['.partial-2-live', `${b.hash}.tar.gz`, `${b.hash}.tree`]);
+  });
+
   test('(control) with room for both, nothing is evicted', async (ctx) => {
     const { expect } = ctx;
     const sb = await sandbox();

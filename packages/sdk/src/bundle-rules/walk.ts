@@ -67,8 +67,8 @@ const INFLATE_BACKLOG = 256 * 1024;
  * refusal names the same problem it would (a bad tar header before a ratio it has not reached).
  */
 const PARSE_SLICE = 16 * 1024;
-/** A gzip member's first bytes (ID1, ID2, CM=deflate): node-tar would gunzip a tar that starts with them again. */
-const GZIP_MAGIC = Buffer.from([0x1f, 0x8b, 0x08]);
+/** A gzip member's first bytes (ID1, ID2): node-tar's parser would gunzip a tar that starts with them again. */
+const GZIP_MAGIC = Buffer.from([0x1f, 0x8b]);
 
 /**
  * A walk fed by its caller: `write` each chunk of the archive (waiting when it returns a
@@ -126,20 +126,36 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     for (const go of released) go();
   };
   gunzip.on('drain', release);
+  // It runs in microtasks and stream callbacks too: whatever happens in it, the walk rejects
+  // (before any waiting writer goes on) and nothing is thrown out of it.
   const fail = (err: unknown) => {
     if (done) return;
     done = true;
-    closeOpen();
-    gunzip.destroy();
-    release();
-    parser.abort(err instanceof Error ? err : new Error(String(err)));
     reject(err);
+    try {
+      closeOpen();
+    } catch {
+      // The file is the staging directory's, removed with it.
+    } finally {
+      gunzip.destroy();
+      release();
+      parser.abort(err instanceof Error ? err : new Error(String(err)));
+    }
   };
   // The first bytes of the tar, held until there are enough to tell a second gzip layer.
   let head: Buffer | undefined = Buffer.alloc(0);
+  // The decompression ratio's denominator, as node-tar counts it: every compressed byte up to
+  // the end of the chunk being inflated (a chunk counts whole once inflating it began), not
+  // the bytes still waiting in the gunzip's buffer.
   let compressed = 0;
+  const chunkEnds: number[] = [];
+  const countedCompressed = () => {
+    const consumed = gunzip.bytesWritten;
+    while (chunkEnds.length > 1 && chunkEnds[0]! < consumed) chunkEnds.shift();
+    return Math.max(1, chunkEnds[0] ?? compressed);
+  };
   let inflated = 0;
-  const toParser = (chunk: Buffer) => {
+  const toParser = (chunk: Buffer, counted: number) => {
     if (done) return;
     try {
       if (head) {
@@ -154,8 +170,7 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
       for (let at = 0; at < chunk.length && !done; at += PARSE_SLICE) {
         const slice = chunk.subarray(at, at + PARSE_SLICE);
         inflated += slice.length;
-        // Against the compressed bytes written to the walk so far, as node-tar counts them.
-        const ratio = inflated / Math.max(1, compressed);
+        const ratio = inflated / counted;
         if (ratio > limits.maxRatio) throw new Error(`max decompression ratio exceeded: ${ratio.toFixed(2)} > ${limits.maxRatio}`);
         parser.write(slice);
       }
@@ -165,7 +180,11 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
   };
   // Each inflated chunk is handled in a microtask: after zlib has sent the pool the next
   // chunk to inflate, so the two overlap (a 'data' handler runs before that, and would not).
-  gunzip.on('data', (chunk: Buffer) => queueMicrotask(() => toParser(chunk)));
+  // The denominator is read here: zlib updates bytesWritten just before it hands the chunk over.
+  gunzip.on('data', (chunk: Buffer) => {
+    const counted = countedCompressed();
+    queueMicrotask(() => toParser(chunk, counted));
+  });
   gunzip.on('end', () =>
     queueMicrotask(() => {
       if (done) return;
@@ -248,6 +267,9 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     const { counts, listing } = rules;
     if (counts.files + counts.directories === 0) return fail(new UnsafeBundle('the archive holds no entries'));
     done = true;
+    // The tar ended (its end-of-archive blocks): what the gzip may still hold after it is not read.
+    gunzip.destroy();
+    release();
     if (!digested) return resolve({ counts, listing });
     const dirs = [...listing.dirs].map((d): TreeEntry => ({ type: 'dir', path: d }));
     resolve({ counts, listing, treeDigest: treeDigest([...digested, ...dirs]) });
@@ -256,6 +278,7 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     write: (chunk) => {
       if (done) return undefined;
       compressed += chunk.length;
+      chunkEnds.push(compressed);
       if (gunzip.write(chunk)) return undefined;
       return new Promise<void>((go) => waiting.push(go));
     },
