@@ -12,7 +12,7 @@
  * With --inline-gunzip: node-tar gunzips on the main thread instead (minizlib, as the agent
  * did until 2026-11-30), so the bench shows the floor of both designs side by side.
  *
- * Usage: node bench/bare-unpack.mjs <url> <sha256> <directory> [--keep <directory> | --inline-gunzip]
+ * Usage: node bench/bare-unpack.mjs <url> <sha256> <directory> [--keep <directory>] [--inline-gunzip]
  */
 import { createHash } from 'node:crypto';
 import fs from 'node:fs';
@@ -24,9 +24,9 @@ import zlib from 'node:zlib';
 // node-tar as the agent has it (a dependency of the SDK's bundle rules, not of the workspace root).
 const { Parser } = await import(createRequire(new URL('../packages/sdk/package.json', import.meta.url)).resolve('tar/parse'));
 
-const [url, hash, dir, flag, keepDir] = process.argv.slice(2);
-const keep = flag === '--keep' ? keepDir : undefined;
-const inline = flag === '--inline-gunzip';
+const [url, hash, dir, ...flags] = process.argv.slice(2);
+const keep = flags.includes('--keep') ? flags[flags.indexOf('--keep') + 1] : undefined;
+const inline = flags.includes('--inline-gunzip');
 const sha = createHash('sha256');
 const parser = inline ? new Parser({ strict: true }) : new Parser({ strict: true, zstd: false, brotli: false });
 const made = new Set();
@@ -68,6 +68,10 @@ http.get(url, (res) => {
     sha.update(chunk);
     if (inline) {
       parser.write(chunk);
+      if (archive && !archive.write(chunk)) {
+        res.pause();
+        archive.once('drain', () => res.resume());
+      }
       return;
     }
     // Held while the gunzip or the archive's file is behind, as the agent's download is.

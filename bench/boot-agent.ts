@@ -155,6 +155,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     bareNodeRssMiB: [] as number[],
     bareNodeKeeping: [] as number[],
     bareNodeInlineGunzip: [] as number[],
+    bareNodeKeepingInlineGunzip: [] as number[],
   };
   const plainTar = path.join(dir, 'bundle.tar');
   await sh('gzip -dc "$B" > "$T"', { B: bundle, T: plainTar });
@@ -198,7 +199,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
     const untarDir = await fresh('untar');
     await settle();
     floors.untar.push(await timed(() => sh('tar -xf "$T" -C "$D"', { T: plainTar, D: untarDir })));
-    // The three bare floors in a rotating order, so a drift of the machine does not always
+    // The four bare floors in a rotating order, so a drift of the machine does not always
     // land on the same one; each, like every step, starts after its directories' writeback.
     const bareFloors = [
       async () => {
@@ -218,10 +219,16 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
         await settle();
         floors.bareNodeInlineGunzip.push((await runAgent(nodeFlags, [url, hash, out, '--inline-gunzip'], {}, BARE_UNPACK)).seconds);
       },
+      async () => {
+        const [out, keep] = [await fresh('bare-keep-inline-out'), await fresh('bare-keep-inline')];
+        await settle();
+        const args = [url, hash, out, '--keep', keep, '--inline-gunzip'];
+        floors.bareNodeKeepingInlineGunzip.push((await runAgent(nodeFlags, args, {}, BARE_UNPACK)).seconds);
+      },
     ];
     for (let k = 0; k < bareFloors.length; k++) await bareFloors[(i + k) % bareFloors.length]!();
     ctx.log(
-      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${floors.bareNode.at(-1)!.toFixed(2)} s (${floors.bareNodeRssMiB.at(-1)!.toFixed(0)} MiB; inline gunzip ${floors.bareNodeInlineGunzip.at(-1)!.toFixed(2)} s), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s, agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
+      `  #4/#5 run ${i + 1}: shell ${base.at(-1)!.toFixed(2)} s, bare node ${floors.bareNode.at(-1)!.toFixed(2)} s (${floors.bareNodeRssMiB.at(-1)!.toFixed(0)} MiB; inline gunzip ${floors.bareNodeInlineGunzip.at(-1)!.toFixed(2)} s), keeping the archive and tree ${floors.bareNodeKeeping.at(-1)!.toFixed(2)} s (inline gunzip ${floors.bareNodeKeepingInlineGunzip.at(-1)!.toFixed(2)} s), agent cold ${c.seconds.toFixed(2)} s (${(c.maxRss / MiB).toFixed(0)} MiB), warm ${w.seconds.toFixed(2)} s (${(w.maxRss / MiB).toFixed(0)} MiB, from the ${w.stderr.includes('unpacked tree') ? 'tree' : 'archive'})`,
     );
   }
   const coldS = summarize(cold);
@@ -237,6 +244,7 @@ export async function bootAgentFigures(env: BenchEnv, ctx: FigureContext, only: 
       bareNode: summarize(floors.bareNode).median,
       bareNodeKeeping: summarize(floors.bareNodeKeeping).median,
       bareNodeInlineGunzip: summarize(floors.bareNodeInlineGunzip).median,
+      bareNodeKeepingInlineGunzip: summarize(floors.bareNodeKeepingInlineGunzip).median,
     },
     bareNodePeakRssMiB: summarize(floors.bareNodeRssMiB).median,
   };
