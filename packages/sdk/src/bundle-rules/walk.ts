@@ -113,19 +113,9 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     reject = bad;
   });
   // maxMetaEntrySize: a pax header only ever carries a path (≤ 4095 bytes) and a size here;
-  // node-tar would otherwise buffer up to 1 MiB of one. The parser gets plain tar (the gunzip
-  // is below): no zstd, no brotli.
+  // node-tar would otherwise buffer up to 1 MiB of one. The parser gets plain tar (gunzipAhead,
+  // below): no zstd, no brotli.
   const parser = new Parser({ strict: true, zstd: false, brotli: false, maxMetaEntrySize: 64 * 1024 });
-  // node:zlib passes stream options on to its Transform (@types/node's ZlibOptions leaves them out).
-  const gunzip = zlib.createGunzip({ chunkSize: INFLATE_CHUNK, writableHighWaterMark: INFLATE_BACKLOG } as zlib.ZlibOptions);
-  /** Writers waiting for the gunzip to drain: released by the drain, or when the walk settles. */
-  let waiting: (() => void)[] = [];
-  const release = () => {
-    const released = waiting;
-    waiting = [];
-    for (const go of released) go();
-  };
-  gunzip.on('drain', release);
   // It runs in microtasks and stream callbacks too: whatever happens in it, the walk rejects
   // (before any waiting writer goes on) and nothing is thrown out of it.
   const fail = (err: unknown) => {
@@ -137,67 +127,11 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     } catch {
       // The file is the staging directory's, removed with it.
     } finally {
-      gunzip.destroy();
-      release();
+      inflate.destroy();
       parser.abort(err instanceof Error ? err : new Error(String(err)));
     }
   };
-  // The first bytes of the tar, held until there are enough to tell a second gzip layer.
-  let head: Buffer | undefined = Buffer.alloc(0);
-  // The decompression ratio's denominator, as node-tar counts it: every compressed byte up to
-  // the end of the chunk being inflated (a chunk counts whole once inflating it began), not
-  // the bytes still waiting in the gunzip's buffer.
-  let compressed = 0;
-  const chunkEnds: number[] = [];
-  const countedCompressed = () => {
-    const consumed = gunzip.bytesWritten;
-    while (chunkEnds.length > 1 && chunkEnds[0]! < consumed) chunkEnds.shift();
-    return Math.max(1, chunkEnds[0] ?? compressed);
-  };
-  let inflated = 0;
-  const toParser = (chunk: Buffer, counted: number) => {
-    if (done) return;
-    try {
-      if (head) {
-        head = Buffer.concat([head, chunk]);
-        if (head.length < GZIP_MAGIC.length) return;
-        chunk = head;
-        head = undefined;
-        if (chunk.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) {
-          throw new UnsafeBundle('the archive inside the gzip is compressed again; a bundle is one gzip over a tar');
-        }
-      }
-      for (let at = 0; at < chunk.length && !done; at += PARSE_SLICE) {
-        const slice = chunk.subarray(at, at + PARSE_SLICE);
-        inflated += slice.length;
-        const ratio = inflated / counted;
-        if (ratio > limits.maxRatio) throw new Error(`max decompression ratio exceeded: ${ratio.toFixed(2)} > ${limits.maxRatio}`);
-        parser.write(slice);
-      }
-    } catch (err) {
-      fail(err);
-    }
-  };
-  // Each inflated chunk is handled in a microtask: after zlib has sent the pool the next
-  // chunk to inflate, so the two overlap (a 'data' handler runs before that, and would not).
-  // The denominator is read here: zlib updates bytesWritten just before it hands the chunk over.
-  gunzip.on('data', (chunk: Buffer) => {
-    const counted = countedCompressed();
-    queueMicrotask(() => toParser(chunk, counted));
-  });
-  gunzip.on('end', () =>
-    queueMicrotask(() => {
-      if (done) return;
-      try {
-        if (head?.length) parser.write(head); // shorter than a gzip header: the parser refuses it as it would
-        head = undefined;
-        parser.end();
-      } catch (err) {
-        fail(err);
-      }
-    }),
-  );
-  gunzip.on('error', (err: Error) => fail(new Error(`zlib: ${err.message}`)));
+  const inflate = gunzipAhead(limits.maxRatio, { tar: (slice) => parser.write(slice), end: () => parser.end(), fail, settled: () => done });
   /** All of the open file's bytes were written: ends and closes it, and keeps its sha256 for the digest. */
   const finish = (file: CheckedFile, sha: Hash | undefined) => {
     open!.end();
@@ -268,28 +202,111 @@ export function startArchiveWalk(limits: BundleLimits, sink: ArchiveSink, option
     if (counts.files + counts.directories === 0) return fail(new UnsafeBundle('the archive holds no entries'));
     done = true;
     // The tar ended (its end-of-archive blocks): what the gzip may still hold after it is not read.
-    gunzip.destroy();
-    release();
+    inflate.destroy();
     if (!digested) return resolve({ counts, listing });
     const dirs = [...listing.dirs].map((d): TreeEntry => ({ type: 'dir', path: d }));
     resolve({ counts, listing, treeDigest: treeDigest([...digested, ...dirs]) });
   });
   return {
-    write: (chunk) => {
-      if (done) return undefined;
-      compressed += chunk.length;
-      chunkEnds.push(compressed);
-      if (gunzip.write(chunk)) return undefined;
-      return new Promise<void>((go) => waiting.push(go));
-    },
+    write: (chunk) => (done ? undefined : inflate.write(chunk)),
     end: () => {
-      if (!done) gunzip.end();
+      if (!done) inflate.end();
     },
     fail,
     get settled() {
       return done;
     },
     result,
+  };
+}
+
+/**
+ * The gunzip ahead of the parser: node:zlib on the thread pool, each inflated chunk handed to
+ * `to.tar` in 16 KiB slices in a microtask, after zlib has sent the pool the next chunk to
+ * inflate (a 'data' handler runs before that, and would not overlap). It enforces what
+ * node-tar enforced on a gzip it inflated itself: the decompression ratio, and one layer of
+ * compression. `write` returns a promise while the gunzip is behind, released by its drain
+ * or by `destroy`.
+ */
+function gunzipAhead(
+  maxRatio: number,
+  to: { tar(slice: Buffer): void; end(): void; fail(err: unknown): void; settled(): boolean },
+): { write(chunk: Buffer): Promise<void> | undefined; end(): void; destroy(): void } {
+  // node:zlib passes stream options on to its Transform (@types/node's ZlibOptions leaves them out).
+  const gunzip = zlib.createGunzip({ chunkSize: INFLATE_CHUNK, writableHighWaterMark: INFLATE_BACKLOG } as zlib.ZlibOptions);
+  let waiting: (() => void)[] = [];
+  const release = () => {
+    const released = waiting;
+    waiting = [];
+    for (const go of released) go();
+  };
+  gunzip.on('drain', release);
+  // The ratio's denominator, as node-tar counts it: every compressed byte up to the end of the
+  // chunk being inflated (a chunk counts whole once inflating it began), not the bytes still
+  // waiting in the gunzip's buffer.
+  let compressed = 0;
+  const chunkEnds: number[] = [];
+  const countedCompressed = () => {
+    const consumed = gunzip.bytesWritten;
+    while (chunkEnds.length > 1 && chunkEnds[0]! < consumed) chunkEnds.shift();
+    return Math.max(1, chunkEnds[0] ?? compressed);
+  };
+  let inflated = 0;
+  // The first bytes of the tar, held until there are enough to tell a second gzip layer.
+  let head: Buffer | undefined = Buffer.alloc(0);
+  const toParser = (chunk: Buffer, counted: number) => {
+    if (to.settled()) return;
+    try {
+      if (head) {
+        head = Buffer.concat([head, chunk]);
+        if (head.length < GZIP_MAGIC.length) return;
+        chunk = head;
+        head = undefined;
+        if (chunk.subarray(0, GZIP_MAGIC.length).equals(GZIP_MAGIC)) {
+          throw new UnsafeBundle('the archive inside the gzip is compressed again; a bundle is one gzip over a tar');
+        }
+      }
+      for (let at = 0; at < chunk.length && !to.settled(); at += PARSE_SLICE) {
+        const slice = chunk.subarray(at, at + PARSE_SLICE);
+        inflated += slice.length;
+        const ratio = inflated / counted;
+        if (ratio > maxRatio) throw new Error(`max decompression ratio exceeded: ${ratio.toFixed(2)} > ${maxRatio}`);
+        to.tar(slice);
+      }
+    } catch (err) {
+      to.fail(err);
+    }
+  };
+  // The denominator is read here: zlib updates bytesWritten just before it hands the chunk over.
+  gunzip.on('data', (chunk: Buffer) => {
+    const counted = countedCompressed();
+    queueMicrotask(() => toParser(chunk, counted));
+  });
+  gunzip.on('end', () =>
+    queueMicrotask(() => {
+      if (to.settled()) return;
+      try {
+        if (head?.length) to.tar(head); // shorter than a gzip header: the parser refuses it as it would
+        head = undefined;
+        to.end();
+      } catch (err) {
+        to.fail(err);
+      }
+    }),
+  );
+  gunzip.on('error', (err: Error) => to.fail(new Error(`zlib: ${err.message}`)));
+  return {
+    write(chunk) {
+      compressed += chunk.length;
+      chunkEnds.push(compressed);
+      if (gunzip.write(chunk)) return undefined;
+      return new Promise<void>((go) => waiting.push(go));
+    },
+    end: () => gunzip.end(),
+    destroy() {
+      gunzip.destroy();
+      release();
+    },
   };
 }
 
