@@ -7,10 +7,8 @@
 # Settings (environment): SWARM_NODE (default: node on PATH), SWARM_BOOT_AGENT
 # (default /opt/swarm/boot-agent.mjs), SWARM_BOOT_SNAPSHOT (default: the agent's .blob
 # beside it; "off" to skip), SWARM_NET_DEV and SWARM_NET_ADDR (e.g. eth0 and
-# 169.254.169.15/24: configured only when given), SWARM_NODE_FLAGS (default
-# --max-semi-space-size=1: a 1 MiB young generation instead of up to 16 MiB per
-# semi-space keeps the agent's peak RSS ~15 MiB lower; it allocates short-lived chunks
-# only). Arguments are passed to the agent.
+# 169.254.169.15/24: configured only when given), SWARM_NODE_FLAGS (default below).
+# Arguments are passed to the agent.
 set -eu
 
 agent=${SWARM_BOOT_AGENT:-/opt/swarm/boot-agent.mjs}
@@ -34,7 +32,14 @@ if [ ! -r "$agent" ]; then
   echo "boot.sh: boot agent not found at $agent" >&2
   exit 70
 fi
-flags=${SWARM_NODE_FLAGS---max-semi-space-size=1}
+# Node's V8 flags (SWARM_NODE_FLAGS overrides them; build-image.sh reads this default):
+# - --max-semi-space-size=1: a 1 MiB young generation instead of up to 16 MiB per
+#   semi-space keeps the agent's peak RSS ~15 MiB lower (it allocates short-lived chunks only);
+# - --no-lazy: every function compiled with its script, not at its first call. The
+#   snapshot then holds the agent's bytecode, and the builtins it loads after the restore
+#   (http, child_process) compile in one pass each. Under TCG this took ~0.4 s off the agent's
+#   start-up to the workflow's start (bench/README.md, #7).
+flags=${SWARM_NODE_FLAGS---max-semi-space-size=1 --no-lazy}
 
 # The start-up snapshot (SWARM_BOOT_SNAPSHOT, default: boot-agent.blob beside the agent,
 # "off" to skip): only with the node binary and V8 flags it was built with, which its .id

@@ -227,8 +227,10 @@ cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 # The agent's start-up snapshot (Node's --build-snapshot): built by the very node binary the
 # image ships, with the V8 flags boot.sh runs it with (a blob from another binary or other
 # flags makes node abort). boot-agent.blob.id names both; boot.sh compares it with its own
-# node and flags before using the blob, else runs boot-agent.mjs, saying why.
-SNAP_FLAGS=--max-semi-space-size=1
+# node and flags before using the blob, else runs boot-agent.mjs, saying why. The flags are
+# boot.sh's default, read from it.
+SNAP_FLAGS=$(sed -n 's/^flags=${SWARM_NODE_FLAGS-\(.*\)}$/\1/p' "$BOOT_SH")
+[ -n "$SNAP_FLAGS" ] || die "no default node flags line (flags=\${SWARM_NODE_FLAGS-…}) in $BOOT_SH"
 agent_pnpm build:snapshot-script
 if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
   echo "size=$(stat -c %s "$RFS/usr/bin/node") flags=$SNAP_FLAGS" > "$RFS/opt/swarm/boot-agent.blob.id"

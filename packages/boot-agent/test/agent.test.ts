@@ -232,10 +232,12 @@ describe('the built agent', () => {
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-snapshot-agent-'));
     try {
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
-      const flags = '--max-semi-space-size=1';
+      // boot.sh's default flags, as scripts/vm/build-image.sh reads them.
+      const flags = /^flags=\$\{SWARM_NODE_FLAGS-(.*)\}$/m.exec(await fs.readFile(path.join(pkg, 'boot.sh'), 'utf8'))?.[1];
+      expect(flags).toMatch(/^--max-semi-space-size=1 --no-lazy$/);
       await run(
         process.execPath,
-        [flags, '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
+        [...flags!.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
         dir,
       );
       const id = `size=${(await fs.stat(process.execPath)).size} flags=${flags}`;
@@ -258,7 +260,7 @@ describe('the built agent', () => {
       const otherFlags = await bootSh(dir, ['--help'], { SWARM_NODE_FLAGS: '--max-semi-space-size=2' });
       expect(otherFlags.code).toBe(0);
       expect(otherFlags.stderr).toMatch(
-        /boot\.sh: not using the start-up snapshot .*boot-agent\.blob \(built for size=\d+ flags=--max-semi-space-size=1, this is size=\d+ flags=--max-semi-space-size=2\); running .*boot-agent\.mjs/,
+        /boot\.sh: not using the start-up snapshot .*boot-agent\.blob \(built for size=\d+ flags=--max-semi-space-size=1 --no-lazy, this is size=\d+ flags=--max-semi-space-size=2\); running .*boot-agent\.mjs/,
       );
       expect(otherFlags.stdout).toMatch(/Exit codes:/);
 
