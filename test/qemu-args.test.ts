@@ -93,9 +93,9 @@ describe('guestForwards', () => {
 describe('kernelCommandLine', () => {
   it('passes settings to /init as swarm.<name>=<value> after the console and panic settings', () => {
     expect(kernelCommandLine({ fetch_attempts: '2', probe: '1' }, ['loglevel=3'])).toBe(
-      'console=ttyS0 panic=-1 quiet swarm.fetch_attempts=2 swarm.probe=1 loglevel=3',
+      'console=ttyS0 panic=-1 quiet pci=noacpi swarm.fetch_attempts=2 swarm.probe=1 loglevel=3',
     );
-    expect(kernelCommandLine()).toBe('console=ttyS0 panic=-1 quiet');
+    expect(kernelCommandLine()).toBe('console=ttyS0 panic=-1 quiet pci=noacpi');
   });
 
   it('refuses setting names /init cannot export and values that would split the command line', () => {
