@@ -5,6 +5,7 @@
  */
 import fs from 'node:fs/promises';
 import { smallRequest } from './http.js';
+import { clientFor } from './transport.js';
 import { type VmMetadata, signingMaterial, vmMetadata } from '@swarm/sdk/metadata';
 import { AgentError } from './errors.js';
 
@@ -42,29 +43,38 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
   );
 }
 
-/** Reads the MMDS document: PUT a session token, then GET the root as JSON with it. */
+/**
+ * Reads the MMDS document: PUT a session token, then GET the root as JSON with it, both on
+ * one kept-open connection (each new connection through QEMU's forward starts a process on
+ * the host, and under TCG costs the guest ~25 ms more than a request on an open one).
+ */
 export async function fromMmds(base: string): Promise<Partial | null> {
-  const opts = { timeoutMs: MMDS_TIMEOUT_MS * 2 };
-  let token: string;
+  const agent = new (clientFor(new URL(base).protocol).Agent)({ keepAlive: true, maxSockets: 1 });
   try {
-    const res = await smallRequest(`${base}/latest/api/token`, {
-      ...opts,
-      method: 'PUT',
-      headers: { 'x-metadata-token-ttl-seconds': '300' },
-    });
-    token = res.text.trim();
-    if (res.statusCode !== 200 || !token) return null;
-  } catch {
-    return null; // no metadata service here: not an error, other sources may suffice
+    const opts = { timeoutMs: MMDS_TIMEOUT_MS * 2, agent };
+    let token: string;
+    try {
+      const res = await smallRequest(`${base}/latest/api/token`, {
+        ...opts,
+        method: 'PUT',
+        headers: { 'x-metadata-token-ttl-seconds': '300' },
+      });
+      token = res.text.trim();
+      if (res.statusCode !== 200 || !token) return null;
+    } catch {
+      return null; // no metadata service here: not an error, other sources may suffice
+    }
+    const res = await smallRequest(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch(
+      (err: Error) => {
+        throw bad(`the metadata service at ${base} failed: ${err.message}`);
+      },
+    );
+    const text = res.text;
+    if (res.statusCode !== 200) throw bad(`the metadata service at ${base} answered HTTP ${res.statusCode}`);
+    return parseJson(text, `metadata from ${base}`);
+  } finally {
+    agent.destroy();
   }
-  const res = await smallRequest(`${base}/`, { ...opts, headers: { 'x-metadata-token': token, accept: 'application/json' } }).catch(
-    (err: Error) => {
-      throw bad(`the metadata service at ${base} failed: ${err.message}`);
-    },
-  );
-  const text = res.text;
-  if (res.statusCode !== 200) throw bad(`the metadata service at ${base} answered HTTP ${res.statusCode}`);
-  return parseJson(text, `metadata from ${base}`);
 }
 
 export async function fromFile(file: string, required: boolean): Promise<Partial | null> {

@@ -127,9 +127,32 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
       const noToken = await fetch(`${mmds.url}/`, { headers: { accept: 'application/json' } });
       expect(noToken.status).toBe(401);
       await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
-      const r = await sandbox.run([], { SWARM_MMDS_URL: mmds.url });
-      expect(r.code, r.stderr).toBe(0);
-      expect(r.stdout).toContain('from mmds ok');
+      // Through a TCP relay that counts connections: the session token and the document
+      // come over one connection (each new one costs a process on the host behind QEMU's forward).
+      const net = await import('node:net');
+      let connections = 0;
+      const relay = net.createServer((client) => {
+        connections++;
+        const upstream = net.connect(mmds.port, '127.0.0.1');
+        client.pipe(upstream).pipe(client);
+        const done = () => {
+          client.destroy();
+          upstream.destroy();
+        };
+        client.on('close', done);
+        client.on('error', done);
+        upstream.on('error', done);
+        upstream.on('close', done);
+      });
+      await new Promise<void>((resolve) => relay.listen(0, '127.0.0.1', resolve));
+      try {
+        const r = await sandbox.run([], { SWARM_MMDS_URL: `http://127.0.0.1:${(relay.address() as AddressInfo).port}` });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toContain('from mmds ok');
+        expect(connections).toBe(1);
+      } finally {
+        await new Promise((resolve) => relay.close(resolve));
+      }
     } finally {
       await mmds.close();
     }
