@@ -229,8 +229,12 @@ cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 # flags makes node abort). boot-agent.blob.id names both; boot.sh compares it with its own
 # node and flags before using the blob, else runs boot-agent.mjs, saying why. The flags are
 # boot.sh's default, read from it.
+# (One unquoted line: quotes would reach the .id file but not node, and the blob would never be used.)
+[ "$(grep -c '^flags=' "$BOOT_SH")" = 1 ] || die "$BOOT_SH must set flags= on exactly one line"
 SNAP_FLAGS=$(sed -n 's/^flags=${SWARM_NODE_FLAGS-\(.*\)}$/\1/p' "$BOOT_SH")
-[ -n "$SNAP_FLAGS" ] || die "no default node flags line (flags=\${SWARM_NODE_FLAGS-…}) in $BOOT_SH"
+case $SNAP_FLAGS in
+  '' | *[\"\']*) die "no unquoted default node flags line (flags=\${SWARM_NODE_FLAGS-…}) in $BOOT_SH" ;;
+esac
 agent_pnpm build:snapshot-script
 if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
   echo "size=$(stat -c %s "$RFS/usr/bin/node") flags=$SNAP_FLAGS" > "$RFS/opt/swarm/boot-agent.blob.id"

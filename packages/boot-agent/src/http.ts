@@ -2,8 +2,10 @@
  * Small requests (metadata service, events) over Node's own http/https client: it is
  * already in memory, where undici would add ~1 MB of code to the agent's bundle and
  * ~20 MB to its resident memory. Each attempt is bounded by `timeoutMs`, and the answer by
- * `maxBytes`. With a kept-open `agent` (events), a request whose reused socket the server had
- * already closed is sent once more: for idempotent requests only.
+ * `maxBytes`. With a kept-open `agent` (events; the MMDS token and document), a request whose
+ * reused socket the server had already closed is sent once more: for idempotent requests
+ * only. The first request on a fresh agent never goes over a reused socket, so it is never
+ * sent twice.
  */
 import type http from 'node:http';
 import { clientFor } from './transport.js';

@@ -49,7 +49,8 @@ export function fromVariables(v: Record<string, string | undefined>, runtime: st
  * the host, and under TCG costs the guest ~25 ms more than a request on an open one).
  */
 export async function fromMmds(base: string): Promise<Partial | null> {
-  const agent = new (clientFor(new URL(base).protocol).Agent)({ keepAlive: true, maxSockets: 1 });
+  // The PUT is the agent's first request, on a new socket: never sent twice (http.ts).
+  const agent = new (clientFor(base.startsWith('https:') ? 'https:' : 'http:').Agent)({ keepAlive: true, maxSockets: 1 });
   try {
     const opts = { timeoutMs: MMDS_TIMEOUT_MS * 2, agent };
     let token: string;

@@ -248,6 +248,42 @@ describe('the built agent', () => {
       ),
     );
 
+  /** SNAP_FLAGS as scripts/vm/build-image.sh computes it from `bootSh`: its own lines, run by bash. */
+  const imageSnapshotFlags = async (bootSh: string): Promise<string> => {
+    const script = await fs.readFile(path.resolve(import.meta.dirname, '../../../scripts/vm/build-image.sh'), 'utf8');
+    const lines = /^\[ "\$\(grep -c '\^flags=' [\s\S]*?^esac$/m.exec(script)?.[0];
+    if (!lines) throw new Error('build-image.sh no longer reads SNAP_FLAGS from boot.sh as this test expects');
+    return new Promise((resolve, reject) => {
+      let out = '';
+      let err = '';
+      const child = spawn('bash', ['-c', `die() { echo "$*" >&2; exit 1; }\n${lines}\nprintf %s "$SNAP_FLAGS"`], {
+        env: { PATH: process.env.PATH, BOOT_SH: bootSh },
+      });
+      child.stdout.on('data', (c) => (out += c));
+      child.stderr.on('data', (c) => (err += c));
+      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(err.trim()))));
+    });
+  };
+
+  it('the image build refuses a boot.sh whose default node flags it cannot read exactly', async () => {
+    const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-boot-sh-'));
+    try {
+      const original = await fs.readFile(path.resolve(import.meta.dirname, '../boot.sh'), 'utf8');
+      const variant = async (name: string, text: string) => {
+        await fs.writeFile(path.join(dir, name), text);
+        return imageSnapshotFlags(path.join(dir, name));
+      };
+      // Quoted: the shell would drop the quotes, the .id file would keep them, and the blob would never match.
+      await expect(
+        variant('quoted.sh', original.replace(/^flags=\$\{SWARM_NODE_FLAGS-(.*)\}$/m, 'flags=${SWARM_NODE_FLAGS-"$1"}')),
+      ).rejects.toThrow(/no unquoted default node flags line/);
+      await expect(variant('twice.sh', `${original}\nflags=--other\n`)).rejects.toThrow(/must set flags= on exactly one line/);
+      await expect(variant('none.sh', original.replace(/^flags=.*$/m, ''))).rejects.toThrow(/must set flags= on exactly one line/);
+    } finally {
+      await fs.rm(dir, { recursive: true, force: true });
+    }
+  });
+
   it('boot.sh runs the start-up snapshot built by this node with its flags, and falls back loudly to the plain file otherwise', async () => {
     const pkg = path.resolve(import.meta.dirname, '..');
     await run('pnpm', ['run', 'build'], pkg);
@@ -255,9 +291,9 @@ describe('the built agent', () => {
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-snapshot-agent-'));
     try {
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
-      // boot.sh's default flags, as scripts/vm/build-image.sh reads them.
-      const flags = /^flags=\$\{SWARM_NODE_FLAGS-(.*)\}$/m.exec(await fs.readFile(path.join(pkg, 'boot.sh'), 'utf8'))?.[1];
-      expect(flags).toMatch(/^--max-semi-space-size=1 --no-lazy$/);
+      // boot.sh's default flags, read by scripts/vm/build-image.sh's own lines (run here as they are there).
+      const flags = await imageSnapshotFlags(path.join(pkg, 'boot.sh'));
+      expect(flags).toBe('--max-semi-space-size=1 --no-lazy');
       await run(
         process.execPath,
         [...flags!.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
