@@ -18,6 +18,7 @@ import path from 'node:path';
 import { createHash, randomBytes } from 'node:crypto';
 import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
+import { promisify } from 'node:util';
 import { createGunzip } from 'node:zlib';
 import { listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
 import { CHECK_ONLY, DEFAULT_BUNDLE_LIMITS, walkArchive } from '../packages/sdk/src/bundle-rules/index.js';
@@ -31,12 +32,11 @@ const FILE_BYTES = 14 * 1024;
 export const AGENT = path.join(root, 'packages/boot-agent/dist/boot-agent.mjs');
 const BARE_UNPACK = path.join(root, 'bench/bare-unpack.mjs');
 
-/** The node flags boot.sh gives the agent in the VM (its SWARM_NODE_FLAGS default), so the agent is measured as it runs there. */
+/** The node flags boot.sh gives the agent in the VM (its SWARM_NODE_FLAGS default, as it prints them), so the agent is measured as it runs there. */
 export async function bootShNodeFlags(): Promise<string[]> {
-  const script = await fs.readFile(path.join(root, 'packages/boot-agent/boot.sh'), 'utf8');
-  const m = /\$\{SWARM_NODE_FLAGS-([^}]*)\}/.exec(script);
-  if (!m) throw new Error('packages/boot-agent/boot.sh no longer has ${SWARM_NODE_FLAGS-<default>}: update bench/boot-agent.ts');
-  return m[1]!.split(/\s+/).filter(Boolean);
+  const env = { PATH: process.env.PATH, SWARM_BOOT_PRINT: 'flags' };
+  const { stdout } = await promisify(execFile)('sh', [path.join(root, 'packages/boot-agent/boot.sh')], { env });
+  return stdout.split(/\s+/).filter(Boolean);
 }
 
 export async function makeBundle(dir: string): Promise<string> {

@@ -107,6 +107,8 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     const { out, execution, events, console } = await boot('first boot', { secrets: { API_KEY: SECRET } });
     expect(out.exitCode, console).toBe(0);
     expect(console).toContain(`v1 digest=${digest} file=v1 wrote this`);
+    // The agent came from the image's start-up snapshot: its .id matched this node, its flags and the guest's CPU.
+    expect(console).not.toContain('not using the start-up snapshot');
     expect(execution).toMatchObject({ status: 'succeeded', exitCode: 0, version: 1 });
     expect(events.map((e) => e.type)).toEqual([
       'metadata_loaded',

@@ -14,6 +14,51 @@ set -eu
 agent=${SWARM_BOOT_AGENT:-/opt/swarm/boot-agent.mjs}
 node=${SWARM_NODE:-node}
 
+# Node's V8 flags (SWARM_NODE_FLAGS overrides them):
+# - --max-semi-space-size=1: a 1 MiB young generation instead of up to 16 MiB per
+#   semi-space keeps the agent's peak RSS ~15 MiB lower (it allocates short-lived chunks only);
+# - --no-lazy: every function compiled with its script, not at its first call. The
+#   snapshot then holds the agent's bytecode, and the builtins it loads after the restore
+#   (http, child_process) compile in one pass each. Under TCG this took ~0.4 s off the agent's
+#   start-up to the workflow's start (bench/README.md, #7).
+flags=${SWARM_NODE_FLAGS---max-semi-space-size=1 --no-lazy}
+
+# What a start-up snapshot must have been built for to be used here: this node binary (by
+# size), these flags, and the CPU features V8 sees. Node refuses a blob made under other
+# ones, exiting 14 before the agent runs (the blob carries V8's CachedDataVersionTag, which
+# hashes V8's version, its flags and the features it detected). The features are those
+# V8 11 (Node 20) probes on x86-64, by their /proc/cpuinfo names (SSE3 is "pni", SAHF
+# "lahf_lm", LZCNT "abm"); elsewhere the list is empty on both sides. Shell builtins only:
+# this runs on every boot.
+snapshot_id() {
+  cpu_line=
+  if [ -r /proc/cpuinfo ]; then
+    while IFS= read -r line; do
+      case $line in flags*) cpu_line=" ${line#*:} " && break ;; esac
+    done </proc/cpuinfo
+  fi
+  cpu=
+  for f in pni ssse3 sse4_1 sse4_2 lahf_lm avx avx2 fma bmi1 bmi2 abm popcnt; do
+    case $cpu_line in *" $f "*) cpu="$cpu${cpu:+,}$f" ;; esac
+  done
+  node_path=$(command -v "$node" || true)
+  id="size=$(stat -c %s "$node_path" 2>/dev/null || echo unknown) flags=$flags cpu=$cpu"
+}
+
+# SWARM_BOOT_PRINT=flags or =snapshot-id: print that and exit, changing nothing
+# (scripts/vm/build-image.sh builds the image's snapshot with these).
+if [ -n "${SWARM_BOOT_PRINT:-}" ]; then
+  case $SWARM_BOOT_PRINT in
+    flags) printf '%s\n' "$flags" ;;
+    snapshot-id) snapshot_id && printf '%s\n' "$id" ;;
+    *)
+      echo "boot.sh: SWARM_BOOT_PRINT is flags or snapshot-id, not \"$SWARM_BOOT_PRINT\"" >&2
+      exit 64
+      ;;
+  esac
+  exit 0
+fi
+
 mounted() { grep -q " $1 " /proc/mounts 2>/dev/null; }
 if [ "$(id -u)" = 0 ]; then
   [ -r /proc/mounts ] || mount -t proc proc /proc
@@ -32,23 +77,17 @@ if [ ! -r "$agent" ]; then
   echo "boot.sh: boot agent not found at $agent" >&2
   exit 70
 fi
-# Node's V8 flags (SWARM_NODE_FLAGS overrides them; build-image.sh reads this default):
-# - --max-semi-space-size=1: a 1 MiB young generation instead of up to 16 MiB per
-#   semi-space keeps the agent's peak RSS ~15 MiB lower (it allocates short-lived chunks only);
-# - --no-lazy: every function compiled with its script, not at its first call. The
-#   snapshot then holds the agent's bytecode, and the builtins it loads after the restore
-#   (http, child_process) compile in one pass each. Under TCG this took ~0.4 s off the agent's
-#   start-up to the workflow's start (bench/README.md, #7).
-flags=${SWARM_NODE_FLAGS---max-semi-space-size=1 --no-lazy}
 
 # The start-up snapshot (SWARM_BOOT_SNAPSHOT, default: boot-agent.blob beside the agent,
-# "off" to skip): only with the node binary and V8 flags it was built with, which its .id
-# file names, since any other node aborts on it. Otherwise the plain agent runs, saying why.
+# "off" to skip): only when its .id file names this node, these flags and this CPU
+# (snapshot_id above), since node aborts on any other. Otherwise the plain agent runs,
+# saying why.
 snapshot=${SWARM_BOOT_SNAPSHOT:-${agent%.mjs}.blob}
 if [ "$snapshot" != off ] && [ -r "$snapshot" ]; then
-  node_path=$(command -v "$node" || true)
-  want=$(cat "$snapshot.id" 2>/dev/null || true)
-  have="size=$(stat -c %s "$node_path" 2>/dev/null || echo unknown) flags=$flags"
+  want=
+  [ -r "$snapshot.id" ] && read -r want <"$snapshot.id" || true
+  snapshot_id
+  have=$id
   if [ -n "$want" ] && [ "$want" = "$have" ]; then
     # shellcheck disable=SC2086 # flags are words
     exec "$node" $flags --snapshot-blob "$snapshot" -- "$@"

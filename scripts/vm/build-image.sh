@@ -165,6 +165,8 @@ fingerprint=$(
     for lib in $node_libs; do echo "lib $lib $(stat -L -c '%s %Y' "$lib")"; done
     echo "agent $(sha256sum < "$AGENT_JS")"
     echo "boot.sh $(sha256sum < "$BOOT_SH")"
+    # this CPU's features as V8 sees them (the snapshot is built here, for them)
+    echo "snapshot $(env -u SWARM_NODE_FLAGS SWARM_NODE="$NODE_BIN" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH")"
     echo "builder $(sha256sum < "${BASH_SOURCE[0]}")"
     if [ -n "$TRUST_ROOT" ]; then echo "trust-root $(sha256sum < "$TRUST_ROOT")"; fi
   }
@@ -225,19 +227,14 @@ done
 # the agent and its boot hook
 cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 # The agent's start-up snapshot (Node's --build-snapshot): built by the very node binary the
-# image ships, with the V8 flags boot.sh runs it with (a blob from another binary or other
-# flags makes node abort). boot-agent.blob.id names both; boot.sh compares it with its own
-# node and flags before using the blob, else runs boot-agent.mjs, saying why. The flags are
-# boot.sh's default, read from it.
-# (One unquoted line: quotes would reach the .id file but not node, and the blob would never be used.)
-[ "$(grep -c '^flags=' "$BOOT_SH")" = 1 ] || die "$BOOT_SH must set flags= on exactly one line"
-SNAP_FLAGS=$(sed -n 's/^flags=${SWARM_NODE_FLAGS-\(.*\)}$/\1/p' "$BOOT_SH")
-case $SNAP_FLAGS in
-  '' | *[\"\']*) die "no unquoted default node flags line (flags=\${SWARM_NODE_FLAGS-…}) in $BOOT_SH" ;;
-esac
+# image ships, with the V8 flags boot.sh runs it with, on this CPU (a blob made by another
+# binary, under other flags or where V8 sees other CPU features makes node abort).
+# boot-agent.blob.id names all three as boot.sh computes them (SWARM_BOOT_PRINT): boot.sh
+# compares it with its own before using the blob, else runs boot-agent.mjs, saying why.
+SNAP_FLAGS=$(env -u SWARM_NODE_FLAGS SWARM_BOOT_PRINT=flags sh "$BOOT_SH")
 agent_pnpm build:snapshot-script
 if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
-  echo "size=$(stat -c %s "$RFS/usr/bin/node") flags=$SNAP_FLAGS" > "$RFS/opt/swarm/boot-agent.blob.id"
+  env -u SWARM_NODE_FLAGS SWARM_NODE="$RFS/usr/bin/node" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH" >"$RFS/opt/swarm/boot-agent.blob.id"
 else
   log "building the start-up snapshot failed (see $OUT/snapshot.log); the image boots the plain agent"
   rm -f "$RFS/opt/swarm/boot-agent.blob"

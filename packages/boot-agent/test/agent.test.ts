@@ -6,6 +6,7 @@
  */
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import fs from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
 import path from 'node:path';
@@ -15,6 +16,22 @@ import { startMetadataService } from '@swarm/sdk/orchestrator';
 import { type TestRegistry, startTestRegistry } from '../../../test/support/registry.js';
 import { type AgentSandbox, agentSandbox } from './support/run-agent.js';
 import { eventRecorder } from './support/events.js';
+
+/** The CPU features boot.sh names in a snapshot id, from this machine's /proc/cpuinfo (empty off x86-64). */
+function v8CpuFeatures(): string {
+  const line = readFileSync('/proc/cpuinfo', 'utf8')
+    .split('\n')
+    .find((l) => l.startsWith('flags'));
+  const have = new Set(
+    line
+      ?.slice(line.indexOf(':') + 1)
+      .trim()
+      .split(/\s+/),
+  );
+  return ['pni', 'ssse3', 'sse4_1', 'sse4_2', 'lahf_lm', 'avx', 'avx2', 'fma', 'bmi1', 'bmi2', 'abm', 'popcnt']
+    .filter((f) => have.has(f))
+    .join(',');
+}
 
 const SECRET = 'correct horse battery staple';
 const secretDigest = createHash('sha256').update(SECRET).digest('hex');
@@ -248,37 +265,21 @@ describe('the built agent', () => {
       ),
     );
 
-  /** SNAP_FLAGS as scripts/vm/build-image.sh computes it from `bootSh`: its own lines, run by bash. */
-  const imageSnapshotFlags = async (bootSh: string): Promise<string> => {
-    const script = await fs.readFile(path.resolve(import.meta.dirname, '../../../scripts/vm/build-image.sh'), 'utf8');
-    const lines = /^\[ "\$\(grep -c '\^flags=' [\s\S]*?^esac$/m.exec(script)?.[0];
-    if (!lines) throw new Error('build-image.sh no longer reads SNAP_FLAGS from boot.sh as this test expects');
-    return new Promise((resolve, reject) => {
-      let out = '';
-      let err = '';
-      const child = spawn('bash', ['-c', `die() { echo "$*" >&2; exit 1; }\n${lines}\nprintf %s "$SNAP_FLAGS"`], {
-        env: { PATH: process.env.PATH, BOOT_SH: bootSh },
-      });
-      child.stdout.on('data', (c) => (out += c));
-      child.stderr.on('data', (c) => (err += c));
-      child.on('exit', (code) => (code === 0 ? resolve(out) : reject(new Error(err.trim()))));
-    });
-  };
-
-  it('the image build refuses a boot.sh whose default node flags it cannot read exactly', async () => {
-    const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-boot-sh-'));
+  it('boot.sh prints its node flags and the snapshot id it wants (SWARM_BOOT_PRINT), and refuses another value', async () => {
+    const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-boot-print-'));
     try {
-      const original = await fs.readFile(path.resolve(import.meta.dirname, '../boot.sh'), 'utf8');
-      const variant = async (name: string, text: string) => {
-        await fs.writeFile(path.join(dir, name), text);
-        return imageSnapshotFlags(path.join(dir, name));
-      };
-      // Quoted: the shell would drop the quotes, the .id file would keep them, and the blob would never match.
-      await expect(
-        variant('quoted.sh', original.replace(/^flags=\$\{SWARM_NODE_FLAGS-(.*)\}$/m, 'flags=${SWARM_NODE_FLAGS-"$1"}')),
-      ).rejects.toThrow(/no unquoted default node flags line/);
-      await expect(variant('twice.sh', `${original}\nflags=--other\n`)).rejects.toThrow(/must set flags= on exactly one line/);
-      await expect(variant('none.sh', original.replace(/^flags=.*$/m, ''))).rejects.toThrow(/must set flags= on exactly one line/);
+      const flags = await bootSh(dir, [], { SWARM_BOOT_PRINT: 'flags' });
+      expect(flags).toMatchObject({ code: 0, stdout: '--max-semi-space-size=1 --no-lazy\n', stderr: '' });
+      const id = await bootSh(dir, [], { SWARM_BOOT_PRINT: 'snapshot-id' });
+      expect(id.code, id.stderr).toBe(0);
+      expect(id.stdout).toBe(
+        `size=${(await fs.stat(process.execPath)).size} flags=--max-semi-space-size=1 --no-lazy cpu=${v8CpuFeatures()}\n`,
+      );
+      const bad = await bootSh(dir, [], { SWARM_BOOT_PRINT: 'everything' });
+      expect(bad).toMatchObject({ code: 64, stdout: '' });
+      expect(bad.stderr).toContain('SWARM_BOOT_PRINT is flags or snapshot-id, not "everything"');
+      // A print changes nothing: not even the agent is looked for (there is none in `dir`).
+      expect(await fs.readdir(dir)).toEqual([]);
     } finally {
       await fs.rm(dir, { recursive: true, force: true });
     }
@@ -291,16 +292,15 @@ describe('the built agent', () => {
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-snapshot-agent-'));
     try {
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
-      // boot.sh's default flags, read by scripts/vm/build-image.sh's own lines (run here as they are there).
-      const flags = await imageSnapshotFlags(path.join(pkg, 'boot.sh'));
-      expect(flags).toBe('--max-semi-space-size=1 --no-lazy');
+      // As scripts/vm/build-image.sh does: boot.sh's flags, and the .id as boot.sh prints it.
+      const flags = (await bootSh(dir, [], { SWARM_BOOT_PRINT: 'flags' })).stdout.trim();
       await run(
         process.execPath,
-        [...flags!.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
+        [...flags.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
         dir,
       );
-      const id = `size=${(await fs.stat(process.execPath)).size} flags=${flags}`;
-      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), `${id}\n`);
+      const id = (await bootSh(dir, [], { SWARM_BOOT_PRINT: 'snapshot-id' })).stdout;
+      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), id);
 
       const fromSnapshot = await bootSh(dir, ['--help']);
       expect(fromSnapshot.code, fromSnapshot.stderr).toBe(0);
@@ -319,15 +319,22 @@ describe('the built agent', () => {
       const otherFlags = await bootSh(dir, ['--help'], { SWARM_NODE_FLAGS: '--max-semi-space-size=2' });
       expect(otherFlags.code).toBe(0);
       expect(otherFlags.stderr).toMatch(
-        /boot\.sh: not using the start-up snapshot .*boot-agent\.blob \(built for size=\d+ flags=--max-semi-space-size=1 --no-lazy, this is size=\d+ flags=--max-semi-space-size=2\); running .*boot-agent\.mjs/,
+        /boot\.sh: not using the start-up snapshot .*boot-agent\.blob \(built for size=\d+ flags=--max-semi-space-size=1 --no-lazy cpu=\S*, this is size=\d+ flags=--max-semi-space-size=2 cpu=\S*\); running .*boot-agent\.mjs/,
       );
       expect(otherFlags.stdout).toMatch(/Exit codes:/);
 
       // A blob from another node binary (its .id names another size): the same.
-      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), `size=1 flags=${flags}\n`);
+      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), id.replace(/^size=\d+/, 'size=1'));
       const otherNode = await bootSh(dir, ['--help']);
       expect(otherNode.code).toBe(0);
       expect(otherNode.stderr).toMatch(/not using the start-up snapshot .*built for size=1 /);
+
+      // A blob built where V8 saw other CPU features (node would exit 14 on it): the same.
+      await fs.writeFile(path.join(dir, 'boot-agent.blob.id'), id.replace(/ cpu=\S*/, ' cpu=pni,ssse3'));
+      const otherCpu = await bootSh(dir, ['--help']);
+      expect(otherCpu.code).toBe(0);
+      expect(otherCpu.stderr).toMatch(/not using the start-up snapshot .*built for size=\d+ flags=\S+ --no-lazy cpu=pni,ssse3, this is /);
+      expect(otherCpu.stdout).toMatch(/Exit codes:/);
 
       // Off: no word about it.
       const off = await bootSh(dir, ['--help'], { SWARM_BOOT_SNAPSHOT: 'off' });
