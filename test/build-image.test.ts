@@ -2,7 +2,7 @@
  * scripts/vm/build-image.sh without building an image: its --trust-root check refuses a
  * private key (before anything is built), and its /init's kernel command line parsing —
  * the `parse_cmdline` function cut out of the script's /init and run by /bin/sh — refuses
- * swarm.trust_root and swarm.agent_token in any spelling.
+ * swarm.trust_root, swarm.agent_token and swarm.boot_print in any spelling.
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -77,12 +77,18 @@ describe("/init's kernel command line", () => {
     expect(vars).toEqual({ SWARM_FETCH_ATTEMPTS: '2', SWARM_LOG_LEVEL: 'debug' });
   });
 
-  it.each(['swarm.trust_root=/x', 'swarm.TRUST_ROOT=/x', 'swarm.Trust_Root=/x', 'swarm.agent_token=t', 'swarm.AGENT_TOKEN=t'])(
-    'refuses %s in any case: nothing exported, and says so',
-    async (arg) => {
-      const { said, vars } = await parse(`swarm.fetch_attempts=2 ${arg}`);
-      expect(vars).toEqual({ SWARM_FETCH_ATTEMPTS: '2' });
-      expect(said).toMatch(/init: ignoring swarm\.(trust_root|agent_token)/);
-    },
-  );
+  it.each([
+    'swarm.trust_root=/x',
+    'swarm.TRUST_ROOT=/x',
+    'swarm.Trust_Root=/x',
+    'swarm.agent_token=t',
+    'swarm.AGENT_TOKEN=t',
+    // boot.sh would print its flags and exit 0: a boot that ran nothing but looks like a success.
+    'swarm.boot_print=flags',
+    'swarm.BOOT_PRINT=snapshot-id',
+  ])('refuses %s in any case: nothing exported, and says so', async (arg) => {
+    const { said, vars } = await parse(`swarm.fetch_attempts=2 ${arg}`);
+    expect(vars).toEqual({ SWARM_FETCH_ATTEMPTS: '2' });
+    expect(said).toMatch(/init: ignoring swarm\.(trust_root|agent_token|boot_print)/);
+  });
 });

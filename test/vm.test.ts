@@ -107,7 +107,11 @@ describe.skipIf(imageError !== undefined)('spawn with the qemu driver', () => {
     const { out, execution, events, console } = await boot('first boot', { secrets: { API_KEY: SECRET } });
     expect(out.exitCode, console).toBe(0);
     expect(console).toContain(`v1 digest=${digest} file=v1 wrote this`);
-    // The agent came from the image's start-up snapshot: its .id matched this node, its flags and the guest's CPU.
+    // The agent came from the image's start-up snapshot: the image has one (a failed snapshot
+    // build only logs), and its .id matched this node, its flags and the guest's CPU.
+    const { stdout: opt } = await promisify(execFile)('debugfs', ['-R', 'ls /opt/swarm', path.join(imageDir, 'root.ext4')]);
+    expect(opt).toMatch(/boot-agent\.blob\s/);
+    expect(opt).toContain('boot-agent.blob.id');
     expect(console).not.toContain('not using the start-up snapshot');
     expect(execution).toMatchObject({ status: 'succeeded', exitCode: 0, version: 1 });
     expect(events.map((e) => e.type)).toEqual([

@@ -7,7 +7,8 @@
 # Settings (environment): SWARM_NODE (default: node on PATH), SWARM_BOOT_AGENT
 # (default /opt/swarm/boot-agent.mjs), SWARM_BOOT_SNAPSHOT (default: the agent's .blob
 # beside it; "off" to skip), SWARM_NET_DEV and SWARM_NET_ADDR (e.g. eth0 and
-# 169.254.169.15/24: configured only when given), SWARM_NODE_FLAGS (default below).
+# 169.254.169.15/24: configured only when given), SWARM_NODE_FLAGS (default below),
+# SWARM_BOOT_PRINT (flags or snapshot-id: print that and exit; for image builds).
 # Arguments are passed to the agent.
 set -eu
 
@@ -28,8 +29,9 @@ flags=${SWARM_NODE_FLAGS---max-semi-space-size=1 --no-lazy}
 # ones, exiting 14 before the agent runs (the blob carries V8's CachedDataVersionTag, which
 # hashes V8's version, its flags and the features it detected). The features are those
 # V8 11 (Node 20) probes on x86-64, by their /proc/cpuinfo names (SSE3 is "pni", SAHF
-# "lahf_lm", LZCNT "abm"); elsewhere the list is empty on both sides. Shell builtins only:
-# this runs on every boot.
+# "lahf_lm", LZCNT "abm"), and F16C, which later V8s add; elsewhere the list is empty on
+# both sides. Not AVX-VNNI, which later V8s also add: this host has it and its TCG guests
+# do not, and V8 11's blob restores there. Shell builtins only: this runs on every boot.
 snapshot_id() {
   cpu_line=
   if [ -r /proc/cpuinfo ]; then
@@ -38,7 +40,7 @@ snapshot_id() {
     done </proc/cpuinfo
   fi
   cpu=
-  for f in pni ssse3 sse4_1 sse4_2 lahf_lm avx avx2 fma bmi1 bmi2 abm popcnt; do
+  for f in pni ssse3 sse4_1 sse4_2 lahf_lm avx avx2 fma bmi1 bmi2 abm popcnt f16c; do
     case $cpu_line in *" $f "*) cpu="$cpu${cpu:+,}$f" ;; esac
   done
   node_path=$(command -v "$node" || true)
@@ -50,7 +52,15 @@ snapshot_id() {
 if [ -n "${SWARM_BOOT_PRINT:-}" ]; then
   case $SWARM_BOOT_PRINT in
     flags) printf '%s\n' "$flags" ;;
-    snapshot-id) snapshot_id && printf '%s\n' "$id" ;;
+    snapshot-id)
+      snapshot_id
+      case $id in *size=unknown*)
+        echo "boot.sh: no node at ${node} (SWARM_NODE)" >&2
+        exit 69
+        ;;
+      esac
+      printf '%s\n' "$id"
+      ;;
     *)
       echo "boot.sh: SWARM_BOOT_PRINT is flags or snapshot-id, not \"$SWARM_BOOT_PRINT\"" >&2
       exit 64

@@ -40,7 +40,8 @@
 #   swarm.probe=1             report exit code 0 and power off at once (acceleration probe)
 #   swarm.net_addr=A/N        the guest address instead of 169.254.169.15/24
 #   swarm.<name>=<value>      exported as SWARM_<NAME>=<value> to boot.sh and the agent
-#                             (e.g. swarm.fetch_attempts=2); values cannot contain spaces
+#                             (e.g. swarm.fetch_attempts=2); values cannot contain spaces;
+#                             never agent_token, trust_root or boot_print (ignored, said so)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -157,6 +158,8 @@ fi
 # --- 4. initramfs -------------------------------------------------------------------
 NODE_BIN=$(readlink -f "$(command -v node)")
 node_libs=$(ldd "$NODE_BIN" | awk '$2 == "=>" && $3 ~ /^\// { print $3 } $1 ~ /^\// { print $1 }' | sort -u)
+# this CPU's features as V8 sees them (the snapshot is built here, for them); a failure stops the build
+snapshot_id=$(env -u SWARM_NODE_FLAGS SWARM_NODE="$NODE_BIN" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH")
 fingerprint=$(
   {
     echo "kernel $debname"
@@ -165,8 +168,7 @@ fingerprint=$(
     for lib in $node_libs; do echo "lib $lib $(stat -L -c '%s %Y' "$lib")"; done
     echo "agent $(sha256sum < "$AGENT_JS")"
     echo "boot.sh $(sha256sum < "$BOOT_SH")"
-    # this CPU's features as V8 sees them (the snapshot is built here, for them)
-    echo "snapshot $(env -u SWARM_NODE_FLAGS SWARM_NODE="$NODE_BIN" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH")"
+    echo "snapshot $snapshot_id"
     echo "builder $(sha256sum < "${BASH_SOURCE[0]}")"
     if [ -n "$TRUST_ROOT" ]; then echo "trust-root $(sha256sum < "$TRUST_ROOT")"; fi
   }
@@ -232,6 +234,10 @@ cp "$AGENT_JS" "$RFS/opt/swarm/boot-agent.mjs"
 # boot-agent.blob.id names all three as boot.sh computes them (SWARM_BOOT_PRINT): boot.sh
 # compares it with its own before using the blob, else runs boot-agent.mjs, saying why.
 SNAP_FLAGS=$(env -u SWARM_NODE_FLAGS SWARM_BOOT_PRINT=flags sh "$BOOT_SH")
+# boot.sh's CPU feature list is the one V8 11 (Node 20) keys a blob on; a later V8 keys on
+# more (AVX-VNNI, F16C), and a blob would then abort where the list says it matches.
+v8=$("$NODE_BIN" -p process.versions.v8)
+case $v8 in 11.*) ;; *) log "warning: node's V8 is $v8: check boot.sh's CPU feature list (snapshot_id) against its CpuFeatures" ;; esac
 agent_pnpm build:snapshot-script
 if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
   env -u SWARM_NODE_FLAGS SWARM_NODE="$RFS/usr/bin/node" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH" >"$RFS/opt/swarm/boot-agent.blob.id"
@@ -304,6 +310,8 @@ parse_cmdline() {
           AGENT_TOKEN) echo "init: ignoring swarm.agent_token (the kernel command line is readable by the workload; use the metadata service)" ;;
           # The trust root comes from the image alone, never from a command line someone else may write.
           TRUST_ROOT) echo "init: ignoring swarm.trust_root (the trust root is the image's /opt/swarm/trust/root.pub)" ;;
+          # boot.sh would print it and exit 0 without running anything: a boot that looks like a success.
+          BOOT_PRINT) echo "init: ignoring swarm.boot_print (boot.sh's print modes are for building images)" ;;
           *) export "SWARM_$name=${arg#*=}" ;;
         esac
         ;;
