@@ -17,10 +17,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import fs from 'node:fs/promises';
 import path from 'node:path';
 import type { BundleCounts, Listing } from '@swarm/sdk/bundle-rules';
+import { removeAbandoned } from './leftovers.js';
 import { buildTree, readTreeManifest } from './tree.js';
-
-/** A `.partial-*` entry of the cache untouched this long was abandoned (a download that lives writes every idle timeout). */
-export const PARTIAL_ABANDONED_MS = 60 * 60 * 1000;
 
 export class BundleCache {
   constructor(
@@ -124,17 +122,12 @@ export class BundleCache {
    * Removes least recently used bundles, each archive with its tree, until the cache fits,
    * never `keep`'s. A tree counts the bytes its manifest gives; one without a valid
    * manifest is not the agent's and is removed. Leftover `.trash-*` directories go too, and
-   * `.partial-*` downloads and trees untouched for PARTIAL_ABANDONED_MS: a crash (nothing is
-   * fsynced) can leave one behind; a live download writes more often than that.
+   * abandoned `.partial-*` downloads and trees (leftovers.ts): a crash (nothing is fsynced)
+   * can leave one behind; a live download writes every idle timeout.
    */
   async evict(keep: string): Promise<string[]> {
+    await removeAbandoned(this.dir, '.partial-');
     const names = await fs.readdir(this.dir).catch(() => [] as string[]);
-    for (const name of names) {
-      if (!name.startsWith('.partial-')) continue;
-      const at = path.join(this.dir, name);
-      const st = await fs.lstat(at).catch(() => null);
-      if (st && Date.now() - st.mtimeMs > PARTIAL_ABANDONED_MS) await fs.rm(at, { recursive: true, force: true });
-    }
     const bundles = new Map<string, { size: number; mtime: number; archive: boolean; tree: boolean }>();
     const entry = (hash: string) => bundles.get(hash) ?? bundles.set(hash, { size: 0, mtime: 0, archive: false, tree: false }).get(hash)!;
     for (const name of names) {

@@ -20,6 +20,7 @@ import {
 } from '@swarm/sdk/bundle-rules';
 import { isGzip } from './archive.js';
 import { AgentError } from './errors.js';
+import { removeAbandoned } from './leftovers.js';
 import type { DownloadTap } from './fetch.js';
 
 const unsafe = (message: string) => new AgentError('unsafe_bundle', message);
@@ -176,12 +177,16 @@ function walkFile(file: string, staging: string, limits: BundleLimits): Promise<
 /**
  * Fills a fresh staging directory beside `target` with `fill`, then renames it into place:
  * the target is the complete new tree or untouched. The staging directory is removed when
- * `fill` fails.
+ * `fill` fails. Staging directories (and the `.old` trees they replaced) that an agent
+ * killed mid-unpack left beside `target` go once abandoned (leftovers.ts): in the VM they
+ * sit on the cache drive, outside the cache's own accounting, and would add up.
  */
 export async function viaStaging<T>(target: string, fill: (staging: string) => Promise<T>): Promise<T> {
   const parent = path.dirname(target);
   await fs.mkdir(parent, { recursive: true });
-  const staging = await fs.mkdtemp(path.join(parent, `.${path.basename(target)}.staging-`));
+  const prefix = `.${path.basename(target)}.staging-`;
+  await removeAbandoned(parent, prefix);
+  const staging = await fs.mkdtemp(path.join(parent, prefix));
   try {
     const result = await fill(staging);
     await fs.chmod(staging, 0o755);

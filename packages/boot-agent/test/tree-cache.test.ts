@@ -381,6 +381,30 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
     expect((await fs.readdir(sb.cacheDir)).sort()).toEqual(['.partial-2-live', `${b.hash}.tar.gz`, `${b.hash}.tree`]);
   });
 
+  test('workflow staging directories a killed agent left go once abandoned (an hour untouched); fresh ones stay', async (ctx) => {
+    const { expect } = ctx;
+    const sb = await sandbox();
+    ctx.onTestFinished(() => sb.remove());
+    const b = treeBundle();
+    const store = await started(ctx, serveBundle(b.bytes));
+    const parent = path.dirname(sb.workflowDir);
+    const base = path.basename(sb.workflowDir);
+    const old = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    for (const name of [`.${base}.staging-stale1`, `.${base}.staging-stale2.old`]) {
+      await fs.mkdir(path.join(parent, name, 'lib'), { recursive: true });
+      await fs.writeFile(path.join(parent, name, 'lib', 'half.js'), 'half an unpack');
+      await fs.utimes(path.join(parent, name), old, old);
+    }
+    await fs.mkdir(path.join(parent, `.${base}.staging-live`));
+    // Not the agent's: another name's staging, and an old file that only looks alike.
+    await fs.mkdir(path.join(parent, '.other.staging-stale'));
+    await fs.utimes(path.join(parent, '.other.staging-stale'), old, old);
+
+    expect((await sb.fetch(store.url(), b.hash)).code).toBe(0);
+    const left = (await fs.readdir(parent)).filter((n) => n.includes('.staging-')).sort();
+    expect(left).toEqual(['.other.staging-stale', `.${base}.staging-live`]);
+  });
+
   test('(control) with room for both, nothing is evicted', async (ctx) => {
     const { expect } = ctx;
     const sb = await sandbox();
