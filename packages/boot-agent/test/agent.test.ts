@@ -175,6 +175,42 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     }
   });
 
+  /** A stand-in metadata service: `put` answers the session-token PUT, `get` the document GET. */
+  const brokenMmds = async (put: number, get: number) => {
+    const http = await import('node:http');
+    const server = http.createServer((req, res) => {
+      const status = req.method === 'PUT' ? put : get;
+      res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'a-session-token' : 'broken');
+    });
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(r)) };
+  };
+
+  it('takes a metadata service that refuses a session token as no service: the other sources decide', async () => {
+    const mmds = await brokenMmds(500, 200);
+    try {
+      await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
+      const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
+      expect(r.code, r.stderr).toBe(0);
+      // The workflow ran (its directory is replaced by each boot's unpack, so the file is this run's).
+      expect(await fs.readFile(path.join(sandbox.workflowDir, 'out.txt'), 'utf8')).toBe('written by the workflow');
+    } finally {
+      await mmds.close();
+    }
+  });
+
+  it('refuses to boot when the metadata service gives a token but fails the document (64)', async () => {
+    const mmds = await brokenMmds(200, 503);
+    try {
+      await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
+      const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
+      expect(r.code).toBe(64);
+      expect(r.stderr).toContain(`bad_metadata: the metadata service at ${mmds.url} answered HTTP 503`);
+    } finally {
+      await mmds.close();
+    }
+  });
+
   it('resolves the active version itself when given only a workflow and a token', async () => {
     const r = await sandbox.run(['--workflow', 'acme/hello', '--api-url', reg.url], { SWARM_TOKEN: reg.adminToken });
     expect(r.code, r.stderr).toBe(0);
