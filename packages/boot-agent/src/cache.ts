@@ -126,8 +126,7 @@ export class BundleCache {
    * can leave one behind; a live download writes every idle timeout.
    */
   async evict(keep: string): Promise<string[]> {
-    await removeAbandoned(this.dir, '.partial-');
-    const names = await fs.readdir(this.dir).catch(() => [] as string[]);
+    const names = await removeAbandoned(this.dir, '.partial-');
     const bundles = new Map<string, { size: number; mtime: number; archive: boolean; tree: boolean }>();
     const entry = (hash: string) => bundles.get(hash) ?? bundles.set(hash, { size: 0, mtime: 0, archive: false, tree: false }).get(hash)!;
     for (const name of names) {

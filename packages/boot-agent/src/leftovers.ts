@@ -8,14 +8,25 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 
 /** Untouched this long, a leftover is taken to be abandoned. */
-export const ABANDONED_MS = 60 * 60 * 1000;
+const ABANDONED_MS = 60 * 60 * 1000;
 
-/** Removes the entries of `dir` whose names start with `prefix` and that are untouched for ABANDONED_MS. */
-export async function removeAbandoned(dir: string, prefix: string): Promise<void> {
+/**
+ * Removes the entries of `dir` whose names start with `prefix` and that are untouched for
+ * ABANDONED_MS; returns the names of the entries left (none when `dir` cannot be read), so
+ * that a caller walking the directory next need not read it again.
+ */
+export async function removeAbandoned(dir: string, prefix: string): Promise<string[]> {
+  const left: string[] = [];
   for (const name of await fs.readdir(dir).catch(() => [] as string[])) {
-    if (!name.startsWith(prefix)) continue;
-    const at = path.join(dir, name);
-    const st = await fs.lstat(at).catch(() => null);
-    if (st && Date.now() - st.mtimeMs > ABANDONED_MS) await fs.rm(at, { recursive: true, force: true });
+    if (name.startsWith(prefix)) {
+      const at = path.join(dir, name);
+      const st = await fs.lstat(at).catch(() => null);
+      if (st && Date.now() - st.mtimeMs > ABANDONED_MS) {
+        await fs.rm(at, { recursive: true, force: true });
+        continue;
+      }
+    }
+    left.push(name);
   }
+  return left;
 }
