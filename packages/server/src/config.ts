@@ -41,6 +41,8 @@ const envSchema = z.object({
   SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
   // At least 2: gc holds a bundle's lock on one connection while it updates the row on another.
   SWARM_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
+  /** '0': no named prepared statements (a pooler that cannot keep them; db/client.ts `preparing`). */
+  SWARM_DB_PREPARE: z.enum(['0', '1']).default('1'),
   /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
   SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
   /**
@@ -135,6 +137,8 @@ export type Config = {
   maxBundleBytes: number;
   urlTtlSeconds: number;
   dbPoolSize: number;
+  /** Statements with parameters run as named prepared statements (SWARM_DB_PREPARE). */
+  dbPrepare: boolean;
   /**
    * Objects under uploads/ older than this are left over from a crashed upload and are
    * removed at start-up; younger ones may be another replica's upload in flight.
@@ -204,6 +208,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     maxBundleBytes: e.SWARM_MAX_BUNDLE_BYTES,
     urlTtlSeconds: e.SWARM_URL_TTL_SECONDS,
     dbPoolSize: e.SWARM_DB_POOL_SIZE,
+    dbPrepare: e.SWARM_DB_PREPARE === '1',
     uploadSweepAfterMs: e.SWARM_UPLOAD_SWEEP_AFTER_SECONDS * 1000,
     executionTimeoutMs: e.SWARM_EXECUTION_TIMEOUT_SECONDS * 1000,
     gcGraceMs: e.SWARM_GC_GRACE_SECONDS * 1000,

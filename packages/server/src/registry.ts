@@ -55,7 +55,7 @@ export async function startRegistry(config: Config, logger: Logger = createLogge
       databaseUrl = embedded.url;
     }
     await migrateDatabase(databaseUrl);
-    const database = connectDatabase(databaseUrl, { poolSize: config.dbPoolSize });
+    const database = connectDatabase(databaseUrl, { poolSize: config.dbPoolSize, prepare: config.dbPrepare });
     cleanups.push(() => database.close());
 
     let adminToken = config.adminToken;

@@ -30,6 +30,12 @@ describe('configuration', () => {
       expect(msg).toContain(name);
   });
 
+  it('prepares statements unless SWARM_DB_PREPARE is 0, and refuses another value', () => {
+    expect(loadConfig({}).dbPrepare).toBe(true);
+    expect(loadConfig({ SWARM_DB_PREPARE: '0' }).dbPrepare).toBe(false);
+    expect(() => loadConfig({ SWARM_DB_PREPARE: 'off' })).toThrow(/SWARM_DB_PREPARE/);
+  });
+
   it('signs S3 URLs for S3_PUBLIC_ENDPOINT, defaulting to S3_ENDPOINT', () => {
     const base = { S3_ENDPOINT: 'http://127.0.0.1:9000/', S3_ACCESS_KEY: 'k', S3_SECRET_KEY: 's' };
     expect(loadConfig(base).s3).toMatchObject({
