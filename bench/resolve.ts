@@ -390,12 +390,12 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       // as the registry runs it: the items' JSON, one durable commit, the rows decoded) takes
       // longer for 100 rows than for 1, timed in pairs on the same database. spawnMany(100)
       // cannot answer faster than one spawn plus that, whatever the rest of the path costs.
-      const { insertOne, insertHundred } = await timeSpawnInserts(reg.databaseUrl, wf.id, 10 * ctx.runs);
-      const extra = summarize(insertHundred.map((ms, i) => ms - insertOne[i]!));
-      const floor = summarize(extra.values.map((ms) => summarize(one).median + ms));
+      const { insertOne, insertHundred, bareOne, bareHundred } = await timeSpawnInserts(reg.databaseUrl, wf.id, 10 * ctx.runs);
+      const floorOf = (hundred: number[], single: number[]) => summarize(hundred.map((ms, i) => summarize(one).median + ms - single[i]!));
       ctx.log(
         `  #6c: one spawn median ${summarize(one).median.toFixed(1)} ms, spawnMany(100) median ${summarize(many).median.toFixed(1)} ms; ` +
-          `the statement alone: 1 row ${summarize(insertOne).median.toFixed(1)} ms, 100 rows ${summarize(insertHundred).median.toFixed(1)} ms`,
+          `the statement alone: 1 row ${summarize(insertOne).median.toFixed(1)} ms, 100 rows ${summarize(insertHundred).median.toFixed(1)} ms; ` +
+          `a bare INSERT: 1 row ${summarize(bareOne).median.toFixed(1)} ms, 100 rows ${summarize(bareHundred).median.toFixed(1)} ms`,
       );
       rows.push(
         row({
@@ -413,11 +413,26 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
           unit: 'ms',
           baselineWhat: 'one executions.spawn, latency (sequential calls)',
           baseline: summarize(one),
-          ours: floor,
+          ours: floorOf(insertHundred, insertOne),
           notes: {
             statementOneRowMs: summarize(insertOne).median,
             statementHundredRowsMs: summarize(insertHundred).median,
             measured: 'one spawn median + each pair (100 rows − 1 row) of the statement, in the registry code (postgres.js, drizzle)',
+          },
+        }),
+        row({
+          id: '6c-storage',
+          what: 'the floor of writing the rows: one spawn plus what a bare INSERT of 100 execution rows takes longer than of 1',
+          unit: 'ms',
+          baselineWhat: 'one executions.spawn, latency (sequential calls)',
+          baseline: summarize(one),
+          ours: floorOf(bareHundred, bareOne),
+          notes: {
+            bareOneRowMs: summarize(bareOne).median,
+            bareHundredRowsMs: summarize(bareHundred).median,
+            measured:
+              'one spawn median + each pair (100 rows − 1 row) of `insert into executions (…) select … from unnest($hashes) returning id`: ' +
+              'the same table, indexes and foreign key, one statement and one durable commit, nothing chosen, joined or decoded',
           },
         }),
       );
@@ -430,15 +445,16 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
 }
 
 /**
- * #6c's floor: the registry's spawn statement (insertSpawnedExecutions) for 1 and for 100
- * executions of the workflow, `n` pairs, each statement in its own durable commit. The rows
- * stay in the bench's own database (pending executions of the bench workflow; #6c runs last).
+ * #6c's floors: the registry's spawn statement (insertSpawnedExecutions) for 1 and for 100
+ * executions of the workflow, and a bare INSERT of as many rows into the same table, `n`
+ * pairs each, every statement in its own durable commit. The rows stay in the bench's own
+ * database (pending executions of the bench workflow; #6c runs last).
  */
 async function timeSpawnInserts(
   databaseUrl: string,
   workflowId: string,
   n: number,
-): Promise<{ insertOne: number[]; insertHundred: number[] }> {
+): Promise<{ insertOne: number[]; insertHundred: number[]; bareOne: number[]; bareHundred: number[] }> {
   const database = connectDatabase(databaseUrl, { poolSize: 1 });
   try {
     const items = (count: number): ExecutionToSpawn[] =>
@@ -460,17 +476,35 @@ async function timeSpawnInserts(
       if (rows.some((r) => r === undefined)) throw new Error('#6c floor: the statement stored fewer rows than asked');
       return ms;
     };
+    const [{ versionId }] = await database.sql<[{ versionId: string }]>`
+      select active_version_id as "versionId" from workflows where id = ${workflowId}`;
+    const timeBare = async (count: number) => {
+      const hashes = Array.from({ length: count }, () => randomBytes(32).toString('hex'));
+      const t = performance.now();
+      const rows = await database.sql`
+        insert into executions (workflow_id, version_id, agent_token_hash, spawned_by)
+        select ${workflowId}, ${versionId}, h, 'bench' from unnest(${database.sql.array(hashes)}::text[]) as h returning id`;
+      const ms = performance.now() - t;
+      if (rows.length !== count) throw new Error('#6c floor: the bare INSERT stored fewer rows than asked');
+      return ms;
+    };
     const insertOne: number[] = [];
     const insertHundred: number[] = [];
+    const bareOne: number[] = [];
+    const bareHundred: number[] = [];
     for (let i = 0; i < 3; i++) {
       await time(1);
       await time(100);
+      await timeBare(1);
+      await timeBare(100);
     }
     for (let i = 0; i < n; i++) {
       insertOne.push(await time(1));
       insertHundred.push(await time(100));
+      bareOne.push(await timeBare(1));
+      bareHundred.push(await timeBare(100));
     }
-    return { insertOne, insertHundred };
+    return { insertOne, insertHundred, bareOne, bareHundred };
   } finally {
     await database.close();
   }
