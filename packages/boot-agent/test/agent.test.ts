@@ -175,15 +175,25 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     }
   });
 
-  /** A stand-in metadata service: `put` answers the session-token PUT, `get` the document GET. */
-  const brokenMmds = async (put: number, get: number) => {
+  /**
+   * A stand-in metadata service: `put` answers the session-token PUT, `get` the document GET,
+   * with that status; 'silent' never answers (the request hangs until the agent gives up).
+   */
+  const brokenMmds = async (put: number | 'silent', get: number | 'silent') => {
     const http = await import('node:http');
     const server = http.createServer((req, res) => {
       const status = req.method === 'PUT' ? put : get;
+      if (status === 'silent') return;
       res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'a-session-token' : 'broken');
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-    return { url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`, close: () => new Promise((r) => server.close(r)) };
+    return {
+      url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      close: () => {
+        server.closeAllConnections();
+        return new Promise((r) => server.close(r));
+      },
+    };
   };
 
   it('takes a metadata service that refuses a session token as no service: the other sources decide', async () => {
@@ -206,6 +216,30 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
       const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
       expect(r.code).toBe(64);
       expect(r.stderr).toContain(`bad_metadata: the metadata service at ${mmds.url} answered HTTP 503`);
+    } finally {
+      await mmds.close();
+    }
+  });
+
+  it('takes a metadata service that never answers the token request as no service, after its timeout', async () => {
+    const mmds = await brokenMmds('silent', 200);
+    try {
+      await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
+      const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
+      expect(r.code, r.stderr).toBe(0);
+      expect(await fs.readFile(path.join(sandbox.workflowDir, 'out.txt'), 'utf8')).toBe('written by the workflow');
+    } finally {
+      await mmds.close();
+    }
+  });
+
+  it('refuses to boot when the metadata service gives a token and then never answers the document (64)', async () => {
+    const mmds = await brokenMmds(200, 'silent');
+    try {
+      await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
+      const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
+      expect(r.code).toBe(64);
+      expect(r.stderr).toContain(`bad_metadata: the metadata service at ${mmds.url} failed:`);
     } finally {
       await mmds.close();
     }

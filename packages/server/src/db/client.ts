@@ -56,8 +56,10 @@ type WithCallback = (...args: unknown[]) => unknown;
  * spawn 113 → 65 µs; #2b-get (one SELECT a call) 1,899 → 4,000 req/s (bench/README.md).
  *
  * postgres.js keeps the statements per connection and recycles connections (its
- * `max_lifetime`, 30–60 min); a statement whose plan a migration invalidated ("cached plan
- * must not change result type") is prepared again and retried by postgres.js itself.
+ * `max_lifetime`, 30–60 min). A statement whose result a migration changed under a running
+ * registry ("cached plan must not change result type") is dropped and prepared again by
+ * postgres.js, which retries it; inside a transaction the retry cannot run, so that one
+ * transaction fails (the caller sees the error) and the next call prepares afresh.
  * SWARM_DB_PREPARE=0 turns this off for a pooler that cannot keep named statements across
  * transactions (PgBouncer in transaction mode before 1.21).
  */
