@@ -181,7 +181,9 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
    */
   const brokenMmds = async (put: number | 'silent', get: number | 'silent') => {
     const http = await import('node:http');
+    const seen: string[] = [];
     const server = http.createServer((req, res) => {
+      seen.push(req.method ?? '');
       const status = req.method === 'PUT' ? put : get;
       if (status === 'silent') return;
       res.writeHead(status, { 'content-type': 'text/plain' }).end(status === 200 ? 'a-session-token' : 'broken');
@@ -189,6 +191,8 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     return {
       url: `http://127.0.0.1:${(server.address() as AddressInfo).port}`,
+      /** The methods of the requests it got, in order. */
+      seen,
       close: () => {
         server.closeAllConnections();
         return new Promise((r) => server.close(r));
@@ -227,6 +231,7 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
       await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
       const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
       expect(r.code, r.stderr).toBe(0);
+      expect(mmds.seen).toEqual(['PUT']); // asked, waited, gave up: no document request without a token
       expect(await fs.readFile(path.join(sandbox.workflowDir, 'out.txt'), 'utf8')).toBe('written by the workflow');
     } finally {
       await mmds.close();
@@ -239,7 +244,8 @@ fs.writeFileSync('out.txt', require('./lib/msg.js'));
       await fs.writeFile(path.join(sandbox.dir, 'metadata.json'), '{}');
       const r = await sandbox.run(['--bundle-url', bundle.url, '--bundle-hash', bundle.hash], { SWARM_MMDS_URL: mmds.url });
       expect(r.code).toBe(64);
-      expect(r.stderr).toContain(`bad_metadata: the metadata service at ${mmds.url} failed:`);
+      expect(r.stderr).toContain(`bad_metadata: the metadata service at ${mmds.url} failed: no answer within 3000 ms`);
+      expect(mmds.seen).toEqual(['PUT', 'GET']);
     } finally {
       await mmds.close();
     }

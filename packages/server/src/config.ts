@@ -41,7 +41,7 @@ const envSchema = z.object({
   SWARM_IDLE_TIMEOUT_SECONDS: z.coerce.number().min(1).max(3600).default(60),
   // At least 2: gc holds a bundle's lock on one connection while it updates the row on another.
   SWARM_DB_POOL_SIZE: z.coerce.number().int().min(2).max(200).default(10),
-  /** '0': no named prepared statements (a pooler that cannot keep them; db/client.ts `preparing`). */
+  /** '0': no named prepared statements at all (an escape hatch, e.g. for a pooler that does not keep them; db/client.ts `preparing`). */
   SWARM_DB_PREPARE: z.enum(['0', '1']).default('1'),
   /** Temporary upload objects older than this are swept at start-up (left by a crash mid-upload). */
   SWARM_UPLOAD_SWEEP_AFTER_SECONDS: z.coerce.number().min(0).default(3600),
