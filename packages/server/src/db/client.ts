@@ -7,6 +7,11 @@ export type Db = PostgresJsDatabase<typeof schema>;
 export type Tx = Parameters<Parameters<Db['transaction']>[0]>[0];
 export type DbOrTx = Db | Tx;
 
+/**
+ * `sql` is postgres.js itself, for what drizzle cannot say; a tagged template on it is a
+ * named statement that other queries may be pipelined behind (see `preparing`), so the
+ * registry queries through `db`.
+ */
 export type Database = { db: Db; sql: postgres.Sql; close(): Promise<void> };
 
 export type DatabaseOptions = {
@@ -43,7 +48,11 @@ export function connectDatabase(url: string, opts: DatabaseOptions): Database {
 export const PREPARE_MAX_PARAMETERS = 32;
 
 type QueryOptions = NonNullable<Parameters<postgres.Sql['unsafe']>[2]> & {
-  /** postgres.js (internal, as its own `begin` uses it): false keeps the connection from taking another query before this one is done. */
+  /**
+   * postgres.js's internal hook (its own `begin` uses it; not in its docs): false keeps the
+   * connection from taking another query before this one is done. Should an upgrade drop
+   * it, test/db-prepare.test.ts's pipelining case fails.
+   */
   onexecute?: (connection: unknown) => boolean;
 };
 type Params = postgres.ParameterOrJSON<never>[];
