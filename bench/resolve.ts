@@ -407,7 +407,7 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       const answerHundred = await answerTimes(hundredAnswer, (c) => c.trpc.executions.spawnMany.mutate({ workflow: wf.id, count: 100 }));
       // The floor of this design: what the registry's own spawn statement (insertSpawnedExecutions
       // as the registry runs it: the items' JSON, one durable commit, the rows decoded) takes
-      // longer for 100 rows than for 1, timed in pairs on the same database. spawnMany(100)
+      // longer for 100 rows than for 1, timed alternately on the same database. spawnMany(100)
       // cannot answer faster than one spawn plus that, whatever the rest of the path costs.
       const { insertOne, insertHundred, bareOne, bareHundred } = await timeSpawnInserts(reg.databaseUrl, wf.id, 10 * ctx.runs);
       // Each floor from its parts' medians (the parts are timed apart, so pairing their samples would mean nothing).
@@ -415,10 +415,10 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
       const extra = (hundred: number[], single: number[]) => median(hundred) - median(single);
       const floor = (ms: number) => summarize([ms]);
       ctx.log(
-        `  #6c: one spawn median ${summarize(one).median.toFixed(1)} ms, spawnMany(100) median ${summarize(many).median.toFixed(1)} ms; ` +
-          `the statement alone: 1 row ${summarize(insertOne).median.toFixed(1)} ms, 100 rows ${summarize(insertHundred).median.toFixed(1)} ms; ` +
-          `a bare INSERT: 1 row ${summarize(bareOne).median.toFixed(1)} ms, 100 rows ${summarize(bareHundred).median.toFixed(1)} ms; ` +
-          `the answer from a stub: 1 execution's ${summarize(answerOne).median.toFixed(2)} ms, 100's ${summarize(answerHundred).median.toFixed(2)} ms`,
+        `  #6c: one spawn median ${median(one).toFixed(1)} ms, spawnMany(100) median ${median(many).toFixed(1)} ms; ` +
+          `the statement alone: 1 row ${median(insertOne).toFixed(1)} ms, 100 rows ${median(insertHundred).toFixed(1)} ms; ` +
+          `a bare INSERT: 1 row ${median(bareOne).toFixed(1)} ms, 100 rows ${median(bareHundred).toFixed(1)} ms; ` +
+          `the answer from a stub: 1 execution's ${median(answerOne).toFixed(2)} ms, 100's ${median(answerHundred).toFixed(2)} ms`,
       );
       rows.push(
         row({
@@ -477,7 +477,7 @@ export async function resolveFigures(env: BenchEnv, ctx: FigureContext, only: (i
 /**
  * #6c's floors: the registry's spawn statement (insertSpawnedExecutions) for 1 and for 100
  * executions of the workflow, and a bare INSERT of as many rows into the same table, `n`
- * pairs each, every statement in its own durable commit. The rows stay in the bench's own
+ * times each, alternately, every statement in its own durable commit. The rows stay in the bench's own
  * database (pending executions of the bench workflow; #6c runs last).
  */
 async function timeSpawnInserts(

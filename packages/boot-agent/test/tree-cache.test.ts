@@ -396,7 +396,7 @@ describe.concurrent('the cache keeps an unpacked tree', () => {
       await fs.utimes(path.join(parent, name), old, old);
     }
     await fs.mkdir(path.join(parent, `.${base}.staging-live`));
-    // Not the agent's: another name's staging, and an old file that only looks alike.
+    // Not this workflow's: another name's staging directory, abandoned as long.
     await fs.mkdir(path.join(parent, '.other.staging-stale'));
     await fs.utimes(path.join(parent, '.other.staging-stale'), old, old);
 
