@@ -8,6 +8,8 @@
  *   against the tree digest).
  * - #7c: the user's whole `pnpm swarm spawn … --driver qemu --wait` as the README documents
  *   it, wall time from process start to exit (CLI start-up included), warm cache drive.
+ * - 7-node and 7-least (report only): where #7's floor is: node's own start after the
+ *   image's first stage, and the least any Node agent must do (bench/least-agent.cjs).
  * The image is scripts/vm/build-image.sh's (.swarm/vm), rebuilt only when its inputs
  * changed, as test/vm.test.ts does.
  */
@@ -16,8 +18,16 @@ import fs from 'node:fs/promises';
 import path from 'node:path';
 import { promisify } from 'node:util';
 import { createSwarmClient, listBundleEntries, packDirectory } from '../packages/sdk/src/index.js';
-import { bootQemuVm, createCacheDrive, spawnWorkflow } from '../packages/sdk/src/orchestrator/index.js';
+import {
+  bootQemuVm,
+  createCacheDrive,
+  spawnWorkflow,
+  startMetadataService,
+  vmEndpoints,
+  withExpectedWorkflow,
+} from '../packages/sdk/src/orchestrator/index.js';
 import { freeLoopbackPort } from '../packages/server/src/db/embedded.js';
+import { bootShNodeFlags } from './boot-agent.js';
 import { type BenchEnv, root } from './lib/env.js';
 import { type FigureContext, type Row, row } from './lib/figure.js';
 import { summarize } from './lib/stats.js';
@@ -100,6 +110,39 @@ async function nodeFloorInitramfs(dir: string): Promise<string> {
 }
 
 /**
+ * The least Node agent ("7-least", report only): the image's own boot, both stages of its
+ * /init (root drive, network, cache drive) as a spawn has them, and then, in place of
+ * boot.sh and the agent, bench/least-agent.cjs with boot.sh's node flags: what any Node
+ * agent must do under the registry's protocol (MMDS, the token exchange, the download,
+ * sha256, gunzip, the files, the workflow's start, runtime_started) and nothing else. The
+ * first stage binds the script over /opt/swarm/boot.sh; the root drive is unchanged.
+ */
+async function leastAgentInitramfs(dir: string, nodeFlags: string[]): Promise<string> {
+  const rfs = path.join(dir, 'least-rootfs');
+  await fs.rm(rfs, { recursive: true, force: true });
+  await fs.mkdir(rfs, { recursive: true });
+  await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
+    R: rfs,
+    I: path.join(imageDir, 'initramfs.cpio'),
+  });
+  await fs.copyFile(path.join(root, 'bench/least-agent.cjs'), path.join(rfs, 'least-agent.cjs'));
+  await fs.writeFile(path.join(rfs, 'least-boot.sh'), `#!/bin/sh\nexec /usr/bin/node ${nodeFlags.join(' ')} /run/least/least-agent.cjs\n`, {
+    mode: 0o755,
+  });
+  const init = (await fs.readFile(path.join(rfs, 'init'), 'utf8')).trimEnd().split('\n');
+  const at = init.findIndex((l) => l.startsWith('exec $B switch_root'));
+  if (at < 0) throw new Error("the image's first stage has no switch_root line: update leastAgentInitramfs");
+  init.splice(
+    at,
+    0,
+    '$B mkdir -p /newroot/run/least',
+    '$B cp /least-agent.cjs /least-boot.sh /newroot/run/least/',
+    '$B mount --bind /newroot/run/least/least-boot.sh /newroot/opt/swarm/boot.sh',
+  );
+  return packInitramfs(rfs, init, path.join(dir, 'least.cpio'));
+}
+
+/**
  * Where a boot's time went, from the console lines' arrival (seconds since the spawn call):
  * the first line of each stage. Node's start and the agent's load are the gap between
  * SWARM_AGENT_START and the agent's "started" line (which also says how many ms after
@@ -150,6 +193,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
   const accel = process.env.SWARM_QEMU_ACCEL;
   const floorInitrd = await floorInitramfs(env.workDir);
   const nodeFloorInitrd = await nodeFloorInitramfs(env.workDir);
+  const leastInitrd = await leastAgentInitramfs(env.workDir, await bootShNodeFlags());
   const reg = await env.startRegistry();
   try {
     const admin = reg.client;
@@ -191,11 +235,54 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
       };
     };
 
+    /** The least Node agent (leastAgentInitramfs) through the same spawn call, metadata service and forwards as spawnOnce's. */
+    const spawnLeast = async (cacheDrive: string) => {
+      const t0 = performance.now();
+      const lines: Array<[number, string]> = [];
+      const { forwards, ...endpoints } = vmEndpoints(orchestrator.url, { driver: 'qemu', storeUrl: env.s3.endpoint });
+      const { execution, metadata } = await orchestrator.call(() =>
+        orchestrator.trpc.executions.spawn.mutate({ workflow: 'bench/vm', secrets: {}, ...endpoints }),
+      );
+      const mmds = await startMetadataService(withExpectedWorkflow(metadata, 'bench/vm', {}), { once: true });
+      let vmEnd = 0;
+      try {
+        const vm = await bootQemuVm({
+          imageDir,
+          initrd: leastInitrd,
+          metadataPort: mmds.port,
+          forwards,
+          cacheDrive,
+          timeoutMs: 180_000,
+          onLine: (l) => lines.push([(performance.now() - t0) / 1000, l]),
+        });
+        if (vm.exitCode !== 0) throw new Error(`the least agent's VM exited ${vm.exitCode}: ${vm.console.slice(-2000)}`);
+        vmEnd = (performance.now() - t0) / 1000;
+      } finally {
+        await mmds.close();
+      }
+      const events = await admin.call(() => admin.trpc.executions.events.query({ id: execution.id }));
+      const started = events.find((e) => e.type === 'runtime_started');
+      if (!started) throw new Error('the least agent reported no runtime_started');
+      const firstLine = lines.find(([, l]) => l.startsWith('least-agent: started'))?.[0];
+      if (firstLine === undefined) throw new Error('no first line from the least agent');
+      // Its steps on the guest's clock: "least-agent: <step> (+<ms since node's start> ms)".
+      const guestMs: Record<string, number> = {};
+      for (const [, l] of lines) {
+        const m = /^least-agent: (.+) \(\+(\d+) ms\)$/.exec(l);
+        if (m) guestMs[m[1]!] = Number(m[2]);
+      }
+      return { seconds: (Date.parse(started.createdAt) - Date.parse(execution.createdAt)) / 1000, firstLine, vmEnd, guestMs };
+    };
+
     const floor: number[] = [];
     const nodeFloor: number[] = [];
     const cold: number[] = [];
     const warm: number[] = [];
     const cli: number[] = [];
+    const least: number[] = [];
+    const leastAlone: number[] = [];
+    const leastCli: number[] = [];
+    let leastSteps: Record<string, number> = {};
     const froms: string[] = [];
     const breakdowns: Record<string, unknown> = {};
     for (let i = 0; i < runs; i++) {
@@ -231,6 +318,23 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
           ],
           { ...process.env, SWARM_URL: reg.url, SWARM_TOKEN: token, S3_ENDPOINT: env.s3.endpoint },
         ),
+      );
+      const leastDrive = path.join(env.workDir, `vm-least-${i}.ext4`);
+      await createCacheDrive(leastDrive, 64);
+      const l = await spawnLeast(leastDrive);
+      // The agent's own start (node's and the snapshot's: its first line in the cold boot
+      // above) and then the least agent's work from its first line: plain node starts slower
+      // than the agent from its snapshot, which is not work a leaner agent could skip.
+      const agentFirstLine = (c.breakdown as { agentStarted?: number }).agentStarted;
+      if (agentFirstLine === undefined) throw new Error("no first line from the cold boot's agent");
+      least.push(agentFirstLine + l.seconds - l.firstLine);
+      // #7c's least: the CLI's own start and exit (`swarm --help`), then the same, on to the VM's end (the workflow's run and the power-off).
+      const cliStart = await wallSeconds('pnpm', ['--loglevel', 'silent', 'swarm', '--help'], process.env);
+      leastCli.push(cliStart + agentFirstLine + l.vmEnd - l.firstLine);
+      leastAlone.push(l.seconds);
+      leastSteps = l.guestMs;
+      ctx.log(
+        `  #7 least agent: runtime_started ${l.seconds.toFixed(2)} s after the spawn, its first line at ${l.firstLine.toFixed(2)} s, its VM's end at ${l.vmEnd.toFixed(2)} s (guest ms since node's start: ${JSON.stringify(l.guestMs)}); after the cold agent's first line (${agentFirstLine.toFixed(2)} s): ${least.at(-1)!.toFixed(2)} s; with the CLI's start (${cliStart.toFixed(2)} s), to the VM's end: ${leastCli.at(-1)!.toFixed(2)} s`,
       );
       // After the spawns: booting it reads node from the root drive into the host's page cache,
       // which would make the next cold spawn warmer than a cold spawn is.
@@ -273,6 +377,32 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
         notes: {
           measured:
             'qemu start to exit, as the floor (power-off included): no /init work, no network, no cache drive, no agent; #7/#7b are timed from the spawn call to runtime_started, so the comparison is approximate',
+        },
+      }),
+      row({
+        id: '7-least',
+        what: `the least a Node agent can take, cold: #7's agent start (its first line) + bench/least-agent.cjs's work from its first line to runtime_started (qemu, ${accel})`,
+        unit: 's',
+        baselineWhat,
+        baseline: summarize(floor),
+        ours: summarize(least),
+        notes: {
+          measured:
+            "registry clock as #7; the least agent boots through the image's own /init and reads the MMDS, exchanges the token, downloads, checks sha256, gunzips, writes the files, starts the workflow and reports runtime_started, and nothing else (no validation, cache, seal, limits, other events)",
+          leastAgentAloneSeconds: summarize(leastAlone),
+          leastAgentGuestMsSinceNodeStart: leastSteps,
+        },
+      }),
+      row({
+        id: '7c-least',
+        what: `the least #7c can take: the CLI's start and exit (swarm --help) + 7-least's boot on to its VM's end (the workflow's run, the power-off) (qemu, ${accel})`,
+        unit: 's',
+        baselineWhat,
+        baseline: summarize(floor),
+        ours: summarize(leastCli),
+        notes: {
+          measured:
+            "wall time of pnpm swarm --help, plus the cold agent's first line (since the spawn call), plus the least agent's VM from its first line to QEMU's exit; cold where #7c is warm, which for the least agent differs only by a 182-byte download",
         },
       }),
       row({
