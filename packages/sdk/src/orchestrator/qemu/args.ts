@@ -49,7 +49,9 @@ export const EXIT_CHANNEL_FD = 3;
 
 /**
  * The machine: no devices but two serial ports, the console on stdio and the exit channel
- * on EXIT_CHANNEL_FD; no reboot (a guest's poweroff ends QEMU).
+ * on EXIT_CHANNEL_FD; no reboot (a guest's poweroff ends QEMU). Under TCG the CPU is `max`:
+ * without its RDRAND (`qemu64`, or `max,-rdrand,-rdseed`) node's every start in the guest
+ * took ~1 s longer before V8 started (bench/README.md, #7 "the least Node agent").
  */
 export function machineArgs(accel: 'tcg' | 'kvm', memoryMiB: number, cpus: number): string[] {
   return [
