@@ -96,7 +96,7 @@ try {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });
     return bootAgentFigures(env!, ctx, only);
   });
-  await step('#7, #7b, #7c VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 2)));
+  await step('#7, #7b, #7c VM', GROUPS.vm!, () => vmFigure(env!, ctx, Math.min(runs, 3)));
   await step('#8 signature verification', GROUPS.signing!, () => signingFigure(ctx));
   await step('#9 output capture', GROUPS.output!, async () => {
     await promisify(execFile)('pnpm', ['--filter', '@swarm/boot-agent', 'build'], { cwd: root, timeout: 120_000 });

@@ -8,8 +8,9 @@
  *   against the tree digest).
  * - #7c: the user's whole `pnpm swarm spawn … --driver qemu --wait` as the README documents
  *   it, wall time from process start to exit (CLI start-up included), warm cache drive.
- * - 7-node and 7-least (report only): where #7's floor is: node's own start after the
- *   image's first stage, and the least any Node agent must do (bench/least-agent.cjs).
+ * - 7-node, 7-least and 7c-least (report only): where the floors of #7b, #7 and #7c are:
+ *   node's own start after the image's first stage, and estimates of the least any Node
+ *   agent must do (bench/least-agent.cjs), alone and with the CLI's start.
  * The image is scripts/vm/build-image.sh's (.swarm/vm), rebuilt only when its inputs
  * changed, as test/vm.test.ts does.
  */
@@ -110,12 +111,12 @@ async function nodeFloorInitramfs(dir: string): Promise<string> {
 }
 
 /**
- * The least Node agent ("7-least", report only): the image's own boot, both stages of its
- * /init (root drive, network, cache drive) as a spawn has them, and then, in place of
- * boot.sh and the agent, bench/least-agent.cjs with boot.sh's node flags: what any Node
- * agent must do under the registry's protocol (MMDS, the token exchange, the download,
- * sha256, gunzip, the files, the workflow's start, runtime_started) and nothing else. The
- * first stage binds the script over /opt/swarm/boot.sh; the root drive is unchanged.
+ * The least Node agent (rows 7-least and 7c-least, report only): the image's own boot, both
+ * stages of its /init (root drive, network, cache drive) as a spawn has them, and then, in
+ * place of boot.sh and the agent, bench/least-agent.cjs: only what any Node agent must do
+ * under the registry's protocol. On plain node, or with boot.sh's node flags when booted
+ * with the setting `least_eager=1`. The first stage binds the script over
+ * /opt/swarm/boot.sh; the root drive is unchanged.
  */
 async function leastAgentInitramfs(dir: string, nodeFlags: string[]): Promise<string> {
   const rfs = path.join(dir, 'least-rootfs');
@@ -126,9 +127,14 @@ async function leastAgentInitramfs(dir: string, nodeFlags: string[]): Promise<st
     I: path.join(imageDir, 'initramfs.cpio'),
   });
   await fs.copyFile(path.join(root, 'bench/least-agent.cjs'), path.join(rfs, 'least-agent.cjs'));
-  await fs.writeFile(path.join(rfs, 'least-boot.sh'), `#!/bin/sh\nexec /usr/bin/node ${nodeFlags.join(' ')} /run/least/least-agent.cjs\n`, {
-    mode: 0o755,
-  });
+  const script = '/run/least/least-agent.cjs';
+  const boot = [
+    '#!/bin/sh',
+    `[ "\${SWARM_LEAST_EAGER:-}" = 1 ] && exec /usr/bin/node ${nodeFlags.join(' ')} ${script}`,
+    `exec /usr/bin/node ${script}`,
+    '',
+  ];
+  await fs.writeFile(path.join(rfs, 'least-boot.sh'), boot.join('\n'), { mode: 0o755 });
   const init = (await fs.readFile(path.join(rfs, 'init'), 'utf8')).trimEnd().split('\n');
   const at = init.findIndex((l) => l.startsWith('exec $B switch_root'));
   if (at < 0) throw new Error("the image's first stage has no switch_root line: update leastAgentInitramfs");
@@ -214,13 +220,17 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
     const spawnOnce = async (cacheDrive: string) => {
       const t0 = performance.now();
       const lines: Array<[number, string]> = [];
+      let firstLineAt = Number.NaN; // the agent's first line, wall clock (ms)
       const out = await spawnWorkflow(orchestrator, 'bench/vm', {
         driver: 'qemu',
         imageDir,
         storeUrl: env.s3.endpoint,
         cacheDrive,
         timeoutMs: 180_000,
-        onOutput: (l) => lines.push([(performance.now() - t0) / 1000, l]),
+        onOutput: (l) => {
+          lines.push([(performance.now() - t0) / 1000, l]);
+          if (Number.isNaN(firstLineAt) && l.startsWith('swarm-boot-agent: started ')) firstLineAt = Date.now();
+        },
       });
       if (out.exitCode !== 0) throw new Error(`the VM's workflow exited ${out.exitCode}`);
       const execution = await admin.call(() => admin.trpc.executions.get.query({ id: out.executionId }));
@@ -228,23 +238,32 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
       const started = events.find((e) => e.type === 'runtime_started');
       if (!started) throw new Error('no runtime_started event');
       const unpacked = events.find((e) => e.type === 'unpacked')?.data as { from?: string; checkedBy?: string } | undefined;
+      if (Number.isNaN(firstLineAt)) throw new Error('no first line from the agent');
+      const created = Date.parse(execution.createdAt);
       return {
-        seconds: (Date.parse(started.createdAt) - Date.parse(execution.createdAt)) / 1000,
+        seconds: (Date.parse(started.createdAt) - created) / 1000,
         from: unpacked?.from === 'tree' ? `tree (${unpacked.checkedBy})` : 'archive',
         breakdown: breakdown(lines),
+        /** The agent's first line, seconds after the registry created the execution (the origin of `seconds`). */
+        firstLine: (firstLineAt - created) / 1000,
       };
     };
 
-    /** The least Node agent (leastAgentInitramfs) through the same spawn call, metadata service and forwards as spawnOnce's. */
-    const spawnLeast = async (cacheDrive: string) => {
-      const t0 = performance.now();
+    /**
+     * The least Node agent (leastAgentInitramfs) through the same spawn call, metadata
+     * service and forwards as spawnOnce's; eager: with boot.sh's node flags. Its first line,
+     * runtime_started and the VM's end, in seconds after the registry created the execution
+     * (console lines stamped on arrival; the registry's and this process's clock are the host's).
+     * A failed boot leaves its execution pending: harmless in the bench's own data directory.
+     */
+    const spawnLeast = async (cacheDrive: string, eager: boolean) => {
       const lines: Array<[number, string]> = [];
       const { forwards, ...endpoints } = vmEndpoints(orchestrator.url, { driver: 'qemu', storeUrl: env.s3.endpoint });
       const { execution, metadata } = await orchestrator.call(() =>
         orchestrator.trpc.executions.spawn.mutate({ workflow: 'bench/vm', secrets: {}, ...endpoints }),
       );
       const mmds = await startMetadataService(withExpectedWorkflow(metadata, 'bench/vm', {}), { once: true });
-      let vmEnd = 0;
+      let vmEndAt: number;
       try {
         const vm = await bootQemuVm({
           imageDir,
@@ -252,26 +271,33 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
           metadataPort: mmds.port,
           forwards,
           cacheDrive,
+          settings: eager ? { least_eager: '1' } : {},
           timeoutMs: 180_000,
-          onLine: (l) => lines.push([(performance.now() - t0) / 1000, l]),
+          onLine: (l) => lines.push([Date.now(), l]),
         });
+        vmEndAt = Date.now();
         if (vm.exitCode !== 0) throw new Error(`the least agent's VM exited ${vm.exitCode}: ${vm.console.slice(-2000)}`);
-        vmEnd = (performance.now() - t0) / 1000;
       } finally {
         await mmds.close();
       }
       const events = await admin.call(() => admin.trpc.executions.events.query({ id: execution.id }));
       const started = events.find((e) => e.type === 'runtime_started');
       if (!started) throw new Error('the least agent reported no runtime_started');
-      const firstLine = lines.find(([, l]) => l.startsWith('least-agent: started'))?.[0];
-      if (firstLine === undefined) throw new Error('no first line from the least agent');
+      const created = Date.parse(execution.createdAt);
+      const firstLineAt = lines.find(([, l]) => l.startsWith('least-agent: started'))?.[0];
+      if (firstLineAt === undefined) throw new Error('no first line from the least agent');
       // Its steps on the guest's clock: "least-agent: <step> (+<ms since node's start> ms)".
       const guestMs: Record<string, number> = {};
       for (const [, l] of lines) {
         const m = /^least-agent: (.+) \(\+(\d+) ms\)$/.exec(l);
         if (m) guestMs[m[1]!] = Number(m[2]);
       }
-      return { seconds: (Date.parse(started.createdAt) - Date.parse(execution.createdAt)) / 1000, firstLine, vmEnd, guestMs };
+      return {
+        firstLine: (firstLineAt - created) / 1000,
+        runtimeStarted: (Date.parse(started.createdAt) - created) / 1000,
+        vmEnd: (vmEndAt - created) / 1000,
+        guestMs,
+      };
     };
 
     const floor: number[] = [];
@@ -280,9 +306,8 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
     const warm: number[] = [];
     const cli: number[] = [];
     const least: number[] = [];
-    const leastAlone: number[] = [];
     const leastCli: number[] = [];
-    let leastSteps: Record<string, number> = {};
+    const leastRuns: unknown[] = [];
     const froms: string[] = [];
     const breakdowns: Record<string, unknown> = {};
     for (let i = 0; i < runs; i++) {
@@ -319,22 +344,32 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
           { ...process.env, SWARM_URL: reg.url, SWARM_TOKEN: token, S3_ENDPOINT: env.s3.endpoint },
         ),
       );
-      const leastDrive = path.join(env.workDir, `vm-least-${i}.ext4`);
-      await createCacheDrive(leastDrive, 64);
-      const l = await spawnLeast(leastDrive);
-      // The agent's own start (node's and the snapshot's: its first line in the cold boot
-      // above) and then the least agent's work from its first line: plain node starts slower
-      // than the agent from its snapshot, which is not work a leaner agent could skip.
-      const agentFirstLine = (c.breakdown as { agentStarted?: number }).agentStarted;
-      if (agentFirstLine === undefined) throw new Error("no first line from the cold boot's agent");
-      least.push(agentFirstLine + l.seconds - l.firstLine);
-      // #7c's least: the CLI's own start and exit (`swarm --help`), then the same, on to the VM's end (the workflow's run and the power-off).
+      // The least agent on plain node and with boot.sh's flags, each on a fresh cache drive.
+      const runsOfLeast = [];
+      for (const eager of [false, true]) {
+        const drive = path.join(env.workDir, `vm-least-${i}-${eager ? 'eager' : 'plain'}.ext4`);
+        await createCacheDrive(drive, 64);
+        runsOfLeast.push({ eager, ...(await spawnLeast(drive, eager)) });
+      }
+      // Its work from its first line, after the least start at hand: its own or the agent's
+      // (the agent from its snapshot may start sooner than plain node does).
+      const work = Math.min(...runsOfLeast.map((l) => l.runtimeStarted - l.firstLine));
+      const toEnd = Math.min(...runsOfLeast.map((l) => l.vmEnd - l.firstLine));
+      least.push(Math.min(...runsOfLeast.map((l) => l.runtimeStarted), c.firstLine + work));
+      // #7c's: the CLI's own start and exit (`swarm --help`), then the same on to the VM's end
+      // (the workflow's run, the power-off); #7c is warm, so with the warm agent's start.
       const cliStart = await wallSeconds('pnpm', ['--loglevel', 'silent', 'swarm', '--help'], process.env);
-      leastCli.push(cliStart + agentFirstLine + l.vmEnd - l.firstLine);
-      leastAlone.push(l.seconds);
-      leastSteps = l.guestMs;
+      leastCli.push(cliStart + Math.min(...runsOfLeast.map((l) => l.vmEnd), w.firstLine + toEnd));
+      leastRuns.push({ agentFirstLine: { cold: c.firstLine, warm: w.firstLine }, cliStart, runs: runsOfLeast });
       ctx.log(
-        `  #7 least agent: runtime_started ${l.seconds.toFixed(2)} s after the spawn, its first line at ${l.firstLine.toFixed(2)} s, its VM's end at ${l.vmEnd.toFixed(2)} s (guest ms since node's start: ${JSON.stringify(l.guestMs)}); after the cold agent's first line (${agentFirstLine.toFixed(2)} s): ${least.at(-1)!.toFixed(2)} s; with the CLI's start (${cliStart.toFixed(2)} s), to the VM's end: ${leastCli.at(-1)!.toFixed(2)} s`,
+        `  #7 least agent (s since the execution's creation; guest ms since node's start): ${runsOfLeast
+          .map(
+            (l) =>
+              `${l.eager ? 'eager' : 'plain'}: first line ${l.firstLine.toFixed(2)}, runtime_started ${l.runtimeStarted.toFixed(2)}, VM end ${l.vmEnd.toFixed(2)} ${JSON.stringify(l.guestMs)}`,
+          )
+          .join(
+            '; ',
+          )}; the agent's first line cold ${c.firstLine.toFixed(2)}, warm ${w.firstLine.toFixed(2)}; CLI start ${cliStart.toFixed(2)} → 7-least ${least.at(-1)!.toFixed(2)} s, 7c-least ${leastCli.at(-1)!.toFixed(2)} s`,
       );
       // After the spawns: booting it reads node from the root drive into the host's page cache,
       // which would make the next cold spawn warmer than a cold spawn is.
@@ -381,28 +416,27 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
       }),
       row({
         id: '7-least',
-        what: `the least a Node agent can take, cold: #7's agent start (its first line) + bench/least-agent.cjs's work from its first line to runtime_started (qemu, ${accel})`,
+        what: `an estimate of the least a Node agent can take, cold: bench/least-agent.cjs to runtime_started, from the soonest start at hand (qemu, ${accel})`,
         unit: 's',
         baselineWhat,
         baseline: summarize(floor),
         ours: summarize(least),
         notes: {
           measured:
-            "registry clock as #7; the least agent boots through the image's own /init and reads the MMDS, exchanges the token, downloads, checks sha256, gunzips, writes the files, starts the workflow and reports runtime_started, and nothing else (no validation, cache, seal, limits, other events)",
-          leastAgentAloneSeconds: summarize(leastAlone),
-          leastAgentGuestMsSinceNodeStart: leastSteps,
+            "seconds from the execution's creation to runtime_started (as #7); the least agent boots through the image's own /init, reads the MMDS, exchanges the token while it downloads, checks sha256, gunzips and writes the files, starts the workflow and reports runtime_started, nothing else (no validation, cache, seal, limits, other events); per run the least of: its own boot on plain node, its own with boot.sh's flags, and the cold agent's first line plus its least work from its first line",
+          runs: leastRuns,
         },
       }),
       row({
         id: '7c-least',
-        what: `the least #7c can take: the CLI's start and exit (swarm --help) + 7-least's boot on to its VM's end (the workflow's run, the power-off) (qemu, ${accel})`,
+        what: `an estimate of the least #7c can take: the CLI's start and exit (swarm --help) + the least agent's boot on to its VM's end (qemu, ${accel})`,
         unit: 's',
         baselineWhat,
         baseline: summarize(floor),
         ours: summarize(leastCli),
         notes: {
           measured:
-            "wall time of pnpm swarm --help, plus the cold agent's first line (since the spawn call), plus the least agent's VM from its first line to QEMU's exit; cold where #7c is warm, which for the least agent differs only by a 182-byte download",
+            "wall time of pnpm swarm --help, plus the least of: the least agent's VM's end (QEMU's exit) after the execution's creation on plain node, with boot.sh's flags, or the warm agent's first line plus the least agent's time from its first line to its VM's end; the least agent downloads where #7c is warm, a 182-byte difference",
         },
       }),
       row({
