@@ -1,8 +1,9 @@
 /**
- * scripts/vm/build-image.sh without building an image: its --trust-root check refuses a
- * private key (before anything is built), and its /init's kernel command line parsing —
- * the `parse_cmdline` function cut out of the script's /init and run by /bin/sh — refuses
- * swarm.trust_root, swarm.agent_token and swarm.boot_print in any spelling.
+ * scripts/vm/build-image.sh: its --trust-root check refuses a private key (before anything
+ * is built); its /init's kernel command line parsing — the `parse_cmdline` function cut out
+ * of the script's /init and run by /bin/sh — refuses swarm.trust_root, swarm.agent_token
+ * and swarm.boot_print in any spelling; and an image whose start-up snapshot could not be
+ * built is not taken as up to date by the next build (a real build, a few seconds).
  */
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
@@ -90,5 +91,39 @@ describe("/init's kernel command line", () => {
     const { said, vars } = await parse(`swarm.fetch_attempts=2 ${arg}`);
     expect(vars).toEqual({ SWARM_FETCH_ATTEMPTS: '2' });
     expect(said).toMatch(/init: ignoring swarm\.(trust_root|agent_token|boot_print)/);
+  });
+});
+
+describe('an image built without its start-up snapshot', () => {
+  /** The names under /opt/swarm in an image's read-only root drive (debugfs, from e2fsprogs like mkfs.ext4). */
+  async function optSwarm(out: string): Promise<string> {
+    return (await run('debugfs', ['-R', 'ls /opt/swarm', path.join(out, 'root.ext4')])).stdout;
+  }
+
+  it('is built again by the next build, which makes the snapshot', { timeout: 600_000 }, async () => {
+    const out = path.join(work, 'no-snapshot');
+    await fs.mkdir(path.join(out, 'deb'), { recursive: true });
+    // The kernel package the main image downloaded, when there is one: saves a download.
+    const debs = path.resolve(import.meta.dirname, '../.swarm/vm/deb');
+    for (const f of await fs.readdir(debs).catch(() => [])) await fs.copyFile(path.join(debs, f), path.join(out, 'deb', f));
+    // The snapshot step fails: its log cannot be written (a directory stands where the file goes).
+    await fs.mkdir(path.join(out, 'snapshot.log'));
+    const build = () => run('bash', [script, out], { timeout: 300_000 });
+
+    const failed = await build();
+    expect(failed.stderr).toContain('building the start-up snapshot failed');
+    expect(failed.stderr).toContain('the next build tries again');
+    expect(await optSwarm(out)).toContain('boot-agent.mjs');
+    expect(await optSwarm(out)).not.toContain('boot-agent.blob');
+    expect(await fs.readFile(path.join(out, 'image.inputs'), 'utf8')).toMatch(/^snapshot failed: see .*snapshot\.log$/m);
+
+    await fs.rmdir(path.join(out, 'snapshot.log'));
+    const again = await build();
+    expect(again.stderr).not.toContain('up to date');
+    expect(again.stderr).not.toContain('snapshot failed');
+    expect(await optSwarm(out)).toContain('boot-agent.blob');
+    expect(await fs.readFile(path.join(out, 'image.inputs'), 'utf8')).not.toContain('snapshot failed');
+
+    expect((await build()).stderr).toContain('up to date');
   });
 });
