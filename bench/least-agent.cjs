@@ -4,7 +4,8 @@
  * document), trade the bootstrap token for a session, download the bundle, check its
  * sha256, gunzip it and write its regular files, start the workflow as the runtime user and
  * report runtime_started. The exchange runs alongside the download and unpack (only the
- * event needs the session); one kept-open connection per service. Nothing else: no
+ * event needs the session); one kept-open connection per service; the modules of the later
+ * steps load while the first request waits for its answer. Nothing else: no
  * validation, cache, seal, limits, retries or other events, and no logging but its timing
  * lines (the bench's breakdown). It estimates where #7's floor is and is never a boot
  * agent: it trusts whatever it is given.
@@ -73,9 +74,12 @@ async function unpack(bundle, dir) {
 
 async function main() {
   const mmds = 'http://169.254.169.254';
-  const token = (
-    await request(`${mmds}/latest/api/token`, { method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '60' } })
-  ).toString();
+  const asked = request(`${mmds}/latest/api/token`, { method: 'PUT', headers: { 'x-metadata-token-ttl-seconds': '60' } });
+  // The modules of the later steps, loaded while the first answer is on its way.
+  setImmediate(() => {
+    for (const m of ['node:crypto', 'node:zlib', 'node:fs', 'node:path', 'node:child_process']) require(m);
+  });
+  const token = (await asked).toString();
   const doc = JSON.parse(await request(`${mmds}/`, { headers: { 'x-metadata-token': token, accept: 'application/json' } }));
   mark('metadata read');
   const { apiUrl, execution, bundle } = doc;

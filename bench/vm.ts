@@ -436,7 +436,7 @@ export async function vmFigure(env: BenchEnv, ctx: FigureContext, runs: number):
         ours: summarize(leastCli),
         notes: {
           measured:
-            "wall time of pnpm swarm --help, plus the least of: the least agent's VM's end (QEMU's exit) after the execution's creation on plain node, with boot.sh's flags, or the warm agent's first line plus the least agent's time from its first line to its VM's end; the least agent downloads where #7c is warm, a 182-byte difference",
+            "wall time of pnpm swarm --help, plus the least of: the least agent's VM's end (QEMU's exit) after the execution's creation on plain node, with boot.sh's flags, or the warm agent's first line plus the least agent's time from its first line to its VM's end; the least agent downloads and unpacks where #7c is warm (its notes in 7-least give those steps on the guest's clock), which counts against it",
         },
       }),
       row({

@@ -15,7 +15,7 @@
 #   initramfs.cpio       the first stage (uncompressed newc): mounts root.ext4, switches to it
 #   root.ext4            the root file system, attached read-only (busybox, node, the agent, /init)
 #   image.inputs         fingerprint of everything the image was built from
-#   snapshot.log         what building the agent's start-up snapshot printed
+#   boot-agent.cjs, snapshot.log  the start-up snapshot's script, and what building it printed
 #   deb/, kernel-pkg/    the downloaded kernel package and its unpacked tree
 #   rootfs/, mini-rootfs/  the staging trees (only while building)
 #
@@ -23,7 +23,8 @@
 # the kernel package is downloaded only when the wanted version is not already in deb/,
 # the boot agent is rebuilt only when its sources are newer than its dist file, and the
 # image is rebuilt only when the fingerprint of its inputs changed or the last build could
-# not make the agent's start-up snapshot (image.inputs then says so, and matches nothing).
+# not make the agent's start-up snapshot (image.inputs then says so, and matches nothing:
+# every build makes the image again, logging why, until the snapshot builds).
 #
 # Network: apt-get talks to the configured Debian mirror (package installs and the one
 # kernel package download); nothing else is downloaded.
@@ -241,9 +242,11 @@ SNAP_FLAGS=$(env -u SWARM_NODE_FLAGS SWARM_BOOT_PRINT=flags sh "$BOOT_SH")
 # more (AVX-VNNI, F16C), and a blob would then abort where the list says it matches.
 v8=$("$NODE_BIN" -p process.versions.v8)
 case $v8 in 11.*) ;; *) log "warning: node's V8 is $v8: check boot.sh's CPU feature list (snapshot_id) against its CpuFeatures" ;; esac
-agent_pnpm build:snapshot-script
+# The snapshot's script in this output directory: image builds run side by side (the tests
+# build several images), and one must not read another's half-written script.
+agent_pnpm build:snapshot-script --outfile="$OUT/boot-agent.cjs"
 snapshot_built=yes
-if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$AGENT_PKG/dist/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
+if (cd "$RFS/opt/swarm" && "$RFS/usr/bin/node" $SNAP_FLAGS --snapshot-blob boot-agent.blob --build-snapshot "$OUT/boot-agent.cjs" 2>"$OUT/snapshot.log"); then
   env -u SWARM_NODE_FLAGS SWARM_NODE="$RFS/usr/bin/node" SWARM_BOOT_PRINT=snapshot-id sh "$BOOT_SH" >"$RFS/opt/swarm/boot-agent.blob.id"
 else
   log "building the start-up snapshot failed (see $OUT/snapshot.log); the image boots the plain agent, and the next build tries again"
