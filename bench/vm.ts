@@ -70,6 +70,18 @@ async function floorInitramfs(dir: string): Promise<string> {
   );
 }
 
+/** The image's first stage (its initramfs) unpacked into `dir/name`, to be changed and packed again. */
+async function unpackFirstStage(dir: string, name: string): Promise<string> {
+  const rfs = path.join(dir, name);
+  await fs.rm(rfs, { recursive: true, force: true });
+  await fs.mkdir(rfs, { recursive: true });
+  await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
+    R: rfs,
+    I: path.join(imageDir, 'initramfs.cpio'),
+  });
+  return rfs;
+}
+
 /**
  * The floor of a Node agent ("7-node", report only): the image's own first stage (its
  * initramfs, the root drive mounted read-only as a boot does) and then, instead of the
@@ -78,13 +90,7 @@ async function floorInitramfs(dir: string): Promise<string> {
  * agent's first line.
  */
 async function nodeFloorInitramfs(dir: string): Promise<string> {
-  const rfs = path.join(dir, 'node-floor-rootfs');
-  await fs.rm(rfs, { recursive: true, force: true });
-  await fs.mkdir(rfs, { recursive: true });
-  await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
-    R: rfs,
-    I: path.join(imageDir, 'initramfs.cpio'),
-  });
+  const rfs = await unpackFirstStage(dir, 'node-floor-rootfs');
   return packInitramfs(
     rfs,
     [
@@ -119,13 +125,7 @@ async function nodeFloorInitramfs(dir: string): Promise<string> {
  * /opt/swarm/boot.sh; the root drive is unchanged.
  */
 async function leastAgentInitramfs(dir: string, nodeFlags: string[]): Promise<string> {
-  const rfs = path.join(dir, 'least-rootfs');
-  await fs.rm(rfs, { recursive: true, force: true });
-  await fs.mkdir(rfs, { recursive: true });
-  await sh('cd "$R" && cpio --extract --make-directories --no-absolute-filenames --quiet < "$I"', {
-    R: rfs,
-    I: path.join(imageDir, 'initramfs.cpio'),
-  });
+  const rfs = await unpackFirstStage(dir, 'least-rootfs');
   await fs.copyFile(path.join(root, 'bench/least-agent.cjs'), path.join(rfs, 'least-agent.cjs'));
   const script = '/run/least/least-agent.cjs';
   const boot = [

@@ -379,15 +379,16 @@ describe('the built agent', () => {
   it('boot.sh runs the start-up snapshot built by this node with its flags, and falls back loudly to the plain file otherwise', async () => {
     const pkg = path.resolve(import.meta.dirname, '..');
     await run('pnpm', ['run', 'build'], pkg);
-    await run('pnpm', ['run', 'build:snapshot-script'], pkg);
     const dir = await fs.mkdtemp(path.join((await import('node:os')).tmpdir(), 'swarm-snapshot-agent-'));
     try {
+      // As scripts/vm/build-image.sh does: the snapshot's script written where the blob is built.
+      await run('pnpm', ['run', 'build:snapshot-script', `--outfile=${path.join(dir, 'boot-agent.cjs')}`], pkg);
       await fs.copyFile(path.join(pkg, 'dist/boot-agent.mjs'), path.join(dir, 'boot-agent.mjs'));
       // As scripts/vm/build-image.sh does: boot.sh's flags, and the .id as boot.sh prints it.
       const flags = (await bootSh(dir, [], { SWARM_BOOT_PRINT: 'flags' })).stdout.trim();
       await run(
         process.execPath,
-        [...flags.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(pkg, 'dist/boot-agent.cjs')],
+        [...flags.split(' '), '--snapshot-blob', 'boot-agent.blob', '--build-snapshot', path.join(dir, 'boot-agent.cjs')],
         dir,
       );
       const id = (await bootSh(dir, [], { SWARM_BOOT_PRINT: 'snapshot-id' })).stdout;
