@@ -309,7 +309,7 @@ function warmMetadataSchema(): void {
   ]);
 }
 
-// Built into a start-up snapshot (snapshot.sh), the agent runs when the snapshot is restored, with the arguments given then.
+// Built into a start-up snapshot (scripts/vm/build-image.sh), the agent runs when the snapshot is restored, with the arguments given then.
 if (startupSnapshot.isBuildingSnapshot()) {
   warmMetadataSchema();
   startupSnapshot.setDeserializeMainFunction(() => start(process.argv.slice(1)));
